@@ -1,0 +1,73 @@
+"""The lab command: `python -m lab up | down | status | reset | knobs | alt-names | run`.
+
+Run as root on a Debian bookworm machine with the packages from `make deps` installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+from lab.config import KNOB_NAMES, parse_pe_version
+from lab.deploy import Lab
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lab", description="A PE-shaped deployment on loopback for tests.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="bring the lab up (idempotent)")
+    up.add_argument("--pe-version", help="PE version the console and CA tools behave as (e.g. 3.7, 2016.4, 2019.8)")
+    up.add_argument("--alt-names", choices=("on", "off"), help="ca.conf allow-subject-alt-names")
+    up.add_argument("--real-compile-hosts", help="comma-separated compile hosts that run a real Puppet Server")
+    sub.add_parser("down", help="stop every lab process, remove /etc/hosts lines (state is kept)")
+    sub.add_parser("reset", help="down, then delete all lab state")
+    sub.add_parser("status", help="show which hosts and services run")
+    knobs = sub.add_parser("knobs", help="show or set latency knobs, e.g. knobs install=8 master_run=8")
+    knobs.add_argument("values", nargs="*")
+    alt = sub.add_parser("alt-names", help="switch the CA's allow-subject-alt-names (restarts the CA)")
+    alt.add_argument("state", choices=("on", "off"))
+    run = sub.add_parser("run", help="run a command inside a host as root: lab run compile01 -- cmd")
+    run.add_argument("host")
+    run.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    lab = Lab()
+
+    if args.cmd == "up":
+        settings = lab.settings()
+        if args.pe_version:
+            parse_pe_version(args.pe_version)
+            settings.pe_version = args.pe_version
+        if args.alt_names:
+            settings.allow_alt_names = args.alt_names == "on"
+        if args.real_compile_hosts is not None:
+            settings.real_compile_hosts = [h for h in args.real_compile_hosts.split(",") if h]
+        lab.up(settings)
+    elif args.cmd == "down":
+        lab.down()
+    elif args.cmd == "reset":
+        lab.reset()
+    elif args.cmd == "status":
+        for name, state in lab.status().items():
+            print(f"{name:14} {state}")
+    elif args.cmd == "knobs":
+        values = {}
+        for item in args.values:
+            key, _, value = item.partition("=")
+            if key not in KNOB_NAMES:
+                parser.error(f"unknown knob {key!r}; knobs: {', '.join(KNOB_NAMES)}")
+            values[key] = float(value)
+        if values:
+            lab.set_knobs(values)
+        print(json.dumps(lab.settings().knobs, indent=2))
+    elif args.cmd == "alt-names":
+        lab.set_alt_names(args.state == "on")
+    elif args.cmd == "run":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        return subprocess.call(["nsenter", f"--target={lab.pid(args.host)}", "--mount", "--uts", "--", *command])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

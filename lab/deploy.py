@@ -1,0 +1,475 @@
+"""`lab up` / `lab down`: bring the PE-shaped deployment up idempotently, and take it away.
+
+Order of `up` (each step checks first, so re-running only does what is missing):
+  1. state dir, lab.json, the lab SSH key, the in-host programs, /etc/hosts block;
+  2. every host's namespace + sshd;
+  3. the primary: Puppet Server as CA and compiler (ENC -> console, reports -> PuppetDB,
+     install.bash through static-content), started and waited for;
+  4. console, PuppetDB and load balancer hosts get certificates from the real CA
+     (autosigned: their names are the only ones in autosign.conf);
+  5. console (4433) and PuppetDB (8081) services, HAProxy (8140 frontend);
+  6. real agent runs on PuppetDB then console: the whitelists are written by Puppet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lab import hosts as labhosts
+from lab.config import (
+    LabSettings,
+    etc_hosts_block,
+    host_by_short,
+    infra_certnames,
+    lab_root,
+    replace_etc_hosts_block,
+    roster,
+)
+
+LAB_DIR = Path(__file__).resolve().parent
+ETC_HOSTS = Path("/etc/hosts")
+PUPPETSERVER_START_DEADLINE = 240.0
+NFS_HELPER = "/usr/sbin/mount.nfs"
+
+
+_T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"lab [{time.monotonic() - _T0:6.1f}s]: {msg}", flush=True)
+
+
+class Lab:
+    """The lab on this machine, rooted at lab_root()."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = root or lab_root()
+
+    # --- paths and settings ---------------------------------------------------------
+    @property
+    def key(self) -> Path:
+        return self.root / "keys" / "lab_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "keys" / "known_hosts"
+
+    @property
+    def inhost(self) -> Path:
+        return self.root / "inhost"
+
+    def paths(self, short: str) -> labhosts.HostPaths:
+        return labhosts.HostPaths(self.root, host_by_short(short))
+
+    def settings(self) -> LabSettings:
+        path = self.root / "lab.json"
+        return LabSettings.from_json(path.read_text()) if path.exists() else LabSettings()
+
+    def save_settings(self, settings: LabSettings) -> None:
+        (self.root / "lab.json").write_text(settings.to_json(self.root))
+
+    # --- running commands in hosts ----------------------------------------------------
+    def pid(self, short: str) -> int:
+        pid = labhosts.running_pid(self.paths(short))
+        if pid is None:
+            raise RuntimeError(f"lab host {short} is not running (lab up)")
+        return pid
+
+    def run(self, short: str, argv: list[str], check: bool = True, timeout: float = 300,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run argv inside a host's namespaces as root (the lab's back door; tests of the
+        product go through SSH instead)."""
+        proc = subprocess.run(labhosts.nsenter(self.pid(short), argv), capture_output=True, text=True,
+                              timeout=timeout, input=input)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"[{short}] {' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
+        return proc
+
+    def spawn(self, short: str, argv: list[str], logfile: Path, pidfile: Path, user: str | None = None) -> None:
+        """Start a long-running service inside a host, detached, logging to logfile."""
+        if user:
+            argv = ["runuser", "-u", user, "--", *argv]
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(logfile, "ab") as out:
+            proc = subprocess.Popen(labhosts.nsenter(self.pid(short), argv), stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=out, start_new_session=True)
+        pidfile.write_text(str(proc.pid))
+
+    # --- up ---------------------------------------------------------------------------
+    def up(self, settings: LabSettings | None = None) -> None:
+        started = time.monotonic()
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        for sub in ("run", "state", "keys", "packages/current"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        current = settings or self.settings()
+        self.save_settings(current)
+        self.install_inhost()
+        self.ensure_keys()
+        self.write_etc_hosts()
+        labhosts.ensure_mountpoints(self.root)
+        self.install_nfs_helper()
+        self.start_hosts()
+        self.setup_primary(current)
+        self.bootstrap_infra_certs()
+        self.start_console_and_puppetdb()
+        self.setup_lb()
+        self.setup_control_repo()
+        self.agent_run("puppetdb")
+        self.agent_run("console")
+        log("PuppetDB and console runs done (whitelists written by Puppet)")
+        log(f"up in {time.monotonic() - started:.1f}s")
+
+    def install_inhost(self) -> None:
+        """Copy the in-host programs and render the templates (always: code may change)."""
+        target = self.inhost
+        # Copy over, never remove: the primary bind-mounts bin/puppet-legacy, and a bind
+        # mount keeps pointing at a deleted file's old inode.
+        shutil.copytree(LAB_DIR / "inhost", target, ignore=shutil.ignore_patterns("__pycache__"),
+                        dirs_exist_ok=True)
+        (target / "real").mkdir(exist_ok=True)
+        shutil.copy2("/usr/bin/puppet", target / "real" / "puppet")
+        for path in target.rglob("*"):
+            if path.is_file() and path.parent.name == "bin":
+                text = path.read_text()
+                if "@INHOST@" in text:
+                    path.write_text(self.render(text))  # in place: keeps the bind-mounted inode
+            os.chmod(path, 0o755 if path.is_dir() or path.parent.name == "bin" else 0o644)
+        os.chmod(target, 0o755)
+        install = (LAB_DIR / "templates" / "install.bash").read_text()
+        dest = self.root / "packages" / "current" / "install.bash"
+        dest.write_text(self.render(install))
+        dest.chmod(0o644)
+
+    def install_nfs_helper(self) -> None:
+        """mount(8) hands `-t nfs` to /sbin/mount.nfs: make that the lab's simulated NFS,
+        unless the machine has a real one (then NFS mounts are real, and need a server)."""
+        helper = Path(NFS_HELPER)
+        record = self.root / "run" / "created-nfs-helper"
+        if helper.is_symlink() and os.readlink(helper) == str(self.inhost / "bin" / "pelab-mount-nfs"):
+            return
+        if not helper.exists():
+            helper.symlink_to(self.inhost / "bin" / "pelab-mount-nfs")
+            record.write_text(NFS_HELPER)
+
+    def render(self, text: str) -> str:
+        return (text.replace("@PRIMARY@", host_by_short("primary").fqdn)
+                .replace("@INHOST@", str(self.inhost)).replace("@ROOT@", str(self.root)))
+
+    def ensure_keys(self) -> None:
+        if not self.key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pelab", "-f", str(self.key)],
+                           check=True)
+
+    def write_etc_hosts(self) -> None:
+        text = ETC_HOSTS.read_text()
+        new = replace_etc_hosts_block(text, etc_hosts_block(roster()))
+        if new != text:
+            # /etc/hosts may be a bind mount (containers): rewrite in place, never replace.
+            with open(ETC_HOSTS, "w") as f:
+                f.write(new)
+
+    def start_hosts(self) -> None:
+        pub = Path(str(self.key) + ".pub").read_text()
+        specs = roster()
+        for spec in specs:  # host keys first: every host's known_hosts lists all of them
+            labhosts.HostPaths(self.root, spec).dir.joinpath("ssh").mkdir(parents=True, exist_ok=True)
+            key = labhosts.HostPaths(self.root, spec).host_key
+            if not key.exists():
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", spec.fqdn, "-f", str(key)],
+                               check=True)
+        known = "".join(
+            f"{s.fqdn},{s.short},{s.address} {labhosts.host_public_key(labhosts.HostPaths(self.root, s))}\n"
+            for s in specs)
+        self.known_hosts.write_text(known)
+        for spec in specs:
+            paths = labhosts.HostPaths(self.root, spec)
+            labhosts.prepare(paths, pub, known)
+            labhosts.start(paths)
+        log(f"{len(specs)} hosts running (sshd on 127.0.10.x:22)")
+
+    # --- primary ----------------------------------------------------------------------
+    def setup_primary(self, settings: LabSettings) -> None:
+        p = self.paths("primary")
+        primary = p.spec
+        etc = p.dir / "etc-puppet"
+        (etc / "puppet.conf").write_text(
+            "# the lab's primary: CA and compiler (written by `lab up`)\n"
+            "[main]\n"
+            f"certname = {primary.fqdn}\n"
+            f"server = {primary.fqdn}\n"
+            f"dns_alt_names = puppet,{primary.short},{primary.fqdn}\n"
+            "keylength = 2048\n"
+            "http_keepalive_timeout = 0\n"
+            "[server]\n"
+            "node_terminus = exec\n"
+            f"external_nodes = {self.inhost}/bin/pelab-enc\n"
+            "reports = store,http\n"
+            f"reporturl = https://{host_by_short('puppetdb').fqdn}:8081/pelab/v1/reports\n"
+            f"autosign = {self.root}/state/autosign.conf\n"
+        )
+        autosign = self.root / "state" / "autosign.conf"
+        autosign.write_text("".join(f"{n}\n" for n in infra_certnames() + [host_by_short("lb").fqdn]))
+        autosign.chmod(0o644)
+        conf_d = etc / "puppetserver" / "conf.d"
+        ca_conf = (
+            "certificate-authority: {\n"
+            f"    allow-subject-alt-names: {str(settings.allow_alt_names).lower()}\n"
+            "    allow-authorization-extensions: true\n"
+            "}\n")
+        ca_changed = not (conf_d / "ca.conf").exists() or (conf_d / "ca.conf").read_text() != ca_conf
+        (conf_d / "ca.conf").write_text(ca_conf)
+        (conf_d / "webserver.conf").write_text(
+            "webserver: {\n"
+            "    access-log-config: /etc/puppet/puppetserver/request-logging.xml\n"
+            "    client-auth: want\n"
+            f"    ssl-host: {primary.address}\n"
+            "    ssl-port: 8140\n"
+            f"    static-content: [{{resource: \"{self.root}/packages\", path: \"/packages\"}}]\n"
+            "}\n")
+        cadir = etc / "puppetserver" / "ca"
+        cadir.mkdir(exist_ok=True)
+        self.write_code(etc / "code")
+        subprocess.run(["chown", "-R", "puppet:puppet", str(cadir), str(etc / "code"), str(p.dir / "var-lib-puppet"),
+                        str(p.dir / "var-lib-puppetserver"), str(p.dir / "var-log-puppetserver")], check=True)
+        if ca_changed and self.primary_ready():
+            log("ca.conf changed: restarting Puppet Server (the CA reads it at start-up)")
+            self.stop_primary()
+        if not self.primary_ready():
+            self.start_primary()
+
+    def write_code(self, code: Path) -> None:
+        """The production environment: the lab's stand-ins for PE's profiles."""
+        env = code / "environments" / "production"
+        module = env / "modules" / "puppet_enterprise"
+        if module.exists():
+            shutil.rmtree(module)
+        for src in (LAB_DIR / "templates" / "puppet_enterprise").rglob("*.pp"):
+            dest = module / src.relative_to(LAB_DIR / "templates" / "puppet_enterprise")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(self.render(src.read_text()))
+        (env / "manifests").mkdir(parents=True, exist_ok=True)
+        site = env / "manifests" / "site.pp"
+        if not site.exists():
+            site.write_text("# classification comes from the console (ENC); nothing here\nnode default {}\n")
+
+    def primary_ready(self) -> bool:
+        return status_simple(host_by_short("primary").fqdn, self.ca_file()) == "running"
+
+    def ca_file(self) -> Path:
+        return self.paths("primary").dir / "var-lib-puppet" / "ssl" / "certs" / "ca.pem"
+
+    def start_primary(self) -> None:
+        p = self.paths("primary")
+        log("starting Puppet Server on the primary (CA + compiler)")
+        self.spawn("primary", ["/usr/bin/puppetserver", "foreground"], p.dir / "log" / "puppetserver.log",
+                   self.root / "run" / "primary-puppetserver.pid")
+        t0 = time.monotonic()
+        wait_until(lambda: self.ca_file().exists() and self.primary_ready(), PUPPETSERVER_START_DEADLINE,
+                   f"Puppet Server on the primary did not report running; see {p.dir / 'log' / 'puppetserver.log'}")
+        log(f"Puppet Server running after {time.monotonic() - t0:.1f}s")
+
+    def stop_primary(self) -> None:
+        pidfile = self.root / "run" / "primary-puppetserver.pid"
+        self.run("primary", ["pkill", "-TERM", "-f", "puppetserver.jar"], check=False)
+        wait_until(lambda: not self.primary_ready() and not self.run(
+            "primary", ["pgrep", "-f", "puppetserver.jar"], check=False).stdout.strip(), 60,
+            "Puppet Server on the primary did not stop")
+        pidfile.unlink(missing_ok=True)
+
+    def set_alt_names(self, allowed: bool) -> None:
+        """Switch ca.conf allow-subject-alt-names and restart the CA so it takes effect."""
+        settings = self.settings()
+        settings.allow_alt_names = allowed
+        self.save_settings(settings)
+        self.setup_primary(settings)
+
+    # --- infrastructure hosts ---------------------------------------------------------
+    def bootstrap_infra_certs(self) -> None:
+        """Console, PuppetDB and LB hosts get their certificates (in parallel: each is a
+        few seconds of Ruby start-up on a busy machine)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def bootstrap(short: str) -> None:
+            fqdn = host_by_short(short).fqdn
+            cert = self.paths(short).dir / "var-lib-puppet" / "ssl" / "certs" / f"{fqdn}.pem"
+            if cert.exists():
+                return
+            self.run(short, ["puppet", "config", "set", "--section", "main", "server", host_by_short("primary").fqdn])
+            for setting, value in (("keylength", "2048"), ("http_keepalive_timeout", "0")):  # see install.bash
+                self.run(short, ["puppet", "config", "set", "--section", "main", setting, value])
+            self.run(short, ["puppet", "ssl", "bootstrap", "--waitforcert", "0"], timeout=180)
+            log(f"{fqdn}: certificate signed by the lab CA")
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            for future in [pool.submit(bootstrap, s) for s in ("console", "puppetdb", "lb")]:
+                future.result()
+
+    def start_console_and_puppetdb(self) -> None:
+        secret = self.root / "state" / "console-admin.json"
+        if not secret.exists():
+            import secrets as pysecrets
+
+            secret.write_text(json.dumps({"login": "admin", "password": pysecrets.token_urlsafe(18)}))
+            secret.chmod(0o600)
+        infra = "".join(f"{n}\n" for n in infra_certnames())
+        for short, path in (("console", "console-services/rbac-certificate-whitelist"),
+                            ("puppetdb", "puppetdb/certificate-whitelist")):
+            wl = self.paths(short).dir / "etc-puppetlabs" / path
+            if not wl.exists():  # PE's installer seeds them with the infrastructure nodes
+                wl.parent.mkdir(parents=True, exist_ok=True)
+                wl.write_text(infra)
+        for short, script, port in (("console", "console.py", 4433), ("puppetdb", "puppetdb.py", 8081)):
+            spec = host_by_short(short)
+            if port_open(spec.address, port):
+                continue
+            self.spawn(short, ["/usr/bin/python3", str(self.inhost / script)],
+                       self.paths(short).dir / "log" / f"{script[:-3]}.log", self.root / "run" / f"{short}-svc.pid")
+            wait_until(lambda: port_open(spec.address, port), 30, f"{short} service did not listen on {port}")
+        log("console (4433) and PuppetDB (8081) services running")
+
+    def setup_lb(self) -> None:
+        p = self.paths("lb")
+        etc = p.dir / "etc-haproxy"
+        cfg = etc / "haproxy.cfg"
+        if "pelab" not in (cfg.read_text() if cfg.exists() else ""):
+            cfg.write_text(haproxy_cfg(p.spec.address))
+        shutil.copy2(self.ca_file(), etc / "pe-ca.pem")
+        if not port_open(p.spec.address, 8140):
+            self.run("lb", ["haproxy", "-c", "-q", "-f", "/etc/haproxy/haproxy.cfg"])
+            self.run("lb", ["service", "haproxy", "start"])
+            wait_until(lambda: port_open(p.spec.address, 8140), 20, "HAProxy did not listen on 8140")
+        log("HAProxy 8140 frontend running on lb")
+
+    def setup_control_repo(self) -> None:
+        """A local git control repo (branch = environment) for r10k, as PE users keep one."""
+        repo = self.root / "git" / "control-repo.git"
+        if repo.exists():
+            return
+        work = self.root / "git" / "control-repo.work"
+        if work.exists():
+            shutil.rmtree(work)
+        src = self.paths("primary").dir / "etc-puppet" / "code" / "environments" / "production"
+        shutil.copytree(src, work)
+        git = ["git", "-C", str(work), "-c", "user.name=pelab", "-c", "user.email=pelab@pelab.test"]
+        subprocess.run(["git", "init", "-q", "-b", "production", str(work)], check=True)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "production environment"], check=True)
+        subprocess.run(["git", "clone", "-q", "--bare", str(work), str(repo)], check=True)
+        shutil.rmtree(work)
+
+    def agent_run(self, short: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """`puppet agent -t` on a host; exit 0 or 2 is success (detailed exit codes)."""
+        proc = self.run(short, ["puppet", "agent", "--test", "--detailed-exitcodes"], check=False, timeout=timeout)
+        if proc.returncode not in (0, 2):
+            raise RuntimeError(f"[{short}] puppet agent -t exited {proc.returncode}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        return proc
+
+    # --- knobs, status, down, reset -------------------------------------------------------
+    def set_knobs(self, knobs: dict[str, float]) -> None:
+        settings = self.settings()
+        settings.knobs.update(knobs)
+        self.save_settings(settings)
+
+    def status(self) -> dict[str, str]:
+        out = {}
+        for spec in roster():
+            pid = labhosts.running_pid(labhosts.HostPaths(self.root, spec))
+            out[spec.short] = f"up (sshd pid {pid})" if pid else "down"
+        if out.get("primary", "").startswith("up"):
+            out["puppetserver"] = "running" if self.primary_ready() else "not running"
+        return out
+
+    def down(self) -> None:
+        for spec in reversed(roster()):
+            labhosts.stop(labhosts.HostPaths(self.root, spec))
+        for pidfile in (self.root / "run").glob("*.pid") if (self.root / "run").exists() else []:
+            pidfile.unlink()
+        text = ETC_HOSTS.read_text()
+        new = replace_etc_hosts_block(text, None)
+        if new != text:
+            with open(ETC_HOSTS, "w") as f:
+                f.write(new)
+        labhosts.remove_created_mountpoints(self.root)
+        record = self.root / "run" / "created-nfs-helper"
+        if record.exists():
+            Path(NFS_HELPER).unlink(missing_ok=True)
+            record.unlink()
+        log("down: no lab processes, /etc/hosts block removed")
+
+    def reset(self) -> None:
+        self.down()
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        log(f"reset: {self.root} removed")
+
+
+def haproxy_cfg(address: str) -> str:
+    """HAProxy in front of the compile masters, as PE documents: TCP on 8140, health check
+    `GET /status/v1/simple` over TLS verified against the PE CA, least connections."""
+    return f"""# pelab load balancer (HAProxy 2.6): the compile masters' 8140 pool
+global
+    log /dev/log local0 warning
+    stats socket /run/haproxy/admin.sock mode 660 level admin expose-fd listeners
+    stats timeout 30s
+    daemon
+
+defaults
+    mode tcp
+    log global
+    option tcplog
+    timeout connect 5s
+    timeout client 2m
+    timeout server 2m
+
+frontend puppet_8140
+    bind {address}:8140
+    default_backend puppet_compilers
+
+backend puppet_compilers
+    balance leastconn
+    option httpchk GET /status/v1/simple
+    http-check expect string running
+    default-server inter 1s fall 2 rise 1 check check-ssl verify required ca-file /etc/haproxy/pe-ca.pem
+"""
+
+
+def port_open(address: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((address, port)) == 0
+
+
+def status_simple(host: str, cafile: Path, port: int = 8140) -> str | None:
+    """Body of https://host:port/status/v1/simple verified against the CA, or None."""
+    import http.client
+
+    if not cafile.exists():
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=str(cafile))
+        conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=5)
+        conn.request("GET", "/status/v1/simple")
+        body = conn.getresponse().read().decode().strip()
+        conn.close()
+        return body
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, message: str, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    if not predicate():
+        raise TimeoutError(f"{message} (waited {timeout:.0f}s)")

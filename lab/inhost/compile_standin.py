@@ -1,0 +1,59 @@
+"""The light compile service: what a compile master's Puppet Server promises, cheaply.
+
+Used on compile hosts not listed in lab.json's real_compile_hosts (scale tests run many).
+Same contract as the real one: HTTPS on <host>:8140 with the host's Puppet certificate,
+`/status/v1/simple` says `running`, and a catalog request is served only after the same
+checks a PE master makes (PuppetDB and the console must trust this master). The catalog
+it returns holds the node's classes, not compiled resources.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pelab_common as common  # noqa: E402
+
+
+class Handler(common.JsonHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        self.route()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.body_bytes()
+        self.route()
+
+    def route(self) -> None:
+        path = urlparse(self.path).path
+        if path == "/status/v1/simple":
+            return self.reply(200, "running", content_type="text/plain")
+        parts = [unquote(p) for p in path.split("/") if p]
+        if parts[:3] == ["puppet", "v3", "catalog"] and len(parts) == 4:
+            node = parts[3]
+            if common.peer_certname(self) != node:
+                return self.error(403, "forbidden", f"Forbidden request: catalog of {node} for {common.peer_certname(self)}")
+            try:
+                result = common.classify_for_catalog(node)
+            except common.CatalogRefused as exc:
+                return self.error(500, "catalog-compile-failed", str(exc))
+            return self.reply(200, {
+                "name": node, "version": int(time.time()), "environment": result["environment"],
+                "catalog_uuid": str(uuid.uuid4()), "code_id": None, "tags": [], "edges": [],
+                "classes": sorted(result["classes"]),
+                "resources": [{"type": "Class", "title": c.title(), "parameters": p} for c, p in sorted(result["classes"].items())],
+                "compiled_by": common.certname()})
+        return self.error(404, "not-found", path)
+
+
+def main() -> None:
+    me = common.certname()
+    server = common.TLSServer((common.address_of(me), 8140), Handler, common.server_context())
+    print(f"compile stand-in listening on {me}:8140", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Shared helpers for the programs the lab runs *inside* its hosts.
+
+These files are copied to <lab root>/inhost and run with the machine's /usr/bin/python3
+(stdlib only, plus Debian's python3-yaml), often as the `puppet` user from Puppet Server,
+so they must not import anything from the project's virtualenv.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import sys
+import tempfile
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+INHOST = Path(__file__).resolve().parent
+ROOT = INHOST.parent
+SSLDIR = Path("/var/lib/puppet/ssl")
+
+
+def settings() -> dict[str, Any]:
+    return json.loads((ROOT / "lab.json").read_text())
+
+
+def certname() -> str:
+    """This host's certname: Puppet's default, the FQDN (the lab sets hostname = FQDN)."""
+    return socket.gethostname()
+
+
+def address_of(fqdn: str) -> str:
+    return str(settings()["hosts"][fqdn]["address"])
+
+
+def cert_paths(name: str | None = None) -> tuple[Path, Path, Path]:
+    name = name or certname()
+    return SSLDIR / "certs" / f"{name}.pem", SSLDIR / "private_keys" / f"{name}.pem", SSLDIR / "certs" / "ca.pem"
+
+
+def server_context(name: str | None = None, require_client_cert: bool = False) -> ssl.SSLContext:
+    cert, key, ca = cert_paths(name)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    ctx.load_verify_locations(str(ca))
+    ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    return ctx
+
+
+def client_context(with_cert: bool = True) -> ssl.SSLContext:
+    cert, key, ca = cert_paths()
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if with_cert:
+        ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+def https(method: str, host: str, port: int, path: str, body: Any = None, timeout: float = 20.0,
+          headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One HTTPS request with this host's Puppet certificate, verified against the Puppet CA."""
+    conn = http.client.HTTPSConnection(host, port, context=client_context(), timeout=timeout)
+    data = None
+    hdrs = dict(headers or {})
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def peer_certname(handler: BaseHTTPRequestHandler) -> str | None:
+    """CN of the verified client certificate, if the client sent one."""
+    conn = handler.connection
+    cert = conn.getpeercert() if isinstance(conn, ssl.SSLSocket) else None
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def read_lines(path: Path) -> list[str]:
+    try:
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Small JSON request handler base: body parsing, JSON replies, quiet logs."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "pelab"
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
+
+    _raw_body: bytes | None = None
+
+    def handle_one_request(self) -> None:
+        self._raw_body = None  # one handler serves every request of a keep-alive connection
+        super().handle_one_request()
+
+    def body_bytes(self) -> bytes:
+        """The request body, read once (and always read before replying: an unread body
+        would be parsed as the next request on a keep-alive connection)."""
+        if self._raw_body is None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self._raw_body = self.rfile.read(length) if length else b""
+        return self._raw_body
+
+    def body_json(self) -> Any:
+        raw = self.body_bytes()
+        return json.loads(raw) if raw else None
+
+    def reply(self, status: int, payload: Any = None, headers: dict[str, str] | None = None,
+              content_type: str = "application/json") -> None:
+        self.body_bytes()
+        if payload is None:
+            data = b""
+        elif isinstance(payload, (bytes, str)):
+            data = payload.encode() if isinstance(payload, str) else payload
+        else:
+            data = json.dumps(payload).encode()
+        self.send_response(status)
+        if data:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
+
+    def error(self, status: int, kind: str, msg: str) -> None:
+        self.reply(status, {"kind": kind, "msg": msg})
+
+
+class TLSServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], ctx: ssl.SSLContext):
+        super().__init__(address, handler)
+        self.ctx = ctx
+
+    def get_request(self) -> tuple[Any, Any]:
+        # The handshake happens in the handler's thread (JsonHandler.setup), so one slow or
+        # rejected client never stalls the accept loop.
+        sock, addr = self.socket.accept()
+        sock.settimeout(30)
+        return self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+
+PP_AUTH_ROLE_OID = "1.3.6.1.4.1.34380.1.3.13"
+
+
+class CatalogRefused(Exception):
+    """This master may not compile: PuppetDB or the console does not trust it (yet)."""
+
+
+def trusted_extensions(node: str, primary: str) -> dict[str, str]:
+    """The node's certificate extensions we classify on (pp_auth_role), from the CA."""
+    import subprocess
+
+    status, pem = https("GET", primary, 8140, f"/puppet-ca/v1/certificate/{node}")
+    if status != 200:
+        return {}
+    text = subprocess.run(["openssl", "x509", "-noout", "-text"], input=pem, capture_output=True).stdout.decode()
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith(PP_AUTH_ROLE_OID) and i + 1 < len(lines):
+            return {"pp_auth_role": lines[i + 1].strip().lstrip(".").strip()}
+    return {}
+
+
+def classify_for_catalog(node: str) -> dict[str, Any]:
+    """What a PE master does for each catalog request, in PE's order:
+    1. submit the node's facts to PuppetDB with this master's own certificate - so a master
+       that PuppetDB does not trust yet fails real work, as in PE;
+    2. ask the console's classifier with this master's certificate - so the console must
+       trust it too (its rbac-certificate-whitelist).
+    Returns {classes, environment, parameters}; raises CatalogRefused otherwise."""
+    s = settings()
+    me = certname()
+    try:
+        status, body = https("POST", s["puppetdb"], 8081, "/pdb/cmd/v1",
+                             {"command": "replace facts", "version": 5, "payload": {"certname": node}})
+    except OSError as exc:
+        raise CatalogRefused(f"{me}: PuppetDB refused this master's connection: {exc}") from exc
+    if status != 200:
+        raise CatalogRefused(f"{me}: PuppetDB refused this master: HTTP {status} {body[:200]!r}")
+    trusted = {"certname": node, "extensions": trusted_extensions(node, s["primary"])}
+    try:
+        status, body = https("POST", s["console"], 4433, f"/classifier-api/v1/classified/nodes/{node}",
+                             {"fact": {}, "trusted": trusted})
+    except OSError as exc:
+        raise CatalogRefused(f"{me}: the console refused this master's connection: {exc}") from exc
+    if status != 200:
+        raise CatalogRefused(f"{me}: the classifier refused this master: HTTP {status} {body[:200]!r}")
+    result = json.loads(body)
+    return {"classes": result["classes"], "environment": result["environment"], "parameters": result["parameters"]}
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,90 @@
+#!/bin/bash
+# PE-style agent installer, served by the lab's primary at
+#   https://@PRIMARY@:8140/packages/current/install.bash
+# Usage (as PE documents it):
+#   curl --cacert ca.pem https://@PRIMARY@:8140/packages/current/install.bash | bash -s -- \
+#     main:dns_alt_names=a,b agent:certname=x extension_requests:pp_auth_role=pe_compiler \
+#     --puppet-service-ensure stopped --puppet-service-enable false
+# section:key=value arguments go to puppet.conf (main, agent, server, user) or to
+# csr_attributes.yaml (extension_requests, custom_attributes), then the agent submits its
+# CSR to the primary. The lab's hosts share the machine's agent binaries (Debian's puppet
+# 7), so "installing the package" is checking that it is there; the install latency knob
+# stands in for the download.
+set -euo pipefail
+
+PRIMARY="@PRIMARY@"
+INHOST="@INHOST@"
+service_ensure=running
+service_enable=true
+settings=()
+extension_requests=()
+custom_attributes=()
+
+die() { echo "install.bash: $*" >&2; exit 1; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -s|--) ;;
+    --puppet-service-ensure) [ $# -ge 2 ] || die "$1 needs a value"; service_ensure="$2"; shift ;;
+    --puppet-service-enable) [ $# -ge 2 ] || die "$1 needs a value"; service_enable="$2"; shift ;;
+    *:*=*)
+      section="${1%%:*}"; kv="${1#*:}"; key="${kv%%=*}"; value="${kv#*=}"
+      [[ "$key" =~ ^[a-z_][a-z0-9_]*$ ]] || die "bad setting name '$key' in '$1'"
+      case "$section" in
+        main|agent|server|user) settings+=("$section" "$key" "$value") ;;
+        extension_requests) extension_requests+=("$key" "$value") ;;
+        custom_attributes) custom_attributes+=("$key" "$value") ;;
+        *) die "unknown section '$section' in '$1'" ;;
+      esac ;;
+    *) die "unrecognised argument '$1'" ;;
+  esac
+  shift
+done
+case "$service_ensure" in running|stopped) ;; *) die "--puppet-service-ensure must be running or stopped" ;; esac
+
+"$INHOST/bin/pelab-delay" install
+command -v puppet >/dev/null || die "the puppet agent is not installed on this machine"
+echo "Notice: puppet agent $(puppet --version) present"
+
+puppet config set --section main server "$PRIMARY"
+# Lab speed-ups, not PE behaviour: 2048-bit keys (Puppet 7 defaults to 4096, whose key
+# generation takes tens of seconds on the lab's 2 cores), and no HTTP keep-alive (Debian's
+# Ruby 3.1 agent stalls 30 s reusing a connection after its CSR PUT to Debian's Puppet
+# Server 7). Arguments given to this script win.
+puppet config set --section main keylength 2048
+puppet config set --section main http_keepalive_timeout 0
+for ((i = 0; i < ${#settings[@]}; i += 3)); do
+  puppet config set --section "${settings[i]}" "${settings[i+1]}" "${settings[i+2]}"
+  echo "Notice: puppet.conf [${settings[i]}] ${settings[i+1]} = ${settings[i+2]}"
+done
+
+if [ ${#extension_requests[@]} -gt 0 ] || [ ${#custom_attributes[@]} -gt 0 ]; then
+  csr="$(puppet config print csr_attributes)"
+  /usr/bin/python3 - "$csr" "${#extension_requests[@]}" "${extension_requests[@]}" "${custom_attributes[@]}" <<'PY'
+import json, sys
+path, n = sys.argv[1], int(sys.argv[2])
+ext, attrs = sys.argv[3:3 + n], sys.argv[3 + n:]
+def block(name, pairs):
+    if not pairs:
+        return ""
+    return name + ":\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in zip(pairs[::2], pairs[1::2]))
+with open(path, "w") as f:
+    f.write("---\n" + block("custom_attributes", attrs) + block("extension_requests", ext))
+print(f"Notice: wrote {path}")
+PY
+fi
+
+certname="$(puppet config print certname --section agent)"
+if [ -s "$(puppet config print hostcert --section agent)" ]; then
+  echo "Notice: certificate for $certname already present; not requesting another"
+else
+  puppet ssl submit_request --certname "$certname"
+  echo "Notice: certificate request for $certname submitted to $PRIMARY"
+fi
+
+if [ "$service_ensure" = running ]; then
+  service puppet start
+else
+  service puppet stop >/dev/null 2>&1 || true
+fi
+echo "Notice: puppet service ensure=$service_ensure enable=$service_enable"

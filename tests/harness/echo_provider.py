@@ -1,0 +1,61 @@
+"""A trivial dynamic provider for testing the harness itself: a file with some content.
+
+It lives in an importable module (not in a test file) because the provider server
+unpickles providers by reference, exactly as it will for provider/.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+
+INPUTS = ("path", "content", "sleep", "journal")
+
+
+def _journal(journal: str | None, event: str) -> None:
+    """Append one timestamped event; tests read it to measure call concurrency."""
+    if not journal:
+        return
+    with open(journal, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps({"t": time.monotonic(), "event": event, "pid": os.getpid()}) + "\n")
+
+
+class EchoFileProvider(ResourceProvider):
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = []
+        if not str(news.get("path", "")).startswith("/"):
+            failures.append(CheckFailure("path", "path must be absolute"))
+        return CheckResult(news, failures)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        _journal(props.get("journal"), "start")
+        time.sleep(float(props.get("sleep", 0)))
+        Path(props["path"]).write_text(props["content"])
+        _journal(props.get("journal"), "end")
+        return CreateResult(props["path"], {k: props[k] for k in INPUTS if k in props} | {"size": len(props["content"])})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = [k for k in ("path", "content") if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[k for k in changed if k == "path"],
+                          delete_before_replace=True)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        Path(news["path"]).write_text(news["content"])
+        return UpdateResult({k: news[k] for k in INPUTS if k in news} | {"size": len(news["content"])})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        path = Path(id_)
+        if not path.exists():
+            return ReadResult("", {})
+        content = path.read_text()
+        return ReadResult(id_, {**props, "content": content, "size": len(content)})
+
+    def delete(self, id_: str, _props: dict[str, Any]) -> None:
+        Path(id_).unlink(missing_ok=True)

@@ -1,0 +1,312 @@
+"""Drive the SDK's own dynamic provider server over gRPC, the way the Pulumi engine does.
+
+The Pulumi CLI (the engine) cannot be installed here, but everything it does with a
+dynamic provider goes through one gRPC protocol served by the SDK itself
+(`python -u -m pulumi.dynamic`, cwd = project root). This module starts that server and
+offers check / diff / create / update / read / delete with properties serialized as the
+engine sends them:
+  * `__provider` is `serialize_provider(provider)` (dill, by reference to provider/...);
+  * secrets are stripped (the dynamic provider answers Configure with acceptSecrets=False,
+    so the engine sends plaintext and re-marks outputs whose input key was secret);
+  * in preview, values not known yet are the UNKNOWN sentinel.
+`Engine` (below) runs one resource's lifecycle in the engine's order for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from pulumi.dynamic import ResourceProvider
+from pulumi.dynamic.dynamic import serialize_provider
+from pulumi.runtime import rpc
+from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROVIDER_KEY = "__provider"
+UNKNOWN = rpc.UNKNOWN
+
+
+class ProviderError(Exception):
+    """A provider method raised: `details` is the traceback the server sent back."""
+
+    def __init__(self, method: str, code: grpc.StatusCode, details: str):
+        super().__init__(f"{method} failed ({code.name}):\n{details}")
+        self.method = method
+        self.code = code
+        self.details = details
+
+
+@dataclass(frozen=True)
+class Secret:
+    """Marks an input as a Pulumi secret (what `pulumi.Output.secret` / --secret config do)."""
+
+    value: Any
+
+
+@dataclass
+class CheckResponse:
+    inputs: dict[str, Any]
+    failures: list[tuple[str, str]]
+
+
+@dataclass
+class DiffResponse:
+    changes: str  # "none" | "some" | "unknown"
+    replaces: list[str]
+    delete_before_replace: bool
+
+
+def _serialize(props: Mapping[str, Any]) -> Any:
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(rpc.serialize_properties(dict(props), {}))
+    finally:
+        loop.close()
+
+
+def _deserialize(struct: Any) -> dict[str, Any]:
+    return dict(rpc.deserialize_properties(struct, True))
+
+
+class ProviderServer:
+    """The SDK's provider server as a child process, with a gRPC stub to it."""
+
+    def __init__(self, config: Mapping[str, Any] | None = None, cwd: Path = PROJECT_ROOT,
+                 env: Mapping[str, str] | None = None, echo: bool = False):
+        self.cwd = cwd
+        self.config = dict(config or {})
+        self.env = {**os.environ, **(env or {})}
+        self.echo = echo
+        self.output: list[str] = []
+        self._lock = threading.Lock()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.channel: grpc.Channel | None = None
+        self.stub: Any = None
+
+    def __enter__(self) -> ProviderServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.dynamic"], cwd=self.cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        assert self.proc.stdout and self.proc.stderr
+        first = self.proc.stdout.readline().decode().strip()
+        if not first.isdigit():
+            self.proc.kill()
+            rest = self.proc.stderr.read().decode(errors="replace")
+            raise RuntimeError(f"provider server did not print its port: {first!r}\n{rest}")
+        # Keep draining: a full pipe would block the provider mid-call.
+        for stream in (self.proc.stdout, self.proc.stderr):
+            threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{first}")
+        grpc.channel_ready_future(self.channel).result(timeout=30)
+        self.stub = provider_pb2_grpc.ResourceProviderStub(self.channel)
+        self.stub.Configure(provider_pb2.ConfigureRequest(args=_serialize(self.config), acceptSecrets=True))
+
+    def _drain(self, stream: Any) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            with self._lock:
+                self.output.append(line)
+            if self.echo:
+                print(f"[provider] {line}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # the server never exits by itself
+            self.proc.wait(timeout=10)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def text(self) -> str:
+        with self._lock:
+            return "\n".join(self.output)
+
+    def _call(self, method: str, request: Any, timeout: float | None) -> Any:
+        try:
+            return getattr(self.stub, method)(request, timeout=timeout)
+        except grpc.RpcError as err:
+            raise ProviderError(method, err.code(), err.details() or "") from None
+
+    # --- the protocol, one method per RPC --------------------------------------------
+    def check(self, urn: str, olds: Mapping[str, Any], news: Mapping[str, Any],
+              timeout: float | None = None) -> CheckResponse:
+        resp = self._call("Check", provider_pb2.CheckRequest(urn=urn, olds=_serialize(olds), news=_serialize(news)),
+                          timeout)
+        return CheckResponse(_deserialize(resp.inputs), [(f.property, f.reason) for f in resp.failures])
+
+    def diff(self, id_: str, urn: str, olds: Mapping[str, Any], news: Mapping[str, Any],
+             timeout: float | None = None) -> DiffResponse:
+        resp = self._call("Diff", provider_pb2.DiffRequest(id=id_, urn=urn, olds=_serialize(olds),
+                                                           news=_serialize(news)), timeout)
+        changes = {provider_pb2.DiffResponse.DIFF_NONE: "none", provider_pb2.DiffResponse.DIFF_SOME: "some"}.get(
+            resp.changes, "unknown")
+        return DiffResponse(changes, list(resp.replaces), bool(resp.deleteBeforeReplace))
+
+    def create(self, urn: str, inputs: Mapping[str, Any], timeout: float | None = None) -> tuple[str, dict[str, Any]]:
+        resp = self._call("Create", provider_pb2.CreateRequest(urn=urn, properties=_serialize(inputs)), timeout)
+        return resp.id, _deserialize(resp.properties)
+
+    def update(self, id_: str, urn: str, olds: Mapping[str, Any], news: Mapping[str, Any],
+               timeout: float | None = None) -> dict[str, Any]:
+        resp = self._call("Update", provider_pb2.UpdateRequest(id=id_, urn=urn, olds=_serialize(olds),
+                                                               news=_serialize(news)), timeout)
+        return _deserialize(resp.properties)
+
+    def read(self, id_: str, urn: str, props: Mapping[str, Any], inputs: Mapping[str, Any] | None = None,
+             timeout: float | None = None) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+        req = provider_pb2.ReadRequest(id=id_, urn=urn, properties=_serialize(props),
+                                       inputs=_serialize(inputs or {}))
+        resp = self._call("Read", req, timeout)
+        new_inputs = _deserialize(resp.inputs) if resp.HasField("inputs") and len(resp.inputs.fields) else None
+        return resp.id, _deserialize(resp.properties), new_inputs
+
+    def delete(self, id_: str, urn: str, props: Mapping[str, Any], inputs: Mapping[str, Any] | None = None,
+               timeout: float | None = None) -> None:
+        self._call("Delete", provider_pb2.DeleteRequest(id=id_, urn=urn, properties=_serialize(props),
+                                                        oldInputs=_serialize(inputs or {})), timeout)
+
+
+def urn_for(name: str, type_name: str, stack: str = "lab", project: str = "pe-compile-masters") -> str:
+    return f"urn:pulumi:{stack}::{project}::pulumi-python:dynamic:Resource$pulumi-python:dynamic/{type_name}::{name}"
+
+
+@dataclass
+class StateEntry:
+    """What the engine keeps in the stack state for one resource."""
+
+    id: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    secret_keys: set[str] = field(default_factory=set)
+
+    def serialized_state(self) -> dict[str, Any]:
+        """Outputs as the engine would write them: keys whose input was secret are
+        replaced by the engine's secret envelope (ciphertext in real state)."""
+        return {k: ({"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "ciphertext": "<encrypted>"}
+                    if k in self.secret_keys else v) for k, v in self.outputs.items()}
+
+
+class Engine:
+    """One dynamic resource driven through the provider server in the engine's order.
+
+    preview(): Check, then Diff against the state (no Create/Update).
+    up(): preview, then Create / Update / replace (delete-before-replace when asked).
+    refresh(): Read with the old outputs; an empty id drops the resource from state.
+    destroy(): Delete with the old outputs.
+    """
+
+    def __init__(self, server: ProviderServer, provider: ResourceProvider, name: str, type_name: str):
+        self.server = server
+        self.provider_blob = serialize_provider(provider)
+        self.name = name
+        self.urn = urn_for(name, type_name)
+        self.state: StateEntry | None = None
+        self.calls: list[str] = []
+
+    def _plain(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        plain: dict[str, Any] = {}
+        secret = {PROVIDER_KEY}  # dynamic.Resource always makes __provider a secret
+        for key, value in inputs.items():
+            if isinstance(value, Secret):
+                secret.add(key)
+                value = value.value
+            if value is None:
+                continue  # the engine drops None inputs
+            plain[key] = value
+        plain[PROVIDER_KEY] = self.provider_blob
+        return plain, secret
+
+    def check(self, inputs: Mapping[str, Any]) -> CheckResponse:
+        plain, _ = self._plain(inputs)
+        olds = self.state.inputs if self.state else {}
+        self.calls.append("check")
+        return self.server.check(self.urn, olds, plain)
+
+    def preview(self, inputs: Mapping[str, Any]) -> tuple[CheckResponse, DiffResponse | None]:
+        checked = self.check(inputs)
+        if checked.failures or self.state is None:
+            return checked, None
+        self.calls.append("diff")
+        return checked, self.server.diff(self.state.id, self.urn, self.state.outputs, checked.inputs)
+
+    def up(self, inputs: Mapping[str, Any], timeout: float | None = None) -> StateEntry:
+        checked, diff = self.preview(inputs)
+        if checked.failures:
+            raise CheckFailed(checked.failures)
+        _, secret = self._plain(inputs)
+        if self.state is None:
+            self.calls.append("create")
+            id_, outs = self.server.create(self.urn, checked.inputs, timeout)
+            self.state = StateEntry(id_, checked.inputs, outs, secret)
+        elif diff is not None and diff.changes == "some" and diff.replaces:
+            if diff.delete_before_replace:
+                self.calls.append("delete")
+                self.server.delete(self.state.id, self.urn, self.state.outputs, self.state.inputs, timeout)
+                self.state = None
+                self.calls.append("create")
+                id_, outs = self.server.create(self.urn, checked.inputs, timeout)
+            else:
+                old = self.state
+                self.calls.append("create")
+                id_, outs = self.server.create(self.urn, checked.inputs, timeout)
+                self.calls.append("delete")
+                self.server.delete(old.id, self.urn, old.outputs, old.inputs, timeout)
+            self.state = StateEntry(id_, checked.inputs, outs, secret)
+        elif diff is not None and diff.changes != "none":
+            self.calls.append("update")
+            outs = self.server.update(self.state.id, self.urn, self.state.outputs, checked.inputs, timeout)
+            self.state = StateEntry(self.state.id, checked.inputs, outs, secret)
+        return self.state
+
+    def refresh(self, timeout: float | None = None) -> StateEntry | None:
+        assert self.state is not None
+        self.calls.append("read")
+        id_, outs, inputs = self.server.read(self.state.id, self.urn, self.state.outputs, self.state.inputs, timeout)
+        if not id_:
+            self.state = None
+            return None
+        self.state = StateEntry(id_, inputs if inputs is not None else self.state.inputs, outs,
+                                self.state.secret_keys)
+        return self.state
+
+    def destroy(self, timeout: float | None = None) -> None:
+        if self.state is None:
+            return
+        self.calls.append("delete")
+        self.server.delete(self.state.id, self.urn, self.state.outputs, self.state.inputs, timeout)
+        self.state = None
+
+
+class CheckFailed(Exception):
+    def __init__(self, failures: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{prop}: {reason}" for prop, reason in failures))
+        self.failures = failures
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

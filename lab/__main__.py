@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--real-compile-hosts", help="comma-separated compile hosts that run a real Puppet Server")
     sub.add_parser("down", help="stop every lab process, remove /etc/hosts lines (state is kept)")
     sub.add_parser("reset", help="down, then delete all lab state")
+    sub.add_parser("check-down", help="exit 1 listing anything a `lab down` left behind")
     sub.add_parser("status", help="show which hosts and services run")
     knobs = sub.add_parser("knobs", help="show or set latency knobs, e.g. knobs install=8 master_run=8")
     knobs.add_argument("values", nargs="*")
@@ -48,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         lab.down()
     elif args.cmd == "reset":
         lab.reset()
+    elif args.cmd == "check-down":
+        left = lab.leftovers()
+        for item in left:
+            print(f"left behind: {item}")
+        if left:
+            return 1
+        print("lab down left nothing behind: no lab processes, listeners, /etc/hosts lines or mounts")
     elif args.cmd == "status":
         for name, state in lab.status().items():
             print(f"{name:14} {state}")

@@ -40,8 +40,10 @@ class CommandResult:
 
     def check(self, ok: tuple[int, ...] = (0,)) -> CommandResult:
         if self.exit_status not in ok:
-            raise AssertionError(f"[{self.host}] `{self.command}` exited {self.exit_status}\n"
-                                 f"stdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-2000:]}")
+            raise AssertionError(
+                f"[{self.host}] `{self.command}` exited {self.exit_status}\n"
+                f"stdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-2000:]}"
+            )
         return self
 
 
@@ -68,8 +70,9 @@ class CertInfo:
                 raw = getattr(ext.value, "value", b"")
                 exts[ext.oid.dotted_string] = raw[2:].decode(errors="replace") if raw else ""
         digest = cert.fingerprint(hashes.SHA256()).hex().upper()
-        return cls(str(cn), names, ":".join(digest[i:i + 2] for i in range(0, len(digest), 2)),
-                   cert.serial_number, exts)
+        return cls(
+            str(cn), names, ":".join(digest[i : i + 2] for i in range(0, len(digest), 2)), cert.serial_number, exts
+        )
 
 
 class LabHost:
@@ -90,9 +93,17 @@ class LabHost:
         client = paramiko.SSHClient()
         client.load_host_keys(str(self.lab.known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(self.fqdn, port=22, username="root", key_filename=str(self.lab.key),
-                       timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, look_for_keys=False,
-                       allow_agent=False)
+        client.connect(
+            self.fqdn,
+            port=22,
+            username="root",
+            key_filename=str(self.lab.key),
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            look_for_keys=False,
+            allow_agent=False,
+        )
         return client
 
     def run(self, command: str | list[str], timeout: float = 600, stdin: str | None = None) -> CommandResult:
@@ -128,17 +139,21 @@ class LabHost:
 
     def cert_files(self, certname: str | None = None) -> tuple[str, str]:
         name = certname or self.fqdn
-        return (str(self.paths.inner(f"/var/lib/puppet/ssl/certs/{name}.pem")),
-                str(self.paths.inner(f"/var/lib/puppet/ssl/private_keys/{name}.pem")))
+        return (
+            str(self.paths.inner(f"/var/lib/puppet/ssl/certs/{name}.pem")),
+            str(self.paths.inner(f"/var/lib/puppet/ssl/private_keys/{name}.pem")),
+        )
 
     def agent_run(self, timeout: float = 600) -> CommandResult:
         return self.run("puppet agent --test --detailed-exitcodes", timeout=timeout)
 
     def wipe_agent(self) -> None:
         """Back to a bare host: no puppet.conf settings, no SSL state, no compile service."""
-        self.run(f"{self.lab.root}/inhost/bin/pelab-compile-service stop; service puppet stop >/dev/null 2>&1; "
-                 "rm -rf /var/lib/puppet/ssl /etc/puppet/csr_attributes.yaml /var/cache/puppet/state/*; "
-                 "echo '# bare lab host' > /etc/puppet/puppet.conf")
+        self.run(
+            f"{self.lab.root}/inhost/bin/pelab-compile-service stop; service puppet stop >/dev/null 2>&1; "
+            "rm -rf /var/lib/puppet/ssl /etc/puppet/csr_attributes.yaml /var/cache/puppet/state/*; "
+            "echo '# bare lab host' > /etc/puppet/puppet.conf"
+        )
 
 
 class Classifier:
@@ -208,8 +223,12 @@ class LabClient:
         return f"https://{host_by_short('console').fqdn}:4433"
 
     def token(self) -> str:
-        resp = requests.post(f"{self.console_url()}/rbac-api/v1/auth/token", json={**self.admin_credentials(),
-                             "lifetime": "1h"}, verify=self.ca_file, timeout=30)
+        resp = requests.post(
+            f"{self.console_url()}/rbac-api/v1/auth/token",
+            json={**self.admin_credentials(), "lifetime": "1h"},
+            verify=self.ca_file,
+            timeout=30,
+        )
         resp.raise_for_status()
         return str(resp.json()["token"])
 
@@ -222,9 +241,13 @@ class LabClient:
         """Request the node's catalog with the node's own certificate (as its agent would)."""
         host = self.host(node)
         target = server or host_by_short("primary").fqdn
-        return requests.get(f"https://{target}:8140/puppet/v3/catalog/{host.fqdn}",
-                            params={"environment": "production"}, cert=host.cert_files(),
-                            verify=self.ca_file, timeout=120)
+        return requests.get(
+            f"https://{target}:8140/puppet/v3/catalog/{host.fqdn}",
+            params={"environment": "production"},
+            cert=host.cert_files(),
+            verify=self.ca_file,
+            timeout=120,
+        )
 
     def settings(self) -> dict[str, Any]:
         return dict(json.loads((self.root / "lab.json").read_text()))

@@ -43,10 +43,7 @@ def roster(compile_count: int = COMPILE_HOST_COUNT) -> list[HostSpec]:
         HostSpec("puppetdb", "127.0.10.4", "puppetdb"),
         HostSpec("lb", "127.0.10.5", "lb"),
     ]
-    hosts += [
-        HostSpec(f"compile{i:02d}", f"127.0.10.{10 + i}", "compile")
-        for i in range(1, compile_count + 1)
-    ]
+    hosts += [HostSpec(f"compile{i:02d}", f"127.0.10.{10 + i}", "compile") for i in range(1, compile_count + 1)]
     return hosts
 
 

@@ -13,6 +13,7 @@ Order of `up` (each step checks first, so re-running only does what is missing):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -83,12 +84,14 @@ class Lab:
             raise RuntimeError(f"lab host {short} is not running (lab up)")
         return pid
 
-    def run(self, short: str, argv: list[str], check: bool = True, timeout: float = 300,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, short: str, argv: list[str], check: bool = True, timeout: float = 300, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run argv inside a host's namespaces as root (the lab's back door; tests of the
         product go through SSH instead)."""
-        proc = subprocess.run(labhosts.nsenter(self.pid(short), argv), capture_output=True, text=True,
-                              timeout=timeout, input=input)
+        proc = subprocess.run(
+            labhosts.nsenter(self.pid(short), argv), capture_output=True, text=True, timeout=timeout, input=input
+        )
         if check and proc.returncode != 0:
             raise RuntimeError(f"[{short}] {' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
         return proc
@@ -99,8 +102,13 @@ class Lab:
             argv = ["runuser", "-u", user, "--", *argv]
         logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(logfile, "ab") as out:
-            proc = subprocess.Popen(labhosts.nsenter(self.pid(short), argv), stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=out, start_new_session=True)
+            proc = subprocess.Popen(
+                labhosts.nsenter(self.pid(short), argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
         pidfile.write_text(str(proc.pid))
 
     # --- up ---------------------------------------------------------------------------
@@ -133,8 +141,7 @@ class Lab:
         target = self.inhost
         # Copy over, never remove: the primary bind-mounts bin/puppet-legacy, and a bind
         # mount keeps pointing at a deleted file's old inode.
-        shutil.copytree(LAB_DIR / "inhost", target, ignore=shutil.ignore_patterns("__pycache__"),
-                        dirs_exist_ok=True)
+        shutil.copytree(LAB_DIR / "inhost", target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
         (target / "real").mkdir(exist_ok=True)
         shutil.copy2("/usr/bin/puppet", target / "real" / "puppet")
         for path in target.rglob("*"):
@@ -154,20 +161,25 @@ class Lab:
         unless the machine has a real one (then NFS mounts are real, and need a server)."""
         helper = Path(NFS_HELPER)
         record = self.root / "run" / "created-nfs-helper"
-        if helper.is_symlink() and os.readlink(helper) == str(self.inhost / "bin" / "pelab-mount-nfs"):
-            return
+        ours = self.inhost / "bin" / "pelab-mount-nfs"
+        if helper.is_symlink() and os.readlink(helper).endswith("/inhost/bin/pelab-mount-nfs"):
+            helper.unlink()  # a lab's helper, maybe another root's: point it at this lab
         if not helper.exists():
-            helper.symlink_to(self.inhost / "bin" / "pelab-mount-nfs")
+            helper.symlink_to(ours)
             record.write_text(NFS_HELPER)
 
     def render(self, text: str) -> str:
-        return (text.replace("@PRIMARY@", host_by_short("primary").fqdn)
-                .replace("@INHOST@", str(self.inhost)).replace("@ROOT@", str(self.root)))
+        return (
+            text.replace("@PRIMARY@", host_by_short("primary").fqdn)
+            .replace("@INHOST@", str(self.inhost))
+            .replace("@ROOT@", str(self.root))
+        )
 
     def ensure_keys(self) -> None:
         if not self.key.exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pelab", "-f", str(self.key)],
-                           check=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pelab", "-f", str(self.key)], check=True
+            )
 
     def write_etc_hosts(self) -> None:
         text = ETC_HOSTS.read_text()
@@ -184,11 +196,13 @@ class Lab:
             labhosts.HostPaths(self.root, spec).dir.joinpath("ssh").mkdir(parents=True, exist_ok=True)
             key = labhosts.HostPaths(self.root, spec).host_key
             if not key.exists():
-                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", spec.fqdn, "-f", str(key)],
-                               check=True)
+                subprocess.run(
+                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", spec.fqdn, "-f", str(key)], check=True
+                )
         known = "".join(
             f"{s.fqdn},{s.short},{s.address} {labhosts.host_public_key(labhosts.HostPaths(self.root, s))}\n"
-            for s in specs)
+            for s in specs
+        )
         self.known_hosts.write_text(known)
         for spec in specs:
             paths = labhosts.HostPaths(self.root, spec)
@@ -217,14 +231,15 @@ class Lab:
             f"autosign = {self.root}/state/autosign.conf\n"
         )
         autosign = self.root / "state" / "autosign.conf"
-        autosign.write_text("".join(f"{n}\n" for n in infra_certnames() + [host_by_short("lb").fqdn]))
+        autosign.write_text("".join(f"{n}\n" for n in [*infra_certnames(), host_by_short("lb").fqdn]))
         autosign.chmod(0o644)
         conf_d = etc / "puppetserver" / "conf.d"
         ca_conf = (
             "certificate-authority: {\n"
             f"    allow-subject-alt-names: {str(settings.allow_alt_names).lower()}\n"
             "    allow-authorization-extensions: true\n"
-            "}\n")
+            "}\n"
+        )
         ca_changed = not (conf_d / "ca.conf").exists() or (conf_d / "ca.conf").read_text() != ca_conf
         (conf_d / "ca.conf").write_text(ca_conf)
         (conf_d / "webserver.conf").write_text(
@@ -233,13 +248,25 @@ class Lab:
             "    client-auth: want\n"
             f"    ssl-host: {primary.address}\n"
             "    ssl-port: 8140\n"
-            f"    static-content: [{{resource: \"{self.root}/packages\", path: \"/packages\"}}]\n"
-            "}\n")
+            f'    static-content: [{{resource: "{self.root}/packages", path: "/packages"}}]\n'
+            "}\n"
+        )
         cadir = etc / "puppetserver" / "ca"
         cadir.mkdir(exist_ok=True)
         self.write_code(etc / "code")
-        subprocess.run(["chown", "-R", "puppet:puppet", str(cadir), str(etc / "code"), str(p.dir / "var-lib-puppet"),
-                        str(p.dir / "var-lib-puppetserver"), str(p.dir / "var-log-puppetserver")], check=True)
+        subprocess.run(
+            [
+                "chown",
+                "-R",
+                "puppet:puppet",
+                str(cadir),
+                str(etc / "code"),
+                str(p.dir / "var-lib-puppet"),
+                str(p.dir / "var-lib-puppetserver"),
+                str(p.dir / "var-log-puppetserver"),
+            ],
+            check=True,
+        )
         if ca_changed and self.primary_ready():
             log("ca.conf changed: restarting Puppet Server (the CA reads it at start-up)")
             self.stop_primary()
@@ -270,19 +297,31 @@ class Lab:
     def start_primary(self) -> None:
         p = self.paths("primary")
         log("starting Puppet Server on the primary (CA + compiler)")
-        self.spawn("primary", ["/usr/bin/puppetserver", "foreground"], p.dir / "log" / "puppetserver.log",
-                   self.root / "run" / "primary-puppetserver.pid")
+        self.spawn(
+            "primary",
+            ["/usr/bin/puppetserver", "foreground"],
+            p.dir / "log" / "puppetserver.log",
+            self.root / "run" / "primary-puppetserver.pid",
+        )
         t0 = time.monotonic()
-        wait_until(lambda: self.ca_file().exists() and self.primary_ready(), PUPPETSERVER_START_DEADLINE,
-                   f"Puppet Server on the primary did not report running; see {p.dir / 'log' / 'puppetserver.log'}")
+        wait_until(
+            lambda: self.ca_file().exists() and self.primary_ready(),
+            PUPPETSERVER_START_DEADLINE,
+            f"Puppet Server on the primary did not report running; see {p.dir / 'log' / 'puppetserver.log'}",
+        )
         log(f"Puppet Server running after {time.monotonic() - t0:.1f}s")
 
     def stop_primary(self) -> None:
         pidfile = self.root / "run" / "primary-puppetserver.pid"
         self.run("primary", ["pkill", "-TERM", "-f", "puppetserver.jar"], check=False)
-        wait_until(lambda: not self.primary_ready() and not self.run(
-            "primary", ["pgrep", "-f", "puppetserver.jar"], check=False).stdout.strip(), 60,
-            "Puppet Server on the primary did not stop")
+        wait_until(
+            lambda: (
+                not self.primary_ready()
+                and not self.run("primary", ["pgrep", "-f", "puppetserver.jar"], check=False).stdout.strip()
+            ),
+            60,
+            "Puppet Server on the primary did not stop",
+        )
         pidfile.unlink(missing_ok=True)
 
     def set_alt_names(self, allowed: bool) -> None:
@@ -321,8 +360,10 @@ class Lab:
             secret.write_text(json.dumps({"login": "admin", "password": pysecrets.token_urlsafe(18)}))
             secret.chmod(0o600)
         infra = "".join(f"{n}\n" for n in infra_certnames())
-        for short, path in (("console", "console-services/rbac-certificate-whitelist"),
-                            ("puppetdb", "puppetdb/certificate-whitelist")):
+        for short, path in (
+            ("console", "console-services/rbac-certificate-whitelist"),
+            ("puppetdb", "puppetdb/certificate-whitelist"),
+        ):
             wl = self.paths(short).dir / "etc-puppetlabs" / path
             if not wl.exists():  # PE's installer seeds them with the infrastructure nodes
                 wl.parent.mkdir(parents=True, exist_ok=True)
@@ -331,9 +372,15 @@ class Lab:
             spec = host_by_short(short)
             if port_open(spec.address, port):
                 continue
-            self.spawn(short, ["/usr/bin/python3", str(self.inhost / script)],
-                       self.paths(short).dir / "log" / f"{script[:-3]}.log", self.root / "run" / f"{short}-svc.pid")
-            wait_until(lambda: port_open(spec.address, port), 30, f"{short} service did not listen on {port}")
+            self.spawn(
+                short,
+                ["/usr/bin/python3", str(self.inhost / script)],
+                self.paths(short).dir / "log" / f"{script[:-3]}.log",
+                self.root / "run" / f"{short}-svc.pid",
+            )
+            wait_until(
+                functools.partial(port_open, spec.address, port), 30, f"{short} service did not listen on {port}"
+            )
         log("console (4433) and PuppetDB (8081) services running")
 
     def setup_lb(self) -> None:
@@ -370,7 +417,9 @@ class Lab:
         """`puppet agent -t` on a host; exit 0 or 2 is success (detailed exit codes)."""
         proc = self.run(short, ["puppet", "agent", "--test", "--detailed-exitcodes"], check=False, timeout=timeout)
         if proc.returncode not in (0, 2):
-            raise RuntimeError(f"[{short}] puppet agent -t exited {proc.returncode}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+            raise RuntimeError(
+                f"[{short}] puppet agent -t exited {proc.returncode}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+            )
         return proc
 
     # --- knobs, status, down, reset -------------------------------------------------------
@@ -404,6 +453,30 @@ class Lab:
             Path(NFS_HELPER).unlink(missing_ok=True)
             record.unlink()
         log("down: no lab processes, /etc/hosts block removed")
+
+    def leftovers(self) -> list[str]:
+        """What a `lab down` must not leave behind: processes, listeners, /etc/hosts lines,
+        mounts, created mount points and helpers. Empty means clean."""
+        found = []
+        for spec in roster():
+            paths = labhosts.HostPaths(self.root, spec)
+            if labhosts.running_pid(paths) or paths.nsfile.exists():
+                found.append(f"host {spec.short} still recorded as running")
+            if port_open(spec.address, 22):
+                found.append(f"something listens on {spec.address}:22")
+        ss = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+        found += [f"listener {line.split()[3]}" for line in ss.splitlines() if " 127.0.10." in f" {line.split()[3]}"]
+        if ETC_HOSTS.read_text().count("pelab") > 0:
+            found.append("/etc/hosts still has pelab lines")
+        mounts = Path("/proc/self/mountinfo").read_text()
+        if str(self.root) in mounts:
+            found.append(f"a mount under {self.root} in the machine's namespace")
+        for mountpoint in labhosts.CREATED_MOUNTPOINTS:
+            if (self.root / "run" / "created-mountpoints").exists() and os.path.isdir(mountpoint):
+                found.append(f"{mountpoint} created by the lab is still there")
+        if Path(NFS_HELPER).is_symlink() and os.readlink(NFS_HELPER).endswith("/inhost/bin/pelab-mount-nfs"):
+            found.append(f"{NFS_HELPER} (the lab's NFS helper) is still installed")
+        return found
 
     def reset(self) -> None:
         self.down()

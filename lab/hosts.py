@@ -10,6 +10,7 @@ stops all of them: it records the namespace id at start and kills every member.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -100,10 +101,8 @@ def remove_created_mountpoints(root: Path) -> None:
     if not record.exists():
         return
     for mountpoint in record.read_text().split():
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.rmdir(mountpoint)
-        except FileNotFoundError:
-            pass
     record.unlink()
 
 
@@ -143,7 +142,9 @@ def boot_script(paths: HostPaths) -> str:
         lines.append(f"mount --bind {shlex.quote(str(paths.dir / name))} {shlex.quote(mountpoint)}")
     if paths.spec.role == "primary":
         # Puppet <= 5's `puppet cert` face, on the CA host only (inhost/bin/puppet-legacy).
-        lines.append(f"mount --bind {shlex.quote(str(paths.root / 'inhost' / 'bin' / 'puppet-legacy'))} /usr/bin/puppet")
+        lines.append(
+            f"mount --bind {shlex.quote(str(paths.root / 'inhost' / 'bin' / 'puppet-legacy'))} /usr/bin/puppet"
+        )
     lines.append(f"exec /usr/sbin/sshd -D -e -f {shlex.quote(str(paths.dir / 'ssh' / 'sshd_config'))}")
     return "\n".join(lines) + "\n"
 
@@ -258,10 +259,8 @@ def stop(paths: HostPaths, grace: float = 10.0) -> None:
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         pids = members(ns_id)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + wait
         while members(ns_id) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -6,6 +6,7 @@ Same contract as the real one: HTTPS on <host>:8140 with the host's Puppet certi
 checks a PE master makes (PuppetDB and the console must trust this master). The catalog
 it returns holds the node's classes, not compiled resources.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pelab_common as common  # noqa: E402
+import pelab_common as common
 
 
 class Handler(common.JsonHandler):
@@ -34,17 +35,31 @@ class Handler(common.JsonHandler):
         if parts[:3] == ["puppet", "v3", "catalog"] and len(parts) == 4:
             node = parts[3]
             if common.peer_certname(self) != node:
-                return self.error(403, "forbidden", f"Forbidden request: catalog of {node} for {common.peer_certname(self)}")
+                return self.error(
+                    403, "forbidden", f"Forbidden request: catalog of {node} for {common.peer_certname(self)}"
+                )
             try:
                 result = common.classify_for_catalog(node)
-            except common.CatalogRefused as exc:
+            except common.CatalogRefusedError as exc:
                 return self.error(500, "catalog-compile-failed", str(exc))
-            return self.reply(200, {
-                "name": node, "version": int(time.time()), "environment": result["environment"],
-                "catalog_uuid": str(uuid.uuid4()), "code_id": None, "tags": [], "edges": [],
-                "classes": sorted(result["classes"]),
-                "resources": [{"type": "Class", "title": c.title(), "parameters": p} for c, p in sorted(result["classes"].items())],
-                "compiled_by": common.certname()})
+            return self.reply(
+                200,
+                {
+                    "name": node,
+                    "version": int(time.time()),
+                    "environment": result["environment"],
+                    "catalog_uuid": str(uuid.uuid4()),
+                    "code_id": None,
+                    "tags": [],
+                    "edges": [],
+                    "classes": sorted(result["classes"]),
+                    "resources": [
+                        {"type": "Class", "title": c.title(), "parameters": p}
+                        for c, p in sorted(result["classes"].items())
+                    ],
+                    "compiled_by": common.certname(),
+                },
+            )
         return self.error(404, "not-found", path)
 
 

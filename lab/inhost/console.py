@@ -23,13 +23,23 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pelab_common as common  # noqa: E402
+import pelab_common as common
 
 ROOT_GROUP_ID = "00000000-0000-4000-8000-000000000000"
 WHITELIST = Path("/etc/puppetlabs/console-services/rbac-certificate-whitelist")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-GROUP_FIELDS = ("name", "id", "description", "environment", "environment_trumps", "parent", "rule",
-                "classes", "variables", "deleted")
+GROUP_FIELDS = (
+    "name",
+    "id",
+    "description",
+    "environment",
+    "environment_trumps",
+    "parent",
+    "rule",
+    "classes",
+    "variables",
+    "deleted",
+)
 
 
 def version() -> tuple[int, int]:
@@ -43,17 +53,44 @@ def at_least(v: tuple[int, int]) -> bool:
 
 def seed_groups(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The node groups of a fresh PE install, with this lab's infrastructure certnames."""
-    def group(name: str, parent: str, rule: Any, classes: dict[str, Any], env: str = "production",
-              trumps: bool = False, gid: str | None = None) -> dict[str, Any]:
-        return {"name": name, "id": gid or str(uuid.uuid4()), "description": "", "environment": env,
-                "environment_trumps": trumps, "parent": parent, "rule": rule, "classes": classes,
-                "variables": {}, "deleted": {}, "serial_number": 1}
+
+    def group(
+        name: str,
+        parent: str,
+        rule: Any,
+        classes: dict[str, Any],
+        env: str = "production",
+        trumps: bool = False,
+        gid: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "name": name,
+            "id": gid or str(uuid.uuid4()),
+            "description": "",
+            "environment": env,
+            "environment_trumps": trumps,
+            "parent": parent,
+            "rule": rule,
+            "classes": classes,
+            "variables": {},
+            "deleted": {},
+            "serial_number": 1,
+        }
 
     root = group("All Nodes", ROOT_GROUP_ID, ["and", ["~", "name", ".*"]], {}, gid=ROOT_GROUP_ID)
     production = group("Production environment", ROOT_GROUP_ID, ["and", ["~", "name", ".*"]], {}, trumps=True)
-    infra = group("PE Infrastructure", ROOT_GROUP_ID, None, {"puppet_enterprise": {
-        "puppet_master_host": settings["primary"], "console_host": settings["console"],
-        "puppetdb_host": settings["puppetdb"]}})
+    infra = group(
+        "PE Infrastructure",
+        ROOT_GROUP_ID,
+        None,
+        {
+            "puppet_enterprise": {
+                "puppet_master_host": settings["primary"],
+                "console_host": settings["console"],
+                "puppetdb_host": settings["puppetdb"],
+            }
+        },
+    )
     master_classes: dict[str, Any] = {"puppet_enterprise::profile::master": {}}
     if not at_least((2015, 2)):
         # PE 3.7's docs: the PE Master group's master profile sets enable_ca_proxy = true.
@@ -64,14 +101,28 @@ def seed_groups(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
         # matches compilers by their trusted pp_auth_role (as peadm configures it).
         master_rule.append(["=", ["trusted", "extensions", "pp_auth_role"], "pe_compiler"])
     master = group("PE Master", infra["id"], master_rule, master_classes)
-    puppetdb = group("PE PuppetDB", infra["id"], ["or", ["=", "name", settings["puppetdb"]]],
-                     {"puppet_enterprise::profile::puppetdb": {}})
-    console = group("PE Console", infra["id"], ["or", ["=", "name", settings["console"]]],
-                    {"puppet_enterprise::profile::console": {}})
+    puppetdb = group(
+        "PE PuppetDB",
+        infra["id"],
+        ["or", ["=", "name", settings["puppetdb"]]],
+        {"puppet_enterprise::profile::puppetdb": {}},
+    )
+    console = group(
+        "PE Console",
+        infra["id"],
+        ["or", ["=", "name", settings["console"]]],
+        {"puppet_enterprise::profile::console": {}},
+    )
     groups = [root, production, infra, master, puppetdb, console]
     if at_least((2019, 7)):
-        groups.append(group("PE Compiler", master["id"],
-                            ["and", ["=", ["trusted", "extensions", "pp_auth_role"], "pe_compiler"]], {}))
+        groups.append(
+            group(
+                "PE Compiler",
+                master["id"],
+                ["and", ["=", ["trusted", "extensions", "pp_auth_role"], "pe_compiler"]],
+                {},
+            )
+        )
     return {g["id"]: g for g in groups}
 
 
@@ -94,6 +145,7 @@ class State:
 
 
 # --- rule evaluation (pure) ------------------------------------------------------------
+
 
 def lookup(path: Any, node: dict[str, Any]) -> Any:
     if path == "name":
@@ -195,11 +247,18 @@ def classify(groups: dict[str, dict[str, Any]], node: dict[str, Any]) -> dict[st
             variables.update(a["variables"])
         if g["environment_trumps"]:
             environment = g["environment"]
-    return {"name": node["name"], "groups": sorted(g["id"] for g in matched), "environment": environment,
-            "classes": classes, "parameters": variables, "conflicts": conflicts}
+    return {
+        "name": node["name"],
+        "groups": sorted(g["id"] for g in matched),
+        "environment": environment,
+        "classes": classes,
+        "parameters": variables,
+        "conflicts": conflicts,
+    }
 
 
 # --- HTTP ------------------------------------------------------------------------------
+
 
 class Handler(common.JsonHandler):
     state: State
@@ -220,8 +279,11 @@ class Handler(common.JsonHandler):
         if parts[:2] != ["classifier-api", "v1"]:
             return self.error(404, "not-found", f"No route for {url.path}")
         if not self.authenticated():
-            return self.error(401, "puppetlabs.rbac/user-unauthenticated",
-                              "Route requires authentication: RBAC token or whitelisted certificate")
+            return self.error(
+                401,
+                "puppetlabs.rbac/user-unauthenticated",
+                "Route requires authentication: RBAC token or whitelisted certificate",
+            )
         rest = parts[2:]
         with self.state.lock:
             if rest == ["groups"] and method == "GET":
@@ -301,11 +363,19 @@ class Handler(common.JsonHandler):
         if err:
             return self.error(400, "schema-violation", err)
         gid = body.get("id") or str(uuid.uuid4())
-        group = {"name": body["name"], "id": gid, "description": body.get("description", ""),
-                 "environment": body.get("environment", "production"),
-                 "environment_trumps": bool(body.get("environment_trumps", False)), "parent": body["parent"],
-                 "rule": body.get("rule"), "classes": body["classes"], "variables": body.get("variables", {}),
-                 "deleted": {}, "serial_number": 1}
+        group = {
+            "name": body["name"],
+            "id": gid,
+            "description": body.get("description", ""),
+            "environment": body.get("environment", "production"),
+            "environment_trumps": bool(body.get("environment_trumps", False)),
+            "parent": body["parent"],
+            "rule": body.get("rule"),
+            "classes": body["classes"],
+            "variables": body.get("variables", {}),
+            "deleted": {},
+            "serial_number": 1,
+        }
         self.state.groups[gid] = group
         self.state.save()
         return self.reply(303, None, {"Location": f"/classifier-api/v1/groups/{gid}"})
@@ -361,7 +431,7 @@ class Handler(common.JsonHandler):
     def pin(self, gid: str, action: str, query: dict[str, list[str]]) -> None:
         nodes = self.nodes_param(query)
         if nodes is None:
-            return self.error(400, "missing-parameters", "Provide nodes as ?nodes=a,b or a {\"nodes\": [...]} body.")
+            return self.error(400, "missing-parameters", 'Provide nodes as ?nodes=a,b or a {"nodes": [...]} body.')
         group = self.state.groups.get(gid)
         if group is None:
             return self.error(404, "not-found", f"The group with id {gid} does not exist.")
@@ -374,7 +444,7 @@ class Handler(common.JsonHandler):
                 elif rule[0] != "or":
                     rule = ["or", rule, condition]
                 if condition not in rule[1:]:
-                    rule = rule + [condition]
+                    rule = [*rule, condition]
         elif rule is not None:
             rule = self.without_pins(rule, set(nodes))
         group["rule"] = rule
@@ -396,7 +466,7 @@ class Handler(common.JsonHandler):
             return self.error(400, "malformed-request", "body is not JSON")
         nodes = body.get("nodes")
         if not isinstance(nodes, list):
-            return self.error(400, "missing-parameters", "Provide {\"nodes\": [...]}")
+            return self.error(400, "missing-parameters", 'Provide {"nodes": [...]}')
         result = []
         for node in nodes:
             left = []

@@ -59,8 +59,15 @@ def client_context(with_cert: bool = True) -> ssl.SSLContext:
     return ctx
 
 
-def https(method: str, host: str, port: int, path: str, body: Any = None, timeout: float = 20.0,
-          headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def https(
+    method: str,
+    host: str,
+    port: int,
+    path: str,
+    body: Any = None,
+    timeout: float = 20.0,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
     """One HTTPS request with this host's Puppet certificate, verified against the Puppet CA."""
     conn = http.client.HTTPSConnection(host, port, context=client_context(), timeout=timeout)
     data = None
@@ -116,8 +123,8 @@ class JsonHandler(BaseHTTPRequestHandler):
         if isinstance(self.connection, ssl.SSLSocket):
             self.connection.do_handshake()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
+    def log_message(self, format: str, *args: Any) -> None:
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
     _raw_body: bytes | None = None
 
@@ -137,8 +144,13 @@ class JsonHandler(BaseHTTPRequestHandler):
         raw = self.body_bytes()
         return json.loads(raw) if raw else None
 
-    def reply(self, status: int, payload: Any = None, headers: dict[str, str] | None = None,
-              content_type: str = "application/json") -> None:
+    def reply(
+        self,
+        status: int,
+        payload: Any = None,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         self.body_bytes()
         if payload is None:
             data = b""
@@ -179,7 +191,7 @@ class TLSServer(ThreadingHTTPServer):
 PP_AUTH_ROLE_OID = "1.3.6.1.4.1.34380.1.3.13"
 
 
-class CatalogRefused(Exception):
+class CatalogRefusedError(Exception):
     """This master may not compile: PuppetDB or the console does not trust it (yet)."""
 
 
@@ -204,24 +216,30 @@ def classify_for_catalog(node: str) -> dict[str, Any]:
        that PuppetDB does not trust yet fails real work, as in PE;
     2. ask the console's classifier with this master's certificate - so the console must
        trust it too (its rbac-certificate-whitelist).
-    Returns {classes, environment, parameters}; raises CatalogRefused otherwise."""
+    Returns {classes, environment, parameters}; raises CatalogRefusedError otherwise."""
     s = settings()
     me = certname()
     try:
-        status, body = https("POST", s["puppetdb"], 8081, "/pdb/cmd/v1",
-                             {"command": "replace facts", "version": 5, "payload": {"certname": node}})
+        status, body = https(
+            "POST",
+            s["puppetdb"],
+            8081,
+            "/pdb/cmd/v1",
+            {"command": "replace facts", "version": 5, "payload": {"certname": node}},
+        )
     except OSError as exc:
-        raise CatalogRefused(f"{me}: PuppetDB refused this master's connection: {exc}") from exc
+        raise CatalogRefusedError(f"{me}: PuppetDB refused this master's connection: {exc}") from exc
     if status != 200:
-        raise CatalogRefused(f"{me}: PuppetDB refused this master: HTTP {status} {body[:200]!r}")
+        raise CatalogRefusedError(f"{me}: PuppetDB refused this master: HTTP {status} {body[:200]!r}")
     trusted = {"certname": node, "extensions": trusted_extensions(node, s["primary"])}
     try:
-        status, body = https("POST", s["console"], 4433, f"/classifier-api/v1/classified/nodes/{node}",
-                             {"fact": {}, "trusted": trusted})
+        status, body = https(
+            "POST", s["console"], 4433, f"/classifier-api/v1/classified/nodes/{node}", {"fact": {}, "trusted": trusted}
+        )
     except OSError as exc:
-        raise CatalogRefused(f"{me}: the console refused this master's connection: {exc}") from exc
+        raise CatalogRefusedError(f"{me}: the console refused this master's connection: {exc}") from exc
     if status != 200:
-        raise CatalogRefused(f"{me}: the classifier refused this master: HTTP {status} {body[:200]!r}")
+        raise CatalogRefusedError(f"{me}: the classifier refused this master: HTTP {status} {body[:200]!r}")
     result = json.loads(body)
     return {"classes": result["classes"], "environment": result["environment"], "parameters": result["parameters"]}
 

@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlparse
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pelab_common as common  # noqa: E402
+import pelab_common as common
 
 WHITELIST = Path("/etc/puppetlabs/puppetdb/certificate-whitelist")
 MASTER_CLASS = "puppet_enterprise::profile::master"
@@ -72,9 +72,17 @@ class State:
         common.write_atomic(self.path, json.dumps(self.nodes, indent=1, sort_keys=True))
 
     def node(self, name: str) -> dict[str, Any]:
-        return self.nodes.setdefault(name, {"certname": name, "deactivated": None, "facts_timestamp": None,
-                                            "report_timestamp": None, "latest_report_status": None,
-                                            "classes": []})
+        return self.nodes.setdefault(
+            name,
+            {
+                "certname": name,
+                "deactivated": None,
+                "facts_timestamp": None,
+                "report_timestamp": None,
+                "latest_report_status": None,
+                "classes": [],
+            },
+        )
 
 
 class Handler(common.JsonHandler):
@@ -83,7 +91,9 @@ class Handler(common.JsonHandler):
     def allowed(self) -> bool:
         peer = common.peer_certname(self)
         if peer is None or peer not in common.read_lines(WHITELIST):
-            self.error(403, "forbidden", f"Permission denied: {peer or 'no certificate'} is not in the certificate whitelist")
+            self.error(
+                403, "forbidden", f"Permission denied: {peer or 'no certificate'} is not in the certificate whitelist"
+            )
             return False
         return True
 
@@ -96,14 +106,21 @@ class Handler(common.JsonHandler):
                 nodes = [n for n in self.state.nodes.values() if not n["deactivated"]]
                 if len(parts) == 5:
                     match = self.state.nodes.get(parts[4])
-                    return self.reply(200, match) if match else self.error(404, "not-found", f"No information is known about node {parts[4]}")
+                    return (
+                        self.reply(200, match)
+                        if match
+                        else self.error(404, "not-found", f"No information is known about node {parts[4]}")
+                    )
                 return self.reply(200, nodes)
             if parts[:5] == ["pdb", "query", "v4", "resources", "Class"] and len(parts) == 6:
                 wanted = parts[5].lower()
-                rows = [{"certname": n["certname"], "type": "Class", "title": parts[5], "exported": False}
-                        for n in self.state.nodes.values()
-                        if not n["deactivated"] and n["latest_report_status"] in ("changed", "unchanged")
-                        and wanted in n["classes"]]
+                rows = [
+                    {"certname": n["certname"], "type": "Class", "title": parts[5], "exported": False}
+                    for n in self.state.nodes.values()
+                    if not n["deactivated"]
+                    and n["latest_report_status"] in ("changed", "unchanged")
+                    and wanted in n["classes"]
+                ]
                 return self.reply(200, rows)
         return self.error(404, "not-found", self.path)
 
@@ -160,8 +177,7 @@ def main() -> None:
     settings = common.settings()
     me = common.certname()
     Handler.state = State(Path(settings["root"]) / "state" / "puppetdb.json")
-    server = common.TLSServer((common.address_of(me), 8081), Handler,
-                              common.server_context(require_client_cert=True))
+    server = common.TLSServer((common.address_of(me), 8081), Handler, common.server_context(require_client_cert=True))
     print(f"puppetdb listening on {me}:8081", flush=True)
     server.serve_forever()
 

@@ -13,7 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+from pulumi import Input, Output, ResourceOptions
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
 
 INPUTS = ("path", "content", "sleep", "journal")
 
@@ -39,12 +49,15 @@ class EchoFileProvider(ResourceProvider):
         time.sleep(float(props.get("sleep", 0)))
         Path(props["path"]).write_text(props["content"])
         _journal(props.get("journal"), "end")
-        return CreateResult(props["path"], {k: props[k] for k in INPUTS if k in props} | {"size": len(props["content"])})
+        return CreateResult(
+            props["path"], {k: props[k] for k in INPUTS if k in props} | {"size": len(props["content"])}
+        )
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         changed = [k for k in ("path", "content") if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=[k for k in changed if k == "path"],
-                          delete_before_replace=True)
+        return DiffResult(
+            changes=bool(changed), replaces=[k for k in changed if k == "path"], delete_before_replace=True
+        )
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         Path(news["path"]).write_text(news["content"])
@@ -59,3 +72,12 @@ class EchoFileProvider(ResourceProvider):
 
     def delete(self, id_: str, _props: dict[str, Any]) -> None:
         Path(id_).unlink(missing_ok=True)
+
+
+class EchoFile(Resource):
+    """The resource users of the echo provider declare in a program."""
+
+    size: Output[int]
+
+    def __init__(self, name: str, path: Input[str], content: Input[str], opts: ResourceOptions | None = None) -> None:
+        super().__init__(EchoFileProvider(), name, {"path": path, "content": content, "size": None}, opts)

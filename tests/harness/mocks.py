@@ -52,26 +52,40 @@ def _install_recorder(mocks: RecordingMocks) -> None:
     original = monitor.RegisterResource
 
     def register(request: Any) -> Any:
-        response = original(request)
+        response = original(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
-            secret = {k for k, v in request.object.fields.items()
-                      if v.HasField("struct_value") and rpc._special_sig_key in v.struct_value.fields
-                      and v.struct_value.fields[rpc._special_sig_key].string_value == rpc._special_secret_sig}
+            secret = {
+                k
+                for k, v in request.object.fields.items()
+                if v.HasField("struct_value")
+                and rpc._special_sig_key in v.struct_value.fields
+                and v.struct_value.fields[rpc._special_sig_key].string_value == rpc._special_secret_sig
+            }
             mocks.resources[response.urn] = Registered(
-                urn=response.urn, type=request.type, name=request.name, parent=request.parent,
-                inputs=dict(inputs), dependencies=list(request.dependencies),
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                inputs=dict(inputs),
+                dependencies=list(request.dependencies),
                 property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
                 delete_before_replace=bool(request.deleteBeforeReplace),
-                additional_secret_outputs=list(request.additionalSecretOutputs), custom=bool(request.custom),
-                secret_inputs=secret)
+                additional_secret_outputs=list(request.additionalSecretOutputs),
+                custom=bool(request.custom),
+                secret_inputs=secret,
+            )
         return response
 
     monitor.RegisterResource = register  # type: ignore[method-assign]
 
 
-def run_program(program: Callable[[], Any], project: str = "pe-compile-masters", stack: str = "test",
-                config: dict[str, str] | None = None) -> RecordingMocks:
+def run_program(
+    program: Callable[[], Any],
+    project: str = "pe-compile-masters",
+    stack: str = "test",
+    config: dict[str, str] | None = None,
+) -> RecordingMocks:
     """Run `program` under mocks and wait for every resource registration to finish."""
     mocks = RecordingMocks()
     if config is not None:
@@ -79,7 +93,7 @@ def run_program(program: Callable[[], Any], project: str = "pe-compile-masters",
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
     _install_recorder(mocks)
 
-    @pulumi.runtime.test
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def _run() -> Any:
         program()
         return pulumi.Output.from_input(None)

@@ -36,6 +36,13 @@ PROVIDER_KEY = "__provider"
 UNKNOWN = rpc.UNKNOWN
 
 
+def is_unknown(value: Any) -> bool:
+    """A preview-time value the engine does not know yet (sentinel or Unknown object)."""
+    from pulumi.output import Unknown
+
+    return value == UNKNOWN or isinstance(value, Unknown)
+
+
 class ProviderError(Exception):
     """A provider method raised: `details` is the traceback the server sent back."""
 
@@ -81,8 +88,13 @@ def _deserialize(struct: Any) -> dict[str, Any]:
 class ProviderServer:
     """The SDK's provider server as a child process, with a gRPC stub to it."""
 
-    def __init__(self, config: Mapping[str, Any] | None = None, cwd: Path = PROJECT_ROOT,
-                 env: Mapping[str, str] | None = None, echo: bool = False):
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        cwd: Path = PROJECT_ROOT,
+        env: Mapping[str, str] | None = None,
+        echo: bool = False,
+    ):
         self.cwd = cwd
         self.config = dict(config or {})
         self.env = {**os.environ, **(env or {})}
@@ -101,8 +113,13 @@ class ProviderServer:
         self.close()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.dynamic"], cwd=self.cwd,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "pulumi.dynamic"],
+            cwd=self.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+        )
         assert self.proc.stdout and self.proc.stderr
         first = self.proc.stdout.readline().decode().strip()
         if not first.isdigit():
@@ -148,42 +165,65 @@ class ProviderServer:
             raise ProviderError(method, err.code(), err.details() or "") from None
 
     # --- the protocol, one method per RPC --------------------------------------------
-    def check(self, urn: str, olds: Mapping[str, Any], news: Mapping[str, Any],
-              timeout: float | None = None) -> CheckResponse:
-        resp = self._call("Check", provider_pb2.CheckRequest(urn=urn, olds=_serialize(olds), news=_serialize(news)),
-                          timeout)
+    def check(
+        self, urn: str, olds: Mapping[str, Any], news: Mapping[str, Any], timeout: float | None = None
+    ) -> CheckResponse:
+        resp = self._call(
+            "Check", provider_pb2.CheckRequest(urn=urn, olds=_serialize(olds), news=_serialize(news)), timeout
+        )
         return CheckResponse(_deserialize(resp.inputs), [(f.property, f.reason) for f in resp.failures])
 
-    def diff(self, id_: str, urn: str, olds: Mapping[str, Any], news: Mapping[str, Any],
-             timeout: float | None = None) -> DiffResponse:
-        resp = self._call("Diff", provider_pb2.DiffRequest(id=id_, urn=urn, olds=_serialize(olds),
-                                                           news=_serialize(news)), timeout)
+    def diff(
+        self, id_: str, urn: str, olds: Mapping[str, Any], news: Mapping[str, Any], timeout: float | None = None
+    ) -> DiffResponse:
+        resp = self._call(
+            "Diff", provider_pb2.DiffRequest(id=id_, urn=urn, olds=_serialize(olds), news=_serialize(news)), timeout
+        )
         changes = {provider_pb2.DiffResponse.DIFF_NONE: "none", provider_pb2.DiffResponse.DIFF_SOME: "some"}.get(
-            resp.changes, "unknown")
+            resp.changes, "unknown"
+        )
         return DiffResponse(changes, list(resp.replaces), bool(resp.deleteBeforeReplace))
 
     def create(self, urn: str, inputs: Mapping[str, Any], timeout: float | None = None) -> tuple[str, dict[str, Any]]:
         resp = self._call("Create", provider_pb2.CreateRequest(urn=urn, properties=_serialize(inputs)), timeout)
         return resp.id, _deserialize(resp.properties)
 
-    def update(self, id_: str, urn: str, olds: Mapping[str, Any], news: Mapping[str, Any],
-               timeout: float | None = None) -> dict[str, Any]:
-        resp = self._call("Update", provider_pb2.UpdateRequest(id=id_, urn=urn, olds=_serialize(olds),
-                                                               news=_serialize(news)), timeout)
+    def update(
+        self, id_: str, urn: str, olds: Mapping[str, Any], news: Mapping[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        resp = self._call(
+            "Update", provider_pb2.UpdateRequest(id=id_, urn=urn, olds=_serialize(olds), news=_serialize(news)), timeout
+        )
         return _deserialize(resp.properties)
 
-    def read(self, id_: str, urn: str, props: Mapping[str, Any], inputs: Mapping[str, Any] | None = None,
-             timeout: float | None = None) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
-        req = provider_pb2.ReadRequest(id=id_, urn=urn, properties=_serialize(props),
-                                       inputs=_serialize(inputs or {}))
+    def read(
+        self,
+        id_: str,
+        urn: str,
+        props: Mapping[str, Any],
+        inputs: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+        req = provider_pb2.ReadRequest(id=id_, urn=urn, properties=_serialize(props), inputs=_serialize(inputs or {}))
         resp = self._call("Read", req, timeout)
         new_inputs = _deserialize(resp.inputs) if resp.HasField("inputs") and len(resp.inputs.fields) else None
         return resp.id, _deserialize(resp.properties), new_inputs
 
-    def delete(self, id_: str, urn: str, props: Mapping[str, Any], inputs: Mapping[str, Any] | None = None,
-               timeout: float | None = None) -> None:
-        self._call("Delete", provider_pb2.DeleteRequest(id=id_, urn=urn, properties=_serialize(props),
-                                                        oldInputs=_serialize(inputs or {})), timeout)
+    def delete(
+        self,
+        id_: str,
+        urn: str,
+        props: Mapping[str, Any],
+        inputs: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self._call(
+            "Delete",
+            provider_pb2.DeleteRequest(
+                id=id_, urn=urn, properties=_serialize(props), old_inputs=_serialize(inputs or {})
+            ),
+            timeout,
+        )
 
 
 def urn_for(name: str, type_name: str, stack: str = "lab", project: str = "pe-compile-masters") -> str:
@@ -202,8 +242,14 @@ class StateEntry:
     def serialized_state(self) -> dict[str, Any]:
         """Outputs as the engine would write them: keys whose input was secret are
         replaced by the engine's secret envelope (ciphertext in real state)."""
-        return {k: ({"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "ciphertext": "<encrypted>"}
-                    if k in self.secret_keys else v) for k, v in self.outputs.items()}
+        return {
+            k: (
+                {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "ciphertext": "<encrypted>"}
+                if k in self.secret_keys
+                else v
+            )
+            for k, v in self.outputs.items()
+        }
 
 
 class Engine:
@@ -252,7 +298,7 @@ class Engine:
     def up(self, inputs: Mapping[str, Any], timeout: float | None = None) -> StateEntry:
         checked, diff = self.preview(inputs)
         if checked.failures:
-            raise CheckFailed(checked.failures)
+            raise CheckFailedError(checked.failures)
         _, secret = self._plain(inputs)
         if self.state is None:
             self.calls.append("create")
@@ -285,8 +331,7 @@ class Engine:
         if not id_:
             self.state = None
             return None
-        self.state = StateEntry(id_, inputs if inputs is not None else self.state.inputs, outs,
-                                self.state.secret_keys)
+        self.state = StateEntry(id_, inputs if inputs is not None else self.state.inputs, outs, self.state.secret_keys)
         return self.state
 
     def destroy(self, timeout: float | None = None) -> None:
@@ -297,7 +342,7 @@ class Engine:
         self.state = None
 
 
-class CheckFailed(Exception):
+class CheckFailedError(Exception):
     def __init__(self, failures: list[tuple[str, str]]):
         super().__init__("; ".join(f"{prop}: {reason}" for prop, reason in failures))
         self.failures = failures

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from lab.client import LabClient, LabHost
 
 PRIMARY = "primary.pelab.test"
 
 
-def install_agent(lab: LabClient, host: LabHost, alt_names: list[str] | None = None,
-                  extra: list[str] | None = None) -> None:
+def install_agent(
+    lab: LabClient, host: LabHost, alt_names: list[str] | None = None, extra: list[str] | None = None
+) -> None:
     """PE's step 2 on a bare host: fetch install.bash from the primary (verified against
     the CA copied over SSH, never curl -k) and run it with PE's arguments."""
     host.wipe_agent()
-    host.put("/tmp/pe-ca.pem", open(lab.ca_file, "rb").read())
+    host.put("/tmp/pe-ca.pem", Path(lab.ca_file).read_bytes())
     args = [f"agent:certname={host.fqdn}"]
     if alt_names:
         args.append(f"main:dns_alt_names={','.join(alt_names)}")
     args += extra or []
     args += ["--puppet-service-ensure", "stopped"]
     host.run("mkdir -p /var/lib/puppet/ssl/certs && cp /tmp/pe-ca.pem /var/lib/puppet/ssl/certs/ca.pem").check()
-    host.run(f"curl -sSf --cacert /tmp/pe-ca.pem https://{PRIMARY}:8140/packages/current/install.bash"
-             f" | bash -s -- {shlex.join(args)}").check()
+    host.run(
+        f"curl -sSf --cacert /tmp/pe-ca.pem https://{PRIMARY}:8140/packages/current/install.bash"
+        f" | bash -s -- {shlex.join(args)}"
+    ).check()
 
 
 def clean_on_ca(lab: LabClient, certname: str) -> None:

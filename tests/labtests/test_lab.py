@@ -9,6 +9,7 @@ import hashlib
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -42,8 +43,12 @@ def test_csr_with_alt_names_is_signed_by_the_real_ca_with_exactly_those_sans(lab
 def test_install_bash_writes_pe_arguments_to_puppet_conf_and_csr_attributes(lab: LabClient) -> None:
     host = lab.host("compile03")
     clean_on_ca(lab, host.fqdn)
-    install_agent(lab, host, ["compile03"], ["main:environmentpath=/etc/puppet/code/environments",
-                                             "extension_requests:pp_auth_role=pe_compiler"])
+    install_agent(
+        lab,
+        host,
+        ["compile03"],
+        ["main:environmentpath=/etc/puppet/code/environments", "extension_requests:pp_auth_role=pe_compiler"],
+    )
     conf = host.read("/etc/puppet/puppet.conf") or ""
     assert f"server = {PRIMARY}" in conf
     assert "dns_alt_names = compile03" in conf
@@ -77,7 +82,7 @@ def test_legacy_puppet_cert_refuses_alt_names_without_the_flag(lab: LabClient) -
     assert refused.exit_status == 24
     assert "contains subject alternative names" in refused.stderr
     assert primary.run(f"puppet cert --allow-dns-alt-names sign {host.fqdn}").check().stdout.count("Signed") == 1
-    assert "+ \"compile08.pelab.test\"" in primary.run("puppet cert list --all").check().stdout
+    assert '+ "compile08.pelab.test"' in primary.run("puppet cert list --all").check().stdout
     cleaned = primary.run(f"puppet cert clean {host.fqdn}").check()
     assert "Revoked certificate" in cleaned.stdout
     assert primary.run(f"puppetserver ca list --certname {host.fqdn}").exit_status != 0
@@ -119,8 +124,10 @@ def test_pinning_through_the_console_api_changes_the_nodes_catalog(lab: LabClien
 
 
 def whitelist(lab: LabClient, short: str) -> list[str]:
-    path = {"puppetdb": "/etc/puppetlabs/puppetdb/certificate-whitelist",
-            "console": "/etc/puppetlabs/console-services/rbac-certificate-whitelist"}[short]
+    path = {
+        "puppetdb": "/etc/puppetlabs/puppetdb/certificate-whitelist",
+        "console": "/etc/puppetlabs/console-services/rbac-certificate-whitelist",
+    }[short]
     return (lab.host(short).read(path) or "").split()
 
 
@@ -160,9 +167,13 @@ def test_puppetdb_and_console_trust_a_master_only_after_its_run_in_pe_order(lab:
 
 def deactivate(lab: LabClient, certname: str) -> None:
     primary = lab.host("primary")
-    resp = requests.post(f"https://puppetdb.pelab.test:8081/pdb/cmd/v1", json={
-        "command": "deactivate node", "version": 3, "payload": {"certname": certname}},
-        cert=primary.cert_files(), verify=lab.ca_file, timeout=30)
+    resp = requests.post(
+        "https://puppetdb.pelab.test:8081/pdb/cmd/v1",
+        json={"command": "deactivate node", "version": 3, "payload": {"certname": certname}},
+        cert=primary.cert_files(),
+        verify=lab.ca_file,
+        timeout=30,
+    )
     resp.raise_for_status()
 
 
@@ -193,15 +204,27 @@ def test_haproxy_routes_8140_to_a_healthy_backend_and_marks_a_dead_one_down(lab:
         # Through the LB's 8140 (TLS passes through): the healthy master answers, verified
         # against the PE CA under the pool's name `puppet.pelab.test`.
         for _ in range(4):
-            out = subprocess.run(["curl", "-sS", "--cacert", lab.ca_file, "--connect-to",
-                                  "puppet.pelab.test:8140:lb.pelab.test:8140",
-                                  "https://puppet.pelab.test:8140/status/v1/simple"],
-                                 capture_output=True, text=True, timeout=30)
+            out = subprocess.run(
+                [
+                    "curl",
+                    "-sS",
+                    "--cacert",
+                    lab.ca_file,
+                    "--connect-to",
+                    "puppet.pelab.test:8140:lb.pelab.test:8140",
+                    "https://puppet.pelab.test:8140/status/v1/simple",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             assert out.stdout.strip() == "running", out.stderr
     finally:
         for name in ("compile06", "deadhost"):
-            lab.host("lb").run(f"echo 'set server puppet_compilers/{name} state maint' | socat stdio /run/haproxy/admin.sock;"
-                               f" echo 'del server puppet_compilers/{name}' | socat stdio /run/haproxy/admin.sock")
+            lab.host("lb").run(
+                f"echo 'set server puppet_compilers/{name} state maint' | socat stdio /run/haproxy/admin.sock;"
+                f" echo 'del server puppet_compilers/{name}' | socat stdio /run/haproxy/admin.sock"
+            )
         healthy.run(f"{lab.root}/inhost/bin/pelab-compile-service stop")
     assert server_status(lab, "compile06") is None
 
@@ -211,29 +234,38 @@ def test_rsync_over_ssh_between_two_hosts(lab: LabClient) -> None:
     master.run("rm -f /root/.ssh/sync_key*; ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/sync_key").check()
     pub = (master.read("/root/.ssh/sync_key.pub") or "").strip()
     marker = f"pelab-rsync-test-{time.time_ns()}"
-    primary.run(f"echo {pub!r} >> /root/.ssh/authorized_keys && echo {marker} > /etc/puppet/code/environments/production/{marker}").check()
+    production = "/etc/puppet/code/environments/production"
+    primary.run(f"echo {pub!r} >> /root/.ssh/authorized_keys && echo {marker} > {production}/{marker}").check()
     try:
-        master.run("mkdir -p /etc/puppet/code/environments && rsync -a --delete -e 'ssh -i /root/.ssh/sync_key -o BatchMode=yes"
-                   " -o StrictHostKeyChecking=yes' root@primary.pelab.test:/etc/puppet/code/environments/ "
-                   "/etc/puppet/code/environments/").check()
+        master.run(
+            "mkdir -p /etc/puppet/code/environments && rsync -a --delete"
+            " -e 'ssh -i /root/.ssh/sync_key -o BatchMode=yes -o StrictHostKeyChecking=yes'"
+            " root@primary.pelab.test:/etc/puppet/code/environments/ "
+            "/etc/puppet/code/environments/"
+        ).check()
         assert (master.read(f"/etc/puppet/code/environments/production/{marker}") or "").strip() == marker
         digest = "find /etc/puppet/code/environments -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum"
         assert master.run(digest).check().stdout == primary.run(digest).check().stdout
     finally:
-        primary.run(f"rm -f /etc/puppet/code/environments/production/{marker}; "
-                    f"grep -vF {pub.split()[1]!r} /root/.ssh/authorized_keys > /root/.ssh/ak.tmp; "
-                    "mv /root/.ssh/ak.tmp /root/.ssh/authorized_keys").check()
+        primary.run(
+            f"rm -f /etc/puppet/code/environments/production/{marker}; "
+            f"grep -vF {pub.split()[1]!r} /root/.ssh/authorized_keys > /root/.ssh/ak.tmp; "
+            "mv /root/.ssh/ak.tmp /root/.ssh/authorized_keys"
+        ).check()
 
 
 def test_r10k_deploys_the_control_repo_on_a_host(lab: LabClient) -> None:
     host = lab.host("compile10")
-    config = (f"---\ncachedir: /var/cache/r10k\nsources:\n  control:\n    remote: {lab.root}/git/control-repo.git\n"
-              "    basedir: /tmp/r10k-envs\n")
+    config = (
+        f"---\ncachedir: /var/cache/r10k\nsources:\n  control:\n    remote: {lab.root}/git/control-repo.git\n"
+        "    basedir: /tmp/r10k-envs\n"
+    )
     host.put("/tmp/r10k-test.yaml", config.encode())
     result = host.run("rm -rf /tmp/r10k-envs && r10k deploy environment --config /tmp/r10k-test.yaml --verbose info")
     result.check()
     assert "class puppet_enterprise::profile::master" in (
-        host.run("cat /tmp/r10k-envs/production/modules/puppet_enterprise/manifests/profile/master.pp").check().stdout)
+        host.run("cat /tmp/r10k-envs/production/modules/puppet_enterprise/manifests/profile/master.pp").check().stdout
+    )
 
 
 def test_nfs_mount_is_simulated_by_the_lab_helper(lab: LabClient) -> None:
@@ -254,16 +286,21 @@ def test_console_tokens_pins_and_whitelisted_certs_follow_the_pe_version(lab: La
     # A certificate that is not whitelisted gets nothing.
     outsider = lab.host("compile02")
     if outsider.cert():
-        resp = requests.get(f"{lab.console_url()}/classifier-api/v1/groups", cert=outsider.cert_files(),
-                            verify=lab.ca_file, timeout=30)
+        resp = requests.get(
+            f"{lab.console_url()}/classifier-api/v1/groups", cert=outsider.cert_files(), verify=lab.ca_file, timeout=30
+        )
         assert resp.status_code == 401
     assert classifier.request("GET", "groups/not-a-uuid").status_code == 400
     assert classifier.request("GET", "groups/6a9b0b84-9c1f-4a51-8b0f-2d1f6e2c0d11").status_code == 404
     lab.set_pe_version("3.7")
     try:
         by_cert = lab.classifier(token=False)
-        resp = requests.post(f"{lab.console_url()}/rbac-api/v1/auth/token",
-                             json={**lab.admin_credentials(), "lifetime": "1h"}, verify=lab.ca_file, timeout=30)
+        resp = requests.post(
+            f"{lab.console_url()}/rbac-api/v1/auth/token",
+            json={**lab.admin_credentials(), "lifetime": "1h"},
+            verify=lab.ca_file,
+            timeout=30,
+        )
         assert resp.status_code == 404  # no RBAC tokens in PE 3.7
         assert by_cert.request("POST", f"groups/{group['id']}/pin", json={"nodes": ["x.pelab.test"]}).status_code == 404
         # PE 3.7 pinning: rewrite the group's `or` rule.
@@ -291,7 +328,7 @@ def test_latency_knobs_slow_the_runs_they_name(lab: LabClient) -> None:
 
 def test_lab_state_checks_are_pinned_to_the_lab_ca(lab: LabClient) -> None:
     """Sanity of the trust anchors the product will use: the CA file is the primary's."""
-    pem = open(lab.ca_file, "rb").read()
+    pem = Path(lab.ca_file).read_bytes()
     served = requests.get(f"https://{PRIMARY}:8140/puppet-ca/v1/certificate/ca", verify=lab.ca_file, timeout=30)
     assert served.status_code == 200
     assert hashlib.sha256(served.content.strip()).digest() == hashlib.sha256(pem.strip()).digest()

@@ -1,0 +1,34 @@
+# Two entry points (see README): `make lab` and `make test`. Run as root on Debian bookworm.
+PY := .venv/bin/python
+
+.PHONY: deps lab lab-down lab-reset lab-status lint typecheck unit test
+
+deps:
+	bash scripts/install-deps.sh
+
+## Bring the lab up (idempotent). Once the program exists this also runs the main job.
+lab: deps
+	$(PY) -m lab up
+
+lab-down:
+	$(PY) -m lab down
+
+lab-reset:
+	$(PY) -m lab reset
+
+lab-status:
+	$(PY) -m lab status
+
+lint: deps
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: deps
+	.venv/bin/mypy
+
+unit: deps
+	$(PY) -m pytest -q -m "not lab"
+
+## The whole suite: lint, types, unit and engine tests, then the lab tests (brings the lab up).
+test: deps lint typecheck
+	$(PY) -m pytest -q --durations=15

@@ -1,0 +1,1 @@
+"""Benchmarks that print tables (never timed assertions): see README, "Performance"."""

@@ -1,0 +1,154 @@
+"""Pure pieces of the lab: roster, /etc/hosts editing, the console's PE semantics, and
+reading Puppet's report YAML (golden data captured from the lab's real Puppet Server)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from lab.config import (
+    ETC_HOSTS_BEGIN,
+    ETC_HOSTS_END,
+    etc_hosts_block,
+    host_by_short,
+    parse_pe_version,
+    replace_etc_hosts_block,
+    roster,
+)
+from lab.hosts import HostPaths, boot_script
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+INHOST = Path(__file__).resolve().parents[2] / "lab" / "inhost"
+
+
+def inhost_module(name: str) -> ModuleType:
+    sys.path.insert(0, str(INHOST))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(INHOST))
+
+
+def test_roster_has_infrastructure_and_sixteen_compile_hosts_on_distinct_loopback_addresses() -> None:
+    hosts = roster()
+    assert [h.short for h in hosts[:4]] == ["primary", "console", "puppetdb", "lb"]
+    assert len([h for h in hosts if h.role == "compile"]) == 16
+    assert len({h.address for h in hosts}) == len(hosts)
+    assert all(h.address.startswith("127.0.10.") for h in hosts)
+    assert host_by_short("compile16.pelab.test").address == "127.0.10.26"
+
+
+def test_etc_hosts_block_is_added_replaced_and_removed_without_touching_other_lines() -> None:
+    original = "127.0.0.1 localhost\n::1 localhost\n"
+    block = etc_hosts_block(roster()[:2])
+    once = replace_etc_hosts_block(original, block)
+    assert once.startswith(original) and ETC_HOSTS_BEGIN in once and ETC_HOSTS_END in once
+    assert replace_etc_hosts_block(once, block) == once  # idempotent
+    assert replace_etc_hosts_block(once, None) == original
+    assert replace_etc_hosts_block("no newline at end", None) == "no newline at end"
+
+
+def test_pe_versions_parse_and_bad_ones_are_refused() -> None:
+    assert parse_pe_version("3.7") == (3, 7)
+    assert parse_pe_version("2019.8.5") == (2019, 8)
+    with pytest.raises(ValueError, match=r"3\.7 or 2019\.8"):
+        parse_pe_version("latest")
+
+
+def test_boot_script_quotes_paths_and_binds_the_legacy_cli_only_on_the_primary() -> None:
+    root = Path("/var/lib/pe lab")
+    primary = boot_script(HostPaths(root, host_by_short("primary")))
+    compile01 = boot_script(HostPaths(root, host_by_short("compile01")))
+    assert "'/var/lib/pe lab/hosts/primary/etc-puppet' /etc/puppet" in primary
+    assert "puppet-legacy' /usr/bin/puppet" in primary and "puppet-legacy" not in compile01
+    assert compile01.rstrip().splitlines()[-1].startswith("exec /usr/sbin/sshd -D")
+
+
+@pytest.fixture(scope="module")
+def console() -> ModuleType:
+    return inhost_module("console")
+
+
+def test_rules_follow_the_classifier_grammar(console: ModuleType) -> None:
+    node = {
+        "name": "c1.example.com",
+        "facts": {"os": {"family": "Debian"}, "memory": 8},
+        "trusted": {"extensions": {"pp_auth_role": "pe_compiler"}},
+    }
+    assert console.matches(["or", ["=", "name", "x"], ["=", "name", "c1.example.com"]], node)
+    assert console.matches(["and", ["~", "name", r"^c\d"], ["=", ["fact", "os", "family"], "Debian"]], node)
+    assert console.matches(["=", ["trusted", "extensions", "pp_auth_role"], "pe_compiler"], node)
+    assert console.matches([">=", ["fact", "memory"], "4"], node)
+    assert not console.matches(["not", ["=", "name", "c1.example.com"]], node)
+    assert not console.matches(None, node)
+    assert console.validate_rule(["or", ["=", "name", "a"]]) is None
+    assert console.validate_rule(["=", "hostname", "a"]) is not None
+    assert console.validate_rule(["xor", ["=", "name", "a"]]) is not None
+
+
+def test_classification_inherits_rules_and_classes_from_ancestors(console: ModuleType) -> None:
+    root = console.ROOT_GROUP_ID
+    groups = {
+        root: {
+            "id": root,
+            "parent": root,
+            "rule": ["and", ["~", "name", ".*"]],
+            "classes": {},
+            "variables": {},
+            "environment": "production",
+            "environment_trumps": False,
+        },
+        "infra": {
+            "id": "infra",
+            "parent": root,
+            "rule": None,
+            "classes": {"puppet_enterprise": {"a": 1}},
+            "variables": {},
+            "environment": "production",
+            "environment_trumps": False,
+        },
+        "master": {
+            "id": "master",
+            "parent": "infra",
+            "rule": ["or", ["=", "name", "m1"]],
+            "classes": {"puppet_enterprise::profile::master": {}},
+            "variables": {},
+            "environment": "production",
+            "environment_trumps": False,
+        },
+        "child": {
+            "id": "child",
+            "parent": "master",
+            "rule": ["or", ["~", "name", "^m"]],
+            "classes": {},
+            "variables": {},
+            "environment": "production",
+            "environment_trumps": False,
+        },
+    }
+    m1 = console.classify(groups, {"name": "m1", "facts": {}, "trusted": {}})
+    assert set(m1["groups"]) == {root, "master", "child"}
+    assert m1["classes"] == {"puppet_enterprise": {"a": 1}, "puppet_enterprise::profile::master": {}}
+    # m2 matches the child's own rule but not its parent's: not in the child (inherited rules).
+    m2 = console.classify(groups, {"name": "m2", "facts": {}, "trusted": {}})
+    assert m2["groups"] == [root]
+
+
+def test_unpinning_removes_only_the_named_nodes(console: ModuleType) -> None:
+    rule = ["or", ["=", "name", "a"], ["=", "name", "b"], ["~", "name", "x"]]
+    assert console.Handler.without_pins(rule, {"a"}) == ["or", ["=", "name", "b"], ["~", "name", "x"]]
+    assert console.Handler.without_pins(["or", ["=", "name", "a"]], {"a"}) is None
+
+
+def test_the_reports_of_a_master_run_name_the_master_class() -> None:
+    puppetdb = inhost_module("puppetdb")
+    import yaml
+
+    report = yaml.load((DATA / "report-master-run.yaml").read_text(), Loader=puppetdb.RubyTolerantLoader)
+    assert report["host"] == "compile05.pelab.test" and report["status"] == "changed"
+    assert "puppet_enterprise::profile::master" in puppetdb.classes_of_report(report)
+    assert "puppet_enterprise::profile::puppetdb" not in puppetdb.classes_of_report(report)

@@ -204,9 +204,13 @@ class Lab:
             for s in specs
         )
         self.known_hosts.write_text(known)
+        init = self.render((LAB_DIR / "templates" / "pe-puppetserver.init").read_text())
         for spec in specs:
             paths = labhosts.HostPaths(self.root, spec)
             labhosts.prepare(paths, pub, known)
+            script = paths.dir / "etc-init.d" / "pe-puppetserver"
+            script.write_text(init)
+            script.chmod(0o755)
             labhosts.start(paths)
         log(f"{len(specs)} hosts running (sshd on 127.0.10.x:22)")
 
@@ -435,7 +439,32 @@ class Lab:
             out[spec.short] = f"up (sshd pid {pid})" if pid else "down"
         if out.get("primary", "").startswith("up"):
             out["puppetserver"] = "running" if self.primary_ready() else "not running"
+        rss = self.memory_kib()
+        out["memory"] = f"{rss / 1024:.0f} MiB resident in {self.process_count()} lab processes"
         return out
+
+    def _members(self) -> list[int]:
+        pids: list[int] = []
+        for spec in roster():
+            nsfile = labhosts.HostPaths(self.root, spec).nsfile
+            if nsfile.exists():
+                pids += labhosts.members(nsfile.read_text().strip())
+        return pids
+
+    def process_count(self) -> int:
+        return len(self._members())
+
+    def memory_kib(self) -> int:
+        """Resident memory of every process of every lab host (VmRSS, KiB)."""
+        total = 0
+        for pid in self._members():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return total
 
     def down(self) -> None:
         for spec in reversed(roster()):

@@ -33,6 +33,7 @@ BIND_DIRS: tuple[tuple[str, str], ...] = (
     ("var-log-puppetserver", "/var/log/puppetserver"),
     ("etc-haproxy", "/etc/haproxy"),
     ("etc-cron.d", "/etc/cron.d"),
+    ("etc-init.d", "/etc/init.d"),
     ("root", "/root"),
 )
 BIND_FILES: tuple[tuple[str, str], ...] = (("etc-default-puppetserver", "/etc/default/puppetserver"),)
@@ -47,6 +48,7 @@ PRISTINE_COPIES = {
     "var-lib-puppetserver": "/var/lib/puppetserver",
     "var-log-puppetserver": "/var/log/puppetserver",
     "etc-haproxy": "/etc/haproxy",
+    "etc-init.d": "/etc/init.d",
 }
 
 

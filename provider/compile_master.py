@@ -1,0 +1,256 @@
+"""PeCompileMaster: one compile master of a PE deployment, as a dynamic resource.
+
+Steps 2-4 of PE's "Additional Puppet Master Installation" for one host (install with
+alt names, sign on the CA, first run, pin to the masters' group, the master's full run,
+its 8140 health) - see provider/master_steps.py. The PuppetDB and console runs that
+must follow belong to the deployment-wide InfraRefresh, once per batch.
+
+Nothing is kept on the provider instance (it is pickled into the state): connections
+are opened inside each call and closed at its end.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from provider import master_steps as steps
+from provider.compile_master_config import (
+    LOCAL_ONLY_KEYS,
+    REPLACE_KEYS,
+    SECRET_KEYS,
+    UPDATE_KEYS,
+    MasterConfig,
+    problems,
+)
+from provider.errors import ClassifierError, ProviderError, SshUnreachableError
+from provider.pe_api import is_pinned
+from provider.ssh import SshSession
+
+INPUT_KEYS = (*REPLACE_KEYS, *UPDATE_KEYS)
+OUTPUT_KEYS = (
+    "cert_fingerprint",
+    "cert_serial",
+    "sans",
+    "group_id",
+    "dialect",
+    "status",
+    "installed",
+    "ca_fingerprint",
+)
+
+
+def _log(resource_name: str) -> Any:
+    def log(step: str, message: str) -> None:
+        print(f"[{resource_name}] {step}: {message}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def _sessions(cfg: MasterConfig, stack: ExitStack) -> tuple[SshSession, SshSession]:
+    host = stack.enter_context(SshSession(cfg.target, cfg.connect_timeout, cfg.secrets))
+    primary = stack.enter_context(SshSession(cfg.primary_target, cfg.connect_timeout, cfg.secrets))
+    return host, primary
+
+
+def _outputs(props: dict[str, Any], ctx: steps.Context, status: str) -> dict[str, Any]:
+    issued = ctx.issued
+    return {
+        **{k: v for k, v in props.items() if k != "__provider"},
+        "cert_fingerprint": issued.fingerprint if issued else props.get("cert_fingerprint", ""),
+        "cert_serial": str(issued.serial) if issued else props.get("cert_serial", ""),
+        "sans": sorted(issued.sans) if issued else props.get("sans", []),
+        "group_id": ctx.group_id or props.get("group_id", ""),
+        "dialect": ctx.cfg.dialect.label,
+        "status": status,
+        "installed": {**(props.get("installed") or {}), **ctx.installed},
+        "ca_fingerprint": steps.fingerprint_of_pem(ctx.ca_pem.encode())
+        if ctx.ca_pem
+        else props.get("ca_fingerprint", ""),
+    }
+
+
+class PeCompileMasterProvider(ResourceProvider):
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = [CheckFailure(prop, reason) for prop, reason in problems(news)]
+        return CheckResult(news, failures)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Inputs only (olds are the old outputs), and no remote call, ever."""
+        from provider.compile_master_config import DEFAULTS
+
+        def value(props: dict[str, Any], key: str) -> Any:
+            v = props.get(key, DEFAULTS.get(key))
+            return DEFAULTS.get(key) if v is None else v
+
+        changed = [k for k in INPUT_KEYS if value(olds, k) != value(news, k)]
+        replaces = [k for k in changed if k in REPLACE_KEYS]
+        drifted = olds.get("status") not in (None, "running")  # refresh found drift: let `up` repair it
+        return DiffResult(
+            changes=bool(changed) or drifted, replaces=replaces, delete_before_replace=True
+        )  # a certname cannot exist twice
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        cfg = MasterConfig.from_props(props)
+        failures = problems(props)
+        if failures:
+            raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
+        with ExitStack() as stack:
+            host, primary = _sessions(cfg, stack)
+            ctx = steps.Context(cfg, host, primary, _log(cfg.resource_name))
+            if cfg.adopt:
+                adopt(ctx)
+            else:
+                steps.converge(ctx)
+            return CreateResult(cfg.certname, _outputs(props, ctx, "running"))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        cfg = MasterConfig.from_props(news)
+        changed = [k for k in INPUT_KEYS if olds.get(k) != news.get(k)]
+        drifted = olds.get("status") not in (None, "running")
+        if not drifted and all(k in LOCAL_ONLY_KEYS for k in changed):
+            _log(cfg.resource_name)("update", f"{', '.join(changed) or 'nothing'} changed: no remote work needed")
+            return UpdateResult({**olds, **{k: v for k, v in news.items() if k != "__provider"}})
+        with ExitStack() as stack:
+            host, primary = _sessions(cfg, stack)
+            ctx = steps.Context(cfg, host, primary, _log(cfg.resource_name))
+            if cfg.environmentpath and olds.get("environmentpath") != cfg.environmentpath:
+                host.run(
+                    ["puppet", "config", "set", "--section", "main", "environmentpath", cfg.environmentpath],
+                    timeout=120,
+                ).check("set environmentpath")
+            steps.converge(ctx)  # every step checks first: only what differs is done
+            merged = {**olds, **news}
+            return UpdateResult(_outputs(merged, ctx, "running"))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Report drift without changing anything; an id of "" (cert gone) drops it."""
+        cfg = MasterConfig.from_props(props)
+        log = _log(cfg.resource_name)
+        with ExitStack() as stack:
+            host, primary = _sessions(cfg, stack)
+            ctx = steps.Context(cfg, host, primary, log)
+            entry = steps.ca_entries(ctx).get(cfg.certname)
+            if entry is None or entry.state != "signed":
+                log(
+                    "refresh",
+                    f"certificate {'missing' if entry is None else entry.state} on the CA: "
+                    "the master is gone; the next `up` creates it again",
+                )
+                return ReadResult("", {})
+            drift = []
+            if props.get("cert_fingerprint") and entry.fingerprint != props["cert_fingerprint"]:
+                drift.append("certificate re-issued")
+            steps.read_agent(ctx)
+            steps.fetch_ca_pem(ctx)
+            drift += classification_drift(ctx)
+            probe = host.run(
+                [
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "--cacert",
+                    ctx.agent.get("localcacert", ""),
+                    f"https://{cfg.certname}:8140/status/v1/simple",
+                ],
+                timeout=30,
+            )
+            if probe.stdout.strip() != "running":
+                drift.append("compile service not running")
+            status = "running" if not drift else "drifted: " + "; ".join(drift)
+            if drift:
+                log("refresh", status)
+            return ReadResult(id_, {**props, "status": status, "cert_fingerprint": entry.fingerprint})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        cfg = MasterConfig.from_props(props)
+        log = _log(cfg.resource_name)
+        serial = int(props["cert_serial"]) if str(props.get("cert_serial") or "").isdigit() else None
+        with ExitStack() as stack:
+            primary = stack.enter_context(SshSession(cfg.primary_target, cfg.connect_timeout, cfg.secrets))
+            try:
+                host: SshSession | None = stack.enter_context(SshSession(cfg.target, cfg.connect_timeout, cfg.secrets))
+            except SshUnreachableError as exc:
+                log("delete", f"host unreachable ({exc}); removing it from PE anyway, host cleanup skipped")
+                host = None
+            ctx = steps.Context(cfg, host or primary, primary, log)
+            steps.fetch_ca_pem(ctx)
+            steps.unclassify(ctx)
+            steps.revoke_and_clean(ctx, serial)
+            steps.deactivate_in_puppetdb(ctx)
+            if host is not None:
+                steps.uninstall_agent(ctx)
+
+
+def classification_drift(ctx: steps.Context) -> list[str]:
+    cfg = ctx.cfg
+    dialect = cfg.dialect
+    try:
+        with ctx.classifier().opened() as classifier:
+            group = classifier.group_by_name(dialect.node_group)
+            if dialect.classification != "trusted" and not is_pinned(group.get("rule"), cfg.certname):
+                return [f"not pinned to {dialect.node_group}"]
+    except ClassifierError as exc:
+        return [f"classification unknown ({exc})"]
+    return []
+
+
+def adopt(ctx: steps.Context) -> None:
+    """Take over an existing healthy master: verify, never reinstall or re-sign."""
+    cfg = ctx.cfg
+    steps.read_agent(ctx)
+    if ctx.agent.get("certname") != cfg.certname:
+        raise ProviderError(
+            f"[{cfg.host}] adopt: the host's agent certname is {ctx.agent.get('certname')!r}, not {cfg.certname!r}"
+        )
+    entry = steps.ca_entries(ctx).get(cfg.certname)
+    if entry is None or entry.state != "signed":
+        raise ProviderError(f"[{cfg.primary_host}] adopt: {cfg.certname} has no signed certificate on the CA")
+    steps.fetch_ca_pem(ctx)
+    steps.verify_certificate(ctx)
+    drift = classification_drift(ctx)
+    if drift:
+        raise ProviderError(f"adopt: {cfg.certname} is {drift[0]}: adopt takes over healthy masters only")
+    with ctx.classifier().opened() as classifier:
+        ctx.group_id = str(classifier.group_by_name(cfg.dialect.node_group)["id"])
+    steps.compile_service(ctx)
+    ctx.log("adopt", "healthy master taken over without reinstalling")
+
+
+class PeCompileMaster(Resource):
+    """A compile master of PE. Inputs: see README ("PeCompileMaster"); secrets
+    (ssh_private_key, primary_ssh_private_key, rbac_token, classifier_client_key) are
+    wrapped as Pulumi secrets here, so they stay secret in state."""
+
+    certname: pulumi.Output[str]
+    cert_fingerprint: pulumi.Output[str]
+    cert_serial: pulumi.Output[str]
+    sans: pulumi.Output[list[str]]
+    group_id: pulumi.Output[str]
+    dialect: pulumi.Output[str]
+    status: pulumi.Output[str]
+    installed: pulumi.Output[dict[str, Any]]
+    ca_fingerprint: pulumi.Output[str]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        inputs: dict[str, Any] = {"resource_name": name, **props}
+        for key in SECRET_KEYS:
+            if inputs.get(key) is not None:
+                inputs[key] = pulumi.Output.secret(inputs[key])
+        inputs.update({k: None for k in OUTPUT_KEYS if k not in inputs})
+        options = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(delete_before_replace=True))
+        super().__init__(PeCompileMasterProvider(), name, inputs, options)

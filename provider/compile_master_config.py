@@ -1,0 +1,311 @@
+"""PeCompileMaster's inputs: one typed, validated view of the property dict.
+
+check() reports `MasterConfig.problems(...)`; diff() compares the keys listed here;
+create/update/read/delete work from `MasterConfig.from_props(...)`. Secrets live in
+their own top-level keys so the engine keeps them secret in outputs (same key).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from provider import validation
+from provider.dialects import Dialect, dialect_for, parse_pe_version
+from provider.ssh import SshTarget, host_keys_for
+
+SECRET_KEYS = ("ssh_private_key", "primary_ssh_private_key", "rbac_token", "classifier_client_key")
+
+# What a change of each input means (diff):
+REPLACE_KEYS = ("certname", "host", "dns_alt_names", "primary_host", "primary_certname", "pe_version", "node_group")
+UPDATE_KEYS = (
+    "ssh_port",
+    "ssh_user",
+    "ssh_private_key",
+    "ssh_host_key",
+    "ssh_known_hosts",
+    "primary_ssh_port",
+    "primary_ssh_user",
+    "primary_ssh_private_key",
+    "primary_ssh_host_key",
+    "primary_ssh_known_hosts",
+    "environmentpath",
+    "classifier_url",
+    "rbac_token",
+    "classifier_client_cert",
+    "classifier_client_key",
+    "puppetdb_url",
+    "connect_timeout",
+    "install_timeout",
+    "sign_timeout",
+    "run_timeout",
+    "service_timeout",
+    "keep_agent_on_delete",
+    "adopt",
+)
+# Inputs whose change needs no remote work at all (only the recorded value changes).
+LOCAL_ONLY_KEYS = (
+    "connect_timeout",
+    "install_timeout",
+    "sign_timeout",
+    "run_timeout",
+    "service_timeout",
+    "keep_agent_on_delete",
+    "adopt",
+)
+
+DEFAULTS: dict[str, Any] = {
+    "ssh_port": 22,
+    "ssh_user": "root",
+    "ssh_host_key": "",
+    "ssh_known_hosts": "",
+    "primary_ssh_port": 22,
+    "primary_ssh_user": "root",
+    "primary_ssh_host_key": "",
+    "primary_ssh_known_hosts": "",
+    "dns_alt_names": [],
+    "environmentpath": "",
+    "rbac_token": "",
+    "classifier_client_cert": "",
+    "classifier_client_key": "",
+    "puppetdb_url": "",
+    "node_group": "",
+    "connect_timeout": 30,
+    "install_timeout": 900,
+    "sign_timeout": 300,
+    "run_timeout": 1800,
+    "service_timeout": 600,
+    "keep_agent_on_delete": False,
+    "adopt": False,
+}
+REQUIRED = (
+    "host",
+    "ssh_private_key",
+    "certname",
+    "primary_host",
+    "primary_ssh_private_key",
+    "primary_certname",
+    "pe_version",
+    "classifier_url",
+)
+
+
+def _is_unknown(value: Any) -> bool:
+    from pulumi.output import Unknown
+    from pulumi.runtime.rpc import UNKNOWN
+
+    return isinstance(value, Unknown) or value == UNKNOWN
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    resource_name: str
+    host: str
+    ssh_port: int
+    ssh_user: str
+    ssh_private_key: str = field(repr=False)
+    ssh_host_key: str
+    ssh_known_hosts: str = field(repr=False)
+    certname: str
+    dns_alt_names: list[str]
+    environmentpath: str
+    primary_host: str
+    primary_ssh_port: int
+    primary_ssh_user: str
+    primary_ssh_private_key: str = field(repr=False)
+    primary_ssh_host_key: str
+    primary_ssh_known_hosts: str = field(repr=False)
+    primary_certname: str
+    pe_version: str
+    classifier_url: str
+    rbac_token: str = field(repr=False)
+    classifier_client_cert: str = field(repr=False)
+    classifier_client_key: str = field(repr=False)
+    puppetdb_url: str
+    node_group: str
+    connect_timeout: float
+    install_timeout: float
+    sign_timeout: float
+    run_timeout: float
+    service_timeout: float
+    keep_agent_on_delete: bool
+    adopt: bool
+
+    @classmethod
+    def from_props(cls, props: dict[str, Any]) -> MasterConfig:
+        merged = {**DEFAULTS, **{k: v for k, v in props.items() if v is not None}}
+        return cls(
+            resource_name=str(merged.get("resource_name") or merged.get("certname") or "pe-compile-master"),
+            host=str(merged["host"]),
+            ssh_port=int(merged["ssh_port"]),
+            ssh_user=str(merged["ssh_user"]),
+            ssh_private_key=str(merged["ssh_private_key"]),
+            ssh_host_key=str(merged["ssh_host_key"]),
+            ssh_known_hosts=str(merged["ssh_known_hosts"]),
+            certname=str(merged["certname"]),
+            dns_alt_names=[str(n) for n in merged["dns_alt_names"]],
+            environmentpath=str(merged["environmentpath"]),
+            primary_host=str(merged["primary_host"]),
+            primary_ssh_port=int(merged["primary_ssh_port"]),
+            primary_ssh_user=str(merged["primary_ssh_user"]),
+            primary_ssh_private_key=str(merged["primary_ssh_private_key"]),
+            primary_ssh_host_key=str(merged["primary_ssh_host_key"]),
+            primary_ssh_known_hosts=str(merged["primary_ssh_known_hosts"]),
+            primary_certname=str(merged["primary_certname"]),
+            pe_version=str(merged["pe_version"]),
+            classifier_url=str(merged["classifier_url"]),
+            rbac_token=str(merged["rbac_token"]),
+            classifier_client_cert=str(merged["classifier_client_cert"]),
+            classifier_client_key=str(merged["classifier_client_key"]),
+            puppetdb_url=str(merged["puppetdb_url"]),
+            node_group=str(merged["node_group"]),
+            connect_timeout=float(merged["connect_timeout"]),
+            install_timeout=float(merged["install_timeout"]),
+            sign_timeout=float(merged["sign_timeout"]),
+            run_timeout=float(merged["run_timeout"]),
+            service_timeout=float(merged["service_timeout"]),
+            keep_agent_on_delete=bool(merged["keep_agent_on_delete"]),
+            adopt=bool(merged["adopt"]),
+        )
+
+    @property
+    def dialect(self) -> Dialect:
+        return dialect_for(self.pe_version, self.node_group or None)
+
+    @property
+    def target(self) -> SshTarget:
+        return SshTarget(
+            self.host, self.ssh_port, self.ssh_user, self.ssh_private_key, self.ssh_host_key, self.ssh_known_hosts
+        )
+
+    @property
+    def primary_target(self) -> SshTarget:
+        return SshTarget(
+            self.primary_host,
+            self.primary_ssh_port,
+            self.primary_ssh_user,
+            self.primary_ssh_private_key,
+            self.primary_ssh_host_key,
+            self.primary_ssh_known_hosts,
+        )
+
+    @property
+    def secrets(self) -> list[str]:
+        return [
+            s
+            for s in (self.ssh_private_key, self.primary_ssh_private_key, self.rbac_token, self.classifier_client_key)
+            if s
+        ]
+
+
+def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every reason these inputs cannot work, as (property, reason); unknown values
+    (not known until apply) are skipped here and validated again at create."""
+    out: list[tuple[str, str]] = []
+    known = {k: v for k, v in props.items() if not _is_unknown(v)}
+
+    def add(key: str, error: str | None) -> None:
+        if error:
+            out.append((key, error))
+
+    for key in REQUIRED:
+        if key in props and _is_unknown(props[key]):
+            continue
+        if not props.get(key):
+            out.append((key, f"{key} is required"))
+    merged = {**DEFAULTS, **{k: v for k, v in known.items() if v is not None}}
+    if "host" in known and known.get("host"):
+        add("host", validation.host_error(known["host"], "host"))
+    if "primary_host" in known and known.get("primary_host"):
+        add("primary_host", validation.host_error(known["primary_host"], "primary_host"))
+    for key in ("certname", "primary_certname"):
+        if known.get(key):
+            add(key, validation.dns_name_error(known[key], key))
+    for key in ("ssh_port", "primary_ssh_port"):
+        if key in known:
+            add(key, validation.port_error(merged[key], key))
+    for key in ("ssh_user", "primary_ssh_user"):
+        if key in known:
+            add(key, validation.user_error(merged[key], key))
+    names = merged.get("dns_alt_names")
+    if "dns_alt_names" in known:
+        if not isinstance(names, list):
+            out.append(("dns_alt_names", "dns_alt_names must be a list of DNS names"))
+        else:
+            for name in names:
+                if not _is_unknown(name):
+                    add("dns_alt_names", validation.dns_name_error(name, "dns alt name"))
+            if len(set(names)) != len(names):
+                out.append(("dns_alt_names", "dns_alt_names lists a name twice"))
+    if known.get("environmentpath"):
+        add("environmentpath", validation.path_error(known["environmentpath"], "environmentpath"))
+    if known.get("certname") and known.get("certname") == known.get("primary_certname"):
+        out.append(
+            (
+                "certname",
+                f"{known['certname']} is the primary's own certname: a compile master needs its own "
+                "(and this provider never touches the primary's certificate)",
+            )
+        )
+    if "pe_version" in known:
+        try:
+            dialect = dialect_for(str(known["pe_version"]), str(merged.get("node_group") or "") or None)
+            parse_pe_version(known["pe_version"])
+        except ValueError as exc:
+            out.append(("pe_version", str(exc)))
+            dialect = None
+        if dialect is not None and "rbac_token" in known and known.get("rbac_token") and not dialect.tokens_supported:
+            out.append(
+                (
+                    "rbac_token",
+                    f"{dialect.label} has no RBAC tokens (from PE 2015.3): use a whitelisted "
+                    "client certificate (classifier_client_cert / classifier_client_key)",
+                )
+            )
+    has_token = bool(props.get("rbac_token"))
+    has_cert = bool(props.get("classifier_client_cert")) and bool(props.get("classifier_client_key"))
+    if (
+        not has_token
+        and not has_cert
+        and not (_is_unknown(props.get("rbac_token")) or _is_unknown(props.get("classifier_client_cert")))
+    ):
+        out.append(
+            (
+                "rbac_token",
+                "classifier access needs rbac_token, or classifier_client_cert and "
+                "classifier_client_key of a whitelisted certificate",
+            )
+        )
+    url = known.get("classifier_url")
+    if url and not str(url).startswith("https://"):
+        out.append(("classifier_url", "classifier_url must be https:// (the console, port 4433)"))
+    pdb = known.get("puppetdb_url")
+    if pdb and not str(pdb).startswith("https://"):
+        out.append(("puppetdb_url", "puppetdb_url must be https:// (PuppetDB, port 8081)"))
+    for key in ("connect_timeout", "install_timeout", "sign_timeout", "run_timeout", "service_timeout"):
+        if key in known:
+            add(key, validation.positive_seconds_error(merged[key], key))
+    for prefix in ("ssh", "primary_ssh"):
+        pinned, known_hosts = merged.get(f"{prefix}_host_key"), merged.get(f"{prefix}_known_hosts")
+        if _is_unknown(pinned) or _is_unknown(known_hosts):
+            continue
+        host_key = f"{prefix}_host_key"
+        if not pinned and not known_hosts:
+            out.append(
+                (
+                    host_key,
+                    f"{host_key} (pinned 'ssh-ed25519 AAAA...') or {prefix}_known_hosts is required: "
+                    "host keys are pinned, never accepted blindly",
+                )
+            )
+            continue
+        host = merged.get("host" if prefix == "ssh" else "primary_host")
+        port = merged.get(f"{prefix}_port", 22)
+        if host and not _is_unknown(host):
+            try:
+                target = SshTarget(str(host), int(port), "x", "", str(pinned or ""), str(known_hosts or ""))
+                if not host_keys_for(target):
+                    out.append((f"{prefix}_known_hosts", f"{prefix}_known_hosts has no entry for {host}"))
+            except (ValueError, TypeError) as exc:
+                out.append((host_key, f"{host_key} is not a public key line: {exc}"))
+    return out

@@ -1,0 +1,578 @@
+"""PeCompileMaster's steps: each checks the current state, acts only if needed, verifies.
+
+A step is a function `(ctx) -> None` run in order by `converge()` (create and update) or
+`remove()` (delete). Every remote wait has a deadline from the inputs; every step is
+safe to repeat, so re-running after a failure - or after the process was killed - resumes
+instead of duplicating. Progress lines are `[<resource>] <step>: <what happened>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from provider import ca
+from provider.compile_master_config import MasterConfig
+from provider.errors import (
+    CaRefusedError,
+    ClassifierError,
+    DeadlineError,
+    ForeignAgentError,
+    ProviderError,
+    RemoteCommandError,
+    SanMismatchError,
+    SshUnreachableError,
+)
+from provider.pe_api import Classifier, ClassifierAuth
+from provider.ssh import CommandResult, SshSession
+
+AGENT_SETTINGS = (
+    "server",
+    "certname",
+    "hostcert",
+    "hostprivkey",
+    "hostcsr",
+    "localcacert",
+    "agent_catalog_run_lock",
+    "csr_attributes",
+    "ssldir",
+)
+RUN_FLAGS = ["--onetime", "--no-daemonize", "--no-usecacheonfailure", "--no-splay", "--detailed-exitcodes", "--verbose"]
+
+
+def fingerprint_of_pem(pem: bytes) -> str:
+    cert = x509.load_pem_x509_certificate(pem)
+    digest = cert.fingerprint(hashes.SHA256()).hex().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    fingerprint: str
+    serial: int
+    sans: frozenset[str]
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> IssuedCert:
+        cert = x509.load_pem_x509_certificate(pem)
+        try:
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            sans = frozenset(str(n) for n in names.get_values_for_type(x509.DNSName))
+        except x509.ExtensionNotFound:
+            sans = frozenset()
+        return cls(fingerprint_of_pem(pem), cert.serial_number, sans)
+
+
+def parse_config_print(text: str) -> dict[str, str]:
+    """`puppet config print a b c` prints 'a = value' lines when given several names."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def install_arguments(cfg: MasterConfig) -> list[str]:
+    """PE's install.bash arguments for this master (section:key=value, then service flags)."""
+    args = [f"agent:certname={cfg.certname}"]
+    if cfg.dns_alt_names:
+        args.append(f"main:dns_alt_names={','.join(cfg.dns_alt_names)}")
+    if cfg.environmentpath:
+        args.append(f"main:environmentpath={cfg.environmentpath}")
+    args += [f"extension_requests:{k}={v}" for k, v in cfg.dialect.extension_requests]
+    return [*args, "--puppet-service-ensure", "stopped", "--puppet-service-enable", "false"]
+
+
+@dataclass
+class Context:
+    cfg: MasterConfig
+    host: SshSession
+    primary: SshSession
+    log: Callable[[str, str], None]
+    # discovered along the way
+    agent: dict[str, str] = field(default_factory=dict)
+    ca_pem: str = ""
+    agent_service_was: str = ""
+    issued: IssuedCert | None = None
+    group_id: str = ""
+    installed: dict[str, Any] = field(default_factory=dict)
+
+    def classifier(self) -> Classifier:
+        auth = ClassifierAuth(self.cfg.rbac_token, self.cfg.classifier_client_cert, self.cfg.classifier_client_key)
+        return Classifier(self.cfg.classifier_url, self.ca_pem, auth)
+
+
+# --- shared helpers ----------------------------------------------------------------------
+
+
+def read_agent(ctx: Context) -> dict[str, str]:
+    result = ctx.host.run(["puppet", "config", "print", *AGENT_SETTINGS, "--section", "agent"], timeout=120)
+    if result.exit_status == 127:
+        return {}
+    result.check("read agent settings", "is the Puppet agent installed on the host?")
+    ctx.agent = parse_config_print(result.stdout)
+    return ctx.agent
+
+
+def file_exists(session: SshSession, path: str) -> bool:
+    return session.run(["test", "-s", path], timeout=60).exit_status == 0
+
+
+def ca_entries(ctx: Context) -> dict[str, ca.CaEntry]:
+    cli = ctx.cfg.dialect.ca_cli
+    result = ctx.primary.run(ca.list_command(cli), timeout=ctx.cfg.sign_timeout)
+    result.check("read the CA", "is the CA service running on the primary?")
+    return ca.parse_list(cli, result.stdout)
+
+
+def fetch_ca_pem(ctx: Context) -> str:
+    """The PE CA certificate, read over the pinned SSH channel to the primary."""
+    if ctx.ca_pem:
+        return ctx.ca_pem
+    path = ctx.primary.run(["puppet", "config", "print", "localcacert", "--section", "agent"], timeout=120)
+    path.check("locate the CA certificate on the primary")
+    pem = ctx.primary.get(path.stdout.strip())
+    if not pem or b"BEGIN CERTIFICATE" not in pem:
+        raise ProviderError(f"[{ctx.cfg.primary_host}] no CA certificate at {path.stdout.strip()}")
+    ctx.ca_pem = pem.decode()
+    return ctx.ca_pem
+
+
+def wait_for_run_lock(ctx: Context, session: SshSession, deadline: float) -> None:
+    """A Puppet run already in progress holds the lock: wait it out (within the deadline)."""
+    lock = ctx.agent.get("agent_catalog_run_lock") or "/var/cache/puppet/state/agent_catalog_run.lock"
+    waited = False
+    while file_exists(session, lock):
+        pid = session.run(["cat", lock], timeout=30).stdout.strip()
+        alive = pid.isdigit() and session.run(["kill", "-0", pid], timeout=30).exit_status == 0
+        if not alive:
+            ctx.log("agent run", f"removing a stale run lock (pid {pid or '?'} is gone)")
+            session.run(["rm", "-f", lock], timeout=30).check("remove stale run lock")
+            return
+        if time.monotonic() > deadline:
+            raise DeadlineError(
+                f"[{session.target.label}] step 'agent run': another Puppet run (pid {pid}) still "
+                "holds the run lock at the deadline; wait for it or raise run_timeout"
+            )
+        if not waited:
+            ctx.log("agent run", f"another Puppet run (pid {pid}) holds the lock; waiting")
+            waited = True
+        time.sleep(2)
+
+
+def agent_run(ctx: Context, session: SshSession, step: str, timeout: float) -> CommandResult:
+    """`puppet agent --onetime ... --detailed-exitcodes`: 0 and 2 are success."""
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_for_run_lock(ctx, session, deadline)
+        result = session.run(["puppet", "agent", *RUN_FLAGS], timeout=max(30.0, deadline - time.monotonic()))
+        if result.exit_status in (0, 2):
+            return result
+        if "already in progress" in result.stdout + result.stderr and time.monotonic() < deadline:
+            time.sleep(2)
+            continue
+        raise RemoteCommandError(result, step, "the Puppet run failed; its last lines are below")
+
+
+# --- create / update steps ---------------------------------------------------------------
+
+
+def preflight(ctx: Context) -> None:
+    """Refuse a host whose agent belongs to someone else; resume one that is ours."""
+    agent = read_agent(ctx)
+    cfg = ctx.cfg
+    if not agent:
+        ctx.log("preflight", "no Puppet agent yet; install.bash will bring it")
+        return
+    has_cert = file_exists(ctx.host, agent.get("hostcert", "/nonexistent"))
+    has_key = file_exists(ctx.host, agent.get("hostprivkey", "/nonexistent"))
+    server = agent.get("server", "")
+    server_is_ours = server in {cfg.primary_certname, cfg.primary_host}
+    configured = has_cert or has_key or server not in ("", "puppet")
+    if configured and (not server_is_ours or agent.get("certname") != cfg.certname):
+        raise ForeignAgentError(
+            f"[{cfg.host}] step 'preflight': this host already runs a Puppet agent that is not ours "
+            f"(server={server or '?'}, certname={agent.get('certname', '?')}); PE requires a host without an agent. "
+            "Decommission that agent first, or use `adopt` if it is already a healthy compile master of this primary."
+        )
+    ctx.log(
+        "preflight",
+        "agent already configured for this primary and certname: resuming"
+        if configured
+        else "host reachable, no agent configured",
+    )
+
+
+def stop_agent_service(ctx: Context) -> None:
+    state = ctx.host.run(["puppet", "resource", "service", "puppet"], timeout=120)
+    ctx.agent_service_was = "running" if "ensure => 'running'" in state.stdout else "stopped"
+    if ctx.agent_service_was == "running":
+        ctx.host.run(["puppet", "resource", "service", "puppet", "ensure=stopped"], timeout=120).check(
+            "stop the agent service"
+        )
+        ctx.log("agent service", "stopped for the procedure")
+
+
+def restore_agent_service(ctx: Context, succeeded: bool) -> None:
+    want = "running" if succeeded else (ctx.agent_service_was or "stopped")
+    enable = "true" if want == "running" else "false"
+    result = ctx.host.run(
+        ["puppet", "resource", "service", "puppet", f"ensure={want}", f"enable={enable}"], timeout=120
+    )
+    if result.exit_status == 0:
+        ctx.log("agent service", f"{want}")
+    elif succeeded:
+        result.check("start the agent service")
+
+
+def install_agent(ctx: Context) -> None:
+    """PE's install.bash, fetched from the primary and verified against the PE CA."""
+    cfg = ctx.cfg
+    ca_pem = fetch_ca_pem(ctx)
+    ctx.log("trust", f"PE CA {fingerprint_of_pem(ca_pem.encode())[:23]}... read from the primary over pinned SSH")
+    agent = ctx.agent
+    if agent and file_exists(ctx.host, agent.get("hostcert", "/nonexistent")) and agent.get("certname") == cfg.certname:
+        ctx.log("install", "agent already installed with our certname: skipped")
+        return
+    tmp_ca = "/tmp/pe-compile-masters-ca.pem"
+    ctx.host.put(tmp_ca, ca_pem.encode())
+    localcacert = agent.get("localcacert", "")
+    if localcacert:  # the agent will trust this CA, never one fetched on first use
+        ctx.host.run(["mkdir", "-p", localcacert.rsplit("/", 1)[0]], timeout=60).check("prepare ssldir")
+        ctx.host.put(localcacert, ca_pem.encode())
+    url = f"https://{cfg.primary_certname}:8140/packages/current/install.bash"
+    script = "/tmp/pe-compile-masters-install.bash"
+    ctx.host.run(["curl", "-sSf", "--max-time", "120", "--cacert", tmp_ca, "-o", script, url], timeout=180).check(
+        "download install.bash", f"from {url}, verified against the PE CA"
+    )
+    result = ctx.host.run(["bash", script, *install_arguments(cfg)], timeout=cfg.install_timeout)
+    result.check("install.bash", "PE's agent installer failed")
+    ctx.installed.update({"agent_config": True, "csr_attributes": bool(cfg.dialect.extension_requests)})
+    read_agent(ctx)
+    ctx.log("install", f"agent installed: certname {cfg.certname}, alt names {','.join(cfg.dns_alt_names) or '-'}")
+
+
+def host_csr_fingerprint(ctx: Context) -> str | None:
+    csr = ctx.agent.get("hostcsr", "")
+    if not csr or not file_exists(ctx.host, csr):
+        return None
+    der = ctx.host.run(f"openssl req -in {shlex.quote(csr)} -outform DER | sha256sum", timeout=60)
+    der.check("fingerprint our CSR")
+    digest = der.stdout.split()[0].upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def clean_host_identity(ctx: Context) -> None:
+    """Remove the host's key/cert/CSR for our certname so a fresh CSR can be made."""
+    paths = [ctx.agent.get(k, "") for k in ("hostcert", "hostprivkey", "hostcsr")]
+    public = ctx.agent.get("ssldir", "/var/lib/puppet/ssl") + f"/public_keys/{ctx.cfg.certname}.pem"
+    ctx.host.run(["rm", "-f", *[p for p in paths if p], public], timeout=60).check("clean the host's certificate")
+
+
+def sign_certificate(ctx: Context) -> None:
+    cfg = ctx.cfg
+    cli = cfg.dialect.ca_cli
+    for _ in range(3):
+        entry = ca_entries(ctx).get(cfg.certname)
+        host_has_key = file_exists(ctx.host, ctx.agent.get("hostprivkey", "/nonexistent"))
+        if entry and entry.state == "signed" and ca.sans_match(entry, cfg.certname, cfg.dns_alt_names) and host_has_key:
+            ctx.log("sign", "already signed with the requested alt names: skipped")
+            return
+        if entry and (
+            entry.state == "revoked"
+            or (
+                entry.state == "signed" and not (ca.sans_match(entry, cfg.certname, cfg.dns_alt_names) and host_has_key)
+            )
+        ):
+            why = (
+                "revoked"
+                if entry.state == "revoked"
+                else ("signed with other alt names" if host_has_key else "signed but the host lost its private key")
+            )
+            ctx.log("sign", f"certificate {why}: cleaning it on the CA and requesting a new one")
+            ctx.primary.run(ca.clean_command(cli, cfg.certname), timeout=cfg.sign_timeout).check("clean on the CA")
+            clean_host_identity(ctx)
+            ctx.agent = {}
+            install_agent(ctx)
+            continue
+        if entry is None:
+            if not host_has_key or host_csr_fingerprint(ctx) is None:
+                clean_host_identity(ctx)
+            ctx.log("sign", "no CSR on the CA: submitting one")
+            ctx.host.run(
+                ["puppet", "ssl", "submit_request", "--certname", cfg.certname], timeout=cfg.sign_timeout
+            ).check("submit the CSR")
+            continue
+        # A pending request: sign it only if it is ours and asks for exactly our names.
+        ours = host_csr_fingerprint(ctx)
+        if ours is None or ours != entry.fingerprint:
+            raise SanMismatchError(
+                f"[{cfg.primary_host}] step 'sign': the pending CSR for {cfg.certname} (fingerprint "
+                f"{entry.fingerprint[:23]}...) is not the one on {cfg.host}; refusing to sign someone else's request. "
+                f"Inspect it on the CA and clean it (`{' '.join(ca.clean_command(cli, cfg.certname))}`) if it is stale."
+            )
+        if not ca.sans_match(entry, cfg.certname, cfg.dns_alt_names):
+            want = sorted(ca.expected_sans(cfg.certname, cfg.dns_alt_names))
+            raise SanMismatchError(
+                f"[{cfg.primary_host}] step 'sign': the CSR for {cfg.certname} asks for SANs {sorted(entry.sans)}, "
+                f"not the requested {want}; refusing to sign. Fix dns_alt_names or the host's puppet.conf."
+            )
+        result = ctx.primary.run(ca.sign_command(cli, cfg.certname), timeout=cfg.sign_timeout)
+        if result.exit_status != 0:
+            reason = ca.refusal_reason(result.stdout + result.stderr)
+            if reason:
+                raise CaRefusedError(f"[{cfg.primary_host}] step 'sign': {reason}\n{result.tail(5)}")
+            result.check("sign", "the CA refused to sign")
+        ctx.log("sign", f"signed {cfg.certname} with {len(entry.sans)} SANs ({' '.join(ca.sign_command(cli, '')[:3])})")
+        return
+    raise ProviderError(f"[{cfg.primary_host}] step 'sign': the certificate state did not settle after 3 attempts")
+
+
+def verify_certificate(ctx: Context) -> None:
+    cfg = ctx.cfg
+    hostcert = ctx.agent.get("hostcert", "")
+    if not file_exists(ctx.host, hostcert):
+        ctx.host.run(["puppet", "ssl", "download_cert", "--certname", cfg.certname], timeout=cfg.sign_timeout).check(
+            "download the signed certificate"
+        )
+    pem = ctx.host.get(hostcert)
+    if not pem:
+        raise ProviderError(f"[{cfg.host}] step 'verify certificate': no certificate at {hostcert}")
+    issued = IssuedCert.from_pem(pem)
+    entry = ca_entries(ctx).get(cfg.certname)
+    if entry is None or entry.state != "signed" or entry.fingerprint != issued.fingerprint:
+        raise ProviderError(
+            f"[{cfg.host}] step 'verify certificate': the host's certificate ({issued.fingerprint[:23]}"
+            "...) is not the one the CA signed; clean it on both and re-run"
+        )
+    if issued.sans != ca.expected_sans(cfg.certname, cfg.dns_alt_names) and cfg.dns_alt_names:
+        raise SanMismatchError(f"[{cfg.host}] the issued certificate carries {sorted(issued.sans)}")
+    ctx.issued = issued
+    ctx.log("verify certificate", f"serial {issued.serial}, SANs {','.join(sorted(issued.sans)) or '-'}")
+
+
+def first_run(ctx: Context) -> None:
+    agent_run(ctx, ctx.host, "first agent run", ctx.cfg.run_timeout)
+    ctx.log("first agent run", "done")
+
+
+def classify(ctx: Context) -> None:
+    cfg = ctx.cfg
+    dialect = cfg.dialect
+    with ctx.classifier().opened() as classifier:
+        group = classifier.group_by_name(dialect.node_group)
+        ctx.group_id = str(group["id"])
+        trusted = {"certname": cfg.certname, "extensions": dict(dialect.extension_requests)}
+        if ctx.group_id in classifier.classified_groups(cfg.certname, trusted):
+            ctx.log("classify", f"already in {dialect.node_group}: skipped")
+            return
+        if dialect.classification == "trusted":
+            raise ClassifierError(
+                f"[{cfg.classifier_url}] step 'classify': {cfg.certname} carries pp_auth_role="
+                f"pe_compiler but is not in {dialect.node_group}; check that group's rules"
+            )
+        classifier.pin(group, cfg.certname, endpoint=dialect.classification == "pin")
+        if ctx.group_id not in classifier.classified_groups(cfg.certname, trusted):
+            raise ClassifierError(
+                f"step 'classify': pinned {cfg.certname} to {dialect.node_group} but the classifier "
+                "does not classify it there"
+            )
+        ctx.log(
+            "classify",
+            f"pinned to {dialect.node_group} "
+            f"({'pin endpoint' if dialect.classification == 'pin' else 'rule rewrite'}), verified",
+        )
+
+
+def master_run(ctx: Context) -> None:
+    agent_run(ctx, ctx.host, "master run", ctx.cfg.run_timeout)
+    ctx.log("master run", "catalog with the master profile applied")
+
+
+def compile_service(ctx: Context) -> None:
+    """The new master's own Puppet Server answers /status/v1/simple = running on 8140."""
+    cfg = ctx.cfg
+    cafile = ctx.agent.get("localcacert", "")
+    url = f"https://{cfg.certname}:8140/status/v1/simple"
+    deadline = time.monotonic() + cfg.service_timeout
+    last = ""
+    while time.monotonic() < deadline:
+        result = ctx.host.run(["curl", "-sS", "--max-time", "10", "--cacert", cafile, url], timeout=30)
+        last = (result.stdout + result.stderr).strip()
+        if result.exit_status == 0 and result.stdout.strip() == "running":
+            ctx.log("compile service", f"{url} says running")
+            ctx.installed["compile_service"] = True
+            return
+        time.sleep(2)
+    raise DeadlineError(
+        f"[{cfg.host}] step 'compile service': {url} did not say running within "
+        f"{cfg.service_timeout:.0f}s (last answer: {last[:200]!r})"
+    )
+
+
+CREATE_STEPS: tuple[Callable[[Context], None], ...] = (
+    install_agent,
+    sign_certificate,
+    verify_certificate,
+    first_run,
+    classify,
+    master_run,
+    compile_service,
+)
+
+
+def converge(ctx: Context) -> None:
+    preflight(ctx)
+    stop_agent_service(ctx)
+    succeeded = False
+    try:
+        for step in CREATE_STEPS:
+            step(ctx)
+        succeeded = True
+    finally:
+        try:
+            restore_agent_service(ctx, succeeded)
+        except (ProviderError, SshUnreachableError) as exc:
+            if succeeded:
+                raise
+            ctx.log("agent service", f"could not restore it after the failure: {exc}")
+
+
+# --- delete ------------------------------------------------------------------------------
+
+
+def deactivate_in_puppetdb(ctx: Context) -> None:
+    cfg = ctx.cfg
+    if not cfg.puppetdb_url:
+        ctx.log("deactivate", "no puppetdb_url: skipped (PuppetDB drops it when the cert is revoked and purged)")
+        return
+    payload = {
+        "command": "deactivate node",
+        "version": 3,
+        "payload": {
+            "certname": cfg.certname,
+            "producer_timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        },
+    }
+    settings = read_primary_ssl(ctx)
+    result = ctx.primary.run(
+        [
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "--max-time",
+            "60",
+            "--cacert",
+            settings["localcacert"],
+            "--cert",
+            settings["hostcert"],
+            "--key",
+            settings["hostprivkey"],
+            "-H",
+            "Content-Type: application/json",
+            "-X",
+            "POST",
+            "--data-binary",
+            "@-",
+            f"{cfg.puppetdb_url.rstrip('/')}/pdb/cmd/v1",
+        ],
+        stdin=json.dumps(payload).encode(),
+        timeout=120,
+    )
+    result.check("deactivate in PuppetDB")
+    ctx.log("deactivate", f"{cfg.certname} deactivated in PuppetDB")
+
+
+def read_primary_ssl(ctx: Context) -> dict[str, str]:
+    result = ctx.primary.run(
+        ["puppet", "config", "print", "hostcert", "hostprivkey", "localcacert", "--section", "agent"], timeout=120
+    )
+    result.check("read the primary's SSL settings")
+    return parse_config_print(result.stdout)
+
+
+def unclassify(ctx: Context) -> None:
+    cfg = ctx.cfg
+    dialect = cfg.dialect
+    if dialect.classification == "trusted":
+        ctx.log("unclassify", "classified by certificate extension: revoking the certificate removes it")
+        return
+    with ctx.classifier().opened() as classifier:
+        group = classifier.group_by_name(dialect.node_group)
+        classifier.unpin(group, cfg.certname, endpoint=dialect.classification == "pin")
+        again = classifier.group_by_name(dialect.node_group)
+        from provider.pe_api import is_pinned
+
+        if is_pinned(again.get("rule"), cfg.certname):
+            raise ClassifierError(f"step 'unclassify': {cfg.certname} is still pinned to {dialect.node_group}")
+    ctx.log("unclassify", f"unpinned from {dialect.node_group}")
+
+
+def revoke_and_clean(ctx: Context, serial: int | None) -> None:
+    cfg = ctx.cfg
+    if cfg.certname == cfg.primary_certname:
+        raise ProviderError("refusing to touch the primary's own certificate")
+    entry = ca_entries(ctx).get(cfg.certname)
+    if entry is not None:
+        ctx.primary.run(ca.clean_command(cfg.dialect.ca_cli, cfg.certname), timeout=cfg.sign_timeout).check(
+            "revoke and clean on the CA"
+        )
+    if ca_entries(ctx).get(cfg.certname) is not None:
+        raise ProviderError(f"[{cfg.primary_host}] step 'revoke': {cfg.certname} is still on the CA after cleaning")
+    if serial is not None:
+        crl_path = ctx.primary.run(["puppet", "config", "print", "cacrl", "--section", "server"], timeout=120)
+        crl_path.check("locate the CRL")
+        crl_pem = ctx.primary.get(crl_path.stdout.strip())
+        revoked = crl_pem is not None and serial_revoked(crl_pem, serial)
+        if not revoked:
+            raise ProviderError(
+                f"[{cfg.primary_host}] step 'revoke': serial {serial} of {cfg.certname} is not in the "
+                "CA's CRL after cleaning"
+            )
+        ctx.log("revoke", f"serial {serial} revoked (in the CRL) and the certificate cleaned")
+    else:
+        ctx.log("revoke", "certificate cleaned on the CA" if entry else "no certificate on the CA: nothing to revoke")
+
+
+def serial_revoked(crl_pem: bytes, serial: int) -> bool:
+    for block in crl_pem.split(b"-----END X509 CRL-----"):
+        if b"BEGIN X509 CRL" not in block:
+            continue
+        crl = x509.load_pem_x509_crl(block + b"-----END X509 CRL-----\n")
+        if crl.get_revoked_certificate_by_serial_number(serial) is not None:
+            return True
+    return False
+
+
+def uninstall_agent(ctx: Context) -> None:
+    cfg = ctx.cfg
+    if cfg.keep_agent_on_delete:
+        ctx.log("uninstall", "keep_agent_on_delete: agent and its configuration left in place (service stopped)")
+    agent = read_agent(ctx)
+    ctx.host.run(["puppet", "resource", "service", "puppet", "ensure=stopped", "enable=false"], timeout=120)
+    ctx.host.run(["puppet", "resource", "service", "pe-puppetserver", "ensure=stopped", "enable=false"], timeout=180)
+    if cfg.keep_agent_on_delete or not agent:
+        return
+    if agent.get("certname") != cfg.certname:
+        ctx.log("uninstall", f"the host's agent is now {agent.get('certname')}: left alone")
+        return
+    clean_host_identity(ctx)
+    for key in ("server", "certname", "dns_alt_names", "environmentpath"):
+        for section in ("main", "agent"):
+            ctx.host.run(["puppet", "config", "delete", "--section", section, key], timeout=60)
+    if agent.get("csr_attributes"):
+        ctx.host.run(["rm", "-f", agent["csr_attributes"]], timeout=60)
+    ctx.log("uninstall", "agent service and compile service stopped, agent configuration and certificate removed")
+
+
+def fingerprint_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

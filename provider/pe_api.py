@@ -1,0 +1,159 @@
+"""PE's node classifier API v1 (console, 4433): the only HTTP client in the providers.
+
+TLS is verified against the PE CA (fetched over pinned SSH from the primary, never
+skipped). Auth is an RBAC token (`X-Authentication`, PE 2015.3+) or a whitelisted client
+certificate (the only way in PE 3.7). Pinning is the pin endpoint from PE 2016.1, else a
+rewrite of the group's top-level `or` rule (pure functions below).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from provider.errors import ClassifierError
+
+
+def pin_rule(rule: Any, certname: str) -> list[Any]:
+    """The group's rule with ["=", "name", certname] under a top-level "or" (idempotent)."""
+    condition = ["=", "name", certname]
+    if not rule:
+        return ["or", condition]
+    if rule[0] != "or":
+        rule = ["or", rule]
+    return list(rule) if condition in rule[1:] else [*rule, condition]
+
+
+def unpin_rule(rule: Any, certname: str) -> Any:
+    """The rule without the certname's pin; None when nothing is left (idempotent)."""
+    if not rule or rule[0] != "or":
+        return rule
+    kept = [c for c in rule[1:] if c != ["=", "name", certname]]
+    return ["or", *kept] if kept else None
+
+
+def is_pinned(rule: Any, certname: str) -> bool:
+    return bool(rule) and rule[0] == "or" and ["=", "name", certname] in rule[1:]
+
+
+@dataclass
+class ClassifierAuth:
+    """How to authenticate: a token, or a client cert + key (PEM). repr() hides both."""
+
+    token: str = field(default="", repr=False)
+    client_cert: str = field(default="", repr=False)
+    client_key: str = field(default="", repr=False)
+
+
+class Classifier:
+    def __init__(self, base_url: str, ca_pem: str, auth: ClassifierAuth, timeout: float = 30.0):
+        self.base = base_url.rstrip("/")
+        self.ca_pem = ca_pem
+        self.auth = auth
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxy or CA bundle from the environment
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @contextmanager
+    def opened(self) -> Iterator[Classifier]:
+        """Write the CA (and client cert) to a private temp dir for requests' verify."""
+        with tempfile.TemporaryDirectory(prefix="pe-classifier-") as tmp:
+            os.chmod(tmp, 0o700)
+            self._dir_path = tmp
+            with open(os.path.join(tmp, "ca.pem"), "w") as f:
+                f.write(self.ca_pem)
+            if self.auth.client_cert:
+                with open(os.path.join(tmp, "cert.pem"), "w") as f:
+                    f.write(self.auth.client_cert)
+                fd = os.open(os.path.join(tmp, "key.pem"), os.O_WRONLY | os.O_CREAT, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(self.auth.client_key)
+            try:
+                yield self
+            finally:
+                self.session.close()
+
+    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        headers = dict(kw.pop("headers", {}))
+        if self.auth.token:
+            headers["X-Authentication"] = self.auth.token
+        cert = None
+        if self.auth.client_cert:
+            cert = (os.path.join(self._dir_path, "cert.pem"), os.path.join(self._dir_path, "key.pem"))
+        url = f"{self.base}/classifier-api/v1/{path}"
+        last: Exception | None = None
+        for attempt in range(3):  # bounded retry for 5xx/connection errors only
+            try:
+                resp = self.session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    cert=cert,
+                    verify=os.path.join(self._dir_path, "ca.pem"),
+                    timeout=self.timeout,
+                    **kw,
+                )
+            except requests.RequestException as exc:
+                last = exc
+                time.sleep(1 + attempt)
+                continue
+            if resp.status_code >= 500 and resp.status_code != 500:
+                last = ClassifierError(f"{method} {url}: HTTP {resp.status_code}")
+                time.sleep(1 + attempt)
+                continue
+            return resp
+        raise ClassifierError(f"the classifier at {self.base} did not answer {method} {path}: {last}")
+
+    def _json(self, resp: requests.Response, what: str) -> Any:
+        if resp.status_code == 401:
+            raise ClassifierError(
+                f"{what}: the classifier refused our credentials (HTTP 401): check the RBAC token, "
+                "or that the client certificate is in rbac-certificate-whitelist"
+            )
+        if resp.status_code >= 300:
+            raise ClassifierError(f"{what}: HTTP {resp.status_code} {resp.text[:300]}")
+        return resp.json() if resp.content else None
+
+    def group_by_name(self, name: str) -> dict[str, Any]:
+        groups = self._json(self.request("GET", "groups"), "listing node groups")
+        matches = [g for g in groups if g.get("name") == name]
+        if len(matches) != 1:
+            raise ClassifierError(f"expected exactly one node group named {name!r}, found {len(matches)}")
+        return dict(matches[0])
+
+    def pin(self, group: dict[str, Any], certname: str, endpoint: bool) -> None:
+        if endpoint:
+            resp = self.request("POST", f"groups/{group['id']}/pin", json={"nodes": [certname]})
+            self._json(resp, f"pinning {certname} to {group['name']}")
+            return
+        if is_pinned(group.get("rule"), certname):
+            return
+        body: dict[str, Any] = {"rule": pin_rule(group.get("rule"), certname)}
+        if "serial_number" in group:
+            body["serial_number"] = group["serial_number"]
+        self._json(self.request("POST", f"groups/{group['id']}", json=body), f"pinning {certname} (rule rewrite)")
+
+    def unpin(self, group: dict[str, Any], certname: str, endpoint: bool) -> None:
+        if endpoint:
+            resp = self.request("POST", f"groups/{group['id']}/unpin", json={"nodes": [certname]})
+            self._json(resp, f"unpinning {certname} from {group['name']}")
+            return
+        if not is_pinned(group.get("rule"), certname):
+            return
+        body: dict[str, Any] = {"rule": unpin_rule(group.get("rule"), certname)}
+        if "serial_number" in group:
+            body["serial_number"] = group["serial_number"]
+        self._json(self.request("POST", f"groups/{group['id']}", json=body), f"unpinning {certname} (rule rewrite)")
+
+    def classified_groups(self, certname: str, trusted: dict[str, Any] | None = None) -> list[str]:
+        body = {"trusted": trusted} if trusted else {}
+        result = self._json(self.request("POST", f"classified/nodes/{certname}", json=body), f"classifying {certname}")
+        return list(result.get("groups", []))

@@ -1,0 +1,253 @@
+"""SSH executor: the only code in the providers that talks SSH (paramiko).
+
+Trust is pinned: the host key comes from an input (`ssh-ed25519 AAAA...` or known_hosts
+text) and anything else is refused (RejectPolicy, never AutoAddPolicy). One session per
+host per operation; every command has a deadline; results never raise on exit status -
+callers choose strictness with `check()`/`expect()`, and errors name the host, the step,
+the command, the exit status and the last lines of output, with secrets masked.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import shlex
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import paramiko
+
+from provider.errors import HostKeyMismatchError, RemoteCommandError, SshUnreachableError
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to log in. repr() never shows the key."""
+
+    host: str
+    port: int
+    user: str
+    private_key: str = field(repr=False)
+    host_key: str = ""  # "ssh-ed25519 AAAA..." (pinned), or
+    known_hosts: str = field(default="", repr=False)  # known_hosts text to take it from
+
+    @property
+    def label(self) -> str:
+        return self.host if self.port == 22 else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    host: str
+    command: str  # as run, with secrets masked
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    def tail(self, lines: int = 15) -> str:
+        text = (self.stdout + ("\n" if self.stdout and self.stderr else "") + self.stderr).strip()
+        return "\n".join(text.splitlines()[-lines:])
+
+    def expect(self, ok: Iterable[int], step: str, hint: str = "") -> CommandResult:
+        if self.exit_status not in tuple(ok):
+            raise RemoteCommandError(self, step, hint)
+        return self
+
+    def check(self, step: str, hint: str = "") -> CommandResult:
+        return self.expect((0,), step, hint)
+
+
+def load_private_key(pem: str) -> paramiko.PKey:
+    errors = []
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key(io.StringIO(pem))
+        except (paramiko.SSHException, ValueError) as exc:
+            errors.append(f"{cls.__name__}: {exc}")
+    raise ValueError("the SSH private key is not an unencrypted Ed25519, ECDSA or RSA key in PEM/OpenSSH form")
+
+
+def parse_host_key(line: str) -> paramiko.PKey:
+    """'ssh-ed25519 AAAA... [comment]' -> a public key paramiko can compare."""
+    parts = line.split()
+    if len(parts) < 2:
+        raise ValueError("a pinned host key looks like 'ssh-ed25519 AAAA...'")
+    return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
+
+
+def host_keys_for(target: SshTarget) -> list[paramiko.PKey]:
+    """The keys this target may present: the pinned one, or its known_hosts entries."""
+    if target.host_key:
+        return [parse_host_key(target.host_key)]
+    keys = []
+    names = {target.host, f"[{target.host}]:{target.port}"}
+    for raw in target.known_hosts.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) >= 3 and names & set(fields[0].split(",")):
+            keys.append(parse_host_key(" ".join(fields[1:3])))
+    return keys
+
+
+class _PinnedPolicy(paramiko.MissingHostKeyPolicy):
+    """Accept exactly the pinned keys; anything else is a HostKeyMismatchError."""
+
+    def __init__(self, target: SshTarget, allowed: Sequence[paramiko.PKey]):
+        self.target = target
+        self.allowed = allowed
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        for pinned in self.allowed:
+            if pinned.get_name() == key.get_name() and pinned.asbytes() == key.asbytes():
+                return
+        raise HostKeyMismatchError(
+            f"{self.target.label}: the host key it presented ({key.get_name()} {key.fingerprint}) is not the "
+            "pinned one; a different machine may be answering this address. Check the host and update the pinned key "
+            "only if the host was really reinstalled."
+        )
+
+
+class SshSession:
+    """One SSH connection for the length of a resource operation."""
+
+    def __init__(self, target: SshTarget, connect_deadline: float = 30.0, secrets: Sequence[str] = ()):
+        self.target = target
+        self.connect_deadline = connect_deadline
+        self.secrets = [s for s in secrets if s]
+        self.client: paramiko.SSHClient | None = None
+
+    def __enter__(self) -> SshSession:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        allowed = host_keys_for(self.target)
+        if not allowed:
+            raise HostKeyMismatchError(f"{self.target.label}: no pinned host key and no known_hosts entry for it")
+        pkey = load_private_key(self.target.private_key)
+        deadline = time.monotonic() + self.connect_deadline
+        attempt = 0
+        while True:
+            attempt += 1
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(_PinnedPolicy(self.target, allowed))
+            remaining = max(1.0, deadline - time.monotonic())
+            try:
+                client.connect(
+                    self.target.host,
+                    port=self.target.port,
+                    username=self.target.user,
+                    pkey=pkey,
+                    timeout=min(10.0, remaining),
+                    banner_timeout=min(10.0, remaining),
+                    auth_timeout=min(10.0, remaining),
+                    look_for_keys=False,
+                    allow_agent=False,
+                )
+                self.client = client
+                return
+            except HostKeyMismatchError:
+                client.close()
+                raise
+            except paramiko.AuthenticationException as exc:
+                client.close()
+                raise SshUnreachableError(
+                    f"{self.target.label}: SSH login as {self.target.user} was refused ({exc}); "
+                    "check the private key and that its public key is in the user's authorized_keys"
+                ) from None
+            except (OSError, paramiko.SSHException) as exc:
+                client.close()
+                if time.monotonic() >= deadline:
+                    raise SshUnreachableError(
+                        f"{self.target.label}: cannot open SSH after {attempt} attempts in "
+                        f"{self.connect_deadline:.0f}s ({type(exc).__name__}: {exc})"
+                    ) from None
+                time.sleep(min(1.0 * attempt, 5.0))
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def mask(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "********")
+        return text
+
+    def run(self, command: str | Sequence[str], timeout: float = 600.0, stdin: bytes | None = None) -> CommandResult:
+        """Run a command (a list is quoted with shlex.join) with a deadline."""
+        assert self.client is not None, "not connected"
+        line = command if isinstance(command, str) else shlex.join(command)
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SshUnreachableError(f"{self.target.label}: the SSH connection dropped before `{self.mask(line)}`")
+        chan = transport.open_session(timeout=30)
+        chan.settimeout(timeout)
+        try:
+            chan.exec_command(line)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            deadline = time.monotonic() + timeout
+            while True:
+                if chan.recv_ready():
+                    out += chan.recv(65536)
+                elif chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                elif time.monotonic() > deadline:
+                    raise RemoteCommandError(
+                        CommandResult(
+                            self.target.label,
+                            self.mask(line),
+                            -1,
+                            out.decode(errors="replace"),
+                            err.decode(errors="replace"),
+                        ),
+                        "run",
+                        f"no result within its {timeout:.0f}s deadline",
+                    )
+                elif chan.closed and not chan.exit_status_ready():
+                    raise SshUnreachableError(f"{self.target.label}: connection lost during `{self.mask(line)}`")
+                else:
+                    time.sleep(0.02)
+            status = chan.recv_exit_status()
+        except (TimeoutError, OSError, paramiko.SSHException) as exc:
+            raise SshUnreachableError(
+                f"{self.target.label}: connection lost during `{self.mask(line)}`: {exc}"
+            ) from None
+        finally:
+            chan.close()
+        return CommandResult(
+            self.target.label,
+            self.mask(line),
+            status,
+            self.mask(out.decode(errors="replace")),
+            self.mask(err.decode(errors="replace")),
+        )
+
+    def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        assert self.client is not None, "not connected"
+        with self.client.open_sftp() as sftp:
+            tmp = f"{path}.pe-compile-masters.tmp"
+            with sftp.file(tmp, "wb") as f:
+                f.write(data)
+            sftp.chmod(tmp, mode)
+            sftp.posix_rename(tmp, path)
+
+    def get(self, path: str) -> bytes | None:
+        assert self.client is not None, "not connected"
+        with self.client.open_sftp() as sftp:
+            try:
+                with sftp.file(path, "rb") as f:
+                    return bytes(f.read())
+            except FileNotFoundError:
+                return None

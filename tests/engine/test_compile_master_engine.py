@@ -1,0 +1,132 @@
+"""PeCompileMaster through the real provider server, without the lab: what check() refuses
+at preview, and what diff() says - with no remote call (every address here is a closed
+loopback port, so any SSH or HTTPS attempt would fail the call)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from provider.compile_master import PeCompileMasterProvider
+from tests.harness.provider_server import UNKNOWN, Engine, ProviderServer, Secret
+
+NOWHERE = "127.0.10.250"  # nothing listens here: a remote call would fail loudly
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvL2tzZOBSbRBlc+ubhaqz4zYl6XYp5oIcGZfQ1f2p5"
+
+
+def good_inputs(**overrides: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "host": NOWHERE,
+        "ssh_private_key": Secret("-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"),
+        "ssh_host_key": HOST_KEY,
+        "certname": "compile01.example.com",
+        "dns_alt_names": ["compile01", "puppet", "puppet.example.com"],
+        "primary_host": NOWHERE,
+        "primary_ssh_private_key": Secret("-----BEGIN OPENSSH PRIVATE KEY-----\ny\n"),
+        "primary_ssh_host_key": HOST_KEY,
+        "primary_certname": "primary.example.com",
+        "pe_version": "2019.8",
+        "classifier_url": f"https://{NOWHERE}:4433",
+        "rbac_token": Secret("0TOKENtoken"),
+    }
+    props.update(overrides)
+    return props
+
+
+@pytest.fixture(scope="module")
+def server():  # type: ignore[no-untyped-def]
+    with ProviderServer() as srv:
+        yield srv
+
+
+def failures_for(server: ProviderServer, **overrides: Any) -> dict[str, str]:
+    engine = Engine(server, PeCompileMasterProvider(), "m", "PeCompileMaster")
+    return dict(engine.check(good_inputs(**overrides)).failures)
+
+
+def test_good_inputs_pass_check(server: ProviderServer) -> None:
+    assert failures_for(server) == {}
+
+
+@pytest.mark.parametrize(
+    ("override", "prop", "phrase"),
+    [
+        ({"certname": "bad name; rm -rf /"}, "certname", "not a DNS name"),
+        ({"certname": "Compile01.example.com"}, "certname", "lower case"),
+        ({"certname": "primary.example.com"}, "certname", "primary's own certname"),
+        ({"dns_alt_names": ["ok", "$(reboot)"]}, "dns_alt_names", "not a DNS name"),
+        ({"dns_alt_names": ["a", "a"]}, "dns_alt_names", "twice"),
+        ({"ssh_port": 70000}, "ssh_port", "outside 1-65535"),
+        ({"ssh_port": 22.5}, "ssh_port", "integer"),
+        ({"environmentpath": "relative/path"}, "environmentpath", "absolute path"),
+        ({"environmentpath": "/etc/x;touch /y"}, "environmentpath", "absolute path"),
+        ({"pe_version": "3.3"}, "pe_version", "older than PE 3.7"),
+        ({"pe_version": "latest"}, "pe_version", "2019.8"),
+        ({"pe_version": "3.7"}, "rbac_token", "no RBAC tokens"),
+        ({"rbac_token": None}, "rbac_token", "classifier access needs"),
+        ({"ssh_host_key": ""}, "ssh_host_key", "pinned"),
+        ({"ssh_host_key": "", "ssh_known_hosts": f"other.example.com {HOST_KEY}\n"}, "ssh_known_hosts", "no entry"),
+        ({"classifier_url": "http://console:4433"}, "classifier_url", "https://"),
+        ({"run_timeout": -5}, "run_timeout", "positive"),
+        ({"ssh_user": "root; id"}, "ssh_user", "POSIX user name"),
+        ({"host": "not a host"}, "host", "not a DNS name"),
+    ],
+)
+def test_check_refuses_bad_input_with_a_clear_reason(
+    server: ProviderServer, override: dict[str, Any], prop: str, phrase: str
+) -> None:
+    failures = failures_for(server, **override)
+    assert prop in failures, failures
+    assert phrase in failures[prop]
+
+
+def test_unknown_values_in_preview_are_not_refused(server: ProviderServer) -> None:
+    assert failures_for(server, host=UNKNOWN, certname=UNKNOWN, rbac_token=UNKNOWN) == {}
+
+
+def state_from(inputs: dict[str, Any], **outputs: Any) -> dict[str, Any]:
+    plain = {k: (v.value if isinstance(v, Secret) else v) for k, v in inputs.items()}
+    return {**plain, "status": "running", "cert_fingerprint": "AA:BB", "group_id": "g", **outputs}
+
+
+def diff_of(server: ProviderServer, new: dict[str, Any], old_outputs: dict[str, Any]) -> tuple[str, list[str], bool]:
+    engine = Engine(server, PeCompileMasterProvider(), "m", "PeCompileMaster")
+    checked = engine.check(new)
+    result = server.diff("compile01.example.com", engine.urn, old_outputs, checked.inputs)
+    return result.changes, result.replaces, result.delete_before_replace
+
+
+def test_no_change_diff_is_none_and_makes_no_remote_call(server: ProviderServer) -> None:
+    inputs = good_inputs()
+    changes, replaces, _ = diff_of(server, inputs, state_from(inputs))
+    assert (changes, replaces) == ("none", [])
+
+
+@pytest.mark.parametrize("key", ["certname", "host", "dns_alt_names"])
+def test_identity_changes_replace_delete_before_create(server: ProviderServer, key: str) -> None:
+    inputs = good_inputs()
+    new_value = {"certname": "compile02.example.com", "host": "127.0.10.251", "dns_alt_names": ["compile01"]}[key]
+    changes, replaces, dbr = diff_of(server, good_inputs(**{key: new_value}), state_from(inputs))
+    assert changes == "some" and replaces == [key] and dbr
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("environmentpath", "/etc/puppetlabs/code/environments"),
+        ("run_timeout", 60),
+        ("rbac_token", Secret("0NEW")),
+        ("ssh_private_key", Secret("-----BEGIN OPENSSH PRIVATE KEY-----\nz\n")),
+    ],
+)
+def test_settings_and_credentials_update_in_place(server: ProviderServer, key: str, value: Any) -> None:
+    inputs = good_inputs()
+    changes, replaces, _ = diff_of(server, good_inputs(**{key: value}), state_from(inputs))
+    assert changes == "some" and replaces == []
+
+
+def test_drift_found_by_refresh_makes_the_next_up_update(server: ProviderServer) -> None:
+    inputs = good_inputs()
+    changes, replaces, _ = diff_of(server, inputs, state_from(inputs, status="drifted: not pinned to PE Master"))
+    assert changes == "some" and replaces == []

@@ -1,0 +1,193 @@
+"""PeCompileMaster against the lab, through the engine-faithful harness: what really
+happened on the hosts after create, refresh and delete, for the PE dialects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from lab.client import LabClient
+from provider.compile_master import PeCompileMasterProvider
+from provider.dialects import dialect_for
+from provider.errors import ForeignAgentError
+from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret
+from tests.labtests.helpers import clean_on_ca
+
+pytestmark = pytest.mark.lab
+MASTER_CLASS = "puppet_enterprise::profile::master"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ProviderServer]:
+    with ProviderServer() as srv:
+        yield srv
+
+
+def master_inputs(lab: LabClient, short: str, pe_version: str = "2019.8", **overrides: Any) -> dict[str, Any]:
+    host = lab.host(short)
+    primary = lab.host("primary")
+    key = Path(lab.key).read_text()
+    props: dict[str, Any] = {
+        "host": host.fqdn,
+        "ssh_private_key": Secret(key),
+        "ssh_known_hosts": Path(lab.known_hosts).read_text(),
+        "certname": host.fqdn,
+        "dns_alt_names": [short, "puppet", "puppet.pelab.test"],
+        "primary_host": primary.fqdn,
+        "primary_ssh_private_key": Secret(key),
+        "primary_ssh_host_key": " ".join(Path(f"{primary.paths.host_key}.pub").read_text().split()[:2]),
+        "primary_certname": primary.fqdn,
+        "pe_version": pe_version,
+        "classifier_url": lab.console_url(),
+        "puppetdb_url": "https://puppetdb.pelab.test:8081",
+        "run_timeout": 600,
+        "service_timeout": 240,
+    }
+    if dialect_for(pe_version).tokens_supported:
+        props["rbac_token"] = Secret(lab.token())
+    else:
+        cert, keyfile = primary.cert_files()
+        props["classifier_client_cert"] = Path(cert).read_text()
+        props["classifier_client_key"] = Secret(Path(keyfile).read_text())
+    props.update(overrides)
+    return props
+
+
+def bare(lab: LabClient, short: str) -> None:
+    host = lab.host(short)
+    clean_on_ca(lab, host.fqdn)
+    host.wipe_agent()
+    for group in ("PE Master",):
+        lab.classifier().unpin(group, [host.fqdn])
+
+
+def pdb_node(lab: LabClient, certname: str) -> dict[str, Any] | None:
+    primary = lab.host("primary")
+    resp = requests.get(
+        f"https://puppetdb.pelab.test:8081/pdb/query/v4/nodes/{certname}",
+        cert=primary.cert_files(),
+        verify=lab.ca_file,
+        timeout=30,
+    )
+    return dict(resp.json()) if resp.status_code == 200 else None
+
+
+def test_create_refresh_delete_on_pe_2019_8(lab: LabClient, server: ProviderServer) -> None:
+    short = "compile14"
+    host = lab.host(short)
+    bare(lab, short)
+    engine = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
+    inputs = master_inputs(lab, short)
+    state = engine.up(inputs)
+
+    cert = host.cert()
+    assert cert is not None
+    assert cert.sans == {"compile14.pelab.test", "compile14", "puppet", "puppet.pelab.test"}
+    assert cert.extensions.get("1.3.6.1.4.1.34380.1.3.13") == "pe_compiler"
+    assert state.outputs["cert_fingerprint"] == cert.fingerprint_sha256
+    assert state.outputs["cert_serial"] == str(cert.serial)
+    assert state.outputs["status"] == "running" and state.outputs["dialect"] == "PE 2019.8"
+    compiler = lab.classifier().group("PE Compiler")
+    assert state.outputs["group_id"] == compiler["id"]
+    assert (
+        host.run(f"curl -sS --cacert /var/lib/puppet/ssl/certs/ca.pem https://{host.fqdn}:8140/status/v1/simple")
+        .check()
+        .stdout.strip()
+        == "running"
+    )
+    assert "running" in host.run("service puppet status").stdout or host.run("service puppet status").exit_status == 0
+    # Progress lines, one per step, prefixed with the resource name.
+    text = server.text()
+    for step in (
+        "preflight",
+        "install",
+        "sign",
+        "verify certificate",
+        "first agent run",
+        "classify",
+        "master run",
+        "compile service",
+    ):
+        assert f"[master-{short}] {step}:" in text
+    # Secrets stay secret: not in the serialized state, the progress lines or the outputs' plain keys.
+    key = Path(lab.key).read_text()
+    assert key.split("\n")[1] not in json.dumps(state.serialized_state())
+    assert key.split("\n")[1] not in text
+
+    # A no-change preview says none; refresh finds it healthy.
+    _, diff = engine.preview(inputs)
+    assert diff is not None and diff.changes == "none"
+    refreshed = engine.refresh()
+    assert refreshed is not None and refreshed.outputs["status"] == "running"
+
+    # Re-running create on the same host converges without duplicates (resume).
+    again = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
+    again.up(inputs)
+    assert host.cert() == cert  # same certificate: not re-issued
+    assert "already signed with the requested alt names: skipped" in server.text()
+
+    engine.destroy()
+    listed = lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}")
+    assert listed.exit_status != 0  # cleaned on the CA
+    crl = lab.host("primary").run("openssl crl -in /var/lib/puppet/ssl/crl.pem -noout -text").stdout
+    assert f"{cert.serial:X}".upper() in crl.replace(":", "").upper()  # revoked
+    node = pdb_node(lab, host.fqdn)
+    assert node is not None and node["deactivated"]
+    assert host.cert() is None  # the host's identity is removed too
+    # Deleting again (already gone) succeeds.
+    again.destroy()
+
+
+def test_pe_2016_pins_through_the_endpoint_and_refresh_detects_unpinning(
+    lab: LabClient, server: ProviderServer
+) -> None:
+    short = "compile15"
+    host = lab.host(short)
+    bare(lab, short)
+    lab.set_pe_version("2016.4")
+    try:
+        engine = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
+        inputs = master_inputs(lab, short, pe_version="2016.4")
+        state = engine.up(inputs)
+        group = lab.classifier().group("PE Master")
+        assert ["=", "name", host.fqdn] in group["rule"][1:]
+        assert state.outputs["group_id"] == group["id"]
+        assert "pin endpoint" in server.text()
+        assert MASTER_CLASS in lab.catalog(short).json()["classes"]
+
+        lab.classifier().unpin("PE Master", [host.fqdn])
+        refreshed = engine.refresh()
+        assert refreshed is not None and refreshed.outputs["status"].startswith("drifted: not pinned")
+        _, diff = engine.preview(inputs)
+        assert diff is not None and diff.changes == "some" and not diff.replaces
+        repaired = engine.up(inputs)
+        assert repaired.outputs["status"] == "running"
+        assert ["=", "name", host.fqdn] in lab.classifier().group("PE Master")["rule"][1:]
+
+        engine.destroy()
+        assert ["=", "name", host.fqdn] not in (lab.classifier().group("PE Master")["rule"] or [])[1:]
+    finally:
+        lab.set_pe_version("2019.8")
+
+
+def test_refusals_change_nothing(lab: LabClient, server: ProviderServer) -> None:
+    short = "compile12"
+    host = lab.host(short)
+    bare(lab, short)
+    # A host whose agent belongs to another Puppet server.
+    host.run(
+        "puppet config set --section main server other-primary.example.com && "
+        "mkdir -p /var/lib/puppet/ssl/private_keys && echo key > /var/lib/puppet/ssl/private_keys/x.pem"
+    ).check()
+    engine = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
+    with pytest.raises(ProviderError) as err:
+        engine.up(master_inputs(lab, short))
+    assert ForeignAgentError.__name__ in err.value.details and "not ours" in err.value.details
+    assert "other-primary.example.com" in (host.read("/etc/puppet/puppet.conf") or "")
+    assert lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").exit_status != 0
+    bare(lab, short)

@@ -33,6 +33,7 @@ def master_inputs(lab: LabClient, short: str, pe_version: str = "2019.8", **over
     primary = lab.host("primary")
     key = Path(lab.key).read_text()
     props: dict[str, Any] = {
+        "resource_name": f"master-{short}",  # what the PeCompileMaster resource class adds
         "host": host.fqdn,
         "ssh_private_key": Secret(key),
         "ssh_known_hosts": Path(lab.known_hosts).read_text(),

@@ -12,6 +12,7 @@ are opened inside each call and closed at its end.
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import ExitStack
 from typing import Any
 
@@ -54,8 +55,12 @@ OUTPUT_KEYS = (
 
 
 def _log(resource_name: str) -> Any:
+    """Progress lines `[name] step: message (+elapsed)`, printed as they happen."""
+    started = time.monotonic()
+
     def log(step: str, message: str) -> None:
-        print(f"[{resource_name}] {step}: {message}", file=sys.stderr, flush=True)
+        print(f"[{resource_name}] {step}: {message} (+{time.monotonic() - started:.1f}s)", file=sys.stderr,
+              flush=True)
 
     return log
 

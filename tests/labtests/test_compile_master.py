@@ -192,3 +192,59 @@ def test_refusals_change_nothing(lab: LabClient, server: ProviderServer) -> None
     assert "other-primary.example.com" in (host.read("/etc/puppet/puppet.conf") or "")
     assert lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").exit_status != 0
     bare(lab, short)
+
+
+def test_refusals_csr_with_other_sans_and_ca_refusing_alt_names(lab: LabClient, server: ProviderServer) -> None:
+    from tests.labtests.helpers import install_agent
+
+    short = "compile12"
+    host = lab.host(short)
+    bare(lab, short)
+    # Someone requested a certificate for this host with other alt names: never sign it.
+    install_agent(lab, host, [short, "evil.pelab.test"])
+    engine = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
+    with pytest.raises(ProviderError) as err:
+        engine.up(master_inputs(lab, short))
+    assert "SanMismatchError" in err.value.details and "refusing to sign" in err.value.details
+    listed = lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").stdout
+    assert "Requested Certificates" in listed  # still only requested: nothing signed
+    assert engine.state is None
+
+    # The CA refuses alt names: a clear error, and nothing signed.
+    bare(lab, short)
+    lab.lab.set_alt_names(False)
+    try:
+        with pytest.raises(ProviderError) as err:
+            engine.up(master_inputs(lab, short))
+        assert "CaRefusedError" in err.value.details and "allow-subject-alt-names" in err.value.details
+        assert "Signed Certificates" not in lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").stdout
+    finally:
+        lab.lab.set_alt_names(True)
+    bare(lab, short)
+
+
+def test_pe_3_7_pins_by_rule_rewrite_with_a_whitelisted_certificate_and_adopt(lab: LabClient,
+                                                                             server: ProviderServer) -> None:
+    short = "compile11"
+    host = lab.host(short)
+    bare(lab, short)
+    lab.set_pe_version("3.7")
+    try:
+        inputs = master_inputs(lab, short, pe_version="3.7")
+        assert "rbac_token" not in inputs and "classifier_client_cert" in inputs
+        engine = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
+        state = engine.up(inputs)
+        assert "rule rewrite" in server.text()
+        assert ["=", "name", host.fqdn] in lab.classifier(token=False).group("PE Master")["rule"][1:]
+        assert MASTER_CLASS in lab.catalog(short).json()["classes"]
+        assert "puppet cert" in server.text()  # the Puppet <= 5 CA dialect signed it
+        # adopt: another stack takes over the healthy master without reinstalling.
+        adopter = Engine(server, PeCompileMasterProvider(), f"adopt-{short}", "PeCompileMaster")
+        adopted = adopter.up({**inputs, "resource_name": f"adopt-{short}", "adopt": True})
+        assert adopted.outputs["cert_fingerprint"] == state.outputs["cert_fingerprint"]
+        assert f"[adopt-{short}] adopt: healthy master taken over without reinstalling" in server.text()
+        assert f"[adopt-{short}] install" not in server.text()
+        engine.destroy()
+        assert ["=", "name", host.fqdn] not in (lab.classifier(token=False).group("PE Master")["rule"] or [])[1:]
+    finally:
+        lab.set_pe_version("2019.8")

@@ -59,8 +59,7 @@ def _log(resource_name: str) -> Any:
     started = time.monotonic()
 
     def log(step: str, message: str) -> None:
-        print(f"[{resource_name}] {step}: {message} (+{time.monotonic() - started:.1f}s)", file=sys.stderr,
-              flush=True)
+        print(f"[{resource_name}] {step}: {message} (+{time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
 
     return log
 

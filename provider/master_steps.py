@@ -240,8 +240,11 @@ def install_agent(ctx: Context) -> None:
     ca_pem = fetch_ca_pem(ctx)
     ctx.log("trust", f"PE CA {fingerprint_of_pem(ca_pem.encode())[:23]}... read from the primary over pinned SSH")
     agent = ctx.agent
-    if agent and agent.get("certname") == cfg.certname and agent.get("server") in (cfg.primary_certname,
-                                                                                     cfg.primary_host):
+    if (
+        agent
+        and agent.get("certname") == cfg.certname
+        and agent.get("server") in (cfg.primary_certname, cfg.primary_host)
+    ):
         for key in ("hostcert", "hostprivkey"):
             if file_exists(ctx.host, agent.get(key, "/nonexistent")):
                 # Resume: the host already has our identity; signing checks what it asked for.

@@ -217,14 +217,17 @@ def test_refusals_csr_with_other_sans_and_ca_refusing_alt_names(lab: LabClient, 
         with pytest.raises(ProviderError) as err:
             engine.up(master_inputs(lab, short))
         assert "CaRefusedError" in err.value.details and "allow-subject-alt-names" in err.value.details
-        assert "Signed Certificates" not in lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").stdout
+        assert (
+            "Signed Certificates" not in lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").stdout
+        )
     finally:
         lab.lab.set_alt_names(True)
     bare(lab, short)
 
 
-def test_pe_3_7_pins_by_rule_rewrite_with_a_whitelisted_certificate_and_adopt(lab: LabClient,
-                                                                             server: ProviderServer) -> None:
+def test_pe_3_7_pins_by_rule_rewrite_with_a_whitelisted_certificate_and_adopt(
+    lab: LabClient, server: ProviderServer
+) -> None:
     short = "compile11"
     host = lab.host(short)
     bare(lab, short)
@@ -246,5 +249,45 @@ def test_pe_3_7_pins_by_rule_rewrite_with_a_whitelisted_certificate_and_adopt(la
         assert f"[adopt-{short}] install" not in server.text()
         engine.destroy()
         assert ["=", "name", host.fqdn] not in (lab.classifier(token=False).group("PE Master")["rule"] or [])[1:]
+    finally:
+        lab.set_pe_version("2019.8")
+
+
+def test_killed_at_each_step_the_next_up_converges_without_duplicates(lab: LabClient) -> None:
+    """A second Ctrl-C kills the provider mid-operation: create was never recorded, so the
+    next `up` calls create again - which must resume, not duplicate."""
+    import threading
+    import time
+
+    short = "compile10"
+    host = lab.host(short)
+    bare(lab, short)
+    lab.set_pe_version("2016.4")
+    try:
+        inputs = master_inputs(lab, short, pe_version="2016.4")
+        name = f"master-{short}"
+        for after in ("trust", "install", "sign", "first agent run", "classify"):
+            with ProviderServer() as srv:
+                engine = Engine(srv, PeCompileMasterProvider(), name, "PeCompileMaster")
+                thread = threading.Thread(
+                    target=lambda e=engine: pytest.raises(ProviderError, e.up, inputs), daemon=True
+                )
+                thread.start()
+                deadline = time.monotonic() + 300
+                while f"[{name}] {after}:" not in srv.text() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert f"[{name}] {after}:" in srv.text(), srv.text()
+                srv.close()  # kill -9 of the provider process, mid-operation
+                thread.join(30)
+        with ProviderServer() as srv:
+            engine = Engine(srv, PeCompileMasterProvider(), name, "PeCompileMaster")
+            state = engine.up(inputs)
+            assert state.outputs["status"] == "running"
+            listed = lab.host("primary").run("puppetserver ca list --all").stdout
+            entries = [line for line in listed.splitlines() if line.split()[:1] == [host.fqdn]]
+            assert len(entries) == 1 and "Signed" in listed.split(entries[0])[0]  # one signed cert, no stray CSR
+            rule = lab.classifier().group("PE Master")["rule"]
+            assert rule.count(["=", "name", host.fqdn]) == 1  # pinned once
+            engine.destroy()
     finally:
         lab.set_pe_version("2019.8")

@@ -269,9 +269,12 @@ def test_killed_at_each_step_the_next_up_converges_without_duplicates(lab: LabCl
         for after in ("trust", "install", "sign", "first agent run", "classify"):
             with ProviderServer() as srv:
                 engine = Engine(srv, PeCompileMasterProvider(), name, "PeCompileMaster")
-                thread = threading.Thread(
-                    target=lambda e=engine: pytest.raises(ProviderError, e.up, inputs), daemon=True
-                )
+
+                def killed_create(e: Engine = engine) -> None:
+                    with pytest.raises(ProviderError):
+                        e.up(inputs)
+
+                thread = threading.Thread(target=killed_create, daemon=True)
                 thread.start()
                 deadline = time.monotonic() + 300
                 while f"[{name}] {after}:" not in srv.text() and time.monotonic() < deadline:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, TypedDict
 
 import pulumi
 from pulumi.dynamic import (
@@ -235,6 +236,41 @@ def adopt(ctx: steps.Context) -> None:
     ctx.log("adopt", "healthy master taken over without reinstalling")
 
 
+class PeCompileMasterArgs(TypedDict, total=False):
+    """The inputs (see README, "The PeCompileMaster resource"); validated in check()."""
+
+    host: pulumi.Input[str]
+    ssh_port: pulumi.Input[int]
+    ssh_user: pulumi.Input[str]
+    ssh_private_key: pulumi.Input[str]
+    ssh_host_key: pulumi.Input[str]
+    ssh_known_hosts: pulumi.Input[str]
+    certname: pulumi.Input[str]
+    dns_alt_names: pulumi.Input[Sequence[pulumi.Input[str]]]
+    environmentpath: pulumi.Input[str]
+    primary_host: pulumi.Input[str]
+    primary_ssh_port: pulumi.Input[int]
+    primary_ssh_user: pulumi.Input[str]
+    primary_ssh_private_key: pulumi.Input[str]
+    primary_ssh_host_key: pulumi.Input[str]
+    primary_ssh_known_hosts: pulumi.Input[str]
+    primary_certname: pulumi.Input[str]
+    pe_version: pulumi.Input[str]
+    classifier_url: pulumi.Input[str]
+    rbac_token: pulumi.Input[str]
+    classifier_client_cert: pulumi.Input[str]
+    classifier_client_key: pulumi.Input[str]
+    puppetdb_url: pulumi.Input[str]
+    node_group: pulumi.Input[str]
+    connect_timeout: pulumi.Input[float]
+    install_timeout: pulumi.Input[float]
+    sign_timeout: pulumi.Input[float]
+    run_timeout: pulumi.Input[float]
+    service_timeout: pulumi.Input[float]
+    keep_agent_on_delete: pulumi.Input[bool]
+    adopt: pulumi.Input[bool]
+
+
 class PeCompileMaster(Resource):
     """A compile master of PE. Inputs: see README ("PeCompileMaster"); secrets
     (ssh_private_key, primary_ssh_private_key, rbac_token, classifier_client_key) are
@@ -250,7 +286,7 @@ class PeCompileMaster(Resource):
     installed: pulumi.Output[dict[str, Any]]
     ca_fingerprint: pulumi.Output[str]
 
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, props: PeCompileMasterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         inputs: dict[str, Any] = {"resource_name": name, **props}
         for key in SECRET_KEYS:
             if inputs.get(key) is not None:

@@ -130,3 +130,21 @@ def test_drift_found_by_refresh_makes_the_next_up_update(server: ProviderServer)
     inputs = good_inputs()
     changes, replaces, _ = diff_of(server, inputs, state_from(inputs, status="drifted: not pinned to PE Master"))
     assert changes == "some" and replaces == []
+
+
+def test_the_resource_pickles_its_provider_and_keeps_secrets_secret_under_mocks() -> None:
+    import pulumi
+
+    from provider.compile_master import PeCompileMaster
+    from tests.harness.mocks import by_name, run_program
+
+    def program() -> None:
+        inputs = {k: (v.value if isinstance(v, Secret) else v) for k, v in good_inputs().items()}
+        PeCompileMaster("compile01", inputs, pulumi.ResourceOptions())  # type: ignore[arg-type]
+
+    registered = by_name(run_program(program), "compile01")
+    assert registered.type == "pulumi-python:dynamic:Resource"
+    assert {"ssh_private_key", "primary_ssh_private_key", "rbac_token", "__provider"} <= registered.secret_inputs
+    assert "certname" not in registered.secret_inputs
+    assert registered.delete_before_replace
+    assert registered.inputs["resource_name"] == "compile01"

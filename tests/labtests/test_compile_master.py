@@ -170,6 +170,23 @@ def test_pe_2016_pins_through_the_endpoint_and_refresh_detects_unpinning(
         assert repaired.outputs["status"] == "running"
         assert ["=", "name", host.fqdn] in lab.classifier().group("PE Master")["rule"][1:]
 
+        # An in-place update: environmentpath changes puppet.conf and is verified by a run.
+        moved = {**inputs, "environmentpath": "/etc/puppet/code/environments"}
+        _, diff = engine.preview(moved)
+        assert diff is not None and diff.changes == "some" and not diff.replaces
+        engine.up(moved)
+        assert engine.calls[-1] == "update"
+        assert "environmentpath = /etc/puppet/code/environments" in (host.read("/etc/puppet/puppet.conf") or "")
+
+        # A revoked certificate: refresh drops the master, the next up re-creates it
+        # (cleaning the revoked certificate and requesting a new one).
+        old_serial = repaired.outputs["cert_serial"]
+        lab.host("primary").run(f"puppet cert revoke {host.fqdn}").check()
+        assert engine.refresh() is None
+        recreated = engine.up(moved)
+        assert recreated.outputs["cert_serial"] != old_serial and recreated.outputs["status"] == "running"
+        assert "revoked: cleaning it on the CA" in server.text()
+
         engine.destroy()
         assert ["=", "name", host.fqdn] not in (lab.classifier().group("PE Master")["rule"] or [])[1:]
     finally:

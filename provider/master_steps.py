@@ -8,7 +8,6 @@ instead of duplicating. Progress lines are `[<resource>] <step>: <what happened>
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import time
@@ -579,7 +578,3 @@ def uninstall_agent(ctx: Context) -> None:
     if agent.get("csr_attributes"):
         ctx.host.run(["rm", "-f", agent["csr_attributes"]], timeout=60)
     ctx.log("uninstall", "agent service and compile service stopped, agent configuration and certificate removed")
-
-
-def fingerprint_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()

@@ -60,7 +60,7 @@ class Classifier:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy or CA bundle from the environment
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._dir_path = ""
 
     @contextmanager
     def opened(self) -> Iterator[Classifier]:
@@ -105,7 +105,7 @@ class Classifier:
                 last = exc
                 time.sleep(1 + attempt)
                 continue
-            if resp.status_code >= 500 and resp.status_code != 500:
+            if resp.status_code in (502, 503, 504):  # 500 is a real answer (classification-conflict)
                 last = ClassifierError(f"{method} {url}: HTTP {resp.status_code}")
                 time.sleep(1 + attempt)
                 continue

@@ -1,7 +1,7 @@
 """SSH executor: the only code in the providers that talks SSH (paramiko).
 
 Trust is pinned: the host key comes from an input (`ssh-ed25519 AAAA...` or known_hosts
-text) and anything else is refused (RejectPolicy, never AutoAddPolicy). One session per
+text) and any other key is refused with HostKeyMismatchError. One session per
 host per operation; every command has a deadline; results never raise on exit status -
 callers choose strictness with `check()`/`expect()`, and errors name the host, the step,
 the command, the exit status and the last lines of output, with secrets masked.

@@ -35,6 +35,8 @@ BIND_DIRS: tuple[tuple[str, str], ...] = (
     ("etc-cron.d", "/etc/cron.d"),
     ("etc-init.d", "/etc/init.d"),
     ("root", "/root"),
+    # `puppet resource service ... enable=` runs update-rc.d: keep its links per host.
+    *((f"etc-rc{level}.d", f"/etc/rc{level}.d") for level in "0123456S"),
 )
 BIND_FILES: tuple[tuple[str, str], ...] = (("etc-default-puppetserver", "/etc/default/puppetserver"),)
 # Mount points the lab may have to create on the machine (removed again by `lab down`).
@@ -49,6 +51,7 @@ PRISTINE_COPIES = {
     "var-log-puppetserver": "/var/log/puppetserver",
     "etc-haproxy": "/etc/haproxy",
     "etc-init.d": "/etc/init.d",
+    **{f"etc-rc{level}.d": f"/etc/rc{level}.d" for level in "0123456S"},
 }
 
 

@@ -38,7 +38,14 @@ BIND_DIRS: tuple[tuple[str, str], ...] = (
     # `puppet resource service ... enable=` runs update-rc.d: keep its links per host.
     *((f"etc-rc{level}.d", f"/etc/rc{level}.d") for level in "0123456S"),
 )
-BIND_FILES: tuple[tuple[str, str], ...] = (("etc-default-puppetserver", "/etc/default/puppetserver"),)
+BIND_FILES: tuple[tuple[str, str], ...] = (
+    ("etc-default-puppetserver", "/etc/default/puppetserver"),
+    # FileSync's NFS method writes fstab; each host's cron reads its own crontab.
+    ("etc-fstab", "/etc/fstab"),
+    ("etc-crontab", "/etc/crontab"),
+)
+# Each host's own /etc/crontab: no run-parts of the machine's cron.hourly/daily.
+HOST_CRONTAB = "SHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin\n"
 # Mount points the lab may have to create on the machine (removed again by `lab down`).
 CREATED_MOUNTPOINTS = ("/etc/puppetlabs",)
 # Directories copied from the machine's pristine package state into a new host.
@@ -150,6 +157,8 @@ def boot_script(paths: HostPaths) -> str:
         lines.append(
             f"mount --bind {shlex.quote(str(paths.root / 'inhost' / 'bin' / 'puppet-legacy'))} /usr/bin/puppet"
         )
+    # The host's cron (FileSync's periodic jobs in /etc/cron.d); its pid file is in /run.
+    lines.append("/usr/sbin/cron")
     lines.append(f"exec /usr/sbin/sshd -D -e -f {shlex.quote(str(paths.dir / 'ssh' / 'sshd_config'))}")
     return "\n".join(lines) + "\n"
 
@@ -180,6 +189,10 @@ def prepare(paths: HostPaths, authorized_key: str, known_hosts: str) -> None:
         heap = "-Xms512m -Xmx1g" if paths.spec.role == "primary" else "-Xms256m -Xmx640m"
         text = text.replace("-Xms1g -Xmx1g", heap)
         default.write_text(text)
+    if not (d / "etc-fstab").exists():
+        (d / "etc-fstab").write_text("# /etc/fstab of a lab host (the machine's is not shared)\n")
+    if not (d / "etc-crontab").exists():
+        (d / "etc-crontab").write_text(HOST_CRONTAB)
     if not paths.host_key.exists():
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", paths.spec.fqdn, "-f", str(paths.host_key)],

@@ -10,13 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from provider import validation
+from provider import inputs, validation
 from provider.dialects import Dialect, dialect_for, parse_pe_version
-from provider.ssh import SshTarget, host_keys_for
+from provider.ssh import SshTarget
 
 SECRET_KEYS = ("ssh_private_key", "primary_ssh_private_key", "rbac_token", "classifier_client_key")
 
 # What a change of each input means (diff):
+# Inputs whose change needs no remote work at all (only the recorded value changes).
+LOCAL_ONLY_KEYS = (
+    "connect_timeout",
+    "install_timeout",
+    "sign_timeout",
+    "run_timeout",
+    "service_timeout",
+    "keep_agent_on_delete",
+    "adopt",
+)
 REPLACE_KEYS = ("certname", "host", "dns_alt_names", "primary_host", "primary_certname", "pe_version", "node_group")
 UPDATE_KEYS = (
     "ssh_port",
@@ -35,25 +45,8 @@ UPDATE_KEYS = (
     "classifier_client_cert",
     "classifier_client_key",
     "puppetdb_url",
-    "connect_timeout",
-    "install_timeout",
-    "sign_timeout",
-    "run_timeout",
-    "service_timeout",
-    "keep_agent_on_delete",
-    "adopt",
+    *LOCAL_ONLY_KEYS,
 )
-# Inputs whose change needs no remote work at all (only the recorded value changes).
-LOCAL_ONLY_KEYS = (
-    "connect_timeout",
-    "install_timeout",
-    "sign_timeout",
-    "run_timeout",
-    "service_timeout",
-    "keep_agent_on_delete",
-    "adopt",
-)
-
 DEFAULTS: dict[str, Any] = {
     "ssh_port": 22,
     "ssh_user": "root",
@@ -88,13 +81,6 @@ REQUIRED = (
     "pe_version",
     "classifier_url",
 )
-
-
-def _is_unknown(value: Any) -> bool:
-    from pulumi.output import Unknown
-    from pulumi.runtime.rpc import UNKNOWN
-
-    return isinstance(value, Unknown) or value == UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -202,38 +188,30 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     """Every reason these inputs cannot work, as (property, reason); unknown values
     (not known until apply) are skipped here and validated again at create."""
     out: list[tuple[str, str]] = []
-    known = {k: v for k, v in props.items() if not _is_unknown(v)}
+    known = {k: v for k, v in props.items() if not inputs.is_unknown(v)}
 
     def add(key: str, error: str | None) -> None:
         if error:
             out.append((key, error))
 
     for key in REQUIRED:
-        if key in props and _is_unknown(props[key]):
+        if key in props and inputs.is_unknown(props[key]):
             continue
         if not props.get(key):
             out.append((key, f"{key} is required"))
     merged = {**DEFAULTS, **{k: v for k, v in known.items() if v is not None}}
-    if "host" in known and known.get("host"):
-        add("host", validation.host_error(known["host"], "host"))
-    if "primary_host" in known and known.get("primary_host"):
-        add("primary_host", validation.host_error(known["primary_host"], "primary_host"))
+    out += inputs.ssh_problems(props, "ssh", "host")
+    out += inputs.ssh_problems(props, "primary_ssh", "primary_host")
     for key in ("certname", "primary_certname"):
         if known.get(key):
             add(key, validation.dns_name_error(known[key], key))
-    for key in ("ssh_port", "primary_ssh_port"):
-        if key in known:
-            add(key, validation.port_error(merged[key], key))
-    for key in ("ssh_user", "primary_ssh_user"):
-        if key in known:
-            add(key, validation.user_error(merged[key], key))
     names = merged.get("dns_alt_names")
     if "dns_alt_names" in known:
         if not isinstance(names, list):
             out.append(("dns_alt_names", "dns_alt_names must be a list of DNS names"))
         else:
             for name in names:
-                if not _is_unknown(name):
+                if not inputs.is_unknown(name):
                     add("dns_alt_names", validation.dns_name_error(name, "dns alt name"))
             if len(set(names)) != len(names):
                 out.append(("dns_alt_names", "dns_alt_names lists a name twice"))
@@ -267,7 +245,7 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     if (
         not has_token
         and not has_cert
-        and not (_is_unknown(props.get("rbac_token")) or _is_unknown(props.get("classifier_client_cert")))
+        and not (inputs.is_unknown(props.get("rbac_token")) or inputs.is_unknown(props.get("classifier_client_cert")))
     ):
         out.append(
             (
@@ -282,30 +260,7 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     pdb = known.get("puppetdb_url")
     if pdb and not str(pdb).startswith("https://"):
         out.append(("puppetdb_url", "puppetdb_url must be https:// (PuppetDB, port 8081)"))
-    for key in ("connect_timeout", "install_timeout", "sign_timeout", "run_timeout", "service_timeout"):
-        if key in known:
-            add(key, validation.positive_seconds_error(merged[key], key))
-    for prefix in ("ssh", "primary_ssh"):
-        pinned, known_hosts = merged.get(f"{prefix}_host_key"), merged.get(f"{prefix}_known_hosts")
-        if _is_unknown(pinned) or _is_unknown(known_hosts):
-            continue
-        host_key = f"{prefix}_host_key"
-        if not pinned and not known_hosts:
-            out.append(
-                (
-                    host_key,
-                    f"{host_key} (pinned 'ssh-ed25519 AAAA...') or {prefix}_known_hosts is required: "
-                    "host keys are pinned, never accepted blindly",
-                )
-            )
-            continue
-        host = merged.get("host" if prefix == "ssh" else "primary_host")
-        port = merged.get(f"{prefix}_port", 22)
-        if host and not _is_unknown(host):
-            try:
-                target = SshTarget(str(host), int(port), "x", "", str(pinned or ""), str(known_hosts or ""))
-                if not host_keys_for(target):
-                    out.append((f"{prefix}_known_hosts", f"{prefix}_known_hosts has no entry for {host}"))
-            except (ValueError, TypeError) as exc:
-                out.append((host_key, f"{host_key} is not a public key line: {exc}"))
+    out += inputs.timeout_problems(
+        props, ("connect_timeout", "install_timeout", "sign_timeout", "run_timeout", "service_timeout")
+    )
     return out

@@ -26,11 +26,15 @@ class ServerStat:
     status: str  # UP, DOWN, MAINT, DRAIN, "no check", UP 1/2 ...
     current_sessions: int
     weight: int
-    address: str
+    address: str  # ip:port
+    check_status: str = ""  # last health check: L7OK, L4CON, L7STS, INI ...
+    admin_drain: bool = False
 
     @property
-    def is_up(self) -> bool:
-        return self.status == "UP"
+    def is_healthy(self) -> bool:
+        """UP by HAProxy's own verdict, after at least one passing check (a server
+        leaving maintenance may show UP before its first check has run)."""
+        return self.status == "UP" and self.check_status in ("L7OK", "L6OK", "L4OK")
 
 
 def parse_show_stat(text: str) -> dict[tuple[str, str], ServerStat]:
@@ -51,8 +55,18 @@ def parse_show_stat(text: str) -> dict[tuple[str, str], ServerStat]:
             int(row.get("scur") or 0),
             int(row.get("weight") or 0),
             row.get("addr", ""),
+            row.get("check_status", "").strip("* "),
         )
     return out
+
+
+RUNTIME_OK = ("", "New server registered.", "Server deleted.")
+
+
+def runtime_error(output: str) -> str | None:
+    """The runtime API answers with text only: anything but the known successes is an error."""
+    text = output.strip()
+    return None if text in RUNTIME_OK else text
 
 
 def socket_command(runtime_command: str, socket_path: str) -> str:
@@ -85,6 +99,14 @@ def remove_commands(backend: str, server: str) -> list[str]:
     return [f"set server {backend}/{server} state maint", f"del server {backend}/{server}"]
 
 
+def shutdown_sessions_command(backend: str, server: str) -> str:
+    return f"shutdown sessions server {backend}/{server}"
+
+
+def ready_command(backend: str, server: str) -> str:
+    return f"set server {backend}/{server} state ready"
+
+
 def weight_command(backend: str, server: str, weight: int) -> str:
     return f"set server {backend}/{server} weight {weight}"
 
@@ -107,6 +129,27 @@ def config_with_server(cfg: str, backend: str, server: str, keywords: str) -> st
             insert_at -= 1
         lines.insert(insert_at, wanted)
     return "\n".join(lines) + "\n"
+
+
+def config_server_line(cfg: str, backend: str, server: str) -> str | None:
+    """The keywords of `server <server>` in `backend <backend>`, or None."""
+    lines = cfg.splitlines()
+    try:
+        start = _backend_start(lines, backend)
+    except KeyError:
+        return None
+    for line in lines[start + 1 : _section_end(lines, start)]:
+        if _is_server_line(line, server):
+            return " ".join(line.split()[2:])
+    return None
+
+
+def has_backend(cfg: str, backend: str) -> bool:
+    try:
+        _backend_start(cfg.splitlines(), backend)
+        return True
+    except KeyError:
+        return False
 
 
 def config_without_server(cfg: str, backend: str, server: str) -> str:

@@ -13,12 +13,13 @@ import base64
 import io
 import shlex
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import paramiko
 
-from provider.errors import HostKeyMismatchError, RemoteCommandError, SshUnreachableError
+from provider.errors import HostKeyMismatchError, ProviderError, RemoteCommandError, SshUnreachableError
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,40 @@ class SshSession:
             self.mask(out.decode(errors="replace")),
             self.mask(err.decode(errors="replace")),
         )
+
+    @contextmanager
+    def remote_lock(self, path: str, timeout: float, step: str) -> Iterator[None]:
+        """Hold an exclusive flock(1) on `path` on the remote host for the `with` block.
+
+        The lock lives in a process of its own SSH channel: closing the channel (or losing
+        the connection, or this process dying) ends it, so a crash never leaves it held."""
+        assert self.client is not None, "not connected"
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SshUnreachableError(f"{self.target.label}: the SSH connection dropped before {step}")
+        chan = transport.open_session(timeout=30)
+        quoted = shlex.quote(path)
+        chan.exec_command(
+            f'mkdir -p "$(dirname {quoted})" && '
+            f"exec flock -w {int(timeout)} {quoted} sh -c 'echo locked; exec cat >/dev/null'"
+        )
+        got = bytearray()
+        deadline = time.monotonic() + timeout + 10
+        try:
+            while b"locked\n" not in got:
+                if chan.recv_ready():
+                    got += chan.recv(1024)
+                elif chan.exit_status_ready() or time.monotonic() > deadline:
+                    raise ProviderError(
+                        f"[{self.target.label}] {step}: could not take the lock {path} within {timeout:.0f}s "
+                        "(another change to this host is still running; retry when it is done)"
+                    )
+                else:
+                    time.sleep(0.02)
+            yield
+        finally:
+            chan.shutdown_write()
+            chan.close()
 
     def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
         assert self.client is not None, "not connected"

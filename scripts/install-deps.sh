@@ -9,7 +9,7 @@ APT_PACKAGES=(
   puppetserver puppet-agent      # the real CA/compiler and agents (Debian's Puppet 7)
   haproxy socat                  # the load balancer and its runtime API client
   openssh-server openssh-client  # one sshd per lab host
-  rsync r10k git                 # code sync between masters
+  rsync r10k git cron            # code sync between masters and its periodic job
   openssl curl ca-certificates
   python3 python3-yaml python3-venv  # in-host lab services run on the machine's python3
   util-linux iproute2 procps psmisc  # unshare, nsenter, findmnt, pgrep

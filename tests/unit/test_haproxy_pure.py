@@ -16,9 +16,10 @@ HEADER = (
 )
 
 
-def row(px: str, sv: str, status: str, scur: int, weight: int, addr: str) -> str:
+def row(px: str, sv: str, status: str, scur: int, weight: int, addr: str, check: str = "") -> str:
     fields = [""] * 78
     fields[0], fields[1], fields[4], fields[17], fields[18], fields[73] = px, sv, str(scur), status, str(weight), addr
+    fields[36] = check
     return ",".join(fields)
 
 
@@ -27,16 +28,20 @@ def test_show_stat_rows_become_server_states() -> None:
         [
             HEADER,
             row("puppet_8140", "FRONTEND", "OPEN", 0, 0, ""),
-            row("puppet_compilers", "compile01", "UP", 3, 10, "127.0.10.11:8140"),
-            row("puppet_compilers", "dead", "DOWN", 0, 1, "127.0.10.26:8140"),
+            row("puppet_compilers", "compile01", "UP", 3, 10, "127.0.10.11:8140", "L7OK"),
+            row("puppet_compilers", "dead", "DOWN", 0, 1, "127.0.10.26:8140", "* L4CON"),
+            row("puppet_compilers", "fresh", "UP", 0, 1, "127.0.10.27:8140", "INI"),
             row("puppet_compilers", "BACKEND", "UP", 3, 11, ""),
         ]
     )
     stats = haproxy.parse_show_stat(text)
-    assert set(stats) == {("puppet_compilers", "compile01"), ("puppet_compilers", "dead")}
+    assert set(stats) == {("puppet_compilers", n) for n in ("compile01", "dead", "fresh")}
     up = stats[("puppet_compilers", "compile01")]
-    assert up.is_up and up.current_sessions == 3 and up.weight == 10 and up.address == "127.0.10.11:8140"
-    assert not stats[("puppet_compilers", "dead")].is_up
+    assert up.is_healthy and up.current_sessions == 3 and up.weight == 10 and up.address == "127.0.10.11:8140"
+    assert not stats[("puppet_compilers", "dead")].is_healthy
+    assert stats[("puppet_compilers", "dead")].check_status == "L4CON"
+    # UP before its first check (leaving maintenance) is not healthy yet.
+    assert not stats[("puppet_compilers", "fresh")].is_healthy
     assert haproxy.parse_show_stat("Unknown command") == {}
 
 

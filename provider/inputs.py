@@ -1,0 +1,99 @@
+"""Input helpers every resource shares: unknown values in preview, defaults, and the
+SSH access inputs (host, port, user, key, pinned host key or known_hosts) under a prefix.
+
+A resource names its SSH inputs `<prefix>_port`, `<prefix>_user`, `<prefix>_private_key`,
+`<prefix>_host_key`, `<prefix>_known_hosts` next to a host input (`host`, `primary_host`,
+`lb_host`), so the same checks and the same SshTarget come out for all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provider import validation
+from provider.ssh import SshTarget, host_keys_for
+
+
+def is_unknown(value: Any) -> bool:
+    """A value the engine does not know yet (preview of a value computed during `up`)."""
+    from pulumi.output import Unknown
+    from pulumi.runtime.rpc import UNKNOWN
+
+    return isinstance(value, Unknown) or value == UNKNOWN
+
+
+def known(props: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in props.items() if not is_unknown(v)}
+
+
+def with_defaults(defaults: dict[str, Any], props: dict[str, Any]) -> dict[str, Any]:
+    return {**defaults, **{k: v for k, v in props.items() if v is not None}}
+
+
+def required_problems(props: dict[str, Any], keys: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(k, f"{k} is required") for k in keys if not is_unknown(props.get(k)) and not props.get(k)]
+
+
+def ssh_defaults(prefix: str) -> dict[str, Any]:
+    return {f"{prefix}_port": 22, f"{prefix}_user": "root", f"{prefix}_host_key": "", f"{prefix}_known_hosts": ""}
+
+
+def ssh_target(merged: dict[str, Any], prefix: str, host_key: str) -> SshTarget:
+    return SshTarget(
+        str(merged[host_key]),
+        int(merged[f"{prefix}_port"]),
+        str(merged[f"{prefix}_user"]),
+        str(merged[f"{prefix}_private_key"]),
+        str(merged[f"{prefix}_host_key"]),
+        str(merged[f"{prefix}_known_hosts"]),
+    )
+
+
+def ssh_problems(props: dict[str, Any], prefix: str, host_key: str) -> list[tuple[str, str]]:
+    """Host, port and user syntax, and a pinned host key (or a known_hosts entry) for the host."""
+    out: list[tuple[str, str]] = []
+    present = known(props)
+    merged = with_defaults(ssh_defaults(prefix), present)
+
+    def add(key: str, error: str | None) -> None:
+        if error:
+            out.append((key, error))
+
+    if present.get(host_key):
+        add(host_key, validation.host_error(present[host_key], host_key))
+    add(f"{prefix}_port", validation.port_error(merged[f"{prefix}_port"], f"{prefix}_port"))
+    add(f"{prefix}_user", validation.user_error(merged[f"{prefix}_user"], f"{prefix}_user"))
+    pinned, known_hosts = props.get(f"{prefix}_host_key"), props.get(f"{prefix}_known_hosts")
+    if is_unknown(pinned) or is_unknown(known_hosts):
+        return out
+    key_name = f"{prefix}_host_key"
+    if not pinned and not known_hosts:
+        out.append(
+            (
+                key_name,
+                f"{key_name} (pinned 'ssh-ed25519 AAAA...') or {prefix}_known_hosts is required: "
+                "host keys are pinned, never accepted blindly",
+            )
+        )
+        return out
+    host = props.get(host_key)
+    port = merged[f"{prefix}_port"]
+    if host and not is_unknown(host) and validation.port_error(port) is None:
+        try:
+            target = SshTarget(str(host), int(port), "x", "", str(pinned or ""), str(known_hosts or ""))
+            if not host_keys_for(target):
+                out.append((f"{prefix}_known_hosts", f"{prefix}_known_hosts has no entry for {host}"))
+        except (ValueError, TypeError) as exc:
+            out.append((key_name, f"{key_name} is not a public key line: {exc}"))
+    return out
+
+
+def timeout_problems(props: dict[str, Any], keys: tuple[str, ...]) -> list[tuple[str, str]]:
+    present = known(props)
+    return [
+        (k, error)
+        for k in keys
+        if k in present and present[k] is not None
+        for error in [validation.positive_seconds_error(present[k], k)]
+        if error
+    ]

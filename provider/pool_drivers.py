@@ -1,0 +1,205 @@
+"""Load balancer drivers: how a pool member is added, weighed, drained and removed on one
+kind of load balancer. PoolMember (provider/pool_member.py) owns the policy - health
+gate, drain wait, deadlines, clean-up on failure - and talks to a driver only through
+`PoolDriver`, so a second load balancer is one more class here.
+
+HAProxy: the runtime API over SSH (socat on the stats socket) for live changes, and the
+same server line in haproxy.cfg so a reload or restart keeps them. Config edits hold a
+lock on the LB host (flock, released when the SSH channel closes, even if we die), and
+every new config is checked with `haproxy -c` before it replaces the old one, so an
+operator's reload is always safe. The driver never reloads HAProxy itself: the runtime
+API already applied the change, and a reload would reset other members' health state.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from provider import haproxy
+from provider.errors import ProviderError
+from provider.ssh import SshSession
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """What the pool should hold for one master."""
+
+    backend: str
+    server: str
+    address: str
+    port: int
+    weight: int
+    check_ca_file: str
+    check_inter_ms: int
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """What the load balancer has for one server name right now."""
+
+    status: str  # UP, DOWN, DRAIN, MAINT, ...
+    check: str  # last health check result (L7OK, L4CON, ...)
+    healthy: bool  # UP after a passing health check
+    sessions: int
+    weight: int
+    endpoint: str
+    persisted: bool  # in the saved configuration, as specified
+
+
+class PoolDriver(Protocol):
+    """One load balancer's operations; each is idempotent and raises ProviderError."""
+
+    label: str
+
+    def require_backend(self, backend: str) -> None: ...
+    def state(self, spec: MemberSpec) -> MemberState | None: ...
+    def add(self, spec: MemberSpec) -> None: ...
+    def make_ready(self, spec: MemberSpec) -> None: ...
+    def set_weight(self, spec: MemberSpec) -> None: ...
+    def persist(self, spec: MemberSpec) -> None: ...
+    def drain(self, spec: MemberSpec) -> None: ...
+    def remove(self, spec: MemberSpec, force: bool) -> None: ...
+
+
+class HaproxyRuntimeDriver:
+    """HAProxy >= 2.4 through its stats socket (`level admin`) and haproxy.cfg, over SSH."""
+
+    def __init__(
+        self,
+        session: SshSession,
+        socket_path: str,
+        config_path: str,
+        lock_timeout: float = 120.0,
+        haproxy_bin: str = "haproxy",
+    ):
+        self.session = session
+        self.socket_path = socket_path
+        self.config_path = config_path
+        self.lock_timeout = lock_timeout
+        self.haproxy_bin = haproxy_bin
+        self.label = f"HAProxy on {session.target.label}"
+        self.lock_path = "/run/lock/pe-compile-masters-haproxy.lock"
+
+    # --- runtime API ------------------------------------------------------------------
+    def runtime(self, command: str, step: str, allowed_errors: tuple[str, ...] = (), query: bool = False) -> str:
+        """One runtime API command; a change answered with anything but success raises."""
+        result = self.session.run(haproxy.socket_command(command, self.socket_path), timeout=30)
+        result.check(step, f"cannot reach HAProxy's stats socket {self.socket_path} (is HAProxy running?)")
+        error = None if query else haproxy.runtime_error(result.stdout)
+        if error and not any(a in error for a in allowed_errors):
+            raise ProviderError(f"[{self.session.target.label}] {step}: HAProxy answered `{command}` with: {error}")
+        return result.stdout
+
+    def stats(self) -> dict[tuple[str, str], haproxy.ServerStat]:
+        text = self.runtime("show stat", "read pool state", query=True)
+        if not text.startswith("# "):
+            raise ProviderError(f"[{self.session.target.label}] read pool state: unexpected `show stat` answer")
+        return haproxy.parse_show_stat(text)
+
+    # --- configuration -----------------------------------------------------------------
+    def read_config(self) -> str:
+        data = self.session.get(self.config_path)
+        if data is None:
+            raise ProviderError(f"[{self.session.target.label}] no HAProxy configuration at {self.config_path}")
+        return data.decode()
+
+    def require_backend(self, backend: str) -> None:
+        if not haproxy.has_backend(self.read_config(), backend):
+            raise ProviderError(
+                f"[{self.session.target.label}] there is no `backend {backend}` in {self.config_path}: "
+                "name an existing backend (the one the 8140 frontend uses)"
+            )
+
+    def keywords(self, spec: MemberSpec) -> str:
+        return haproxy.server_keywords(
+            spec.address, spec.port, spec.weight, spec.check_ca_file, check_inter_ms=spec.check_inter_ms
+        )
+
+    def edit_config(self, edit: str, change: Callable[[str], str]) -> None:
+        """Apply `change(cfg) -> cfg` under the LB host's lock; validate before replacing."""
+        with self.session.remote_lock(self.lock_path, self.lock_timeout, f"{edit} (HAProxy config lock)"):
+            current = self.read_config()
+            wanted = change(current)
+            if wanted == current:
+                return
+            candidate = f"{self.config_path}.pe-compile-masters.new"
+            self.session.put(candidate, wanted.encode())
+            check = self.session.run([self.haproxy_bin, "-c", "-q", "-f", candidate], timeout=60)
+            if check.exit_status != 0:
+                self.session.run(["rm", "-f", candidate], timeout=30)
+                check.check(edit, "the edited configuration does not validate; the running one was left untouched")
+            path, new = shlex.quote(self.config_path), shlex.quote(candidate)
+            self.session.run(
+                f"chown --reference={path} {new} && chmod --reference={path} {new} && mv -f {new} {path}",
+                timeout=30,
+            ).check(edit)
+
+    # --- PoolDriver -------------------------------------------------------------------
+    def state(self, spec: MemberSpec) -> MemberState | None:
+        stat = self.stats().get((spec.backend, spec.server))
+        line = haproxy.config_server_line(self.read_config(), spec.backend, spec.server)
+        if stat is None:
+            return None
+        return MemberState(
+            status=stat.status,
+            check=stat.check_status,
+            healthy=stat.is_healthy,
+            sessions=stat.current_sessions,
+            weight=stat.weight,
+            endpoint=stat.address,
+            persisted=line == self.keywords(spec),
+        )
+
+    def add(self, spec: MemberSpec) -> None:
+        for command in haproxy.add_server_commands(spec.backend, spec.server, self.keywords(spec)):
+            self.runtime(command, "add to pool")
+
+    def make_ready(self, spec: MemberSpec) -> None:
+        self.runtime(f"enable health {spec.backend}/{spec.server}", "enable health checks")
+        self.runtime(haproxy.ready_command(spec.backend, spec.server), "take out of drain/maintenance")
+
+    def set_weight(self, spec: MemberSpec) -> None:
+        self.runtime(haproxy.weight_command(spec.backend, spec.server, spec.weight), "set weight")
+
+    def persist(self, spec: MemberSpec) -> None:
+        keywords = self.keywords(spec)
+        self.edit_config(
+            "save pool member",
+            lambda cfg: haproxy.config_with_server(cfg, spec.backend, spec.server, keywords),
+        )
+
+    def drain(self, spec: MemberSpec) -> None:
+        self.runtime(haproxy.drain_command(spec.backend, spec.server), "drain")
+
+    def remove(self, spec: MemberSpec, force: bool) -> None:
+        """Out of the runtime pool (maintenance first; `force` cuts remaining sessions) and
+        out of the saved configuration. A server that is already gone is fine."""
+        gone = ("No such server", "No such backend")
+        if (spec.backend, spec.server) in self.stats():
+            self.runtime(haproxy.remove_commands(spec.backend, spec.server)[0], "put in maintenance", gone)
+            if force:
+                self.runtime(haproxy.shutdown_sessions_command(spec.backend, spec.server), "cut sessions", gone)
+            deadline = time.monotonic() + 20
+            while True:  # `del server` refuses while cut sessions are still closing
+                try:
+                    self.runtime(haproxy.remove_commands(spec.backend, spec.server)[1], "remove from pool", gone)
+                    break
+                except ProviderError as exc:
+                    if "connection" not in str(exc).lower() or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        self.edit_config(
+            "remove pool member from config",
+            lambda cfg: haproxy.config_without_server(cfg, spec.backend, spec.server),
+        )
+
+
+DRIVERS = ("haproxy",)

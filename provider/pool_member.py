@@ -1,0 +1,386 @@
+"""PoolMember: a compile master in the load balancer's 8140 pool, as a dynamic resource.
+
+The policy lives here; the load balancer's mechanics in provider/pool_drivers.py:
+- create is health-gated: it returns when the load balancer itself reports the server UP
+  after a passing check, or fails at the deadline and removes what it added;
+- delete drains: no new connections, wait for open ones to finish (or the drain deadline,
+  then cut them), then remove from the live pool and the saved configuration;
+- weight changes in place; anything that names a different server replaces it;
+- refresh reports a member that is missing, unsaved, DOWN, draining or in maintenance.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+import pulumi
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from provider import inputs, validation
+from provider.errors import DeadlineError, ProviderError
+from provider.haproxy import member_problems
+from provider.pool_drivers import DRIVERS, HaproxyRuntimeDriver, MemberSpec, MemberState, PoolDriver
+from provider.ssh import SshSession, SshTarget
+
+SECRET_KEYS = ("lb_ssh_private_key",)
+# A change of these names another server: replace (see diff for the order).
+REPLACE_KEYS = (
+    "lb_host",
+    "driver",
+    "backend",
+    "server_name",
+    "address",
+    "port",
+    "check_ca_file",
+    "check_inter_ms",
+    "socket_path",
+    "config_path",
+)
+LOCAL_ONLY_KEYS = (
+    "lb_ssh_port",
+    "lb_ssh_user",
+    "lb_ssh_private_key",
+    "lb_ssh_host_key",
+    "lb_ssh_known_hosts",
+    "connect_timeout",
+    "health_timeout",
+    "drain_timeout",
+)
+UPDATE_KEYS = ("weight", *LOCAL_ONLY_KEYS)
+INPUT_KEYS = (*REPLACE_KEYS, *UPDATE_KEYS)
+OUTPUT_KEYS = ("status", "endpoint")
+DEFAULTS: dict[str, Any] = {
+    **inputs.ssh_defaults("lb_ssh"),
+    "driver": "haproxy",
+    "backend": "puppet_compilers",
+    "port": 8140,
+    "weight": 100,
+    "check_ca_file": "/etc/haproxy/pe-ca.pem",
+    "check_inter_ms": 2000,
+    "socket_path": "/run/haproxy/admin.sock",
+    "config_path": "/etc/haproxy/haproxy.cfg",
+    "connect_timeout": 30,
+    "health_timeout": 180,
+    "drain_timeout": 300,
+}
+REQUIRED = ("lb_host", "lb_ssh_private_key", "server_name", "address")
+
+
+@dataclass(frozen=True)
+class MemberConfig:
+    resource_name: str
+    target: SshTarget
+    driver: str
+    spec: MemberSpec
+    socket_path: str
+    config_path: str
+    connect_timeout: float
+    health_timeout: float
+    drain_timeout: float
+    secrets: list[str] = field(repr=False)
+
+    @classmethod
+    def from_props(cls, props: dict[str, Any]) -> MemberConfig:
+        m = inputs.with_defaults(DEFAULTS, props)
+        return cls(
+            resource_name=str(m.get("resource_name") or m["server_name"]),
+            target=inputs.ssh_target(m, "lb_ssh", "lb_host"),
+            driver=str(m["driver"]),
+            spec=MemberSpec(
+                backend=str(m["backend"]),
+                server=str(m["server_name"]),
+                address=str(m["address"]),
+                port=int(m["port"]),
+                weight=int(m["weight"]),
+                check_ca_file=str(m["check_ca_file"]),
+                check_inter_ms=int(m["check_inter_ms"]),
+            ),
+            socket_path=str(m["socket_path"]),
+            config_path=str(m["config_path"]),
+            connect_timeout=float(m["connect_timeout"]),
+            health_timeout=float(m["health_timeout"]),
+            drain_timeout=float(m["drain_timeout"]),
+            secrets=[str(m["lb_ssh_private_key"])],
+        )
+
+    def session(self) -> SshSession:
+        return SshSession(self.target, self.connect_timeout, self.secrets)
+
+    def driver_on(self, session: SshSession) -> PoolDriver:
+        return HaproxyRuntimeDriver(session, self.socket_path, self.config_path)
+
+
+def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every reason these inputs cannot work, without touching the load balancer."""
+    out = inputs.required_problems(props, REQUIRED)
+    out += inputs.ssh_problems(props, "lb_ssh", "lb_host")
+    present = inputs.known(props)
+    m = inputs.with_defaults(DEFAULTS, present)
+    # Absent or unknown names are reported by required_problems / checked at create.
+    out += member_problems(m["backend"], m.get("server_name") or "x", m.get("address") or "x", m["port"])
+    if m["driver"] not in DRIVERS:
+        out.append(("driver", f"driver must be one of {', '.join(DRIVERS)} (got {m['driver']!r})"))
+    weight = m["weight"]
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or int(weight) != weight:
+        out.append(("weight", f"weight must be an integer 0-256, not {weight!r}"))
+    elif not 0 <= int(weight) <= 256:
+        out.append(("weight", f"weight {int(weight)} is outside HAProxy's 0-256"))
+    for key in ("check_ca_file", "socket_path", "config_path"):
+        if key in present:
+            error = validation.path_error(present[key], key)
+            if error:
+                out.append((key, error))
+    inter = m["check_inter_ms"]
+    if isinstance(inter, bool) or not isinstance(inter, (int, float)) or not 100 <= inter <= 3_600_000:
+        out.append(("check_inter_ms", f"check_inter_ms must be 100-3600000 milliseconds, not {inter!r}"))
+    out += inputs.timeout_problems(props, ("connect_timeout", "health_timeout", "drain_timeout"))
+    return out
+
+
+def _log(resource_name: str) -> Any:
+    started = time.monotonic()
+
+    def log(step: str, message: str) -> None:
+        print(f"[{resource_name}] {step}: {message} (+{time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
+
+    return log
+
+
+def describe(state: MemberState) -> str:
+    return f"{state.status} (last check {state.check or 'none'})"
+
+
+def wait_healthy(driver: PoolDriver, spec: MemberSpec, timeout: float, log: Any) -> MemberState:
+    """Poll until the load balancer reports the server UP after a passing check."""
+    deadline = time.monotonic() + timeout
+    last: MemberState | None = None
+    while time.monotonic() < deadline:
+        last = driver.state(spec)
+        if last is None:
+            raise ProviderError(f"{driver.label}: {spec.backend}/{spec.server} vanished while waiting for it")
+        if last.healthy:
+            return last
+        time.sleep(1.0)
+    raise DeadlineError(
+        f"{driver.label}: {spec.backend}/{spec.server} ({spec.endpoint}) is {describe(last) if last else 'unknown'} "
+        f"after {timeout:.0f}s: the master's https://{spec.endpoint}/status/v1/simple must answer `running` with a "
+        f"certificate from the CA in {spec.check_ca_file}. Fix the master, then run `pulumi up` again."
+    )
+
+
+def ensure_member(cfg: MemberConfig, driver: PoolDriver, log: Any) -> MemberState:
+    """Converge: in the pool, ready, weighed, healthy, saved. What this call added is
+    taken out again if the member never turns healthy (no half member left behind)."""
+    spec = cfg.spec
+    driver.require_backend(spec.backend)
+    existing = driver.state(spec)
+    if existing is not None and existing.endpoint != spec.endpoint:
+        raise ProviderError(
+            f"{driver.label}: server {spec.backend}/{spec.server} already points at {existing.endpoint}, not "
+            f"{spec.endpoint}; nothing was changed. Choose another server_name or remove that server first."
+        )
+    added = existing is None
+    if added:
+        driver.add(spec)
+        log("add", f"{spec.backend}/{spec.server} -> {spec.endpoint} added, waiting for its health check")
+    else:
+        assert existing is not None
+        if existing.status in ("MAINT", "DRAIN") or existing.status.startswith("MAINT"):
+            driver.make_ready(spec)
+            log("add", f"{spec.backend}/{spec.server} was {existing.status}: made ready")
+        if existing.weight != spec.weight:
+            driver.set_weight(spec)
+            log("weight", f"{existing.weight} -> {spec.weight}")
+    try:
+        state = wait_healthy(driver, spec, cfg.health_timeout, log)
+    except ProviderError:
+        if added:
+            driver.remove(spec, force=True)
+            log("add", f"not healthy in time: {spec.backend}/{spec.server} removed again")
+        raise
+    driver.persist(spec)
+    log("add", f"{spec.backend}/{spec.server} is UP ({state.check}) and saved in the configuration")
+    return state
+
+
+class PoolMemberProvider(ResourceProvider):
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = [CheckFailure(prop, reason) for prop, reason in problems(news)]
+        if not failures:
+            failures += self.backend_failures(olds, news)
+        return CheckResult(news, failures)
+
+    @staticmethod
+    def backend_failures(olds: dict[str, Any], news: dict[str, Any]) -> list[CheckFailure]:
+        """A new member, or one moved to another backend or LB: look the backend up (one
+        read on the LB, nothing changed). Unchanged members cost no remote call; an
+        unreachable LB is left for create to report."""
+        keys = ("lb_host", "backend", "config_path")
+        if olds and all(olds.get(k) == news.get(k) for k in keys):
+            return []
+        if any(inputs.is_unknown(v) for v in news.values()):
+            return []
+        cfg = MemberConfig.from_props(news)
+        try:
+            with cfg.session() as session:
+                cfg.driver_on(session).require_backend(cfg.spec.backend)
+        except ProviderError as exc:
+            if "no `backend" in str(exc):
+                return [CheckFailure("backend", str(exc))]
+        return []
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Inputs only, no remote call. A replacement under the same server name (new
+        address) must remove the old one first; a new name can be added first."""
+
+        def value(props: dict[str, Any], key: str) -> Any:
+            v = props.get(key)
+            return DEFAULTS.get(key) if v is None else v
+
+        changed = [k for k in INPUT_KEYS if value(olds, k) != value(news, k)]
+        replaces = [k for k in changed if k in REPLACE_KEYS]
+        same_name = not any(k in replaces for k in ("lb_host", "backend", "server_name"))
+        drifted = olds.get("status") not in (None, "UP")
+        return DiffResult(
+            changes=bool(changed) or drifted, replaces=replaces, delete_before_replace=bool(replaces) and same_name
+        )
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        failures = problems(props)
+        if failures:
+            raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
+        cfg = MemberConfig.from_props(props)
+        with cfg.session() as session:
+            state = ensure_member(cfg, cfg.driver_on(session), _log(cfg.resource_name))
+        return CreateResult(f"{cfg.spec.backend}/{cfg.spec.server}", self.outputs(props, state))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        cfg = MemberConfig.from_props(news)
+        changed = [k for k in INPUT_KEYS if olds.get(k) != news.get(k)]
+        if olds.get("status") == "UP" and all(k in LOCAL_ONLY_KEYS for k in changed):
+            return UpdateResult({**olds, **self.outputs(news, None), "status": "UP"})
+        with cfg.session() as session:
+            state = ensure_member(cfg, cfg.driver_on(session), _log(cfg.resource_name))
+        return UpdateResult(self.outputs(news, state))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        cfg = MemberConfig.from_props(props)
+        with cfg.session() as session:
+            state = cfg.driver_on(session).state(cfg.spec)
+        drift = member_drift(cfg.spec, state)
+        status = "UP" if not drift else "drifted: " + "; ".join(drift)
+        if drift:
+            _log(cfg.resource_name)("refresh", status)
+        return ReadResult(id_, {**props, "status": status})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        cfg = MemberConfig.from_props(props)
+        log = _log(cfg.resource_name)
+        spec = cfg.spec
+        with cfg.session() as session:
+            driver = cfg.driver_on(session)
+            state = driver.state(spec)
+            if state is not None and state.endpoint != spec.endpoint:
+                log("remove", f"{spec.backend}/{spec.server} now points at {state.endpoint}: not ours, left alone")
+                return
+            force = False
+            if state is not None:
+                driver.drain(spec)
+                log("drain", f"{spec.backend}/{spec.server}: no new connections; {state.sessions} open session(s)")
+                force = drain(driver, spec, cfg.drain_timeout, log)
+            driver.remove(spec, force)
+            log("remove", f"{spec.backend}/{spec.server} removed from the pool and the configuration")
+
+    @staticmethod
+    def outputs(props: dict[str, Any], state: MemberState | None) -> dict[str, Any]:
+        cfg = MemberConfig.from_props(props)
+        return {
+            **{k: v for k, v in props.items() if k != "__provider"},
+            "status": state.status if state else props.get("status"),
+            "endpoint": cfg.spec.endpoint,
+        }
+
+
+def drain(driver: PoolDriver, spec: MemberSpec, timeout: float, log: Any) -> bool:
+    """Wait for open sessions to end; True if some were still open at the deadline."""
+    deadline = time.monotonic() + timeout
+    next_note = time.monotonic() + 10
+    while True:
+        state = driver.state(spec)
+        if state is None or state.sessions == 0:
+            return False
+        if time.monotonic() >= deadline:
+            log("drain", f"deadline ({timeout:.0f}s) passed with {state.sessions} sessions open: cutting them")
+            return True
+        if time.monotonic() >= next_note:
+            log("drain", f"{state.sessions} sessions still open")
+            next_note += 10
+        time.sleep(0.5)
+
+
+def member_drift(spec: MemberSpec, state: MemberState | None) -> list[str]:
+    if state is None:
+        return ["missing from the pool"]
+    drift = []
+    if state.status.startswith("MAINT"):
+        drift.append("in maintenance")
+    elif state.status.startswith("DRAIN") or state.status == "NOLB":
+        drift.append("draining")
+    elif not state.healthy:
+        drift.append(describe(state))
+    if state.weight != spec.weight:
+        drift.append(f"weight {state.weight}, not {spec.weight}")
+    if not state.persisted:
+        drift.append("not saved in the configuration (a reload would drop it)")
+    return drift
+
+
+class PoolMemberArgs(TypedDict, total=False):
+    """The inputs (see README, "PoolMember"); validated in check()."""
+
+    lb_host: pulumi.Input[str]
+    lb_ssh_port: pulumi.Input[int]
+    lb_ssh_user: pulumi.Input[str]
+    lb_ssh_private_key: pulumi.Input[str]
+    lb_ssh_host_key: pulumi.Input[str]
+    lb_ssh_known_hosts: pulumi.Input[str]
+    driver: pulumi.Input[str]
+    backend: pulumi.Input[str]
+    server_name: pulumi.Input[str]
+    address: pulumi.Input[str]
+    port: pulumi.Input[int]
+    weight: pulumi.Input[int]
+    check_ca_file: pulumi.Input[str]
+    check_inter_ms: pulumi.Input[int]
+    socket_path: pulumi.Input[str]
+    config_path: pulumi.Input[str]
+    connect_timeout: pulumi.Input[float]
+    health_timeout: pulumi.Input[float]
+    drain_timeout: pulumi.Input[float]
+
+
+class PoolMember(Resource):
+    """A master in the load balancer's 8140 pool; lb_ssh_private_key is kept secret."""
+
+    status: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+
+    def __init__(self, name: str, props: PoolMemberArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        args: dict[str, Any] = {"resource_name": name, **props}
+        for key in SECRET_KEYS:
+            if args.get(key) is not None:
+                args[key] = pulumi.Output.secret(args[key])
+        args.update({k: None for k in OUTPUT_KEYS if k not in args})
+        super().__init__(PoolMemberProvider(), name, args, opts)

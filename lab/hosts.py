@@ -89,6 +89,9 @@ class HostPaths:
 
     def inner(self, path: str) -> Path:
         """Where a path inside the host lives on the machine (for bind-mounted dirs)."""
+        for name, mountpoint in BIND_FILES:
+            if path == mountpoint:
+                return self.dir / name
         for name, mountpoint in BIND_DIRS:
             if path == mountpoint or path.startswith(mountpoint + "/"):
                 return self.dir / name / path[len(mountpoint) :].lstrip("/")

@@ -115,8 +115,8 @@ class MemberConfig:
             secrets=[str(m["lb_ssh_private_key"])],
         )
 
-    def session(self) -> SshSession:
-        return SshSession(self.target, self.connect_timeout, self.secrets)
+    def session(self, connect_timeout: float | None = None) -> SshSession:
+        return SshSession(self.target, connect_timeout or self.connect_timeout, self.secrets)
 
     def driver_on(self, session: SshSession) -> PoolDriver:
         return HaproxyRuntimeDriver(session, self.socket_path, self.config_path)
@@ -234,8 +234,10 @@ class PoolMemberProvider(ResourceProvider):
             return []
         cfg = MemberConfig.from_props(news)
         try:
-            with cfg.session() as session:
+            with cfg.session(connect_timeout=min(cfg.connect_timeout, 5.0)) as session:  # preview: be brief
                 cfg.driver_on(session).require_backend(cfg.spec.backend)
+        except ValueError as exc:  # the key itself is unusable
+            return [CheckFailure("lb_ssh_private_key", str(exc))]
         except ProviderError as exc:
             if "no `backend" in str(exc):
                 return [CheckFailure("backend", str(exc))]

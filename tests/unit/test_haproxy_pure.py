@@ -98,3 +98,31 @@ def test_member_input_is_refused_before_anything_changes(
 ) -> None:
     assert bad in dict(haproxy.member_problems(backend, server, address, port))
     assert haproxy.member_problems("puppet_compilers", "compile01", "127.0.10.11", 8140) == []
+
+
+def test_member_drift_names_what_is_wrong() -> None:
+    from provider.pool_drivers import MemberSpec, MemberState
+    from provider.pool_member import member_drift
+
+    spec = MemberSpec("puppet_compilers", "c1", "10.0.0.1", 8140, 100, "/etc/haproxy/pe-ca.pem", 2000)
+    good = MemberState("UP", "L7OK", True, 0, 100, "10.0.0.1:8140", True)
+    assert member_drift(spec, good) == []
+    assert member_drift(spec, None) == ["missing from the pool"]
+    down = MemberState("DOWN", "L4CON", False, 0, 50, "10.0.0.1:8140", False)
+    assert member_drift(spec, down) == [
+        "DOWN (last check L4CON)",
+        "weight 50, not 100",
+        "not saved in the configuration (a reload would drop it)",
+    ]
+    assert member_drift(spec, MemberState("MAINT", "", False, 0, 100, "10.0.0.1:8140", True)) == ["in maintenance"]
+    assert member_drift(spec, MemberState("DRAIN", "L7OK", False, 0, 100, "10.0.0.1:8140", True)) == ["draining"]
+
+
+def test_runtime_answers_other_than_success_are_errors() -> None:
+    assert haproxy.runtime_error("New server registered.\n") is None
+    assert haproxy.runtime_error("\n") is None
+    assert haproxy.runtime_error("No such backend.\n") == "No such backend."
+    cfg = "backend puppet_compilers\n    balance leastconn\n    server c1 10.0.0.1:8140 weight 5 check\n"
+    assert haproxy.config_server_line(cfg, "puppet_compilers", "c1") == "10.0.0.1:8140 weight 5 check"
+    assert haproxy.config_server_line(cfg, "puppet_compilers", "c2") is None
+    assert haproxy.has_backend(cfg, "puppet_compilers") and not haproxy.has_backend(cfg, "other")

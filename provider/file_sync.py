@@ -1,0 +1,387 @@
+"""FileSync: a compile master's code kept in sync with the primary, as a dynamic resource.
+
+Methods (provider/file_sync_plan.py builds every file and command):
+- rsync: a dedicated key made on the master, authorized on the primary for a read-only
+  rsync of the environments only (`restrict,command="rrsync -ro ..."`); the same sync
+  script runs once at create and then from cron;
+- r10k: r10k.yaml pointing at the control repo, `r10k deploy environment --modules`
+  at create and from cron;
+- nfs: an fstab entry for the primary's export, mounted and checked with findmnt.
+create returns only when the master's environments have the primary's digest, so a master
+never serves stale code; delete removes the job, key or mount and keeps the code unless
+remove_code_on_delete is set.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from contextlib import ExitStack
+from typing import Any, TypedDict
+
+import pulumi
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from provider import file_sync_plan as plan
+from provider.errors import DeadlineError, ProviderError, SshUnreachableError
+from provider.ssh import SshSession, host_keys_for
+
+OUTPUT_KEYS = ("status", "digest", "files", "job", "sync_key", "mount")
+AUTHORIZED_KEYS_LOCK = "/run/lock/pe-file-sync-authorized-keys.lock"
+FSTAB_LOCK = "/run/lock/pe-file-sync-fstab.lock"
+
+
+class Sync:
+    """One operation's view of the master and the primary."""
+
+    def __init__(self, cfg: plan.SyncConfig, master: SshSession | None, primary: SshSession):
+        self.cfg = cfg
+        self.master = master
+        self.primary = primary
+        self.started = time.monotonic()
+
+    def log(self, step: str, message: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[{self.cfg.resource_name}] {step}: {message} (+{elapsed:.1f}s)", file=sys.stderr, flush=True)
+
+    @property
+    def host(self) -> SshSession:
+        if self.master is None:
+            raise SshUnreachableError(f"{self.cfg.target.label}: not connected")
+        return self.master
+
+    # --- shared ------------------------------------------------------------------------
+    def preflight(self) -> None:
+        cfg = self.cfg
+        tools = {"rsync": ["rsync", "flock", "timeout"], "r10k": [cfg.r10k_bin, "git", "flock"], "nfs": ["mount"]}
+        missing = self.host.run(
+            f"for t in {shlex.join(tools[cfg.method])}; do command -v $t >/dev/null || echo $t; done", timeout=30
+        ).stdout.split()
+        if missing:
+            raise ProviderError(f"[{cfg.target.label}] preflight: {', '.join(missing)} not installed on the master")
+        found = self.primary.run(["test", "-d", cfg.primary_environments], timeout=30)
+        if found.exit_status != 0:
+            raise ProviderError(f"[{cfg.primary.label}] preflight: no {cfg.primary_environments} on the primary")
+        if cfg.method == "rsync":
+            rrsync = self.primary.run(["test", "-x", cfg.rrsync_path], timeout=30)
+            if rrsync.exit_status != 0:
+                raise ProviderError(
+                    f"[{cfg.primary.label}] preflight: {cfg.rrsync_path} (rsync's restricted-key helper) is missing "
+                    "on the primary; install it or set rrsync_path"
+                )
+
+    def listing(self, session: SshSession, environments: str) -> dict[str, str]:
+        result = session.run(plan.digest_command(environments), timeout=600)
+        result.check("code digest", f"cannot list {environments}")
+        return plan.parse_listing(result.stdout, self.cfg.excludes)
+
+    def compare(self) -> tuple[dict[str, str], list[str]]:
+        primary = self.listing(self.primary, self.cfg.primary_environments)
+        master = self.listing(self.host, self.cfg.environments)
+        return master, plan.differences(primary, master)
+
+    def run_sync(self) -> None:
+        self.host.run([self.cfg.script_path], timeout=plan.JOB_TIMEOUT + 60).check(
+            f"{self.cfg.method} sync", f"the sync from {self.cfg.primary.host} failed"
+        )
+
+    def wait_in_sync(self) -> dict[str, str]:
+        """Sync, compare digests; repeat until equal or the deadline (the primary may be
+        mid-deploy). Never returns while the master's code differs."""
+        deadline = time.monotonic() + self.cfg.sync_timeout
+        while True:
+            if self.cfg.periodic:
+                self.run_sync()
+            listing, diff = self.compare()
+            if not diff:
+                self.log("verify", f"{len(listing)} files, digest {plan.digest_of(listing)[:16]}: same as the primary")
+                return listing
+            if time.monotonic() >= deadline:
+                raise DeadlineError(
+                    f"[{self.cfg.target.label}] verify: the master's {self.cfg.environments} still differs from "
+                    f"{self.cfg.primary.host}:{self.cfg.primary_environments} after {self.cfg.sync_timeout:.0f}s ("
+                    + "; ".join(diff)
+                    + "). Make the primary's code consistent with the sync source, then run `pulumi up` again; "
+                    "the sync job stays installed and keeps syncing."
+                )
+            self.log("verify", f"not in sync yet ({diff[0]}); syncing again")
+            time.sleep(2)
+
+    def write_if_changed(self, path: str, text: str, mode: int) -> bool:
+        current = self.host.get(path)
+        if current is not None and current.decode() == text:
+            return False
+        self.host.run(["mkdir", "-p", path.rsplit("/", 1)[0]], timeout=30).check("prepare")
+        self.host.put(path, text.encode(), mode)
+        return True
+
+    def install_job(self) -> None:
+        changed = self.write_if_changed(plan.CRON_FILE, plan.cron_entry(self.cfg), 0o644)
+        self.log("job", f"{plan.CRON_FILE}: `{self.cfg.schedule}`" + (" written" if changed else " unchanged"))
+
+    # --- rsync ---------------------------------------------------------------------------
+    def ensure_key(self) -> str:
+        cfg = self.cfg
+        self.host.run(["mkdir", "-p", "-m", "0700", cfg.state_dir], timeout=30).check("prepare")
+        if self.host.get(cfg.key_path + ".pub") is None:
+            self.host.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", cfg.marker, "-f", cfg.key_path], timeout=60
+            ).check("sync key")
+            self.log("sync key", f"made {cfg.key_path}")
+        public = (self.host.get(cfg.key_path + ".pub") or b"").decode().strip()
+        # The master trusts exactly the primary's pinned host key.
+        keys = host_keys_for(cfg.primary)
+        name = cfg.primary.host if cfg.primary.port == 22 else f"[{cfg.primary.host}]:{cfg.primary.port}"
+        self.write_if_changed(
+            cfg.known_hosts_path, "".join(f"{name} {k.get_name()} {k.get_base64()}\n" for k in keys), 0o644
+        )
+        return public
+
+    def authorize(self, line: str | None) -> None:
+        """Add (or with None remove) this master's key line on the primary, under a lock."""
+        cfg = self.cfg
+        home = self.primary.run('printf %s "$HOME"', timeout=30).check("primary home").stdout
+        path = f"{home}/.ssh/authorized_keys"
+        with self.primary.remote_lock(AUTHORIZED_KEYS_LOCK, 120, "authorize sync key"):
+            current = (self.primary.get(path) or b"").decode()
+            wanted = plan.authorized_keys_with(current, cfg.marker, line)
+            if wanted != current:
+                self.primary.run(["mkdir", "-p", "-m", "0700", f"{home}/.ssh"], timeout=30).check("authorize")
+                self.primary.put(path, wanted.encode(), 0o600)
+                self.log("sync key", ("authorized" if line else "removed") + f" on {cfg.primary.host} ({cfg.marker})")
+
+    def key_authorized(self, public: str) -> bool:
+        home = self.primary.run('printf %s "$HOME"', timeout=30).check("primary home").stdout
+        text = (self.primary.get(f"{home}/.ssh/authorized_keys") or b"").decode()
+        return plan.authorized_key_line(self.cfg, public) in text.splitlines() if public else False
+
+    # --- nfs -----------------------------------------------------------------------------
+    def mounted(self) -> str:
+        found = self.host.run(
+            ["findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", "--mountpoint", self.cfg.environments], timeout=30
+        )
+        return found.stdout.strip() if found.exit_status == 0 else ""
+
+    def edit_fstab(self, present: bool) -> None:
+        with self.host.remote_lock(FSTAB_LOCK, 120, "fstab"):
+            current = (self.host.get("/etc/fstab") or b"").decode()
+            wanted = plan.fstab_with(current, self.cfg, present)
+            if wanted != current:
+                self.host.run("cp -p /etc/fstab /etc/fstab.pe-file-sync.bak", timeout=30).check("fstab backup")
+                self.host.run(["tee", "/etc/fstab"], timeout=30, stdin=wanted.encode()).check("fstab")
+                self.log("fstab", ("entry added" if present else "entry removed") + f" for {self.cfg.environments}")
+
+    def mount(self) -> str:
+        cfg = self.cfg
+        self.edit_fstab(True)
+        if not self.mounted():
+            self.host.run(["mkdir", "-p", cfg.environments], timeout=30).check("mount")
+            self.host.run(["mount", cfg.environments], timeout=120).check(
+                "mount", f"cannot mount {cfg.primary.host}:{cfg.nfs_export} (is it exported to this master?)"
+            )
+        where = self.mounted()
+        if not where:
+            raise ProviderError(f"[{cfg.target.label}] mount: findmnt does not show {cfg.environments} mounted")
+        self.log("mount", f"{cfg.environments}: {where}")
+        return where
+
+    # --- converge / remove -----------------------------------------------------------------
+    def converge(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.preflight()
+        public, where = "", ""
+        if cfg.method == "rsync":
+            public = self.ensure_key()
+            self.authorize(plan.authorized_key_line(cfg, public))
+        elif cfg.method == "r10k":
+            self.write_if_changed(cfg.r10k_config, plan.r10k_yaml(cfg), 0o644)
+        if cfg.periodic:
+            self.write_if_changed(cfg.script_path, plan.sync_script(cfg), 0o755)
+        else:
+            where = self.mount()
+        listing = self.wait_in_sync()
+        if cfg.periodic:
+            self.install_job()
+        return {
+            "status": "in sync",
+            "digest": plan.digest_of(listing),
+            "files": len(listing),
+            "job": plan.cron_entry(cfg).splitlines()[-1] if cfg.periodic else "",
+            "sync_key": public,
+            "mount": where,
+        }
+
+    def remove(self, public: str) -> None:
+        cfg = self.cfg
+        if cfg.method == "rsync" and public:
+            self.authorize(None)  # first: even with the master unreachable, its key loses access
+        if self.master is None:
+            self.log("remove", "master unreachable: its job/mount are left; the primary no longer trusts its key")
+            return
+        if cfg.periodic:
+            self.host.run(["rm", "-f", plan.CRON_FILE], timeout=30).check("remove job")
+            self.host.run(["rm", "-rf", cfg.state_dir], timeout=30).check("remove sync state")
+            if cfg.method == "r10k":
+                current = (self.host.get(cfg.r10k_config) or b"").decode()
+                if current.startswith("# Managed by pe-compile-masters FileSync"):
+                    self.host.run(["rm", "-f", cfg.r10k_config], timeout=30).check("remove r10k.yaml")
+            self.log("remove", f"periodic {cfg.method} job and its key/config removed")
+        else:
+            if self.mounted():
+                self.host.run(["umount", cfg.environments], timeout=120).check(
+                    "unmount", "the code directory is busy; stop what uses it and retry"
+                )
+            self.edit_fstab(False)
+            self.log("remove", f"{cfg.environments} unmounted and its fstab entry removed")
+        if cfg.remove_code_on_delete:
+            self.host.run(f"find {shlex.quote(cfg.environments)} -mindepth 1 -delete", timeout=600).check("remove code")
+            self.log("remove", f"code under {cfg.environments} removed (remove_code_on_delete)")
+
+    def drift(self, props: dict[str, Any]) -> list[str]:
+        cfg = self.cfg
+        out = []
+        if cfg.periodic:
+            current = (self.host.get(plan.CRON_FILE) or b"").decode()
+            if current != plan.cron_entry(cfg):
+                out.append("periodic job missing" if not current else "periodic job changed")
+            if self.host.get(cfg.script_path) is None:
+                out.append("sync script missing")
+            if cfg.method == "rsync" and not self.key_authorized(str(props.get("sync_key") or "")):
+                out.append("sync key not authorized on the primary")
+        else:
+            if not self.mounted():
+                out.append("not mounted")
+            if plan.fstab_lines(cfg)[1] not in (self.host.get("/etc/fstab") or b"").decode().splitlines():
+                out.append("fstab entry missing")
+        _, diff = self.compare()
+        if diff:
+            out.append(f"code differs from the primary ({diff[0]})")
+        return out
+
+
+def _open(cfg: plan.SyncConfig, stack: ExitStack, master_required: bool = True) -> Sync:
+    primary = stack.enter_context(SshSession(cfg.primary, cfg.connect_timeout, cfg.secrets))
+    try:
+        master: SshSession | None = stack.enter_context(SshSession(cfg.target, cfg.connect_timeout, cfg.secrets))
+    except SshUnreachableError:
+        if master_required:
+            raise
+        master = None
+    return Sync(cfg, master, primary)
+
+
+class FileSyncProvider(ResourceProvider):
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        return CheckResult(news, [CheckFailure(p, r) for p, r in plan.problems(news)])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Inputs only, no remote call: a new method/place replaces; schedule etc. update."""
+
+        def value(props: dict[str, Any], key: str) -> Any:
+            v = props.get(key)
+            return plan.DEFAULTS.get(key) if v is None else v
+
+        changed = [k for k in plan.INPUT_KEYS if value(olds, k) != value(news, k)]
+        replaces = [k for k in changed if k in plan.REPLACE_KEYS]
+        drifted = olds.get("status") not in (None, "in sync")
+        return DiffResult(changes=bool(changed) or drifted, replaces=replaces, delete_before_replace=True)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        failures = plan.problems(props)
+        if failures:
+            raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
+        cfg = plan.SyncConfig.from_props(props)
+        with ExitStack() as stack:
+            outputs = _open(cfg, stack).converge()
+        return CreateResult(f"{cfg.target.host}:{cfg.environments}", self.merged(props, outputs))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        cfg = plan.SyncConfig.from_props(news)
+        changed = [k for k in plan.INPUT_KEYS if olds.get(k) != news.get(k)]
+        if olds.get("status") == "in sync" and all(k in plan.LOCAL_ONLY_KEYS for k in changed):
+            return UpdateResult(self.merged(news, {k: olds.get(k) for k in OUTPUT_KEYS}))
+        with ExitStack() as stack:
+            outputs = _open(cfg, stack).converge()
+        return UpdateResult(self.merged(news, outputs))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        cfg = plan.SyncConfig.from_props(props)
+        with ExitStack() as stack:
+            sync = _open(cfg, stack)
+            drift = sync.drift(props)
+            status = "in sync" if not drift else "drifted: " + "; ".join(drift)
+            if drift:
+                sync.log("refresh", status)
+        return ReadResult(id_, {**props, "status": status})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        cfg = plan.SyncConfig.from_props(props)
+        with ExitStack() as stack:
+            _open(cfg, stack, master_required=False).remove(str(props.get("sync_key") or ""))
+
+    @staticmethod
+    def merged(props: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+        return {**{k: v for k, v in props.items() if k != "__provider"}, **outputs}
+
+
+class FileSyncArgs(TypedDict, total=False):
+    """The inputs (see README, "FileSync"); validated in check()."""
+
+    method: pulumi.Input[str]
+    host: pulumi.Input[str]
+    ssh_port: pulumi.Input[int]
+    ssh_user: pulumi.Input[str]
+    ssh_private_key: pulumi.Input[str]
+    ssh_host_key: pulumi.Input[str]
+    ssh_known_hosts: pulumi.Input[str]
+    primary_host: pulumi.Input[str]
+    primary_ssh_port: pulumi.Input[int]
+    primary_ssh_user: pulumi.Input[str]
+    primary_ssh_private_key: pulumi.Input[str]
+    primary_ssh_host_key: pulumi.Input[str]
+    primary_ssh_known_hosts: pulumi.Input[str]
+    code_dir: pulumi.Input[str]
+    primary_code_dir: pulumi.Input[str]
+    state_dir: pulumi.Input[str]
+    schedule: pulumi.Input[str]
+    excludes: pulumi.Input[list[pulumi.Input[str]]]
+    r10k_remote: pulumi.Input[str]
+    r10k_config: pulumi.Input[str]
+    r10k_cachedir: pulumi.Input[str]
+    r10k_bin: pulumi.Input[str]
+    rrsync_path: pulumi.Input[str]
+    nfs_export: pulumi.Input[str]
+    nfs_options: pulumi.Input[str]
+    connect_timeout: pulumi.Input[float]
+    sync_timeout: pulumi.Input[float]
+    remove_code_on_delete: pulumi.Input[bool]
+
+
+class FileSync(Resource):
+    """Code on one compile master kept in sync with the primary; SSH keys stay secret."""
+
+    status: pulumi.Output[str]
+    digest: pulumi.Output[str]
+    files: pulumi.Output[int]
+    job: pulumi.Output[str]
+    sync_key: pulumi.Output[str]
+    mount: pulumi.Output[str]
+
+    def __init__(self, name: str, props: FileSyncArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        args: dict[str, Any] = {"resource_name": name, **props}
+        for key in plan.SECRET_KEYS:
+            if args.get(key) is not None:
+                args[key] = pulumi.Output.secret(args[key])
+        args.update({k: None for k in OUTPUT_KEYS if k not in args})
+        options = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(delete_before_replace=True))
+        super().__init__(FileSyncProvider(), name, args, options)

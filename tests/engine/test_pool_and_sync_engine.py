@@ -1,0 +1,139 @@
+"""PoolMember and FileSync through the real provider server, without the lab: check()
+refusals and what diff() plans - with no remote call for existing resources (every
+address is a closed loopback port, so a remote attempt would fail the call)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from provider.file_sync import FileSyncProvider
+from provider.pool_member import PoolMemberProvider
+from tests.harness.provider_server import UNKNOWN, Engine, ProviderServer, Secret, StateEntry
+
+NOWHERE = "127.0.10.250"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvL2tzZOBSbRBlc+ubhaqz4zYl6XYp5oIcGZfQ1f2p5"
+KEY = Secret(
+    Ed25519PrivateKey.generate()
+    .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    .decode()
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ProviderServer]:
+    with ProviderServer() as srv:
+        yield srv
+
+
+def member(**overrides: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "lb_host": NOWHERE,
+        "lb_ssh_private_key": KEY,
+        "lb_ssh_host_key": HOST_KEY,
+        "server_name": "compile01",
+        "address": "10.0.0.11",
+    }
+    props.update(overrides)
+    return props
+
+
+def sync(**overrides: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "method": "rsync",
+        "host": NOWHERE,
+        "ssh_private_key": KEY,
+        "ssh_host_key": HOST_KEY,
+        "primary_host": NOWHERE,
+        "primary_ssh_private_key": KEY,
+        "primary_ssh_host_key": HOST_KEY,
+    }
+    props.update(overrides)
+    return props
+
+
+def existing(server: ProviderServer, provider: Any, type_name: str, inputs: dict[str, Any], **outs: Any) -> Engine:
+    """An engine whose state holds a resource created from `inputs` (as after an `up`)."""
+    engine = Engine(server, provider, "r", type_name)
+    plain, secret = engine._plain(inputs)
+    engine.state = StateEntry("id", plain, {**plain, **outs}, secret)
+    return engine
+
+
+@pytest.mark.parametrize(
+    ("override", "prop"),
+    [
+        ({"server_name": "compile 01"}, "server_name"),
+        ({"server_name": "c;reload"}, "server_name"),
+        ({"backend": "a b"}, "backend"),
+        ({"port": 0}, "port"),
+        ({"port": 65536}, "port"),
+        ({"weight": -1}, "weight"),
+        ({"address": "not an address"}, "address"),
+        ({"driver": "nginx"}, "driver"),
+        ({"lb_ssh_host_key": ""}, "lb_ssh_host_key"),
+        ({"check_ca_file": "pe-ca.pem"}, "check_ca_file"),
+    ],
+)
+def test_pool_member_check_refuses_bad_input(server: ProviderServer, override: dict[str, Any], prop: str) -> None:
+    failures = Engine(server, PoolMemberProvider(), "m", "PoolMember").check(member(**override)).failures
+    assert prop in dict(failures), failures
+
+
+def test_pool_member_diff_weight_in_place_names_replace(server: ProviderServer) -> None:
+    engine = existing(server, PoolMemberProvider(), "PoolMember", member(), status="UP")
+    _, diff = engine.preview(member())
+    assert diff is not None and diff.changes == "none"
+    _, diff = engine.preview(member(weight=50))
+    assert diff is not None and diff.changes == "some" and not diff.replaces
+    _, diff = engine.preview(member(address="10.0.0.12"))  # same name, new address: remove first
+    assert diff is not None and diff.replaces == ["address"] and diff.delete_before_replace
+    _, diff = engine.preview(member(server_name="compile01b"))  # new name: add first, then remove
+    assert diff is not None and diff.replaces == ["server_name"] and not diff.delete_before_replace
+    drifted = existing(server, PoolMemberProvider(), "PoolMember", member(), status="drifted: DOWN")
+    _, diff = drifted.preview(member())
+    assert diff is not None and diff.changes == "some" and not diff.replaces
+    assert engine.calls.count("check") == 4  # and each was answered without a remote call
+
+
+def test_pool_member_check_of_a_new_member_with_unreachable_lb_leaves_it_to_create(server: ProviderServer) -> None:
+    assert Engine(server, PoolMemberProvider(), "m", "PoolMember").check(member()).failures == []
+    bad_key = Engine(server, PoolMemberProvider(), "m", "PoolMember").check(member(lb_ssh_private_key=Secret("x")))
+    assert "not an unencrypted" in dict(bad_key.failures)["lb_ssh_private_key"]
+    assert Engine(server, PoolMemberProvider(), "m", "PoolMember").check(member(lb_host=UNKNOWN)).failures == []
+
+
+@pytest.mark.parametrize(
+    ("override", "prop"),
+    [
+        ({"method": "scp"}, "method"),
+        ({"schedule": "every 5 minutes"}, "schedule"),
+        ({"excludes": ["$(reboot)"]}, "excludes"),
+        ({"method": "r10k"}, "r10k_remote"),
+        ({"nfs_options": "ro;reboot"}, "nfs_options"),
+        ({"state_dir": "/etc/../x y"}, "state_dir"),
+        ({"sync_timeout": 0}, "sync_timeout"),
+        ({"host": "bad host"}, "host"),
+    ],
+)
+def test_file_sync_check_refuses_bad_input(server: ProviderServer, override: dict[str, Any], prop: str) -> None:
+    failures = Engine(server, FileSyncProvider(), "s", "FileSync").check(sync(**override)).failures
+    assert prop in dict(failures), failures
+
+
+def test_file_sync_diff_method_replaces_schedule_updates(server: ProviderServer) -> None:
+    assert Engine(server, FileSyncProvider(), "s", "FileSync").check(sync()).failures == []
+    engine = existing(server, FileSyncProvider(), "FileSync", sync(), status="in sync")
+    _, diff = engine.preview(sync())
+    assert diff is not None and diff.changes == "none"
+    _, diff = engine.preview(sync(schedule="*/10 * * * *", excludes=["*.swp"]))
+    assert diff is not None and diff.changes == "some" and not diff.replaces
+    _, diff = engine.preview(sync(method="nfs"))
+    assert diff is not None and diff.replaces == ["method"] and diff.delete_before_replace
+    drifted = existing(server, FileSyncProvider(), "FileSync", sync(), status="drifted: periodic job missing")
+    _, diff = drifted.preview(sync())
+    assert diff is not None and diff.changes == "some"

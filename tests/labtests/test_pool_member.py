@@ -34,10 +34,14 @@ def server() -> Iterator[ProviderServer]:
 @pytest.fixture(scope="module")
 def masters(lab: LabClient) -> Iterator[list[str]]:
     """Two hosts with a signed certificate serving /status/v1/simple on 8140."""
-    for short in MASTERS:
+
+    def start(short: str) -> None:
         host = lab.host(short)
         enroll(lab, host, [short, "puppet", "puppet.pelab.test"])
         host.run(f"{lab.root}/inhost/bin/pelab-compile-service start").check()
+
+    with ThreadPoolExecutor(len(MASTERS)) as pool:
+        list(pool.map(start, MASTERS))
     yield list(MASTERS)
     for short in MASTERS:
         lab.host(short).run(f"{lab.root}/inhost/bin/pelab-compile-service stop")

@@ -1,13 +1,10 @@
-"""The Pulumi program: one stack per PE environment (`Pulumi.<stack>.yaml`).
+"""The Pulumi program: one stack per PE environment (`Pulumi.<stack>.yaml`, keys `pe:*`).
 
-It will read the stack's configuration and build the deployment (primary, console,
-PuppetDB, load balancer, file-sync method, compile masters). Until the components exist
-it refuses to run rather than pretend to deploy anything.
+Reads and validates the stack's configuration (a wrong key fails the preview with its
+name and what it expects) and builds the PeDeployment - see components/program.py and
+README, "Configuration".
 """
 
-import pulumi
+from components.program import main
 
-raise pulumi.RunError(
-    "pe-compile-masters: the program is not built yet (the PeCompileMaster, PoolMember, FileSync and "
-    "components issues come first); nothing was changed. See README.md."
-)
+main()

@@ -386,6 +386,38 @@ class Lab:
                 functools.partial(port_open, spec.address, port), 30, f"{short} service did not listen on {port}"
             )
         log("console (4433) and PuppetDB (8081) services running")
+        self.write_access_token()
+
+    def console_request(
+        self, method: str, path: str, body: dict[str, str] | None, token: str = ""
+    ) -> tuple[int, bytes]:
+        import http.client
+
+        ctx = ssl.create_default_context(cafile=str(self.ca_file()))
+        conn = http.client.HTTPSConnection(host_by_short("console").fqdn, 4433, context=ctx, timeout=30)
+        headers = {"Content-Type": "application/json", **({"X-Authentication": token} if token else {})}
+        try:
+            conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def write_access_token(self) -> None:
+        """`puppet access login --lifetime 1y` for the lab: an RBAC token in keys/rbac-token,
+        which the lab stack (Pulumi.lab.yaml, pe:rbacTokenFile) reads as a secret."""
+        path = self.root / "keys" / "rbac-token"
+        if path.exists():
+            status, _ = self.console_request("GET", "/classifier-api/v1/groups", None, path.read_text().strip())
+            if status == 200:
+                return
+        credentials = json.loads((self.root / "state" / "console-admin.json").read_text())
+        status, body = self.console_request("POST", "/rbac-api/v1/auth/token", {**credentials, "lifetime": "1y"})
+        if status != 200:  # PE before 2015.3 has no tokens: the lab stack then needs a client cert
+            path.unlink(missing_ok=True)
+            return
+        path.write_text(json.loads(body)["token"] + "\n")
+        path.chmod(0o600)
 
     def setup_lb(self) -> None:
         p = self.paths("lb")

@@ -18,7 +18,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from provider import agent_runs as runs
 from provider import ca
+from provider.agent_runs import DEFAULT_RUN_LOCK, file_exists
 from provider.compile_master_config import MasterConfig
 from provider.errors import (
     CaRefusedError,
@@ -26,7 +28,6 @@ from provider.errors import (
     DeadlineError,
     ForeignAgentError,
     ProviderError,
-    RemoteCommandError,
     SanMismatchError,
     SshUnreachableError,
 )
@@ -44,7 +45,6 @@ AGENT_SETTINGS = (
     "csr_attributes",
     "ssldir",
 )
-RUN_FLAGS = ["--onetime", "--no-daemonize", "--no-usecacheonfailure", "--no-splay", "--detailed-exitcodes", "--verbose"]
 
 
 def fingerprint_of_pem(pem: bytes) -> str:
@@ -122,10 +122,6 @@ def read_agent(ctx: Context) -> dict[str, str]:
     return ctx.agent
 
 
-def file_exists(session: SshSession, path: str) -> bool:
-    return session.run(["test", "-s", path], timeout=60).exit_status == 0
-
-
 def ca_entries(ctx: Context) -> dict[str, ca.CaEntry]:
     cli = ctx.cfg.dialect.ca_cli
     result = ctx.primary.run(ca.list_command(cli), timeout=ctx.cfg.sign_timeout)
@@ -146,40 +142,9 @@ def fetch_ca_pem(ctx: Context) -> str:
     return ctx.ca_pem
 
 
-def wait_for_run_lock(ctx: Context, session: SshSession, deadline: float) -> None:
-    """A Puppet run already in progress holds the lock: wait it out (within the deadline)."""
-    lock = ctx.agent.get("agent_catalog_run_lock") or "/var/cache/puppet/state/agent_catalog_run.lock"
-    waited = False
-    while file_exists(session, lock):
-        pid = session.run(["cat", lock], timeout=30).stdout.strip()
-        alive = pid.isdigit() and session.run(["kill", "-0", pid], timeout=30).exit_status == 0
-        if not alive:
-            ctx.log("agent run", f"removing a stale run lock (pid {pid or '?'} is gone)")
-            session.run(["rm", "-f", lock], timeout=30).check("remove stale run lock")
-            return
-        if time.monotonic() > deadline:
-            raise DeadlineError(
-                f"[{session.target.label}] step 'agent run': another Puppet run (pid {pid}) still "
-                "holds the run lock at the deadline; wait for it or raise run_timeout"
-            )
-        if not waited:
-            ctx.log("agent run", f"another Puppet run (pid {pid}) holds the lock; waiting")
-            waited = True
-        time.sleep(2)
-
-
 def agent_run(ctx: Context, session: SshSession, step: str, timeout: float) -> CommandResult:
-    """`puppet agent --onetime ... --detailed-exitcodes`: 0 and 2 are success."""
-    deadline = time.monotonic() + timeout
-    while True:
-        wait_for_run_lock(ctx, session, deadline)
-        result = session.run(["puppet", "agent", *RUN_FLAGS], timeout=max(30.0, deadline - time.monotonic()))
-        if result.exit_status in (0, 2):
-            return result
-        if "already in progress" in result.stdout + result.stderr and time.monotonic() < deadline:
-            time.sleep(2)
-            continue
-        raise RemoteCommandError(result, step, "the Puppet run failed; its last lines are below")
+    lock = ctx.agent.get("agent_catalog_run_lock") or DEFAULT_RUN_LOCK
+    return runs.agent_run(session, step, timeout, ctx.log, lock)
 
 
 # --- create / update steps ---------------------------------------------------------------

@@ -1,0 +1,145 @@
+"""CompileMaster: one host's FileSync, PeCompileMaster and PoolMember, wired so the pool
+only ever sees a master that has its code, is classified and running, and is trusted by
+PuppetDB and the console (the deployment's InfraRefresh).
+
+Order on create: code -> master -> (every master, then InfraRefresh) -> pool member.
+On removal Pulumi deletes in reverse: the member first (drained), then the master
+(unpinned, revoked), then file sync. Only depends_on and inputs express this; no sleeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pulumi
+
+from components.settings import DeploymentSpec, HostAccess, MasterSpec
+from provider.compile_master import PeCompileMaster, PeCompileMasterArgs
+from provider.file_sync import FileSync, FileSyncArgs
+from provider.pool_member import PoolMember, PoolMemberArgs
+
+TYPE = "pe:index:CompileMaster"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Secrets shared by the deployment's resources (each resource marks them secret)."""
+
+    ssh_private_key: pulumi.Input[str]
+    rbac_token: pulumi.Input[str] | None = None
+    classifier_client_key: pulumi.Input[str] | None = None
+
+
+def ssh_inputs(prefix: str, access: HostAccess, spec: DeploymentSpec, key: pulumi.Input[str]) -> dict[str, Any]:
+    """`<prefix>_port/_user/_private_key/_host_key|_known_hosts` for a resource's inputs."""
+    pinned = {f"{prefix}_host_key": access.host_key} if access.host_key else {}
+    return {
+        f"{prefix}_port": access.port,
+        f"{prefix}_user": access.user,
+        f"{prefix}_private_key": key,
+        **(pinned or {f"{prefix}_known_hosts": spec.known_hosts}),
+    }
+
+
+def _timeouts(spec: DeploymentSpec, mapping: dict[str, str]) -> dict[str, float]:
+    return {arg: spec.timeouts[key] for key, arg in mapping.items() if key in spec.timeouts}
+
+
+class CompileMaster(pulumi.ComponentResource):
+    """One compile master. `join_pool(refresh)` adds its pool member once the
+    deployment's InfraRefresh exists (it depends on every master, so it comes later)."""
+
+    file_sync: FileSync
+    master: PeCompileMaster
+    member: PoolMember | None
+
+    def __init__(
+        self,
+        master: MasterSpec,
+        spec: DeploymentSpec,
+        creds: Credentials,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(TYPE, master.name, None, opts)
+        self.spec, self.master_spec, self.creds = spec, master, creds
+        self.member = None
+        sync = spec.file_sync
+        child = pulumi.ResourceOptions(parent=self)
+        sync_args: dict[str, Any] = {
+            "method": sync.method,
+            "host": master.access.host,
+            **ssh_inputs("ssh", master.access, spec, creds.ssh_private_key),
+            "primary_host": spec.primary.host,
+            **ssh_inputs("primary_ssh", spec.primary, spec, creds.ssh_private_key),
+            "code_dir": sync.code_dir,
+            "primary_code_dir": sync.primary_code_dir,
+            "schedule": sync.schedule,
+            "excludes": sync.excludes,
+            **_timeouts(spec, {"connect": "connect_timeout", "sync": "sync_timeout"}),
+        }
+        if sync.method == "r10k":
+            sync_args.update(
+                {"r10k_remote": sync.r10k_remote, "r10k_cachedir": sync.r10k_cachedir, "r10k_bin": sync.r10k_bin}
+            )
+        self.file_sync = FileSync(f"{master.name}-code", cast(FileSyncArgs, sync_args), child)
+        master_args: dict[str, Any] = {
+            "host": master.access.host,
+            **ssh_inputs("ssh", master.access, spec, creds.ssh_private_key),
+            "certname": master.certname,
+            "dns_alt_names": master.dns_alt_names,
+            "primary_host": spec.primary.host,
+            **ssh_inputs("primary_ssh", spec.primary, spec, creds.ssh_private_key),
+            "primary_certname": spec.primary_certname,
+            "pe_version": spec.pe_version,
+            "classifier_url": spec.classifier_url,
+            "puppetdb_url": spec.puppetdb_url,
+            **_timeouts(
+                spec,
+                {
+                    "connect": "connect_timeout",
+                    "install": "install_timeout",
+                    "sign": "sign_timeout",
+                    "run": "run_timeout",
+                    "service": "service_timeout",
+                },
+            ),
+        }
+        if creds.rbac_token is not None:
+            master_args["rbac_token"] = creds.rbac_token
+        else:
+            master_args["classifier_client_cert"] = spec.classifier_client_cert
+            master_args["classifier_client_key"] = creds.classifier_client_key
+        self.master = PeCompileMaster(
+            f"{master.name}-master",
+            cast(PeCompileMasterArgs, master_args),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.file_sync]),
+        )
+
+    def join_pool(self, refresh: pulumi.Resource) -> PoolMember:
+        """The 8140 pool member, after code, master and the deployment-wide refresh."""
+        spec, master = self.spec, self.master_spec
+        member_args: dict[str, Any] = {
+            "lb_host": spec.lb.host,
+            **ssh_inputs("lb_ssh", spec.lb, spec, self.creds.ssh_private_key),
+            "backend": spec.lb_backend,
+            "server_name": master.certname,
+            "address": master.pool_address,
+            "weight": master.weight,
+            "check_ca_file": spec.lb_check_ca_file,
+            **_timeouts(spec, {"connect": "connect_timeout", "health": "health_timeout", "drain": "drain_timeout"}),
+        }
+        self.member = PoolMember(
+            f"{master.name}-pool",
+            cast(PoolMemberArgs, member_args),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.master, self.file_sync, refresh]),
+        )
+        self.register_outputs(
+            {
+                "certname": self.master.certname,
+                "cert_fingerprint": self.master.cert_fingerprint,
+                "pool_status": self.member.status,
+                "code_digest": self.file_sync.digest,
+            }
+        )
+        return self.member

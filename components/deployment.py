@@ -1,0 +1,50 @@
+"""PeDeployment: a PE deployment's compile masters as one component - a CompileMaster per
+configured master (named by certname, so adding one never renames another) and ONE
+InfraRefresh that depends on all of them, so PuppetDB and the console each run once per
+change of the set, then every master joins the 8140 pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pulumi
+
+from components.compile_master import CompileMaster, Credentials, ssh_inputs
+from components.settings import DeploymentSpec
+from provider.infra_refresh import InfraRefresh, InfraRefreshArgs
+
+TYPE = "pe:index:PeDeployment"
+
+
+class PeDeployment(pulumi.ComponentResource):
+    masters: list[CompileMaster]
+    refresh: InfraRefresh
+    members: pulumi.Output[dict[str, str]]
+    fingerprints: pulumi.Output[dict[str, str]]
+
+    def __init__(
+        self, name: str, spec: DeploymentSpec, creds: Credentials, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(TYPE, name, None, opts)
+        self.masters = [CompileMaster(m, spec, creds, pulumi.ResourceOptions(parent=self)) for m in spec.masters]
+        refresh_args: dict[str, Any] = {
+            "masters": [cm.master.certname for cm in self.masters],
+            "puppetdb_host": spec.puppetdb.host,
+            **ssh_inputs("puppetdb_ssh", spec.puppetdb, spec, creds.ssh_private_key),
+            "console_host": spec.console.host,
+            **ssh_inputs("console_ssh", spec.console, spec, creds.ssh_private_key),
+        }
+        for key, arg in (("connect", "connect_timeout"), ("run", "run_timeout")):
+            if key in spec.timeouts:
+                refresh_args[arg] = spec.timeouts[key]
+        self.refresh = InfraRefresh(
+            f"{name}-infra-refresh",
+            cast(InfraRefreshArgs, refresh_args),
+            pulumi.ResourceOptions(parent=self, depends_on=[cm.master for cm in self.masters]),
+        )
+        members = {cm.master_spec.certname: cm.join_pool(self.refresh).status for cm in self.masters}
+        fingerprints = {cm.master_spec.certname: cm.master.cert_fingerprint for cm in self.masters}
+        self.members = pulumi.Output.all(**members) if members else pulumi.Output.from_input({})
+        self.fingerprints = pulumi.Output.all(**fingerprints) if fingerprints else pulumi.Output.from_input({})
+        self.register_outputs({"members": self.members, "fingerprints": self.fingerprints})

@@ -1,0 +1,265 @@
+"""InfraRefresh: the PuppetDB run, then the console run, once per change of the set of
+compile masters - PE's "run Puppet on PuppetDB, then on the console" after new masters,
+done once for the whole batch instead of once per master.
+
+Each run is a real agent run on that host (run lock waited out, deadline); after each,
+the host's certificate whitelist must list every master, or the step fails naming the
+ones missing. Refresh re-reads both whitelists; a master missing from one is drift, and
+the next `up` runs again. Delete changes nothing: entries of removed masters (whose
+certificates are revoked by then) go with the next scheduled Puppet runs there.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+import pulumi
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from provider import agent_runs, inputs, validation
+from provider.errors import ProviderError
+from provider.ssh import SshSession, SshTarget
+
+SECRET_KEYS = ("puppetdb_ssh_private_key", "console_ssh_private_key")
+DEFAULTS: dict[str, Any] = {
+    **inputs.ssh_defaults("puppetdb_ssh"),
+    **inputs.ssh_defaults("console_ssh"),
+    "masters": [],
+    "puppetdb_whitelist": "/etc/puppetlabs/puppetdb/certificate-whitelist",
+    "console_whitelist": "/etc/puppetlabs/console-services/rbac-certificate-whitelist",
+    "connect_timeout": 30,
+    "run_timeout": 1800,
+}
+REQUIRED = ("puppetdb_host", "puppetdb_ssh_private_key", "console_host", "console_ssh_private_key")
+# No-remote-work changes; everything else (the masters above all) means: run again.
+LOCAL_ONLY_KEYS = (
+    "puppetdb_ssh_private_key",
+    "console_ssh_private_key",
+    "puppetdb_ssh_host_key",
+    "console_ssh_host_key",
+    "puppetdb_ssh_known_hosts",
+    "console_ssh_known_hosts",
+    "connect_timeout",
+    "run_timeout",
+)
+INPUT_KEYS = (
+    "masters",
+    "puppetdb_host",
+    "puppetdb_ssh_port",
+    "puppetdb_ssh_user",
+    "console_host",
+    "console_ssh_port",
+    "console_ssh_user",
+    "puppetdb_whitelist",
+    "console_whitelist",
+    *LOCAL_ONLY_KEYS,
+)
+OUTPUT_KEYS = ("status", "runs")
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    resource_name: str
+    masters: list[str]
+    puppetdb: SshTarget
+    console: SshTarget
+    puppetdb_whitelist: str
+    console_whitelist: str
+    connect_timeout: float
+    run_timeout: float
+    secrets: list[str] = field(repr=False)
+
+    @classmethod
+    def from_props(cls, props: dict[str, Any]) -> RefreshConfig:
+        m = inputs.with_defaults(DEFAULTS, props)
+        return cls(
+            resource_name=str(m.get("resource_name") or "infra-refresh"),
+            masters=sorted({str(c) for c in m["masters"]}),
+            puppetdb=inputs.ssh_target(m, "puppetdb_ssh", "puppetdb_host"),
+            console=inputs.ssh_target(m, "console_ssh", "console_host"),
+            puppetdb_whitelist=str(m["puppetdb_whitelist"]),
+            console_whitelist=str(m["console_whitelist"]),
+            connect_timeout=float(m["connect_timeout"]),
+            run_timeout=float(m["run_timeout"]),
+            secrets=[str(m["puppetdb_ssh_private_key"]), str(m["console_ssh_private_key"])],
+        )
+
+    def stages(self) -> list[tuple[str, SshTarget, str]]:
+        """In PE's order: PuppetDB first (the console's run needs PuppetDB to know the masters)."""
+        return [("PuppetDB", self.puppetdb, self.puppetdb_whitelist), ("console", self.console, self.console_whitelist)]
+
+
+def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
+    out = inputs.required_problems(props, REQUIRED)
+    out += inputs.ssh_problems(props, "puppetdb_ssh", "puppetdb_host")
+    out += inputs.ssh_problems(props, "console_ssh", "console_host")
+    masters = props.get("masters", [])
+    if not inputs.is_unknown(masters):
+        if not isinstance(masters, list):
+            out.append(("masters", "masters must be a list of certnames"))
+        else:
+            for name in masters:
+                if not inputs.is_unknown(name):
+                    error = validation.dns_name_error(name, "master certname")
+                    if error:
+                        out.append(("masters", error))
+            known = [m for m in masters if not inputs.is_unknown(m)]
+            if len(set(known)) != len(known):
+                out.append(("masters", "masters lists a certname twice"))
+    present = inputs.with_defaults(DEFAULTS, inputs.known(props))
+    for key in ("puppetdb_whitelist", "console_whitelist"):
+        error = validation.path_error(present[key], key)
+        if error:
+            out.append((key, error))
+    out += inputs.timeout_problems(props, ("connect_timeout", "run_timeout"))
+    return out
+
+
+def whitelist_lines(text: str) -> set[str]:
+    return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
+
+
+class Refresh:
+    def __init__(self, cfg: RefreshConfig):
+        self.cfg = cfg
+        self.started = time.monotonic()
+
+    def log(self, step: str, message: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[{self.cfg.resource_name}] {step}: {message} (+{elapsed:.1f}s)", file=sys.stderr, flush=True)
+
+    def session(self, target: SshTarget) -> SshSession:
+        return SshSession(target, self.cfg.connect_timeout, self.cfg.secrets)
+
+    def missing(self, session: SshSession, whitelist: str) -> list[str]:
+        text = (session.get(whitelist) or b"").decode()
+        return [m for m in self.cfg.masters if m not in whitelist_lines(text)]
+
+    def run_all(self) -> dict[str, str]:
+        """Each stage: agent run, then its whitelist must list every master."""
+        runs = {}
+        for label, target, whitelist in self.cfg.stages():
+            with self.session(target) as session:
+                t0 = time.monotonic()
+                lock = session.run(["puppet", "config", "print", "agent_catalog_run_lock", "--section", "agent"], 120)
+                lock.check(f"{label} run", "is the Puppet agent installed there?")
+                path = lock.stdout.strip() or agent_runs.DEFAULT_RUN_LOCK
+                agent_runs.agent_run(session, f"{label} run", self.cfg.run_timeout, self.log, path)
+                missing = self.missing(session, whitelist)
+                if missing:
+                    raise ProviderError(
+                        f"[{target.label}] {label} run: {whitelist} does not list {', '.join(missing)} after the run. "
+                        "Each master's own Puppet run must have reached PuppetDB (and for the console, PuppetDB must "
+                        "know it); check those runs, then run `pulumi up` again."
+                    )
+                self.log(f"{label} run", f"done in {time.monotonic() - t0:.1f}s; {whitelist} lists all masters")
+                runs[label] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return runs
+
+    def drift(self) -> list[str]:
+        out = []
+        for label, target, whitelist in self.cfg.stages():
+            with self.session(target) as session:
+                missing = self.missing(session, whitelist)
+            if missing:
+                out.append(f"{label} whitelist lacks {', '.join(missing)}")
+        return out
+
+
+class InfraRefreshProvider(ResourceProvider):
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        return CheckResult(news, [CheckFailure(p, r) for p, r in problems(news)])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """The set of masters (order-free) and the hosts: a change means one more pair of runs."""
+
+        def value(props: dict[str, Any], key: str) -> Any:
+            v = props.get(key)
+            v = DEFAULTS.get(key) if v is None else v
+            return sorted(v) if key == "masters" and isinstance(v, list) else v
+
+        changed = [k for k in INPUT_KEYS if value(olds, k) != value(news, k)]
+        drifted = olds.get("status") not in (None, "whitelisted")
+        return DiffResult(changes=bool(changed) or drifted, replaces=[], delete_before_replace=False)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        failures = problems(props)
+        if failures:
+            raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
+        cfg = RefreshConfig.from_props(props)
+        runs = Refresh(cfg).run_all()
+        return CreateResult("infra-refresh", self.outputs(props, runs))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        changed = [k for k in INPUT_KEYS if olds.get(k) != news.get(k)]
+        same_set = sorted(olds.get("masters") or []) == sorted(news.get("masters") or [])
+        if olds.get("status") == "whitelisted" and same_set and all(k in LOCAL_ONLY_KEYS for k in changed):
+            return UpdateResult({**self.outputs(news, olds.get("runs") or {})})
+        runs = Refresh(RefreshConfig.from_props(news)).run_all()
+        return UpdateResult(self.outputs(news, runs))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        refresh = Refresh(RefreshConfig.from_props(props))
+        drift = refresh.drift()
+        status = "whitelisted" if not drift else "drifted: " + "; ".join(drift)
+        if drift:
+            refresh.log("refresh", status)
+        return ReadResult(id_, {**props, "status": status})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        Refresh(RefreshConfig.from_props(props)).log(
+            "delete", "nothing to undo; removed masters leave the whitelists with the next runs there"
+        )
+
+    @staticmethod
+    def outputs(props: dict[str, Any], runs: dict[str, str]) -> dict[str, Any]:
+        return {**{k: v for k, v in props.items() if k != "__provider"}, "status": "whitelisted", "runs": runs}
+
+
+class InfraRefreshArgs(TypedDict, total=False):
+    """The inputs (see README, "InfraRefresh"); validated in check()."""
+
+    masters: pulumi.Input[list[pulumi.Input[str]]]
+    puppetdb_host: pulumi.Input[str]
+    puppetdb_ssh_port: pulumi.Input[int]
+    puppetdb_ssh_user: pulumi.Input[str]
+    puppetdb_ssh_private_key: pulumi.Input[str]
+    puppetdb_ssh_host_key: pulumi.Input[str]
+    puppetdb_ssh_known_hosts: pulumi.Input[str]
+    console_host: pulumi.Input[str]
+    console_ssh_port: pulumi.Input[int]
+    console_ssh_user: pulumi.Input[str]
+    console_ssh_private_key: pulumi.Input[str]
+    console_ssh_host_key: pulumi.Input[str]
+    console_ssh_known_hosts: pulumi.Input[str]
+    puppetdb_whitelist: pulumi.Input[str]
+    console_whitelist: pulumi.Input[str]
+    connect_timeout: pulumi.Input[float]
+    run_timeout: pulumi.Input[float]
+
+
+class InfraRefresh(Resource):
+    """The deployment's PuppetDB-then-console runs; SSH keys are kept secret."""
+
+    status: pulumi.Output[str]
+    runs: pulumi.Output[dict[str, str]]
+
+    def __init__(self, name: str, props: InfraRefreshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        args: dict[str, Any] = {"resource_name": name, **props}
+        for key in SECRET_KEYS:
+            if args.get(key) is not None:
+                args[key] = pulumi.Output.secret(args[key])
+        args.update({k: None for k in OUTPUT_KEYS if k not in args})
+        super().__init__(InfraRefreshProvider(), name, args, opts)

@@ -1,0 +1,166 @@
+"""The program under `set_mocks`: the resource graph the engine would build from a stack's
+config - ordering through depends_on/inputs, one InfraRefresh, secrets, stable names -
+and config errors that name the key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from components.program import main
+from lab.config import roster
+from tests.harness.mocks import RecordingMocks, Registered, by_name, run_program
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvL2tzZOBSbRBlc+ubhaqz4zYl6XYp5oIcGZfQ1f2p5"
+PRIVATE = "-----BEGIN OPENSSH PRIVATE KEY-----\nprivate-key-body\n-----END OPENSSH PRIVATE KEY-----\n"
+TOKEN = "0rbac-token-value"
+
+
+def lab_config(tmp_path: Path, masters: int = 2, **changes: Any) -> dict[str, Any]:
+    """Pulumi.lab.yaml's config with its files pointing into tmp_path."""
+    config: dict[str, Any] = yaml.safe_load((ROOT / "Pulumi.lab.yaml").read_text())["config"]
+    (tmp_path / "key").write_text(PRIVATE)
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    (tmp_path / "known_hosts").write_text("".join(f"{h.fqdn},{h.address} {FAKE_KEY}\n" for h in roster()))
+    config["pe:sshPrivateKeyFile"] = str(tmp_path / "key")
+    config["pe:rbacTokenFile"] = str(tmp_path / "token")
+    config["pe:knownHostsFile"] = str(tmp_path / "known_hosts")
+    config["pe:compileMasters"] = [
+        {"certname": f"compile0{i}.pelab.test", "address": f"127.0.10.1{i}", "dnsAltNames": [f"compile0{i}"]}
+        for i in range(1, masters + 1)
+    ]
+    config.update(changes)
+    return config
+
+
+def run(config: dict[str, Any]) -> RecordingMocks:
+    plain = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+    return run_program(main, stack="lab", config=plain)
+
+
+def custom(mocks: RecordingMocks) -> dict[str, Registered]:
+    return {r.name: r for r in mocks.resources.values() if r.custom}
+
+
+def test_each_member_waits_for_its_master_its_code_and_the_one_refresh(tmp_path: Path) -> None:
+    mocks = run(lab_config(tmp_path, masters=3))
+    resources = custom(mocks)
+    refreshes = [r for r in resources.values() if r.name.endswith("infra-refresh")]
+    assert len(refreshes) == 1
+    refresh = refreshes[0]
+    masters = [f"compile0{i}.pelab.test" for i in (1, 2, 3)]
+    for certname in masters:
+        code, master, member = (resources[f"{certname}-{s}"] for s in ("code", "master", "pool"))
+        component = by_name(mocks, certname)
+        assert component.type == "pe:index:CompileMaster" and not component.custom
+        assert {code.parent, master.parent, member.parent} == {component.urn}
+        assert code.urn in master.dependencies  # code first
+        assert {master.urn, code.urn, refresh.urn} <= set(member.dependencies)
+        assert master.urn in refresh.dependencies
+        assert master.urn in refresh.property_dependencies["masters"]
+        assert member.inputs["server_name"] == certname and member.inputs["address"].startswith("127.0.10.1")
+        assert master.inputs["dns_alt_names"] == [certname.split(".")[0], "puppet", "puppet.pelab.test"]
+        assert master.inputs["pe_version"] == "2019.8"
+        assert code.inputs["method"] == "rsync" and code.inputs["code_dir"] == "/etc/puppet/code"
+        # Secrets stay secrets: every key and the token are secret inputs.
+        assert {"ssh_private_key", "primary_ssh_private_key", "rbac_token"} <= master.secret_inputs
+        assert {"ssh_private_key", "primary_ssh_private_key"} <= code.secret_inputs
+        assert "lb_ssh_private_key" in member.secret_inputs
+        assert master.inputs["rbac_token"]["value"] == TOKEN  # (recorded as a secret envelope)
+    assert sorted(refresh.inputs["masters"]) == masters
+    assert {"puppetdb_ssh_private_key", "console_ssh_private_key"} <= refresh.secret_inputs
+    deployment = by_name(mocks, "lab")
+    assert deployment.type == "pe:index:PeDeployment"
+    assert refresh.parent == deployment.urn
+
+
+def test_adding_or_removing_a_master_touches_only_its_resources(tmp_path: Path) -> None:
+    two = custom(run(lab_config(tmp_path, masters=2)))
+    three = custom(run(lab_config(tmp_path, masters=3)))
+    one = custom(run(lab_config(tmp_path, masters=1)))
+    added = set(three) - set(two)
+    assert added == {f"compile03.pelab.test-{s}" for s in ("code", "master", "pool")}
+    removed = set(two) - set(one)
+    assert removed == {f"compile02.pelab.test-{s}" for s in ("code", "master", "pool")}
+    for name in set(one) & set(two):
+        if name.endswith("infra-refresh"):
+            assert one[name].inputs["masters"] == ["compile01.pelab.test"]  # one more pair of runs
+            continue
+        assert one[name].urn == two[name].urn  # same name, same parent: never renamed
+        assert one[name].inputs == two[name].inputs  # nothing to update for the survivors
+
+
+def test_zero_masters_is_a_valid_deployment(tmp_path: Path) -> None:
+    resources = custom(run(lab_config(tmp_path, masters=0)))
+    assert [r.name for r in resources.values()] == ["lab-infra-refresh"]
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"pe:version": "twenty"}, "pe:version"),
+        ({"pe:fileSync": {"method": "ftp"}}, "pe:fileSync.method"),
+        ({"pe:fileSync": {"method": "r10k"}}, "pe:fileSync.r10kRemote"),
+        ({"pe:loadBalancer": {"host": "lb.pelab.test", "backend": "a b"}}, "pe:loadBalancer.backend"),
+        ({"pe:primary": {"host": "unknown.example.com"}}, "pe:primary.hostKey"),
+        (
+            {"pe:compileMasters": [{"certname": "c1.pelab.test", "address": "compile01.pelab.test"}]},
+            "pe:compileMasters[0].poolAddress",
+        ),
+        (
+            {"pe:compileMasters": [{"certname": "Bad Name", "address": "127.0.10.11"}]},
+            "pe:compileMasters[0].certname",
+        ),
+        (
+            {
+                "pe:compileMasters": [
+                    {"certname": "compile01.pelab.test", "address": "127.0.10.11"},
+                    {"certname": "compile01.pelab.test", "address": "127.0.10.12"},
+                ]
+            },
+            "pe:compileMasters[1].certname",
+        ),
+        (
+            {"pe:compileMasters": [{"certname": "compile01.pelab.test", "address": "127.0.10.11", "weight": 999}]},
+            "pe:compileMasters[0].weight",
+        ),
+        ({"pe:compileMasters": [{"certname": "primary.pelab.test", "address": "127.0.10.2"}]}, "certname"),
+        ({"pe:timeouts": {"health": -1}}, "pe:timeouts.health"),
+        ({"pe:sshPrivateKeyFile": "/nonexistent/key"}, "pe:sshPrivateKeyFile"),
+        ({"pe:colour": "blue"}, "pe:colour"),
+    ],
+)
+def test_wrong_config_fails_naming_the_key(tmp_path: Path, change: dict[str, Any], key: str) -> None:
+    with pytest.raises(pulumi.RunError) as failed:
+        run(lab_config(tmp_path, **change))
+    assert key in str(failed.value)
+
+
+def test_missing_secrets_fail_naming_the_key(tmp_path: Path) -> None:
+    config = lab_config(tmp_path)
+    del config["pe:rbacTokenFile"]
+    with pytest.raises(pulumi.RunError, match="pe:rbacToken: is required"):
+        run(config)
+    config = lab_config(tmp_path)
+    del config["pe:sshPrivateKeyFile"]
+    with pytest.raises(pulumi.RunError, match="pe:sshPrivateKey: is required"):
+        run(config)
+
+
+def test_the_prod_example_parses(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "Pulumi.prod.example.yaml").read_text())["config"]
+    config["pe:sshPrivateKey"] = PRIVATE  # what `pulumi config set --secret` provides
+    config["pe:rbacToken"] = TOKEN
+    resources = custom(run(config))
+    assert sorted(n for n in resources if n.endswith("-pool")) == [
+        "compile01.example.com-pool",
+        "compile02.example.com-pool",
+    ]
+    assert resources["compile02.example.com-pool"].inputs["weight"] == 50
+    assert resources["compile01.example.com-code"].inputs["method"] == "r10k"

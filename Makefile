@@ -6,9 +6,11 @@ PY := .venv/bin/python
 deps:
 	bash scripts/install-deps.sh
 
-## Bring the lab up (idempotent). Once the program exists this also runs the main job.
+## Bring the lab up (idempotent), then run the main job against it (`pulumi up --stack lab`,
+## if the Pulumi CLI is installed; see scripts/main-job.sh).
 lab: deps
 	$(PY) -m lab up
+	bash scripts/main-job.sh
 
 lab-down:
 	$(PY) -m lab down

@@ -46,6 +46,49 @@ def _timeouts(spec: DeploymentSpec, mapping: dict[str, str]) -> dict[str, float]
     return {arg: spec.timeouts[key] for key, arg in mapping.items() if key in spec.timeouts}
 
 
+def master_entry(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
+    """A PeCompileMaster's per-master inputs (also one entry of CompileMasterBatch's `masters`)."""
+    access = master.access
+    pinned = {"ssh_host_key": access.host_key} if access.host_key else {"ssh_known_hosts": spec.known_hosts}
+    return {
+        "certname": master.certname,
+        "host": access.host,
+        "ssh_port": access.port,
+        "ssh_user": access.user,
+        **pinned,
+        "dns_alt_names": master.dns_alt_names,
+    }
+
+
+def shared_master_inputs(spec: DeploymentSpec, creds: Credentials) -> dict[str, Any]:
+    """The inputs every master of the deployment shares: primary, dialect, classifier, deadlines."""
+    out: dict[str, Any] = {
+        "ssh_private_key": creds.ssh_private_key,
+        "primary_host": spec.primary.host,
+        **ssh_inputs("primary_ssh", spec.primary, spec, creds.ssh_private_key),
+        "primary_certname": spec.primary_certname,
+        "pe_version": spec.pe_version,
+        "classifier_url": spec.classifier_url,
+        "puppetdb_url": spec.puppetdb_url,
+        **_timeouts(
+            spec,
+            {
+                "connect": "connect_timeout",
+                "install": "install_timeout",
+                "sign": "sign_timeout",
+                "run": "run_timeout",
+                "service": "service_timeout",
+            },
+        ),
+    }
+    if creds.rbac_token is not None:
+        out["rbac_token"] = creds.rbac_token
+    else:
+        out["classifier_client_cert"] = spec.classifier_client_cert
+        out["classifier_client_key"] = creds.classifier_client_key
+    return out
+
+
 class CompileMaster(pulumi.ComponentResource):
     """One compile master. `join_pool(refresh)` adds its pool member once the
     deployment's InfraRefresh exists (it depends on every master, so it comes later)."""
@@ -59,6 +102,7 @@ class CompileMaster(pulumi.ComponentResource):
         master: MasterSpec,
         spec: DeploymentSpec,
         creds: Credentials,
+        batch: pulumi.Resource | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TYPE, master.name, None, opts)
@@ -83,37 +127,13 @@ class CompileMaster(pulumi.ComponentResource):
                 {"r10k_remote": sync.r10k_remote, "r10k_cachedir": sync.r10k_cachedir, "r10k_bin": sync.r10k_bin}
             )
         self.file_sync = FileSync(f"{master.name}-code", cast(FileSyncArgs, sync_args), child)
-        master_args: dict[str, Any] = {
-            "host": master.access.host,
-            **ssh_inputs("ssh", master.access, spec, creds.ssh_private_key),
-            "certname": master.certname,
-            "dns_alt_names": master.dns_alt_names,
-            "primary_host": spec.primary.host,
-            **ssh_inputs("primary_ssh", spec.primary, spec, creds.ssh_private_key),
-            "primary_certname": spec.primary_certname,
-            "pe_version": spec.pe_version,
-            "classifier_url": spec.classifier_url,
-            "puppetdb_url": spec.puppetdb_url,
-            **_timeouts(
-                spec,
-                {
-                    "connect": "connect_timeout",
-                    "install": "install_timeout",
-                    "sign": "sign_timeout",
-                    "run": "run_timeout",
-                    "service": "service_timeout",
-                },
-            ),
-        }
-        if creds.rbac_token is not None:
-            master_args["rbac_token"] = creds.rbac_token
-        else:
-            master_args["classifier_client_cert"] = spec.classifier_client_cert
-            master_args["classifier_client_key"] = creds.classifier_client_key
+        master_args: dict[str, Any] = {**master_entry(master, spec), **shared_master_inputs(spec, creds)}
+        if batch is not None:
+            master_args["batch_provisioned"] = True  # the batch does the long work; this verifies
         self.master = PeCompileMaster(
             f"{master.name}-master",
             cast(PeCompileMasterArgs, master_args),
-            pulumi.ResourceOptions(parent=self, depends_on=[self.file_sync]),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.file_sync, *([batch] if batch else [])]),
         )
 
     def join_pool(self, refresh: pulumi.Resource) -> PoolMember:

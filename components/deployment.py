@@ -10,14 +10,16 @@ from typing import Any, cast
 
 import pulumi
 
-from components.compile_master import CompileMaster, Credentials, ssh_inputs
+from components.compile_master import CompileMaster, Credentials, master_entry, shared_master_inputs, ssh_inputs
 from components.settings import DeploymentSpec
+from provider.compile_master_batch import CompileMasterBatch, CompileMasterBatchArgs
 from provider.infra_refresh import InfraRefresh, InfraRefreshArgs
 
 TYPE = "pe:index:PeDeployment"
 
 
 class PeDeployment(pulumi.ComponentResource):
+    batch: CompileMasterBatch
     masters: list[CompileMaster]
     refresh: InfraRefresh
     members: pulumi.Output[dict[str, str]]
@@ -27,7 +29,22 @@ class PeDeployment(pulumi.ComponentResource):
         self, name: str, spec: DeploymentSpec, creds: Credentials, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(TYPE, name, None, opts)
-        self.masters = [CompileMaster(m, spec, creds, pulumi.ResourceOptions(parent=self)) for m in spec.masters]
+        # The long work (install, sign, agent runs) of every master in ONE provider call:
+        # the provider server runs 4 calls at once, so per-master creates would go in waves.
+        self.batch = CompileMasterBatch(
+            f"{name}-provisioning",
+            cast(
+                CompileMasterBatchArgs,
+                {
+                    **shared_master_inputs(spec, creds),
+                    "masters": [master_entry(m, spec) for m in spec.masters],
+                },
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+        self.masters = [
+            CompileMaster(m, spec, creds, self.batch, pulumi.ResourceOptions(parent=self)) for m in spec.masters
+        ]
         refresh_args: dict[str, Any] = {
             "masters": [cm.master.certname for cm in self.masters],
             "puppetdb_host": spec.puppetdb.host,

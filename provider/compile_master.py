@@ -118,6 +118,8 @@ class PeCompileMasterProvider(ResourceProvider):
             ctx = steps.Context(cfg, host, primary, _log(cfg.resource_name))
             if cfg.adopt:
                 adopt(ctx)
+            elif cfg.batch_provisioned:
+                steps.verify_ready(ctx)
             else:
                 steps.converge(ctx)
             return CreateResult(cfg.certname, _outputs(props, ctx, "running"))
@@ -137,7 +139,10 @@ class PeCompileMasterProvider(ResourceProvider):
                     ["puppet", "config", "set", "--section", "main", "environmentpath", cfg.environmentpath],
                     timeout=120,
                 ).check("set environmentpath")
-            steps.converge(ctx)  # every step checks first: only what differs is done
+            if cfg.batch_provisioned:
+                steps.verify_ready(ctx)  # the batch (updated first) converged it
+            else:
+                steps.converge(ctx)  # every step checks first: only what differs is done
             merged = {**olds, **news}
             return UpdateResult(_outputs(merged, ctx, "running"))
 
@@ -269,6 +274,7 @@ class PeCompileMasterArgs(TypedDict, total=False):
     service_timeout: pulumi.Input[float]
     keep_agent_on_delete: pulumi.Input[bool]
     adopt: pulumi.Input[bool]
+    batch_provisioned: pulumi.Input[bool]
 
 
 class PeCompileMaster(Resource):

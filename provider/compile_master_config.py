@@ -26,6 +26,7 @@ LOCAL_ONLY_KEYS = (
     "service_timeout",
     "keep_agent_on_delete",
     "adopt",
+    "batch_provisioned",
 )
 REPLACE_KEYS = ("certname", "host", "dns_alt_names", "primary_host", "primary_certname", "pe_version", "node_group")
 UPDATE_KEYS = (
@@ -70,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "service_timeout": 600,
     "keep_agent_on_delete": False,
     "adopt": False,
+    "batch_provisioned": False,
 }
 REQUIRED = (
     "host",
@@ -116,6 +118,7 @@ class MasterConfig:
     service_timeout: float
     keep_agent_on_delete: bool
     adopt: bool
+    batch_provisioned: bool  # CompileMasterBatch did the long work: create/update only verify
 
     @classmethod
     def from_props(cls, props: dict[str, Any]) -> MasterConfig:
@@ -152,6 +155,7 @@ class MasterConfig:
             service_timeout=float(merged["service_timeout"]),
             keep_agent_on_delete=bool(merged["keep_agent_on_delete"]),
             adopt=bool(merged["adopt"]),
+            batch_provisioned=bool(merged["batch_provisioned"]),
         )
 
     @property

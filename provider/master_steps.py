@@ -418,6 +418,29 @@ def converge(ctx: Context) -> None:
             ctx.log("agent service", f"could not restore it after the failure: {exc}")
 
 
+def verify_ready(ctx: Context) -> None:
+    """For a master provisioned by CompileMasterBatch: everything converge() would leave,
+    checked without changing anything (no agent runs): our agent, the CA's certificate
+    with the requested SANs, classification, and the compile service answering."""
+    preflight(ctx)
+    cfg = ctx.cfg
+    if ctx.agent.get("certname") != cfg.certname:
+        raise ProviderError(
+            f"[{cfg.host}] verify: no agent for {cfg.certname} on the host yet - CompileMasterBatch provisions it; "
+            "run `pulumi up` again"
+        )
+    fetch_ca_pem(ctx)
+    verify_certificate(ctx)
+    with ctx.classifier().opened() as classifier:
+        group = classifier.group_by_name(cfg.dialect.node_group)
+        ctx.group_id = str(group["id"])
+        trusted = {"certname": cfg.certname, "extensions": dict(cfg.dialect.extension_requests)}
+        if ctx.group_id not in classifier.classified_groups(cfg.certname, trusted):
+            raise ClassifierError(f"step 'verify': {cfg.certname} is not classified in {cfg.dialect.node_group}")
+    ctx.log("verify", f"classified in {cfg.dialect.node_group}")
+    compile_service(ctx)
+
+
 # --- delete ------------------------------------------------------------------------------
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import shlex
+import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -112,13 +115,18 @@ class _PinnedPolicy(paramiko.MissingHostKeyPolicy):
 
 
 class SshSession:
-    """One SSH connection for the length of a resource operation."""
+    """One SSH connection for the length of a resource operation. Threads may share it:
+    each command is a channel of its own, at most `max_channels` at once (sshd's
+    MaxSessions defaults to 10 per connection)."""
 
-    def __init__(self, target: SshTarget, connect_deadline: float = 30.0, secrets: Sequence[str] = ()):
+    def __init__(
+        self, target: SshTarget, connect_deadline: float = 30.0, secrets: Sequence[str] = (), max_channels: int = 8
+    ):
         self.target = target
         self.connect_deadline = connect_deadline
         self.secrets = [s for s in secrets if s]
         self.client: paramiko.SSHClient | None = None
+        self.channels = threading.BoundedSemaphore(max_channels)
 
     def __enter__(self) -> SshSession:
         self.connect()
@@ -152,6 +160,8 @@ class SshSession:
                     allow_agent=False,
                 )
                 self.client = client
+                if os.environ.get("PE_COMPILE_MASTERS_TRACE"):  # counted by bench/ (connections per host)
+                    print(f"[trace] ssh-connect {self.target.label}", file=sys.stderr, flush=True)
                 return
             except HostKeyMismatchError:
                 client.close()
@@ -183,6 +193,10 @@ class SshSession:
 
     def run(self, command: str | Sequence[str], timeout: float = 600.0, stdin: bytes | None = None) -> CommandResult:
         """Run a command (a list is quoted with shlex.join) with a deadline."""
+        with self.channels:
+            return self._run(command, timeout, stdin)
+
+    def _run(self, command: str | Sequence[str], timeout: float, stdin: bytes | None) -> CommandResult:
         assert self.client is not None, "not connected"
         line = command if isinstance(command, str) else shlex.join(command)
         transport = self.client.get_transport()
@@ -271,7 +285,7 @@ class SshSession:
 
     def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
         assert self.client is not None, "not connected"
-        with self.client.open_sftp() as sftp:
+        with self.channels, self.client.open_sftp() as sftp:
             tmp = f"{path}.pe-compile-masters.tmp"
             with sftp.file(tmp, "wb") as f:
                 f.write(data)
@@ -280,7 +294,7 @@ class SshSession:
 
     def get(self, path: str) -> bytes | None:
         assert self.client is not None, "not connected"
-        with self.client.open_sftp() as sftp:
+        with self.channels, self.client.open_sftp() as sftp:
             try:
                 with sftp.file(path, "rb") as f:
                     return bytes(f.read())

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from provider.compile_master import PeCompileMasterProvider
-from tests.harness.provider_server import UNKNOWN, Engine, ProviderServer, Secret
+from tests.harness.provider_server import UNKNOWN, Engine, ProviderServer, Secret, StateEntry
 
 NOWHERE = "127.0.10.250"  # nothing listens here: a remote call would fail loudly
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvL2tzZOBSbRBlc+ubhaqz4zYl6XYp5oIcGZfQ1f2p5"
@@ -148,3 +148,67 @@ def test_the_resource_pickles_its_provider_and_keeps_secrets_secret_under_mocks(
     assert "certname" not in registered.secret_inputs
     assert registered.delete_before_replace
     assert registered.inputs["resource_name"] == "compile01"
+
+
+def batch_inputs(*entries: dict[str, Any]) -> dict[str, Any]:
+    from provider.compile_master_batch import MASTER_KEYS
+
+    shared = {k: v for k, v in good_inputs().items() if k not in MASTER_KEYS}
+    return {**shared, "masters": list(entries)}
+
+
+def entry(n: int, **overrides: Any) -> dict[str, Any]:
+    return {
+        "certname": f"compile0{n}.example.com",
+        "host": NOWHERE,
+        "ssh_host_key": HOST_KEY,
+        "dns_alt_names": [f"compile0{n}", "puppet"],
+        **overrides,
+    }
+
+
+def test_batch_check_names_the_master_and_the_key(server: ProviderServer) -> None:
+    from provider.compile_master_batch import CompileMasterBatchProvider
+
+    engine = Engine(server, CompileMasterBatchProvider(), "b", "CompileMasterBatch")
+    assert engine.check(batch_inputs(entry(1), entry(2))).failures == []
+    failures = dict(
+        engine.check(
+            batch_inputs(entry(1), entry(1), entry(3, dns_alt_names=["$(reboot)"]), entry(4, colour="blue"))
+        ).failures
+    )
+    assert "listed twice" in failures["masters[1].certname"]
+    assert "not a DNS name" in failures["masters[2].dns_alt_names"]
+    assert "unknown keys ['colour']" in failures["masters[3]"]
+
+
+def test_batch_diff_is_about_the_set_of_masters(server: ProviderServer) -> None:
+    from provider.compile_master_batch import CompileMasterBatchProvider
+
+    engine = Engine(server, CompileMasterBatchProvider(), "b", "CompileMasterBatch")
+    plain, secret = engine._plain(batch_inputs(entry(1), entry(2)))
+    engine.state = StateEntry("batch", plain, {**plain, "status": "provisioned"}, secret)
+    _, diff = engine.preview(batch_inputs(entry(1), entry(2)))
+    assert diff is not None and diff.changes == "none"
+    _, diff = engine.preview(batch_inputs(entry(1), entry(2), entry(3)))
+    assert diff is not None and diff.changes == "some" and not diff.replaces
+    _, diff = engine.preview(batch_inputs(entry(1)))
+    assert diff is not None and diff.changes == "some" and not diff.replaces
+
+
+def test_batch_converges_only_new_or_changed_masters() -> None:
+    from provider.compile_master_batch import to_converge
+
+    olds = batch_inputs(entry(1), entry(2))
+    assert to_converge(olds, batch_inputs(entry(1), entry(2), entry(3))) == [entry(3)]
+    assert to_converge(olds, batch_inputs(entry(1), entry(2, dns_alt_names=["x"]))) == [entry(2, dns_alt_names=["x"])]
+    assert to_converge(olds, {**olds, "run_timeout": 99}) == []  # a deadline: nothing to redo
+    assert len(to_converge(olds, {**olds, "pe_version": "2018.1"})) == 2  # the dialect: all of them
+
+
+def test_batch_old_outputs_do_not_count_as_changed_inputs() -> None:
+    from provider.compile_master_batch import CompileMasterBatchProvider, to_converge
+
+    olds = batch_inputs(entry(1), entry(2))
+    recorded = CompileMasterBatchProvider.outputs(olds, ["compile01.example.com"])  # what the engine hands back
+    assert to_converge(recorded, batch_inputs(entry(1), entry(2), entry(3))) == [entry(3)]

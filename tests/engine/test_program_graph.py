@@ -74,6 +74,13 @@ def test_each_member_waits_for_its_master_its_code_and_the_one_refresh(tmp_path:
         assert "lb_ssh_private_key" in member.secret_inputs
         assert master.inputs["rbac_token"]["value"] == TOKEN  # (recorded as a secret envelope)
     assert sorted(refresh.inputs["masters"]) == masters
+    # The long work of all masters is ONE resource (one provider call); each master waits for it.
+    batch = resources["lab-provisioning"]
+    assert [e["certname"] for e in batch.inputs["masters"]] == masters
+    assert {"ssh_private_key", "primary_ssh_private_key", "rbac_token"} <= batch.secret_inputs
+    for certname in masters:
+        master = resources[f"{certname}-master"]
+        assert batch.urn in master.dependencies and master.inputs["batch_provisioned"] is True
     assert {"puppetdb_ssh_private_key", "console_ssh_private_key"} <= refresh.secret_inputs
     deployment = by_name(mocks, "lab")
     assert deployment.type == "pe:index:PeDeployment"
@@ -92,13 +99,16 @@ def test_adding_or_removing_a_master_touches_only_its_resources(tmp_path: Path) 
         if name.endswith("infra-refresh"):
             assert one[name].inputs["masters"] == ["compile01.pelab.test"]  # one more pair of runs
             continue
+        if name.endswith("provisioning"):
+            assert [e["certname"] for e in one[name].inputs["masters"]] == ["compile01.pelab.test"]
+            continue
         assert one[name].urn == two[name].urn  # same name, same parent: never renamed
         assert one[name].inputs == two[name].inputs  # nothing to update for the survivors
 
 
 def test_zero_masters_is_a_valid_deployment(tmp_path: Path) -> None:
     resources = custom(run(lab_config(tmp_path, masters=0)))
-    assert [r.name for r in resources.values()] == ["lab-infra-refresh"]
+    assert sorted(r.name for r in resources.values()) == ["lab-infra-refresh", "lab-provisioning"]
 
 
 @pytest.mark.parametrize(

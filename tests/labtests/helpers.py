@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from lab.client import LabClient, LabHost
 
 PRIMARY = "primary.pelab.test"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def install_agent(
@@ -43,3 +48,35 @@ def enroll(lab: LabClient, host: LabHost, alt_names: list[str] | None = None) ->
     install_agent(lab, host, alt_names)
     sign(lab, host.fqdn)
     host.run("puppet ssl download_cert").check()
+
+
+def bare_masters(lab: LabClient, shorts: list[str] | tuple[str, ...]) -> None:
+    """Compile hosts as a new deployment finds them: no certificate on the CA, no agent,
+    no sync job, nothing of theirs in the 8140 pool."""
+    socket_cmd = "socat stdio /run/haproxy/admin.sock"
+    for short in shorts:
+        certname = lab.host(short).fqdn
+        clean_on_ca(lab, certname)
+        lab.host(short).wipe_agent()
+        lab.host(short).run("rm -f /etc/cron.d/pe-file-sync; rm -rf /etc/puppetlabs/pe-file-sync")
+        lab.host("lb").run(
+            f"echo 'set server puppet_compilers/{certname} state maint' | {socket_cmd}; "
+            f"echo 'del server puppet_compilers/{certname}' | {socket_cmd}; "
+            f"sed -i '/^ *server {certname} /d' /etc/haproxy/haproxy.cfg"
+        )
+
+
+def lab_stack_config(lab: LabClient, shorts: list[str] | tuple[str, ...], **changes: Any) -> dict[str, str]:
+    """Pulumi.lab.yaml's config as the engine hands it to the program (values as strings),
+    with these compile hosts as the masters and the lab's own root (PELAB_ROOT may differ)."""
+    config: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "Pulumi.lab.yaml").read_text())["config"]
+    for key in ("pe:sshPrivateKeyFile", "pe:knownHostsFile", "pe:rbacTokenFile"):
+        config[key] = config[key].replace("/var/lib/pelab", str(lab.root))
+    listed = {m["certname"].split(".")[0]: m for m in config["pe:compileMasters"]}
+    config["pe:compileMasters"] = [
+        listed.get(s) or {"certname": lab.host(s).fqdn, "address": lab.host(s).address, "dnsAltNames": [s]}
+        for s in shorts
+    ]
+    config["pe:timeouts"] = {"health": 120, "run": 600, "service": 300}
+    config.update(changes)
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}

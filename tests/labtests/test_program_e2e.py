@@ -11,10 +11,8 @@ import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from components.program import main
 from lab.client import LabClient
@@ -24,7 +22,7 @@ from provider.pe_api import is_pinned
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import ProviderServer
-from tests.labtests.helpers import clean_on_ca
+from tests.labtests.helpers import bare_masters, lab_stack_config
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,24 +36,10 @@ def server() -> Iterator[ProviderServer]:
         yield srv
 
 
-def stack_config(lab: LabClient, shorts: tuple[str, ...]) -> dict[str, str]:
-    """Pulumi.lab.yaml as it is, with the lab's root (PELAB_ROOT may differ in CI)."""
-    config: dict[str, Any] = yaml.safe_load((ROOT / "Pulumi.lab.yaml").read_text())["config"]
-    for key in ("pe:sshPrivateKeyFile", "pe:knownHostsFile", "pe:rbacTokenFile"):
-        config[key] = config[key].replace("/var/lib/pelab", str(lab.root))
-    listed = {m["certname"].split(".")[0]: m for m in config["pe:compileMasters"]}
-    config["pe:compileMasters"] = [
-        listed.get(s) or {"certname": f"{s}.pelab.test", "address": lab.host(s).address, "dnsAltNames": [s]}
-        for s in shorts
-    ]
-    config["pe:timeouts"] = {"health": 120, "run": 600, "service": 300}
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
-
-
 def up(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> int:
     """One `pulumi up` of the lab stack with these masters; returns the log position."""
     start = len(run.log)
-    run.up(run_program(main, stack="lab", config=stack_config(lab, shorts)))
+    run.up(run_program(main, stack="lab", config=lab_stack_config(lab, shorts)))
     return start
 
 
@@ -124,17 +108,7 @@ def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> No
 
 
 def test_program_scales_out_and_in_against_the_lab(lab: LabClient, server: ProviderServer) -> None:
-    for short in SHORTS:  # bare hosts, nothing of theirs in the pool
-        certname = f"{short}.pelab.test"
-        clean_on_ca(lab, certname)
-        lab.host(short).wipe_agent()
-        lab.host(short).run("rm -f /etc/cron.d/pe-file-sync; rm -rf /etc/puppetlabs/pe-file-sync")
-        socket_cmd = "socat stdio /run/haproxy/admin.sock"
-        lab.host("lb").run(
-            f"echo 'set server puppet_compilers/{certname} state maint' | {socket_cmd}; "
-            f"echo 'del server puppet_compilers/{certname}' | {socket_cmd}; "
-            f"sed -i '/^ *server {certname} /d' /etc/haproxy/haproxy.cfg"
-        )
+    bare_masters(lab, SHORTS)
     run = GraphRun(server)
     try:
         scale_out_and_in(lab, server, run)
@@ -154,6 +128,9 @@ def scale_out_and_in(lab: LabClient, server: ProviderServer, run: GraphRun) -> N
         assert order.index(f"{certname}-code") < order.index(f"{certname}-master")
         assert order.index(f"{certname}-master") < order.index("lab-infra-refresh") < order.index(f"{certname}-pool")
     assert server.text().count("[lab-infra-refresh] PuppetDB run: done") == 1
+    assert "[lab-provisioning] batch: provisioning 2 master(s), 2 at a time" in server.text()
+    for short in SHORTS[:2]:
+        assert order.index("lab-provisioning") < order.index(f"{short}.pelab.test-master")
     assert_serving(lab, run, SHORTS[:2])
 
     # 2 -> 3: only compile03's resources are created; the refresh runs once more.
@@ -162,7 +139,8 @@ def scale_out_and_in(lab: LabClient, server: ProviderServer, run: GraphRun) -> N
     assert {name for op, name in ops if op == "create"} == {
         f"compile03.pelab.test-{s}" for s in ("code", "master", "pool")
     }
-    assert [name for op, name in ops if op == "update"] == ["lab-infra-refresh"]
+    assert sorted(name for op, name in ops if op == "update") == ["lab-infra-refresh", "lab-provisioning"]
+    assert "[lab-provisioning] batch: provisioning 1 master(s)" in server.text()
     assert server.text().count("[lab-infra-refresh] PuppetDB run: done") == 2
     assert_serving(lab, run, SHORTS)
 

@@ -1,0 +1,188 @@
+"""Scale-out benchmark: N compile masters against the lab, driven the way the engine drives
+the program (tests/harness/graph.py: unbounded engine parallelism, the SDK's own provider
+server with its 4-call limit), plus a no-change preview of 50 masters.
+
+    .venv/bin/python -m bench.scale_out [--sizes 1,4,16] [--knobs install=8,master_run=8,...]
+
+Prints a table; asserts nothing (the machines are shared and noisy: read the ratios).
+Needs the lab up (`make lab`). It sets the latency knobs and makes every compile host use
+the light compile service while it runs, and restores both at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.program import main as program
+from lab.client import LabClient
+from lab.config import roster
+from lab.deploy import Lab
+from tests.harness.echo_provider import EchoFileProvider
+from tests.harness.graph import GraphRun, engine_inputs
+from tests.harness.mocks import run_program
+from tests.harness.provider_server import Engine, ProviderServer, StateEntry
+from tests.labtests.helpers import bare_masters, lab_stack_config
+
+STACK = "bench"
+DEFAULT_KNOBS = {"install": 8.0, "master_run": 8.0, "puppetdb_run": 4.0, "console_run": 4.0}
+TRACE = {"PE_COMPILE_MASTERS_TRACE": "1"}
+
+
+@dataclass
+class Row:
+    n: int
+    seconds: float
+    puppetdb_runs: int
+    console_runs: int
+    ssh_per_master: float
+    peak_mib: float
+    destroy_seconds: float
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def bench_lab(lab: Lab, knobs: dict[str, float]) -> Iterator[None]:
+    """Knobs on, light compile services everywhere (16 JVMs do not fit 2 cores); restored after."""
+    before = lab.settings()
+    changed = lab.settings()
+    changed.knobs.update(knobs)
+    changed.real_compile_hosts = []
+    lab.save_settings(changed)
+    try:
+        yield
+    finally:
+        lab.save_settings(before)
+
+
+def scale_out(client: LabClient, n: int) -> Row:
+    shorts = [f"compile{i:02d}" for i in range(1, n + 1)]
+    bare_masters(client, shorts)
+    with ProviderServer(env=TRACE) as server:
+        run = GraphRun(server)
+        mocks = run_program(program, stack=STACK, config=lab_stack_config(client, shorts))
+        t0 = time.monotonic()
+        run.up(mocks)
+        seconds = time.monotonic() - t0
+        text = server.text()
+        addresses = {client.host(s).address for s in shorts}
+        connects = re.findall(r"\[trace\] ssh-connect (\S+)", text)
+        per_master = sum(1 for a in connects if a in addresses) / n
+        peak = peak_rss_mib(server.pid)
+        t1 = time.monotonic()
+        run.destroy()
+        destroy_seconds = time.monotonic() - t1
+    return Row(
+        n,
+        seconds,
+        text.count(f"[{STACK}-infra-refresh] PuppetDB run: done"),
+        text.count(f"[{STACK}-infra-refresh] console run: done"),
+        per_master,
+        peak,
+        destroy_seconds,
+    )
+
+
+def no_change_preview(client: LabClient, masters: int) -> tuple[float, int, int, int]:
+    """check + diff of every resource of a `masters`-master stack whose state says all is
+    well: (seconds, remote connections, resources, resources with changes)."""
+    fake = [
+        {"certname": f"m{i:03d}.pelab.test", "address": f"127.0.11.{i}", "dnsAltNames": [f"m{i:03d}"]}
+        for i in range(1, masters + 1)
+    ]
+    known = Path(client.known_hosts).read_text()
+    key = known.splitlines()[0].split()[1:3]
+    extra = "".join(f"{m['certname']},{m['address']} {' '.join(key)}\n" for m in fake)
+    hosts_file = Path(client.root) / "state" / "bench-known-hosts"
+    hosts_file.write_text(known + extra)
+    config = lab_stack_config(client, [], **{"pe:compileMasters": fake, "pe:knownHostsFile": str(hosts_file)})
+    mocks = run_program(program, stack=STACK, config=config)
+    done = {
+        "-master": {"status": "running"},
+        "-pool": {"status": "UP"},
+        "-code": {"status": "in sync"},
+        "infra-refresh": {"status": "whitelisted"},
+        "provisioning": {"status": "provisioned"},
+    }
+    with ProviderServer(env=TRACE) as server:
+        engines = []
+        for resource in (r for r in mocks.resources.values() if r.custom):
+            inputs, blob = engine_inputs(resource)
+            engine = Engine(server, EchoFileProvider(), resource.name, "dynamic:Resource")  # blob replaced below
+            engine.provider_blob = blob
+            plain, secret = engine._plain(inputs)
+            outputs = next(v for k, v in done.items() if resource.name.endswith(k))
+            engine.state = StateEntry("id", plain, {**plain, **outputs}, secret)
+            engines.append((engine, inputs))
+        t0 = time.monotonic()
+        changed = 0
+        for engine, inputs in engines:
+            _, diff = engine.preview(inputs)
+            changed += diff is None or diff.changes != "none"
+        seconds = time.monotonic() - t0
+        remote = server.text().count("[trace] ssh-connect")
+    return seconds, remote, len(engines), changed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,4,16")
+    parser.add_argument("--knobs", default=",".join(f"{k}={v:g}" for k, v in DEFAULT_KNOBS.items()))
+    parser.add_argument("--preview-masters", type=int, default=50)
+    args = parser.parse_args()
+    knobs = {k: float(v) for k, v in (pair.split("=") for pair in args.knobs.split(","))}
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if max(sizes) > sum(1 for h in roster() if h.role == "compile"):
+        raise SystemExit("the lab has 16 compile hosts")
+    lab = Lab()
+    client = LabClient(lab.root)
+    rows = []
+    with bench_lab(lab, knobs):
+        for n in sizes:
+            rows.append(scale_out(client, n))
+            print(f"N={n}: {rows[-1].seconds:.1f}s", flush=True)
+    preview = no_change_preview(client, args.preview_masters)
+    base = rows[0].seconds
+    print()
+    print(f"knobs: {json.dumps(knobs)}; machine: {_machine()}")
+    print("| N | wall (s) | ratio to N=1 | PuppetDB runs | console runs | SSH conns/master | provider peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r.n} | {r.seconds:.1f} | {r.seconds / base:.2f} | {r.puppetdb_runs} | {r.console_runs} | "
+            f"{r.ssh_per_master:.1f} | {r.peak_mib:.0f} |"
+        )
+    print()
+    print("| destroy N | wall (s) |")
+    print("|---|---|")
+    for r in rows:
+        print(f"| {r.n} | {r.destroy_seconds:.1f} |")
+    seconds, remote, resources, changed = preview
+    print()
+    print(
+        f"no-change preview of {args.preview_masters} masters: {resources} resources checked and diffed in "
+        f"{seconds:.2f}s, {remote} remote connections, {changed} with changes"
+    )
+
+
+def _machine() -> str:
+    import os
+
+    mem = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    return f"{os.cpu_count()} cores, {int(mem.split()[1]) // 1024 // 1024 + 1} GB"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""CompileMasterBatch: the long work of a set of compile masters in ONE provider call.
+
+Why it exists: the SDK's dynamic provider server runs at most 4 calls at once for every
+dynamic resource of a deployment. With install + sign + two agent runs inside each
+master's own create, 16 masters would run in 4 waves. This resource runs PeCompileMaster's
+steps (provider/master_steps.py, unchanged: every step checks first) for all masters that
+are new or changed, in threads, inside one create/update call - one SSH connection per
+master host and one shared connection to the primary. Each master's own PeCompileMaster
+(with `batch_provisioned`) then only verifies, quickly, so per-master previews stay
+readable and each master's create still fails if that master is not ready.
+
+Failure is honest: if any master fails, the call fails and lists every failing master
+with its step and error; the others' work is kept (idempotent) and the next `up` resumes.
+Removing masters is not this resource's job: each PeCompileMaster's delete does it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from typing import Any, TypedDict
+
+import pulumi
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from provider import master_steps as steps
+from provider.compile_master_config import LOCAL_ONLY_KEYS, SECRET_KEYS, MasterConfig, problems
+from provider.errors import ProviderError
+from provider.ssh import SshSession
+
+# Per-master keys in each entry of `masters`; every other PeCompileMaster input is shared.
+MASTER_KEYS = (
+    "certname",
+    "host",
+    "ssh_port",
+    "ssh_user",
+    "ssh_host_key",
+    "ssh_known_hosts",
+    "dns_alt_names",
+    "environmentpath",
+)
+OUTPUT_KEYS = ("status", "provisioned", "converged_now")
+DEFAULT_PARALLELISM = 16
+
+
+def _shared(props: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in props.items() if k not in ("masters", "parallelism", "__provider", *OUTPUT_KEYS)}
+
+
+def master_props(props: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """One master's PeCompileMaster-shaped inputs."""
+    return {**_shared(props), **entry, "resource_name": f"{props.get('resource_name') or 'batch'}/{entry['certname']}"}
+
+
+def batch_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
+    masters = props.get("masters")
+    if not isinstance(masters, list):
+        return [("masters", "masters must be a list of {certname, host, ...}")]
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(masters):
+        if not isinstance(entry, dict):
+            out.append((f"masters[{i}]", "must be an object"))
+            continue
+        extra = set(entry) - set(MASTER_KEYS)
+        if extra:
+            out.append((f"masters[{i}]", f"unknown keys {sorted(extra)}"))
+        out += [(f"masters[{i}].{key}", reason) for key, reason in problems(master_props(props, entry))]
+        certname = entry.get("certname")
+        if isinstance(certname, str):
+            if certname in seen:
+                out.append((f"masters[{i}].certname", f"{certname} is listed twice"))
+            seen.add(certname)
+    if not masters:  # the shared inputs still deserve a check
+        out += [(key, reason) for key, reason in problems({**_shared(props), "host": "x", "certname": "x"})]
+    parallelism = props.get("parallelism", DEFAULT_PARALLELISM)
+    if isinstance(parallelism, bool) or not isinstance(parallelism, (int, float)) or not 1 <= parallelism <= 64:
+        out.append(("parallelism", f"parallelism must be 1-64, not {parallelism!r}"))
+    return out
+
+
+def to_converge(olds: dict[str, Any], news: dict[str, Any]) -> list[dict[str, Any]]:
+    """New or changed masters; all of them when a shared input that matters changed."""
+    shared_changed = any(
+        olds.get(k) != news.get(k) for k in set(_shared(olds)) | set(_shared(news)) if k not in LOCAL_ONLY_KEYS
+    )
+    before = {e["certname"]: e for e in olds.get("masters") or []}
+    masters: list[dict[str, Any]] = news.get("masters") or []
+    return [e for e in masters if shared_changed or before.get(e["certname"]) != e]
+
+
+class CompileMasterBatchProvider(ResourceProvider):
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        return CheckResult(news, [CheckFailure(p, r) for p, r in batch_problems(news)])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Inputs only: a new or changed master (or shared input) means converging them."""
+        key_set = (set(_shared(olds)) | set(_shared(news))) - {"resource_name"}
+        changed = sorted(k for k in key_set if olds.get(k) != news.get(k))
+        old_masters = {e["certname"]: e for e in olds.get("masters") or []}
+        new_masters = {e["certname"]: e for e in news.get("masters") or []}
+        if old_masters != new_masters:
+            changed.append("masters")
+        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        failures = batch_problems(props)
+        if failures:
+            raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
+        done = converge_all(props, props.get("masters") or [])
+        return CreateResult("compile-master-batch", self.outputs(props, done))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        done = converge_all(news, to_converge(olds, news))
+        return UpdateResult(self.outputs(news, done))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Nothing of its own to read: each master's PeCompileMaster reports its drift."""
+        return ReadResult(id_, props)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Masters are removed by their own PeCompileMaster; nothing to undo here."""
+
+    @staticmethod
+    def outputs(props: dict[str, Any], done: list[str]) -> dict[str, Any]:
+        certnames = sorted(e["certname"] for e in props.get("masters") or [])
+        return {
+            **{k: v for k, v in props.items() if k != "__provider"},
+            "status": "provisioned",
+            "provisioned": certnames,
+            "converged_now": sorted(done),
+        }
+
+
+def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
+    """steps.converge for each entry, at most `parallelism` at once, sharing one primary
+    connection. Raises one ProviderError naming every master that failed."""
+    name = str(props.get("resource_name") or "batch")
+    if not entries:
+        _say(name, "nothing to provision (no new or changed masters)")
+        return []
+    configs = [MasterConfig.from_props(master_props(props, e)) for e in entries]
+    first = configs[0]
+    parallelism = int(props.get("parallelism") or DEFAULT_PARALLELISM)
+    started = time.monotonic()
+    _say(name, f"provisioning {len(configs)} master(s), {min(parallelism, len(configs))} at a time")
+    errors: dict[str, str] = {}
+    lock = threading.Lock()
+    with ExitStack() as stack:
+        primary = stack.enter_context(SshSession(first.primary_target, first.connect_timeout, first.secrets))
+
+        def one(cfg: MasterConfig) -> None:
+            log = _logger(cfg.resource_name)
+            try:
+                with SshSession(cfg.target, cfg.connect_timeout, cfg.secrets) as host:
+                    steps.converge(steps.Context(cfg, host, primary, log))
+            except Exception as exc:  # collected: one master's failure must not hide the others'
+                with lock:
+                    errors[cfg.certname] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+        with ThreadPoolExecutor(min(parallelism, len(configs))) as pool:
+            list(pool.map(one, configs))
+    if errors:
+        raise ProviderError(
+            f"{len(errors)} of {len(configs)} masters could not be provisioned (the others are done and are kept): "
+            + "; ".join(f"{c}: {e}" for c, e in sorted(errors.items()))
+            + ". Fix the cause and run `pulumi up` again; finished steps are not repeated."
+        )
+    _say(name, f"{len(configs)} master(s) provisioned in {time.monotonic() - started:.1f}s")
+    return [c.certname for c in configs]
+
+
+def _say(name: str, message: str) -> None:
+    print(f"[{name}] batch: {message}", file=sys.stderr, flush=True)
+
+
+def _logger(resource_name: str) -> Any:
+    started = time.monotonic()
+
+    def log(step: str, message: str) -> None:
+        print(f"[{resource_name}] {step}: {message} (+{time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
+
+    return log
+
+
+class CompileMasterBatchArgs(TypedDict, total=False):
+    """PeCompileMaster's shared inputs (primary, dialect, classifier, deadlines) plus
+    `masters`: a list of {certname, host, ssh_port, ssh_user, ssh_host_key,
+    ssh_known_hosts, dns_alt_names, environmentpath}."""
+
+    masters: pulumi.Input[list[pulumi.Input[dict[str, Any]]]]
+    parallelism: pulumi.Input[int]
+    ssh_private_key: pulumi.Input[str]
+    primary_host: pulumi.Input[str]
+    primary_ssh_port: pulumi.Input[int]
+    primary_ssh_user: pulumi.Input[str]
+    primary_ssh_private_key: pulumi.Input[str]
+    primary_ssh_host_key: pulumi.Input[str]
+    primary_ssh_known_hosts: pulumi.Input[str]
+    primary_certname: pulumi.Input[str]
+    pe_version: pulumi.Input[str]
+    classifier_url: pulumi.Input[str]
+    rbac_token: pulumi.Input[str]
+    classifier_client_cert: pulumi.Input[str]
+    classifier_client_key: pulumi.Input[str]
+    puppetdb_url: pulumi.Input[str]
+    node_group: pulumi.Input[str]
+    connect_timeout: pulumi.Input[float]
+    install_timeout: pulumi.Input[float]
+    sign_timeout: pulumi.Input[float]
+    run_timeout: pulumi.Input[float]
+    service_timeout: pulumi.Input[float]
+
+
+class CompileMasterBatch(Resource):
+    """Provisions a set of compile masters in one call; keys and tokens stay secret."""
+
+    status: pulumi.Output[str]
+    provisioned: pulumi.Output[list[str]]
+
+    def __init__(self, name: str, props: CompileMasterBatchArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        args: dict[str, Any] = {"resource_name": name, **props}
+        for key in SECRET_KEYS:
+            if args.get(key) is not None:
+                args[key] = pulumi.Output.secret(args[key])
+        args.update({k: None for k in OUTPUT_KEYS if k not in args})
+        super().__init__(CompileMasterBatchProvider(), name, args, opts)

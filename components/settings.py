@@ -19,25 +19,7 @@ from provider.dialects import parse_pe_version
 from provider.file_sync_plan import METHODS, schedule_error
 
 NAMESPACE = "pe"
-PLAIN_KEYS = (
-    "version",
-    "sshUser",
-    "knownHosts",
-    "knownHostsFile",
-    "sshPrivateKeyFile",
-    "rbacTokenFile",
-    "classifierClientCert",
-    "classifierClientKeyFile",
-    "primary",
-    "console",
-    "puppetdb",
-    "loadBalancer",
-    "fileSync",
-    "dnsAltNames",
-    "compileMasters",
-    "timeouts",
-)
-# Structured values (objects, lists); the other plain keys are strings.
+# Structured values (objects, lists) ...
 OBJECT_KEYS = (
     "primary",
     "console",
@@ -47,6 +29,18 @@ OBJECT_KEYS = (
     "dnsAltNames",
     "compileMasters",
     "timeouts",
+)
+# ... and strings: every plain (non-secret) key.
+PLAIN_KEYS = (
+    "version",
+    "sshUser",
+    "knownHosts",
+    "knownHostsFile",
+    "sshPrivateKeyFile",
+    "rbacTokenFile",
+    "classifierClientCert",
+    "classifierClientKeyFile",
+    *OBJECT_KEYS,
 )
 SECRET_KEYS = ("sshPrivateKey", "rbacToken", "classifierClientKey")
 TIMEOUTS = ("connect", "install", "sign", "run", "service", "health", "drain", "sync")

@@ -11,8 +11,6 @@ are opened inside each call and closed at its end.
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any, TypedDict
@@ -40,6 +38,7 @@ from provider.compile_master_config import (
 )
 from provider.errors import ClassifierError, ProviderError, SshUnreachableError
 from provider.pe_api import is_pinned
+from provider.progress import progress, resource_inputs
 from provider.ssh import SshSession
 
 INPUT_KEYS = (*REPLACE_KEYS, *UPDATE_KEYS)
@@ -53,16 +52,6 @@ OUTPUT_KEYS = (
     "installed",
     "ca_fingerprint",
 )
-
-
-def _log(resource_name: str) -> Any:
-    """Progress lines `[name] step: message (+elapsed)`, printed as they happen."""
-    started = time.monotonic()
-
-    def log(step: str, message: str) -> None:
-        print(f"[{resource_name}] {step}: {message} (+{time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
-
-    return log
 
 
 def _sessions(cfg: MasterConfig, stack: ExitStack) -> tuple[SshSession, SshSession]:
@@ -115,7 +104,7 @@ class PeCompileMasterProvider(ResourceProvider):
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
-            ctx = steps.Context(cfg, host, primary, _log(cfg.resource_name))
+            ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name))
             if cfg.adopt:
                 adopt(ctx)
             elif cfg.batch_provisioned:
@@ -129,11 +118,11 @@ class PeCompileMasterProvider(ResourceProvider):
         changed = [k for k in INPUT_KEYS if olds.get(k) != news.get(k)]
         drifted = olds.get("status") not in (None, "running")
         if not drifted and all(k in LOCAL_ONLY_KEYS for k in changed):
-            _log(cfg.resource_name)("update", f"{', '.join(changed) or 'nothing'} changed: no remote work needed")
+            progress(cfg.resource_name)("update", f"{', '.join(changed) or 'nothing'} changed: no remote work needed")
             return UpdateResult({**olds, **{k: v for k, v in news.items() if k != "__provider"}})
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
-            ctx = steps.Context(cfg, host, primary, _log(cfg.resource_name))
+            ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name))
             if cfg.environmentpath and olds.get("environmentpath") != cfg.environmentpath:
                 host.run(
                     ["puppet", "config", "set", "--section", "main", "environmentpath", cfg.environmentpath],
@@ -149,7 +138,7 @@ class PeCompileMasterProvider(ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Report drift without changing anything; an id of "" (cert gone) drops it."""
         cfg = MasterConfig.from_props(props)
-        log = _log(cfg.resource_name)
+        log = progress(cfg.resource_name)
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
             ctx = steps.Context(cfg, host, primary, log)
@@ -188,7 +177,7 @@ class PeCompileMasterProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         cfg = MasterConfig.from_props(props)
-        log = _log(cfg.resource_name)
+        log = progress(cfg.resource_name)
         serial = int(props["cert_serial"]) if str(props.get("cert_serial") or "").isdigit() else None
         with ExitStack() as stack:
             primary = stack.enter_context(SshSession(cfg.primary_target, cfg.connect_timeout, cfg.secrets))
@@ -241,18 +230,10 @@ def adopt(ctx: steps.Context) -> None:
     ctx.log("adopt", "healthy master taken over without reinstalling")
 
 
-class PeCompileMasterArgs(TypedDict, total=False):
-    """The inputs (see README, "The PeCompileMaster resource"); validated in check()."""
+class SharedMasterArgs(TypedDict, total=False):
+    """The inputs every master of a deployment shares (also CompileMasterBatch's)."""
 
-    host: pulumi.Input[str]
-    ssh_port: pulumi.Input[int]
-    ssh_user: pulumi.Input[str]
     ssh_private_key: pulumi.Input[str]
-    ssh_host_key: pulumi.Input[str]
-    ssh_known_hosts: pulumi.Input[str]
-    certname: pulumi.Input[str]
-    dns_alt_names: pulumi.Input[Sequence[pulumi.Input[str]]]
-    environmentpath: pulumi.Input[str]
     primary_host: pulumi.Input[str]
     primary_ssh_port: pulumi.Input[int]
     primary_ssh_user: pulumi.Input[str]
@@ -272,6 +253,19 @@ class PeCompileMasterArgs(TypedDict, total=False):
     sign_timeout: pulumi.Input[float]
     run_timeout: pulumi.Input[float]
     service_timeout: pulumi.Input[float]
+
+
+class PeCompileMasterArgs(SharedMasterArgs, total=False):
+    """The inputs (see README, "The PeCompileMaster resource"); validated in check()."""
+
+    host: pulumi.Input[str]
+    ssh_port: pulumi.Input[int]
+    ssh_user: pulumi.Input[str]
+    ssh_host_key: pulumi.Input[str]
+    ssh_known_hosts: pulumi.Input[str]
+    certname: pulumi.Input[str]
+    dns_alt_names: pulumi.Input[Sequence[pulumi.Input[str]]]
+    environmentpath: pulumi.Input[str]
     keep_agent_on_delete: pulumi.Input[bool]
     adopt: pulumi.Input[bool]
     batch_provisioned: pulumi.Input[bool]
@@ -293,10 +287,6 @@ class PeCompileMaster(Resource):
     ca_fingerprint: pulumi.Output[str]
 
     def __init__(self, name: str, props: PeCompileMasterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        inputs: dict[str, Any] = {"resource_name": name, **props}
-        for key in SECRET_KEYS:
-            if inputs.get(key) is not None:
-                inputs[key] = pulumi.Output.secret(inputs[key])
-        inputs.update({k: None for k in OUTPUT_KEYS if k not in inputs})
+        inputs = resource_inputs(name, dict(props), SECRET_KEYS, OUTPUT_KEYS)
         options = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(delete_before_replace=True))
         super().__init__(PeCompileMasterProvider(), name, inputs, options)

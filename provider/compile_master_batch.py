@@ -21,7 +21,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import Any, TypedDict
+from typing import Any
 
 import pulumi
 from pulumi.dynamic import (
@@ -36,8 +36,10 @@ from pulumi.dynamic import (
 )
 
 from provider import master_steps as steps
+from provider.compile_master import SharedMasterArgs
 from provider.compile_master_config import LOCAL_ONLY_KEYS, SECRET_KEYS, MasterConfig, problems
 from provider.errors import ProviderError
+from provider.progress import progress, resource_inputs
 from provider.ssh import SshSession
 
 # Per-master keys in each entry of `masters`; every other PeCompileMaster input is shared.
@@ -162,7 +164,7 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
         primary = stack.enter_context(SshSession(first.primary_target, first.connect_timeout, first.secrets))
 
         def one(cfg: MasterConfig) -> None:
-            log = _logger(cfg.resource_name)
+            log = progress(cfg.resource_name)
             try:
                 with SshSession(cfg.target, cfg.connect_timeout, cfg.secrets) as host:
                     steps.converge(steps.Context(cfg, host, primary, log))
@@ -186,42 +188,13 @@ def _say(name: str, message: str) -> None:
     print(f"[{name}] batch: {message}", file=sys.stderr, flush=True)
 
 
-def _logger(resource_name: str) -> Any:
-    started = time.monotonic()
-
-    def log(step: str, message: str) -> None:
-        print(f"[{resource_name}] {step}: {message} (+{time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
-
-    return log
-
-
-class CompileMasterBatchArgs(TypedDict, total=False):
+class CompileMasterBatchArgs(SharedMasterArgs, total=False):
     """PeCompileMaster's shared inputs (primary, dialect, classifier, deadlines) plus
     `masters`: a list of {certname, host, ssh_port, ssh_user, ssh_host_key,
     ssh_known_hosts, dns_alt_names, environmentpath}."""
 
     masters: pulumi.Input[list[pulumi.Input[dict[str, Any]]]]
     parallelism: pulumi.Input[int]
-    ssh_private_key: pulumi.Input[str]
-    primary_host: pulumi.Input[str]
-    primary_ssh_port: pulumi.Input[int]
-    primary_ssh_user: pulumi.Input[str]
-    primary_ssh_private_key: pulumi.Input[str]
-    primary_ssh_host_key: pulumi.Input[str]
-    primary_ssh_known_hosts: pulumi.Input[str]
-    primary_certname: pulumi.Input[str]
-    pe_version: pulumi.Input[str]
-    classifier_url: pulumi.Input[str]
-    rbac_token: pulumi.Input[str]
-    classifier_client_cert: pulumi.Input[str]
-    classifier_client_key: pulumi.Input[str]
-    puppetdb_url: pulumi.Input[str]
-    node_group: pulumi.Input[str]
-    connect_timeout: pulumi.Input[float]
-    install_timeout: pulumi.Input[float]
-    sign_timeout: pulumi.Input[float]
-    run_timeout: pulumi.Input[float]
-    service_timeout: pulumi.Input[float]
 
 
 class CompileMasterBatch(Resource):
@@ -231,9 +204,5 @@ class CompileMasterBatch(Resource):
     provisioned: pulumi.Output[list[str]]
 
     def __init__(self, name: str, props: CompileMasterBatchArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        args: dict[str, Any] = {"resource_name": name, **props}
-        for key in SECRET_KEYS:
-            if args.get(key) is not None:
-                args[key] = pulumi.Output.secret(args[key])
-        args.update({k: None for k in OUTPUT_KEYS if k not in args})
+        args = resource_inputs(name, dict(props), SECRET_KEYS, OUTPUT_KEYS)
         super().__init__(CompileMasterBatchProvider(), name, args, opts)

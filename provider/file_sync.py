@@ -15,7 +15,6 @@ remove_code_on_delete is set.
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from contextlib import ExitStack
 from typing import Any, TypedDict
@@ -34,6 +33,7 @@ from pulumi.dynamic import (
 
 from provider import file_sync_plan as plan
 from provider.errors import DeadlineError, ProviderError, SshUnreachableError
+from provider.progress import progress, resource_inputs
 from provider.ssh import SshSession, host_keys_for
 
 OUTPUT_KEYS = ("status", "digest", "files", "job", "sync_key", "mount")
@@ -48,11 +48,7 @@ class Sync:
         self.cfg = cfg
         self.master = master
         self.primary = primary
-        self.started = time.monotonic()
-
-    def log(self, step: str, message: str) -> None:
-        elapsed = time.monotonic() - self.started
-        print(f"[{self.cfg.resource_name}] {step}: {message} (+{elapsed:.1f}s)", file=sys.stderr, flush=True)
+        self.log = progress(cfg.resource_name)
 
     @property
     def host(self) -> SshSession:
@@ -378,10 +374,6 @@ class FileSync(Resource):
     mount: pulumi.Output[str]
 
     def __init__(self, name: str, props: FileSyncArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        args: dict[str, Any] = {"resource_name": name, **props}
-        for key in plan.SECRET_KEYS:
-            if args.get(key) is not None:
-                args[key] = pulumi.Output.secret(args[key])
-        args.update({k: None for k in OUTPUT_KEYS if k not in args})
+        args = resource_inputs(name, dict(props), plan.SECRET_KEYS, OUTPUT_KEYS)
         options = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(delete_before_replace=True))
         super().__init__(FileSyncProvider(), name, args, options)

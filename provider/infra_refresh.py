@@ -11,7 +11,6 @@ certificates are revoked by then) go with the next scheduled Puppet runs there.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -30,6 +29,7 @@ from pulumi.dynamic import (
 
 from provider import agent_runs, inputs, validation
 from provider.errors import ProviderError
+from provider.progress import progress, resource_inputs
 from provider.ssh import SshSession, SshTarget
 
 SECRET_KEYS = ("puppetdb_ssh_private_key", "console_ssh_private_key")
@@ -134,11 +134,7 @@ def whitelist_lines(text: str) -> set[str]:
 class Refresh:
     def __init__(self, cfg: RefreshConfig):
         self.cfg = cfg
-        self.started = time.monotonic()
-
-    def log(self, step: str, message: str) -> None:
-        elapsed = time.monotonic() - self.started
-        print(f"[{self.cfg.resource_name}] {step}: {message} (+{elapsed:.1f}s)", file=sys.stderr, flush=True)
+        self.log = progress(cfg.resource_name)
 
     def session(self, target: SshTarget) -> SshSession:
         return SshSession(target, self.cfg.connect_timeout, self.cfg.secrets)
@@ -257,9 +253,5 @@ class InfraRefresh(Resource):
     runs: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, props: InfraRefreshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        args: dict[str, Any] = {"resource_name": name, **props}
-        for key in SECRET_KEYS:
-            if args.get(key) is not None:
-                args[key] = pulumi.Output.secret(args[key])
-        args.update({k: None for k in OUTPUT_KEYS if k not in args})
+        args = resource_inputs(name, dict(props), SECRET_KEYS, OUTPUT_KEYS)
         super().__init__(InfraRefreshProvider(), name, args, opts)

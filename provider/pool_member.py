@@ -11,7 +11,6 @@ The policy lives here; the load balancer's mechanics in provider/pool_drivers.py
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -32,6 +31,7 @@ from provider import inputs, validation
 from provider.errors import DeadlineError, ProviderError
 from provider.haproxy import member_problems
 from provider.pool_drivers import DRIVERS, HaproxyRuntimeDriver, MemberSpec, MemberState, PoolDriver
+from provider.progress import progress, resource_inputs
 from provider.ssh import SshSession, SshTarget
 
 SECRET_KEYS = ("lb_ssh_private_key",)
@@ -149,15 +149,6 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def _log(resource_name: str) -> Any:
-    started = time.monotonic()
-
-    def log(step: str, message: str) -> None:
-        print(f"[{resource_name}] {step}: {message} (+{time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
-
-    return log
-
-
 def describe(state: MemberState) -> str:
     return f"{state.status} (last check {state.check or 'none'})"
 
@@ -265,7 +256,7 @@ class PoolMemberProvider(ResourceProvider):
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
         cfg = MemberConfig.from_props(props)
         with cfg.session() as session:
-            state = ensure_member(cfg, cfg.driver_on(session), _log(cfg.resource_name))
+            state = ensure_member(cfg, cfg.driver_on(session), progress(cfg.resource_name))
         return CreateResult(f"{cfg.spec.backend}/{cfg.spec.server}", self.outputs(props, state))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -274,7 +265,7 @@ class PoolMemberProvider(ResourceProvider):
         if olds.get("status") == "UP" and all(k in LOCAL_ONLY_KEYS for k in changed):
             return UpdateResult({**olds, **self.outputs(news, None), "status": "UP"})
         with cfg.session() as session:
-            state = ensure_member(cfg, cfg.driver_on(session), _log(cfg.resource_name))
+            state = ensure_member(cfg, cfg.driver_on(session), progress(cfg.resource_name))
         return UpdateResult(self.outputs(news, state))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -284,12 +275,12 @@ class PoolMemberProvider(ResourceProvider):
         drift = member_drift(cfg.spec, state)
         status = "UP" if not drift else "drifted: " + "; ".join(drift)
         if drift:
-            _log(cfg.resource_name)("refresh", status)
+            progress(cfg.resource_name)("refresh", status)
         return ReadResult(id_, {**props, "status": status})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         cfg = MemberConfig.from_props(props)
-        log = _log(cfg.resource_name)
+        log = progress(cfg.resource_name)
         spec = cfg.spec
         with cfg.session() as session:
             driver = cfg.driver_on(session)
@@ -380,9 +371,4 @@ class PoolMember(Resource):
     endpoint: pulumi.Output[str]
 
     def __init__(self, name: str, props: PoolMemberArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        args: dict[str, Any] = {"resource_name": name, **props}
-        for key in SECRET_KEYS:
-            if args.get(key) is not None:
-                args[key] = pulumi.Output.secret(args[key])
-        args.update({k: None for k in OUTPUT_KEYS if k not in args})
-        super().__init__(PoolMemberProvider(), name, args, opts)
+        super().__init__(PoolMemberProvider(), name, resource_inputs(name, dict(props), SECRET_KEYS, OUTPUT_KEYS), opts)

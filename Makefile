@@ -1,7 +1,7 @@
 # Two entry points (see README): `make lab` and `make test`. Run as root on Debian bookworm.
 PY := .venv/bin/python
 
-.PHONY: deps lab lab-down lab-reset lab-status lint typecheck unit test
+.PHONY: deps lab lab-down lab-reset lab-status lint typecheck unit test bench
 
 deps:
 	bash scripts/install-deps.sh
@@ -34,3 +34,8 @@ unit: deps
 ## The whole suite: lint, types, unit and engine tests, then the lab tests (brings the lab up).
 test: deps lint typecheck
 	$(PY) -m pytest -q --durations=15
+
+## Scale-out benchmark against the lab (prints a table; see README, "Performance").
+bench: deps
+	$(PY) -m lab up
+	$(PY) -m bench.scale_out

@@ -16,9 +16,11 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from components.program import main as program
 from lab.client import LabClient
@@ -126,11 +128,14 @@ def no_change_preview(client: LabClient, masters: int) -> tuple[float, int, int,
             outputs = next(v for k, v in done.items() if resource.name.endswith(k))
             engine.state = StateEntry("id", plain, {**plain, **outputs}, secret)
             engines.append((engine, inputs))
+
+        def preview(pair: tuple[Engine, dict[str, Any]]) -> bool:
+            _, diff = pair[0].preview(pair[1])
+            return diff is None or diff.changes != "none"
+
         t0 = time.monotonic()
-        changed = 0
-        for engine, inputs in engines:
-            _, diff = engine.preview(inputs)
-            changed += diff is None or diff.changes != "none"
+        with ThreadPoolExecutor(32) as pool:  # the engine previews resources in parallel
+            changed = sum(pool.map(preview, engines))
         seconds = time.monotonic() - t0
         remote = server.text().count("[trace] ssh-connect")
     return seconds, remote, len(engines), changed

@@ -214,14 +214,15 @@ def install_agent(ctx: Context) -> None:
                 # Resume: the host already has our identity; signing checks what it asked for.
                 ctx.log("install", f"agent already installed for {cfg.certname} ({key} present): skipped")
                 return
-    tmp_ca = "/tmp/pe-compile-masters-ca.pem"
+    # Named per certname: hosts that share a /tmp (the lab's do) must not race each other.
+    tmp_ca = f"/tmp/pe-compile-masters-{cfg.certname}-ca.pem"
     ctx.host.put(tmp_ca, ca_pem.encode())
     localcacert = agent.get("localcacert", "")
     if localcacert:  # the agent will trust this CA, never one fetched on first use
         ctx.host.run(["mkdir", "-p", localcacert.rsplit("/", 1)[0]], timeout=60).check("prepare ssldir")
         ctx.host.put(localcacert, ca_pem.encode())
     url = f"https://{cfg.primary_certname}:8140/packages/current/install.bash"
-    script = "/tmp/pe-compile-masters-install.bash"
+    script = f"/tmp/pe-compile-masters-{cfg.certname}-install.bash"
     ctx.host.run(["curl", "-sSf", "--max-time", "120", "--cacert", tmp_ca, "-o", script, url], timeout=180).check(
         "download install.bash", f"from {url}, verified against the PE CA"
     )

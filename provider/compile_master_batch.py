@@ -169,8 +169,11 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
                 with SshSession(cfg.target, cfg.connect_timeout, cfg.secrets) as host:
                     steps.converge(steps.Context(cfg, host, primary, log))
             except Exception as exc:  # collected: one master's failure must not hide the others'
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                if not isinstance(exc, ProviderError):  # unexpected: say what and where
+                    first_line = f"[{cfg.host}] {type(exc).__name__}: {first_line}"
                 with lock:
-                    errors[cfg.certname] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    errors[cfg.certname] = first_line
 
         with ThreadPoolExecutor(min(parallelism, len(configs))) as pool:
             list(pool.map(one, configs))

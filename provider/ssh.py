@@ -287,10 +287,13 @@ class SshSession:
         assert self.client is not None, "not connected"
         with self.channels, self.client.open_sftp() as sftp:
             tmp = f"{path}.pe-compile-masters.tmp"
-            with sftp.file(tmp, "wb") as f:
-                f.write(data)
-            sftp.chmod(tmp, mode)
-            sftp.posix_rename(tmp, path)
+            try:
+                with sftp.file(tmp, "wb") as f:
+                    f.write(data)
+                sftp.chmod(tmp, mode)
+                sftp.posix_rename(tmp, path)
+            except OSError as exc:  # paramiko's SFTP errors carry neither host nor path
+                raise ProviderError(f"[{self.target.label}] cannot write {path} over SFTP: {exc}") from None
 
     def get(self, path: str) -> bytes | None:
         assert self.client is not None, "not connected"

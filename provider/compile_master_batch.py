@@ -38,7 +38,7 @@ from pulumi.dynamic import (
 from provider import master_steps as steps
 from provider.compile_master import SharedMasterArgs
 from provider.compile_master_config import LOCAL_ONLY_KEYS, SECRET_KEYS, MasterConfig, problems
-from provider.errors import ProviderError
+from provider.errors import ProviderError, StepFailedError
 from provider.progress import progress, resource_inputs
 from provider.ssh import SshSession
 
@@ -170,7 +170,9 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
                     steps.converge(steps.Context(cfg, host, primary, log))
             except Exception as exc:  # collected: one master's failure must not hide the others'
                 first_line = str(exc).splitlines()[0] if str(exc) else ""
-                if not isinstance(exc, ProviderError):  # unexpected: say what and where
+                if isinstance(exc, StepFailedError):
+                    first_line = f"{exc.summary} (what to do: {exc.advice})"
+                elif not isinstance(exc, ProviderError):  # unexpected: say what and where
                     first_line = f"[{cfg.host}] {type(exc).__name__}: {first_line}"
                 with lock:
                     errors[cfg.certname] = first_line

@@ -52,3 +52,18 @@ class ClassifierError(ProviderError):
 
 class DeadlineError(ProviderError):
     pass
+
+
+class StepFailedError(ProviderError):
+    """A step of an operation failed. Names the host and the step, says what to do, and
+    keeps the cause chained (its type shows in the engine's traceback)."""
+
+    def __init__(self, host: str, step: str, cause: BaseException, advice: str):
+        self.host = host
+        self.step = step
+        self.advice = advice
+        text = str(cause).strip() or type(cause).__name__
+        if host not in text or f"'{step}'" not in text:
+            text = f"[{host}] step '{step}' failed: {text}"
+        self.summary = text.splitlines()[0]
+        super().__init__(f"{text}\nWhat to do: {advice}")

@@ -30,6 +30,7 @@ from provider.errors import (
     ProviderError,
     SanMismatchError,
     SshUnreachableError,
+    StepFailedError,
 )
 from provider.pe_api import Classifier, ClassifierAuth
 from provider.ssh import CommandResult, SshSession
@@ -391,24 +392,55 @@ def compile_service(ctx: Context) -> None:
     )
 
 
-CREATE_STEPS: tuple[Callable[[Context], None], ...] = (
-    install_agent,
-    sign_certificate,
-    verify_certificate,
-    first_run,
-    classify,
-    master_run,
-    compile_service,
+CREATE_STEPS: tuple[tuple[str, Callable[[Context], None]], ...] = (
+    ("install", install_agent),
+    ("sign", sign_certificate),
+    ("verify certificate", verify_certificate),
+    ("first agent run", first_run),
+    ("classify", classify),
+    ("master run", master_run),
+    ("compile service", compile_service),
+)
+AGAIN = "then run `pulumi up` again: finished steps are checked and skipped, nothing is done twice."
+ADVICE = {
+    "preflight": "make the host reachable over SSH with the configured key and pinned host key; " + AGAIN,
+    "agent service": "check `puppet resource service puppet` on the host; " + AGAIN,
+    "install": "check that the host reaches the primary on 8140 (install.bash is served from "
+    "/packages/current/install.bash) and read the installer's output above; " + AGAIN,
+    "sign": "check that the CA on the primary runs (`puppetserver ca list --certname <certname>`) and allows "
+    "alt names (allow-subject-alt-names); " + AGAIN,
+    "verify certificate": "compare the certificate on the CA with the requested alt names; " + AGAIN,
+    "first agent run": "read the run's output above (a run that another Puppet run blocks is waited out up to "
+    "run_timeout); " + AGAIN,
+    "classify": "check that the console's classifier answers on 4433 and that the RBAC token (or the whitelisted "
+    "client certificate) is valid; " + AGAIN,
+    "master run": "read the run's output above; " + AGAIN,
+    "compile service": "check pe-puppetserver on the host and its log; " + AGAIN,
+}
+SSH_ADVICE = (
+    "the SSH connection to the host was lost or refused: check that the host is up and its sshd answers with the "
+    "pinned host key (a command cut off there is stopped on the host at its deadline); " + AGAIN
 )
 
 
+def run_step(ctx: Context, name: str, step: Callable[[Context], None]) -> None:
+    """One step; its failure becomes a StepFailedError naming the host, the step and what to do."""
+    try:
+        step(ctx)
+    except StepFailedError:
+        raise
+    except ProviderError as exc:
+        advice = SSH_ADVICE if isinstance(exc, SshUnreachableError) else ADVICE[name]
+        raise StepFailedError(ctx.cfg.host, name, exc, advice) from exc
+
+
 def converge(ctx: Context) -> None:
-    preflight(ctx)
-    stop_agent_service(ctx)
+    run_step(ctx, "preflight", preflight)
+    run_step(ctx, "agent service", stop_agent_service)
     succeeded = False
     try:
-        for step in CREATE_STEPS:
-            step(ctx)
+        for name, step in CREATE_STEPS:
+            run_step(ctx, name, step)
         succeeded = True
     finally:
         try:

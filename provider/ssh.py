@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import os
 import shlex
 import sys
@@ -23,6 +24,20 @@ from dataclasses import dataclass, field
 import paramiko
 
 from provider.errors import HostKeyMismatchError, ProviderError, RemoteCommandError, SshUnreachableError
+
+# Seconds between the remote deadline's TERM and KILL, and the extra time we wait to hear
+# the exit status after the deadline.
+REMOTE_KILL_GRACE = 10.0
+# timeout(1): 124 when the command was stopped at the deadline, 137 when it needed KILL.
+DEADLINE_EXIT_STATUSES = (124, 137)
+
+
+def with_remote_deadline(line: str, timeout: float) -> str:
+    """Run `line` under timeout(1) in the user's login shell, so a command past its deadline
+    is stopped on the host too (its whole process group), not just abandoned by us: a lost
+    connection or a deadline must not leave `puppet agent` or a CSR loop running there."""
+    seconds = max(1, math.ceil(timeout))
+    return f'timeout -k {REMOTE_KILL_GRACE:.0f} {seconds} "${{SHELL:-/bin/sh}}" -c {shlex.quote(line)}'
 
 
 @dataclass(frozen=True)
@@ -203,14 +218,17 @@ class SshSession:
         if transport is None or not transport.is_active():
             raise SshUnreachableError(f"{self.target.label}: the SSH connection dropped before `{self.mask(line)}`")
         chan = transport.open_session(timeout=30)
-        chan.settimeout(timeout)
+        chan.settimeout(timeout + REMOTE_KILL_GRACE)
+        started = time.monotonic()
         try:
-            chan.exec_command(line)
+            chan.exec_command(with_remote_deadline(line, timeout))
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
-            deadline = time.monotonic() + timeout
+            # The host enforces the deadline itself (timeout(1) kills the command's process
+            # group); we wait a little longer to hear its exit status.
+            deadline = started + timeout + REMOTE_KILL_GRACE
             while True:
                 if chan.recv_ready():
                     out += chan.recv(65536)
@@ -235,6 +253,18 @@ class SshSession:
                 else:
                     time.sleep(0.02)
             status = chan.recv_exit_status()
+            if status in DEADLINE_EXIT_STATUSES and time.monotonic() - started >= timeout:
+                raise RemoteCommandError(
+                    CommandResult(
+                        self.target.label,
+                        self.mask(line),
+                        status,
+                        self.mask(out.decode(errors="replace")),
+                        self.mask(err.decode(errors="replace")),
+                    ),
+                    "run",
+                    f"no result within its {timeout:.0f}s deadline; the host stopped it",
+                )
         except (TimeoutError, OSError, paramiko.SSHException) as exc:
             raise SshUnreachableError(
                 f"{self.target.label}: connection lost during `{self.mask(line)}`: {exc}"

@@ -130,3 +130,25 @@ def test_validation_accepts_real_names_and_ports() -> None:
     assert validation.port_error(22.0) is None and validation.port_error(0) and validation.port_error(True)
     assert validation.server_name_error("compile01.example.com") is None
     assert validation.server_name_error("bad name;") is not None
+
+
+def test_remote_deadline_stops_the_command_and_its_children_on_the_host(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    from provider.ssh import DEADLINE_EXIT_STATUSES, with_remote_deadline
+
+    pidfile = tmp_path / "child.pid"
+    line = f"sleep 60 & echo $! > {pidfile}; wait; echo 'never; $(id)'"
+    started = time.monotonic()
+    done = subprocess.run(["sh", "-c", with_remote_deadline(line, 1)], capture_output=True, text=True, timeout=30)
+    assert done.returncode in DEADLINE_EXIT_STATUSES and time.monotonic() - started < 15
+    child = int(pidfile.read_text())
+    time.sleep(0.2)
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"  # the background child went too
+    # A command that finishes in time keeps its status and output; quoting survives.
+    quick = subprocess.run(
+        ["sh", "-c", with_remote_deadline("printf '%s' \"a b;\" '$(id)'; exit 3", 5)], capture_output=True, text=True
+    )
+    assert (quick.returncode, quick.stdout) == (3, "a b;$(id)")

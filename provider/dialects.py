@@ -39,7 +39,7 @@ def parse_pe_version(value: object) -> tuple[int, int]:
     if not isinstance(value, str):
         raise ValueError(f"pe_version must be a string like '2019.8' or '3.7', not {value!r}")
     parts = value.split(".")
-    if len(parts) < 2 or not all(p.isdigit() for p in parts[:2]):
+    if len(parts) < 2 or not all(p.isascii() and p.isdigit() for p in parts):
         raise ValueError(f"pe_version must look like '2019.8' or '3.7', not {value!r}")
     major, minor = int(parts[0]), int(parts[1])
     if not (major == 3 and minor >= 7) and major < 2015:

@@ -163,8 +163,8 @@ class SyncConfig:
 def schedule_error(value: object) -> str | None:
     if value in ("@hourly", "@daily"):
         return None
-    fields = value.split() if isinstance(value, str) else []
-    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+    fields = value.split() if isinstance(value, str) and value.isprintable() else []  # no newline: one cron line
+    if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
         return f"schedule must be five cron fields of digits and */,- (e.g. '*/5 * * * *'), not {value!r}"
     return None
 
@@ -196,15 +196,16 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     if error:
         out.append(("schedule", error))
     excludes = m["excludes"]
-    if not isinstance(excludes, list) or not all(isinstance(p, str) and _PATTERN.match(p) for p in excludes):
+    if not isinstance(excludes, list) or not all(isinstance(p, str) and _PATTERN.fullmatch(p) for p in excludes):
         out.append(("excludes", "excludes must be a list of patterns of letters, digits and ._*?/[]-"))
     if method == "r10k" and not inputs.is_unknown(props.get("r10k_remote")):
         remote = m["r10k_remote"]
         if not remote:
             out.append(("r10k_remote", "method r10k needs r10k_remote (the control repository's git URL)"))
-        elif not _REMOTE.match(str(remote)) or str(remote).startswith("-"):
+        elif not _REMOTE.fullmatch(str(remote)) or str(remote).startswith("-") or "::" in str(remote):
+            # '-...' would be an option to git; '<helper>::...' (ext::) runs a command
             out.append(("r10k_remote", f"r10k_remote must be a plain git URL or path, not {remote!r}"))
-    if not _NFS_OPTIONS.match(str(m["nfs_options"])):
+    if not _NFS_OPTIONS.fullmatch(str(m["nfs_options"])):
         out.append(("nfs_options", f"nfs_options must be mount options like 'ro,hard', not {m['nfs_options']!r}"))
     out += inputs.timeout_problems(props, ("connect_timeout", "sync_timeout"))
     return out
@@ -214,9 +215,11 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
 def sync_command(cfg: SyncConfig) -> list[str]:
     """The one command that brings the master's environments up to date."""
     if cfg.method == "rsync":
+        # rsync splits -e itself (spaces, honouring quotes): quote the paths inside it too.
         ssh = (
-            f"ssh -i {cfg.key_path} -p {cfg.primary.port} -o BatchMode=yes -o IdentitiesOnly=yes "
-            f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={cfg.known_hosts_path} -o ConnectTimeout=30"
+            f"ssh -i {shlex.quote(cfg.key_path)} -p {cfg.primary.port} -o BatchMode=yes -o IdentitiesOnly=yes "
+            f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={shlex.quote(cfg.known_hosts_path)} "
+            "-o ConnectTimeout=30"
         )
         excludes = [f"--exclude={p}" for p in cfg.excludes]
         # The key's forced command (rrsync -ro <primary environments>) roots the path at ".".
@@ -247,8 +250,9 @@ def sync_script(cfg: SyncConfig) -> str:
 
 
 def cron_entry(cfg: SyncConfig) -> str:
+    name = " ".join(cfg.resource_name.split())  # a comment stays one line, whatever the resource is called
     return (
-        f"# Managed by pe-compile-masters FileSync ({cfg.resource_name}): {cfg.method} from {cfg.primary.host}\n"
+        f"# Managed by pe-compile-masters FileSync ({name}): {cfg.method} from {cfg.primary.host}\n"
         "SHELL=/bin/sh\n"
         "PATH=/opt/puppetlabs/puppet/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
         f"{cfg.schedule} root {shlex.quote(cfg.script_path)} >/dev/null 2>&1\n"

@@ -112,6 +112,13 @@ class Classifier:
             return resp
         raise ClassifierError(f"the classifier at {self.base} did not answer {method} {path}: {last}")
 
+    def mask(self, text: str) -> str:
+        """A server may echo what we sent (the token header): never pass it on in an error."""
+        for secret in (self.auth.token, self.auth.client_key):
+            if secret:
+                text = text.replace(secret, "********")
+        return text
+
     def _json(self, resp: requests.Response, what: str) -> Any:
         if resp.status_code == 401:
             raise ClassifierError(
@@ -119,7 +126,7 @@ class Classifier:
                 "or that the client certificate is in rbac-certificate-whitelist"
             )
         if resp.status_code >= 300:
-            raise ClassifierError(f"{what}: HTTP {resp.status_code} {resp.text[:300]}")
+            raise ClassifierError(f"{what}: HTTP {resp.status_code} {self.mask(resp.text)[:300]}")
         return resp.json() if resp.content else None
 
     def group_by_name(self, name: str) -> dict[str, Any]:

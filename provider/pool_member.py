@@ -133,7 +133,11 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     if m["driver"] not in DRIVERS:
         out.append(("driver", f"driver must be one of {', '.join(DRIVERS)} (got {m['driver']!r})"))
     weight = m["weight"]
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or int(weight) != weight:
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, (int, float))
+        or (isinstance(weight, float) and not weight.is_integer())
+    ):
         out.append(("weight", f"weight must be an integer 0-256, not {weight!r}"))
     elif not 0 <= int(weight) <= 256:
         out.append(("weight", f"weight {int(weight)} is outside HAProxy's 0-256"))

@@ -8,6 +8,7 @@ enter; commands are still built with shlex quoting (defence in depth).
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -26,8 +27,10 @@ def dns_name_error(value: object, what: str = "name") -> str | None:
         return f"{what} {value!r} is longer than 253 characters"
     if value != value.lower():
         return f"{what} {value!r} must be lower case (Puppet certnames are)"
-    labels = value.rstrip(".").split(".")
-    bad = [label for label in labels if not _LABEL.match(label)]
+    if _is_ip(value):
+        return f"{what} {value!r} is an IP address, not a DNS name"
+    labels = value.split(".")  # no trailing dot: 'a.' and 'a' would be two names for one host
+    bad = [label for label in labels if not _LABEL.fullmatch(label)]
     if bad:
         return f"{what} {value!r} is not a DNS name (bad label {bad[0]!r}: use a-z, 0-9 and '-')"
     return None
@@ -35,18 +38,27 @@ def dns_name_error(value: object, what: str = "name") -> str | None:
 
 def host_error(value: object, what: str = "host") -> str | None:
     """An SSH/HTTPS target: a DNS name or an IP address."""
-    if isinstance(value, str):
-        try:
-            ipaddress.ip_address(value)
-            return None
-        except ValueError:
-            pass
+    if isinstance(value, str) and _is_ip(value):
+        return None
     return dns_name_error(value, what)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
 
 
 def port_error(value: object, what: str = "port") -> str | None:
     # The engine sends numbers as floats (22 arrives as 22.0).
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+    # NaN and infinity are floats that are not integers (and int() of them raises).
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not value.is_integer())
+    ):
         return f"{what} must be an integer, not {value!r}"
     if not 1 <= int(value) <= 65535:
         return f"{what} {int(value)} is outside 1-65535"
@@ -54,31 +66,31 @@ def port_error(value: object, what: str = "port") -> str | None:
 
 
 def path_error(value: object, what: str = "path") -> str | None:
-    if not isinstance(value, str) or not _PATH.match(value) or "/../" in f"{value}/":
+    if not isinstance(value, str) or not _PATH.fullmatch(value) or "/../" in f"{value}/":
         return f"{what} must be an absolute path of letters, digits and ._/@+- (got {value!r})"
     return None
 
 
 def server_name_error(value: object, what: str = "server name") -> str | None:
     """A load balancer server/backend name: no spaces, semicolons or other syntax."""
-    if not isinstance(value, str) or not _SERVER_NAME.match(value):
+    if not isinstance(value, str) or not _SERVER_NAME.fullmatch(value):
         return f"{what} must be 1-64 characters of letters, digits, '.', '_' and '-' (got {value!r})"
     return None
 
 
 def positive_seconds_error(value: object, what: str) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         return f"{what} must be a positive number of seconds, not {value!r}"
     return None
 
 
 def setting_name_error(value: object, what: str = "setting") -> str | None:
-    if not isinstance(value, str) or not _SECTION_KEY.match(value):
+    if not isinstance(value, str) or not _SECTION_KEY.fullmatch(value):
         return f"{what} must match [a-z_][a-z0-9_]* (got {value!r})"
     return None
 
 
 def user_error(value: object, what: str = "user") -> str | None:
-    if not isinstance(value, str) or not _USER.match(value):
+    if not isinstance(value, str) or not _USER.fullmatch(value):
         return f"{what} must be a plain POSIX user name (got {value!r})"
     return None

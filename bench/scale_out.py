@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -46,6 +47,13 @@ class Row:
     ssh_per_master: float
     peak_mib: float
     destroy_seconds: float
+    cpu_seconds: float  # busy CPU time of the whole machine (every lab host, the provider) during `up`
+
+
+def machine_busy_seconds() -> float:
+    """Busy CPU-seconds of the machine since boot (/proc/stat: all but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -75,9 +83,10 @@ def scale_out(client: LabClient, n: int) -> Row:
     with ProviderServer(env=TRACE) as server:
         run = GraphRun(server)
         mocks = run_program(program, stack=STACK, config=lab_stack_config(client, shorts))
-        t0 = time.monotonic()
+        t0, busy0 = time.monotonic(), machine_busy_seconds()
         run.up(mocks)
         seconds = time.monotonic() - t0
+        cpu_seconds = machine_busy_seconds() - busy0
         text = server.text()
         addresses = {client.host(s).address for s in shorts}
         connects = re.findall(r"\[trace\] ssh-connect (\S+)", text)
@@ -94,6 +103,7 @@ def scale_out(client: LabClient, n: int) -> Row:
         per_master,
         peak,
         destroy_seconds,
+        cpu_seconds,
     )
 
 
@@ -162,12 +172,16 @@ def main() -> None:
     base = rows[0].seconds
     print()
     print(f"knobs: {json.dumps(knobs)}; machine: {_machine()}")
-    print("| N | wall (s) | ratio to N=1 | PuppetDB runs | console runs | SSH conns/master | provider peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
+    cores = os.cpu_count() or 1
+    print(
+        "| N | wall (s) | ratio to N=1 | PuppetDB runs | console runs | SSH conns/master | provider peak RSS MiB "
+        f"| machine CPU-s | CPU-bound floor on {cores} cores (s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r.n} | {r.seconds:.1f} | {r.seconds / base:.2f} | {r.puppetdb_runs} | {r.console_runs} | "
-            f"{r.ssh_per_master:.1f} | {r.peak_mib:.0f} |"
+            f"{r.ssh_per_master:.1f} | {r.peak_mib:.0f} | {r.cpu_seconds:.0f} | {r.cpu_seconds / cores:.0f} |"
         )
     print()
     print("| destroy N | wall (s) |")
@@ -183,8 +197,6 @@ def main() -> None:
 
 
 def _machine() -> str:
-    import os
-
     mem = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
     return f"{os.cpu_count()} cores, {int(mem.split()[1]) // 1024 // 1024 + 1} GB"
 

@@ -78,6 +78,7 @@ def shared_master_inputs(spec: DeploymentSpec, creds: Credentials) -> dict[str, 
                 "sign": "sign_timeout",
                 "run": "run_timeout",
                 "service": "service_timeout",
+                "api": "api_timeout",
             },
         ),
     }

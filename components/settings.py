@@ -43,7 +43,7 @@ PLAIN_KEYS = (
     *OBJECT_KEYS,
 )
 SECRET_KEYS = ("sshPrivateKey", "rbacToken", "classifierClientKey")
-TIMEOUTS = ("connect", "install", "sign", "run", "service", "health", "drain", "sync")
+TIMEOUTS = ("connect", "install", "sign", "run", "service", "api", "health", "drain", "sync")
 
 
 class ConfigError(ValueError):

@@ -19,7 +19,16 @@ COMPILE_HOST_COUNT = 16
 
 # Latency knobs: seconds added to the agent install and to the runs of each role, so the
 # benchmark can model real minutes in seconds. Read at run time by inhost/bin/pelab-delay.
-KNOB_NAMES = ("install", "master_run", "puppetdb_run", "console_run")
+KNOB_NAMES = (
+    "install",
+    "master_run",
+    "puppetdb_run",
+    "console_run",
+    # fault injection (tests/faults): the console's node-group calls slowed by N seconds, or
+    # answered with this HTTP status
+    "console_groups_delay",
+    "console_groups_status",
+)
 
 
 @dataclass(frozen=True)

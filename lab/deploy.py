@@ -13,10 +13,12 @@ Order of `up` (each step checks first, so re-running only does what is missing):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -327,6 +329,22 @@ class Lab:
             "Puppet Server on the primary did not stop",
         )
         pidfile.unlink(missing_ok=True)
+
+    def kill_sshd(self, short: str) -> None:
+        """Fault injection: SIGKILL every sshd of a host - its listener and each session - so
+        connections drop mid-command. What those commands started may go on running, as after
+        a real crash of sshd; `restart_host` brings the host back."""
+        paths = self.paths(short)
+        namespace = paths.nsfile.read_text().strip()
+        for pid in labhosts.members(namespace):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                    os.kill(pid, signal.SIGKILL)
+
+    def restart_host(self, short: str) -> None:
+        """A host back after a crash: whatever still ran in it is stopped, then it boots
+        (sshd and cron; services do not start by themselves)."""
+        labhosts.start(self.paths(short))
 
     def set_alt_names(self, allowed: bool) -> None:
         """Switch ca.conf allow-subject-alt-names and restart the CA so it takes effect."""

@@ -253,6 +253,7 @@ class SharedMasterArgs(TypedDict, total=False):
     sign_timeout: pulumi.Input[float]
     run_timeout: pulumi.Input[float]
     service_timeout: pulumi.Input[float]
+    api_timeout: pulumi.Input[float]
 
 
 class PeCompileMasterArgs(SharedMasterArgs, total=False):

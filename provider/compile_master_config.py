@@ -24,6 +24,7 @@ LOCAL_ONLY_KEYS = (
     "sign_timeout",
     "run_timeout",
     "service_timeout",
+    "api_timeout",
     "keep_agent_on_delete",
     "adopt",
     "batch_provisioned",
@@ -69,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "sign_timeout": 300,
     "run_timeout": 1800,
     "service_timeout": 600,
+    "api_timeout": 30,
     "keep_agent_on_delete": False,
     "adopt": False,
     "batch_provisioned": False,
@@ -116,6 +118,7 @@ class MasterConfig:
     sign_timeout: float
     run_timeout: float
     service_timeout: float
+    api_timeout: float  # each PE REST call (console); 5xx and timeouts are retried 3 times
     keep_agent_on_delete: bool
     adopt: bool
     batch_provisioned: bool  # CompileMasterBatch did the long work: create/update only verify
@@ -153,6 +156,7 @@ class MasterConfig:
             sign_timeout=float(merged["sign_timeout"]),
             run_timeout=float(merged["run_timeout"]),
             service_timeout=float(merged["service_timeout"]),
+            api_timeout=float(merged["api_timeout"]),
             keep_agent_on_delete=bool(merged["keep_agent_on_delete"]),
             adopt=bool(merged["adopt"]),
             batch_provisioned=bool(merged["batch_provisioned"]),
@@ -265,6 +269,6 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     if pdb and not str(pdb).startswith("https://"):
         out.append(("puppetdb_url", "puppetdb_url must be https:// (PuppetDB, port 8081)"))
     out += inputs.timeout_problems(
-        props, ("connect_timeout", "install_timeout", "sign_timeout", "run_timeout", "service_timeout")
+        props, ("connect_timeout", "install_timeout", "sign_timeout", "run_timeout", "service_timeout", "api_timeout")
     )
     return out

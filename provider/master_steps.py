@@ -108,7 +108,7 @@ class Context:
 
     def classifier(self) -> Classifier:
         auth = ClassifierAuth(self.cfg.rbac_token, self.cfg.classifier_client_cert, self.cfg.classifier_client_key)
-        return Classifier(self.cfg.classifier_url, self.ca_pem, auth)
+        return Classifier(self.cfg.classifier_url, self.ca_pem, auth, timeout=self.cfg.api_timeout)
 
 
 # --- shared helpers ----------------------------------------------------------------------

@@ -92,7 +92,11 @@ class HaproxyRuntimeDriver:
     def runtime(self, command: str, step: str, allowed_errors: tuple[str, ...] = (), query: bool = False) -> str:
         """One runtime API command; a change answered with anything but success raises."""
         result = self.session.run(haproxy.socket_command(command, self.socket_path), timeout=30)
-        result.check(step, f"cannot reach HAProxy's stats socket {self.socket_path} (is HAProxy running?)")
+        result.check(
+            step,
+            f"cannot reach HAProxy's stats socket {self.socket_path}: check that HAProxy runs and that its global "
+            f"section has `stats socket {self.socket_path} level admin`, then run `pulumi up` again",
+        )
         error = None if query else haproxy.runtime_error(result.stdout)
         if error and not any(a in error for a in allowed_errors):
             raise ProviderError(f"[{self.session.target.label}] {step}: HAProxy answered `{command}` with: {error}")

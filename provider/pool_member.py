@@ -164,7 +164,11 @@ def wait_healthy(driver: PoolDriver, spec: MemberSpec, timeout: float, log: Any)
     while time.monotonic() < deadline:
         last = driver.state(spec)
         if last is None:
-            raise ProviderError(f"{driver.label}: {spec.backend}/{spec.server} vanished while waiting for it")
+            raise ProviderError(
+                f"{driver.label}: {spec.backend}/{spec.server} vanished from the running pool while waiting for its "
+                "health check (HAProxy restarted or reloaded before it was saved, or someone removed it); nothing "
+                "was saved for it. Run `pulumi up` again."
+            )
         if last.healthy:
             return last
         time.sleep(1.0)

@@ -122,10 +122,11 @@ class _PinnedPolicy(paramiko.MissingHostKeyPolicy):
         for pinned in self.allowed:
             if pinned.get_name() == key.get_name() and pinned.asbytes() == key.asbytes():
                 return
+        pinned = ", ".join(f"{k.get_name()} {k.fingerprint}" for k in self.allowed)
         raise HostKeyMismatchError(
             f"{self.target.label}: the host key it presented ({key.get_name()} {key.fingerprint}) is not the "
-            "pinned one; a different machine may be answering this address. Check the host and update the pinned key "
-            "only if the host was really reinstalled."
+            f"pinned one ({pinned}); a different machine may be answering this address. Check the host and update "
+            "the pinned key only if the host was really reinstalled."
         )
 
 
@@ -217,7 +218,12 @@ class SshSession:
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise SshUnreachableError(f"{self.target.label}: the SSH connection dropped before `{self.mask(line)}`")
-        chan = transport.open_session(timeout=30)
+        try:
+            chan = transport.open_session(timeout=30)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise SshUnreachableError(
+                f"{self.target.label}: connection lost before `{self.mask(line)}`: {exc or type(exc).__name__}"
+            ) from None
         chan.settimeout(timeout + REMOTE_KILL_GRACE)
         started = time.monotonic()
         try:
@@ -315,21 +321,30 @@ class SshSession:
 
     def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
         assert self.client is not None, "not connected"
-        with self.channels, self.client.open_sftp() as sftp:
-            tmp = f"{path}.pe-compile-masters.tmp"
-            try:
+        tmp = f"{path}.pe-compile-masters.tmp"
+        try:
+            with self.channels, self.client.open_sftp() as sftp:
                 with sftp.file(tmp, "wb") as f:
                     f.write(data)
                 sftp.chmod(tmp, mode)
                 sftp.posix_rename(tmp, path)
-            except OSError as exc:  # paramiko's SFTP errors carry neither host nor path
-                raise ProviderError(f"[{self.target.label}] cannot write {path} over SFTP: {exc}") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self._sftp_error("write", path, exc) from None
 
     def get(self, path: str) -> bytes | None:
         assert self.client is not None, "not connected"
-        with self.channels, self.client.open_sftp() as sftp:
-            try:
-                with sftp.file(path, "rb") as f:
-                    return bytes(f.read())
-            except FileNotFoundError:
-                return None
+        try:
+            with self.channels, self.client.open_sftp() as sftp, sftp.file(path, "rb") as f:
+                return bytes(f.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self._sftp_error("read", path, exc) from None
+
+    def _sftp_error(self, verb: str, path: str, exc: BaseException) -> ProviderError:
+        """paramiko's SFTP errors carry neither host nor path; a dead connection is
+        SshUnreachableError like everywhere else."""
+        transport = self.client.get_transport() if self.client else None
+        if transport is None or not transport.is_active():
+            return SshUnreachableError(f"{self.target.label}: connection lost while trying to {verb} {path} over SFTP")
+        return ProviderError(f"[{self.target.label}] cannot {verb} {path} over SFTP: {exc or type(exc).__name__}")

@@ -17,6 +17,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,8 @@ class Handler(common.JsonHandler):
                 "Route requires authentication: RBAC token or whitelisted certificate",
             )
         rest = parts[2:]
+        if rest[:1] == ["groups"] and self.injected_fault():
+            return None
         with self.state.lock:
             if rest == ["groups"] and method == "GET":
                 return self.reply(200, [self.public(g) for g in self.state.groups.values()])
@@ -316,6 +319,21 @@ class Handler(common.JsonHandler):
             if len(rest) == 3 and rest[:2] == ["classified", "nodes"] and method == "POST":
                 return self.classified(rest[2])
         return self.error(404, "not-found", f"No route for {method} {url.path}")
+
+    def injected_fault(self) -> bool:
+        """Fault injection for the fault tests (lab knobs, read per request), on node-group
+        calls - what pinning uses; the ENC's classification is spared: changes (POST) wait
+        `console_groups_delay` seconds and are then still carried out, as on a slow console;
+        `console_groups_status` (e.g. 503) answers every group call without doing anything."""
+        knobs = common.settings().get("knobs", {})
+        delay = float(knobs.get("console_groups_delay", 0))
+        if delay > 0 and self.command == "POST":
+            time.sleep(delay)
+        status = int(knobs.get("console_groups_status", 0))
+        if status:
+            self.error(status, "pelab/injected-fault", "Service Unavailable (lab fault injection)")
+            return True
+        return False
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self.route("GET")

@@ -787,10 +787,6 @@ def test_only_the_pinned_key_is_accepted_and_a_mismatch_says_what_to_do() -> Non
         assert "a different machine may be answering" in message and "update the pinned key" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="provider/ssh.py (not ours to edit here) names only the presented key's fingerprint, not the pinned one",
-)
 def test_a_mismatch_also_names_the_pinned_fingerprint() -> None:
     real, other = host_pkey(), host_pkey()
     target = SshTarget("compile01.example.com", 22, "root", "", pinned(real))

@@ -12,6 +12,7 @@ in the program, dependents first.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,7 +20,7 @@ from pulumi.runtime import rpc
 
 from tests.harness.echo_provider import EchoFileProvider
 from tests.harness.mocks import RecordingMocks, Registered
-from tests.harness.provider_server import Engine, ProviderServer, Secret
+from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret
 
 PROVIDER_KEY = "__provider"
 
@@ -71,21 +72,40 @@ class GraphRun:
         by_urn = {r.urn: r.name for r in resources.values()}
         deps = {n: {by_urn[u] for u in r.dependencies if u in by_urn} for n, r in resources.items()}
         for layer in waves(set(resources), deps):
-            with ThreadPoolExecutor(min(self.parallelism, len(layer))) as pool:
-                list(pool.map(lambda name: self._up_one(resources[name]), layer))
+            self._run_layer(lambda name: self._up_one(resources[name]), layer)
         gone = set(self.engines) - set(resources)
         old_deps = {n: self.deps.get(n, set()) for n in gone}
         for layer in reversed(waves(gone, old_deps)):
-            with ThreadPoolExecutor(min(self.parallelism, len(layer))) as pool:
-                list(pool.map(self._delete_one, layer))
+            self._run_layer(self._delete_one, layer)
         self.deps = deps
+
+    def _run_layer(self, operation: Callable[[str], None], layer: list[str]) -> None:
+        """Every resource of a layer at once; like the engine, a failure stops later layers
+        and the error reports every resource that failed, each under its name."""
+        failures: list[tuple[str, ProviderError]] = []
+
+        def attempt(name: str) -> None:
+            try:
+                operation(name)
+            except ProviderError as exc:
+                with self.lock:
+                    failures.append((name, exc))
+
+        with ThreadPoolExecutor(min(self.parallelism, len(layer))) as pool:
+            list(pool.map(attempt, layer))
+        if failures:
+            first = failures[0][1]
+            raise ProviderError(
+                first.method,
+                first.code,
+                "\n\n".join(f"{name}: {exc.details}" for name, exc in sorted(failures, key=lambda f: f[0])),
+            )
 
     def destroy(self) -> None:
         """`pulumi destroy`: every resource, dependents first."""
         names = set(self.engines)
         for layer in reversed(waves(names, self.deps)):
-            with ThreadPoolExecutor(min(self.parallelism, len(layer))) as pool:
-                list(pool.map(self._delete_one, layer))
+            self._run_layer(self._delete_one, layer)
 
     def _up_one(self, resource: Registered) -> None:
         inputs, blob = engine_inputs(resource)

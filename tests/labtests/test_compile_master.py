@@ -14,8 +14,7 @@ import requests
 from lab.client import LabClient
 from provider.compile_master import PeCompileMasterProvider
 from provider.dialects import dialect_for
-from provider.errors import ForeignAgentError
-from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret
+from tests.harness.provider_server import Engine, ProviderServer, Secret
 from tests.labtests.helpers import clean_on_ca
 
 pytestmark = pytest.mark.lab
@@ -193,55 +192,6 @@ def test_pe_2016_pins_through_the_endpoint_and_refresh_detects_unpinning(
         lab.set_pe_version("2019.8")
 
 
-def test_refusals_change_nothing(lab: LabClient, server: ProviderServer) -> None:
-    short = "compile12"
-    host = lab.host(short)
-    bare(lab, short)
-    # A host whose agent belongs to another Puppet server.
-    host.run(
-        "puppet config set --section main server other-primary.example.com && "
-        "mkdir -p /var/lib/puppet/ssl/private_keys && echo key > /var/lib/puppet/ssl/private_keys/x.pem"
-    ).check()
-    engine = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
-    with pytest.raises(ProviderError) as err:
-        engine.up(master_inputs(lab, short))
-    assert ForeignAgentError.__name__ in err.value.details and "not ours" in err.value.details
-    assert "other-primary.example.com" in (host.read("/etc/puppet/puppet.conf") or "")
-    assert lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").exit_status != 0
-    bare(lab, short)
-
-
-def test_refusals_csr_with_other_sans_and_ca_refusing_alt_names(lab: LabClient, server: ProviderServer) -> None:
-    from tests.labtests.helpers import install_agent
-
-    short = "compile12"
-    host = lab.host(short)
-    bare(lab, short)
-    # Someone requested a certificate for this host with other alt names: never sign it.
-    install_agent(lab, host, [short, "evil.pelab.test"])
-    engine = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
-    with pytest.raises(ProviderError) as err:
-        engine.up(master_inputs(lab, short))
-    assert "SanMismatchError" in err.value.details and "refusing to sign" in err.value.details
-    listed = lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").stdout
-    assert "Requested Certificates" in listed  # still only requested: nothing signed
-    assert engine.state is None
-
-    # The CA refuses alt names: a clear error, and nothing signed.
-    bare(lab, short)
-    lab.lab.set_alt_names(False)
-    try:
-        with pytest.raises(ProviderError) as err:
-            engine.up(master_inputs(lab, short))
-        assert "CaRefusedError" in err.value.details and "allow-subject-alt-names" in err.value.details
-        assert (
-            "Signed Certificates" not in lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").stdout
-        )
-    finally:
-        lab.lab.set_alt_names(True)
-    bare(lab, short)
-
-
 def test_pe_3_7_pins_by_rule_rewrite_with_a_whitelisted_certificate_and_adopt(
     lab: LabClient, server: ProviderServer
 ) -> None:
@@ -266,48 +216,5 @@ def test_pe_3_7_pins_by_rule_rewrite_with_a_whitelisted_certificate_and_adopt(
         assert f"[adopt-{short}] install" not in server.text()
         engine.destroy()
         assert ["=", "name", host.fqdn] not in (lab.classifier(token=False).group("PE Master")["rule"] or [])[1:]
-    finally:
-        lab.set_pe_version("2019.8")
-
-
-def test_killed_at_each_step_the_next_up_converges_without_duplicates(lab: LabClient) -> None:
-    """A second Ctrl-C kills the provider mid-operation: create was never recorded, so the
-    next `up` calls create again - which must resume, not duplicate."""
-    import threading
-    import time
-
-    short = "compile10"
-    host = lab.host(short)
-    bare(lab, short)
-    lab.set_pe_version("2016.4")
-    try:
-        inputs = master_inputs(lab, short, pe_version="2016.4")
-        name = f"master-{short}"
-        for after in ("trust", "install", "sign", "first agent run", "classify"):
-            with ProviderServer() as srv:
-                engine = Engine(srv, PeCompileMasterProvider(), name, "PeCompileMaster")
-
-                def killed_create(e: Engine = engine) -> None:
-                    with pytest.raises(ProviderError):
-                        e.up(inputs)
-
-                thread = threading.Thread(target=killed_create, daemon=True)
-                thread.start()
-                deadline = time.monotonic() + 300
-                while f"[{name}] {after}:" not in srv.text() and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                assert f"[{name}] {after}:" in srv.text(), srv.text()
-                srv.close()  # kill -9 of the provider process, mid-operation
-                thread.join(30)
-        with ProviderServer() as srv:
-            engine = Engine(srv, PeCompileMasterProvider(), name, "PeCompileMaster")
-            state = engine.up(inputs)
-            assert state.outputs["status"] == "running"
-            listed = lab.host("primary").run("puppetserver ca list --all").stdout
-            entries = [line for line in listed.splitlines() if line.split()[:1] == [host.fqdn]]
-            assert len(entries) == 1 and "Signed" in listed.split(entries[0])[0]  # one signed cert, no stray CSR
-            rule = lab.classifier().group("PE Master")["rule"]
-            assert rule.count(["=", "name", host.fqdn]) == 1  # pinned once
-            engine.destroy()
     finally:
         lab.set_pe_version("2019.8")

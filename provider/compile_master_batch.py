@@ -171,7 +171,7 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
             except Exception as exc:  # collected: one master's failure must not hide the others'
                 first_line = str(exc).splitlines()[0] if str(exc) else ""
                 if isinstance(exc, StepFailedError):
-                    first_line = f"{exc.summary} (what to do: {exc.advice})"
+                    first_line = f"{exc.summary}\n  What to do: {exc.advice}"
                 elif not isinstance(exc, ProviderError):  # unexpected: say what and where
                     first_line = f"[{cfg.host}] {type(exc).__name__}: {first_line}"
                 with lock:
@@ -181,9 +181,9 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
             list(pool.map(one, configs))
     if errors:
         raise ProviderError(
-            f"{len(errors)} of {len(configs)} masters could not be provisioned (the others are done and are kept): "
-            + "; ".join(f"{c}: {e}" for c, e in sorted(errors.items()))
-            + ". Fix the cause and run `pulumi up` again; finished steps are not repeated."
+            f"{len(errors)} of {len(configs)} masters could not be provisioned (the others are done and are kept):\n"
+            + "".join(f"- {c}: {e}\n" for c, e in sorted(errors.items()))
+            + "Fix the cause and run `pulumi up` again; finished steps are not repeated."
         )
     _say(name, f"{len(configs)} master(s) provisioned in {time.monotonic() - started:.1f}s")
     return [c.certname for c in configs]

@@ -64,6 +64,7 @@ class StepFailedError(ProviderError):
         self.advice = advice
         text = str(cause).strip() or type(cause).__name__
         if host not in text or f"'{step}'" not in text:
-            text = f"[{host}] step '{step}' failed: {text}"
+            own = f"[{host}] "
+            text = f"[{host}] step '{step}' failed: {text[len(own) :] if text.startswith(own) else text}"
         self.summary = text.splitlines()[0]
         super().__init__(f"{text}\nWhat to do: {advice}")

@@ -123,9 +123,21 @@ def read_agent(ctx: Context) -> dict[str, str]:
     return ctx.agent
 
 
+CA_LIST_ATTEMPTS = 5
+
+
 def ca_entries(ctx: Context) -> dict[str, ca.CaEntry]:
+    """The CA's certificates and requests. A read, so retried: Puppet Server's listing fails
+    (HTTP 500, FileNotFoundException) when a request it is reading is signed meanwhile -
+    which happens whenever masters are signed in parallel."""
     cli = ctx.cfg.dialect.ca_cli
-    result = ctx.primary.run(ca.list_command(cli), timeout=ctx.cfg.sign_timeout)
+    deadline = time.monotonic() + ctx.cfg.sign_timeout
+    for attempt in range(1, CA_LIST_ATTEMPTS + 1):
+        result = ctx.primary.run(ca.list_command(cli), timeout=max(30.0, deadline - time.monotonic()))
+        if result.exit_status == 0 or attempt == CA_LIST_ATTEMPTS or time.monotonic() > deadline:
+            break
+        ctx.log("sign", f"listing the CA failed (exit {result.exit_status}, attempt {attempt}); retrying")
+        time.sleep(attempt)
     result.check("read the CA", "is the CA service running on the primary?")
     return ca.parse_list(cli, result.stdout)
 

@@ -122,10 +122,10 @@ class _PinnedPolicy(paramiko.MissingHostKeyPolicy):
         for pinned in self.allowed:
             if pinned.get_name() == key.get_name() and pinned.asbytes() == key.asbytes():
                 return
-        pinned = ", ".join(f"{k.get_name()} {k.fingerprint}" for k in self.allowed)
+        expected = ", ".join(f"{k.get_name()} {k.fingerprint}" for k in self.allowed)
         raise HostKeyMismatchError(
             f"{self.target.label}: the host key it presented ({key.get_name()} {key.fingerprint}) is not the "
-            f"pinned one ({pinned}); a different machine may be answering this address. Check the host and update "
+            f"pinned one ({expected}); a different machine may be answering this address. Check the host and update "
             "the pinned key only if the host was really reinstalled."
         )
 
@@ -259,6 +259,8 @@ class SshSession:
                 else:
                     time.sleep(0.02)
             status = chan.recv_exit_status()
+            if status == -1 and not transport.is_active():  # closed without an exit status: sshd is gone
+                raise SshUnreachableError(f"{self.target.label}: connection lost during `{self.mask(line)}`")
             if status in DEADLINE_EXIT_STATUSES and time.monotonic() - started >= timeout:
                 raise RemoteCommandError(
                     CommandResult(

@@ -70,8 +70,9 @@ def runtime_error(output: str) -> str | None:
 
 
 def socket_command(runtime_command: str, socket_path: str) -> str:
-    """A shell line that sends one runtime API command to the stats socket."""
-    return f"echo {shlex.quote(runtime_command)} | socat stdio {shlex.quote(socket_path)}"
+    """A shell line that sends one runtime API command to the stats socket. UNIX-CONNECT,
+    not a bare path: socat opens a bare path that does not exist as a new regular file."""
+    return f"echo {shlex.quote(runtime_command)} | socat stdio {shlex.quote('UNIX-CONNECT:' + socket_path)}"
 
 
 def server_keywords(address: str, port: int, weight: int, ca_file: str, check_inter_ms: int = 2000) -> str:

@@ -105,7 +105,11 @@ class HaproxyRuntimeDriver:
     def stats(self) -> dict[tuple[str, str], haproxy.ServerStat]:
         text = self.runtime("show stat", "read pool state", query=True)
         if not text.startswith("# "):
-            raise ProviderError(f"[{self.session.target.label}] read pool state: unexpected `show stat` answer")
+            raise ProviderError(
+                f"[{self.session.target.label}] step 'read pool state' failed: unexpected answer from HAProxy's stats "
+                f"socket {self.socket_path} ({text[:100]!r}): check that HAProxy runs and that its global section has "
+                f"`stats socket {self.socket_path} level admin`, then run `pulumi up` again"
+            )
         return haproxy.parse_show_stat(text)
 
     # --- configuration -----------------------------------------------------------------

@@ -596,7 +596,14 @@ def test_ca_commands_are_argument_lists_with_the_certname_as_one_word(hostile: s
 @pytest.mark.parametrize("hostile", HOSTILE[:-1])
 def test_haproxy_socket_line_quotes_the_runtime_command_and_the_socket(hostile: str) -> None:
     line = haproxy.socket_command(f"show servers state {hostile}", f"/run/{hostile}")
-    assert shlex.split(line) == ["echo", f"show servers state {hostile}", "|", "socat", "stdio", f"/run/{hostile}"]
+    assert shlex.split(line) == [
+        "echo",
+        f"show servers state {hostile}",
+        "|",
+        "socat",
+        "stdio",
+        f"UNIX-CONNECT:/run/{hostile}",
+    ]
     # HAProxy's own CLI splits on spaces and ';': names never get there unvalidated.
     assert {k for k, _ in haproxy.member_problems(hostile, hostile, hostile, 8140)} == {
         "backend",

@@ -52,7 +52,7 @@ def test_runtime_commands_and_socket_line_are_quoted() -> None:
     assert cmds[1:] == ["enable health puppet_compilers/compile01", "enable server puppet_compilers/compile01"]
     assert haproxy.remove_commands("b", "s") == ["set server b/s state maint", "del server b/s"]
     line = haproxy.socket_command("show stat", "/run/haproxy/admin.sock")
-    assert line == "echo 'show stat' | socat stdio /run/haproxy/admin.sock"
+    assert line == "echo 'show stat' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock"
 
 
 CFG = """global

@@ -48,6 +48,26 @@ class Row:
     peak_mib: float
     destroy_seconds: float
     cpu_seconds: float  # busy CPU time of the whole machine (every lab host, the provider) during `up`
+    phases: dict[str, tuple[float, float, int]]  # kind -> (first start, last end) in s from the up's start, count
+
+
+# Resource kinds of the program, by name suffix, in the order an `up` reaches them.
+PHASES = (
+    ("-provisioning", "CompileMasterBatch (install, sign, runs: all masters)"),
+    ("-code", "FileSync (per master)"),
+    ("-master", "PeCompileMaster verify (per master)"),
+    ("-infra-refresh", "InfraRefresh (PuppetDB, then console)"),
+    ("-pool", "PoolMember add (per master)"),
+)
+
+
+def phases(timeline: list[tuple[str, float, float]], t0: float) -> dict[str, tuple[float, float, int]]:
+    out = {}
+    for suffix, _ in PHASES:
+        spans = [(start, end) for name, start, end in timeline if name.endswith(suffix)]
+        if spans:
+            out[suffix] = (min(s for s, _ in spans) - t0, max(e for _, e in spans) - t0, len(spans))
+    return out
 
 
 def machine_busy_seconds() -> float:
@@ -86,6 +106,7 @@ def scale_out(client: LabClient, n: int) -> Row:
         t0, busy0 = time.monotonic(), machine_busy_seconds()
         run.up(mocks)
         seconds = time.monotonic() - t0
+        spans = phases(run.timeline, t0)
         cpu_seconds = machine_busy_seconds() - busy0
         text = server.text()
         addresses = {client.host(s).address for s in shorts}
@@ -104,6 +125,7 @@ def scale_out(client: LabClient, n: int) -> Row:
         peak,
         destroy_seconds,
         cpu_seconds,
+        spans,
     )
 
 
@@ -183,6 +205,16 @@ def main() -> None:
             f"| {r.n} | {r.seconds:.1f} | {r.seconds / base:.2f} | {r.puppetdb_runs} | {r.console_runs} | "
             f"{r.ssh_per_master:.1f} | {r.peak_mib:.0f} | {r.cpu_seconds:.0f} | {r.cpu_seconds / cores:.0f} |"
         )
+    print()
+    print("Where the time goes (seconds from the start of `up`: first start - last end, resources):")
+    print("| resource | " + " | ".join(f"N={r.n}" for r in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for suffix, label in PHASES:
+        cells = []
+        for r in rows:
+            start, end, count = r.phases.get(suffix, (0.0, 0.0, 0))
+            cells.append(f"{start:.1f}-{end:.1f} ({count})" if count else "-")
+        print(f"| {label} | " + " | ".join(cells) + " |")
     print()
     print("| destroy N | wall (s) |")
     print("|---|---|")

@@ -39,6 +39,7 @@ from provider import master_steps as steps
 from provider.compile_master import SharedMasterArgs
 from provider.compile_master_config import LOCAL_ONLY_KEYS, SECRET_KEYS, MasterConfig, problems
 from provider.errors import ProviderError, StepFailedError
+from provider.primary import Primary
 from provider.progress import progress, resource_inputs
 from provider.ssh import SshSession
 
@@ -162,12 +163,14 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
     lock = threading.Lock()
     with ExitStack() as stack:
         primary = stack.enter_context(SshSession(first.primary_target, first.connect_timeout, first.secrets))
+        # One view of the CA for every thread: its settings and certificate are read once.
+        shared_ca = Primary(primary, first.dialect.ca_cli, first.primary_certname)
 
         def one(cfg: MasterConfig) -> None:
             log = progress(cfg.resource_name)
             try:
                 with SshSession(cfg.target, cfg.connect_timeout, cfg.secrets) as host:
-                    steps.converge(steps.Context(cfg, host, primary, log))
+                    steps.converge(steps.Context(cfg, host, primary, log, ca=shared_ca))
             except Exception as exc:  # collected: one master's failure must not hide the others'
                 first_line = str(exc).splitlines()[0] if str(exc) else ""
                 if isinstance(exc, StepFailedError):

@@ -33,6 +33,7 @@ from provider.errors import (
     StepFailedError,
 )
 from provider.pe_api import Classifier, ClassifierAuth
+from provider.primary import Primary, parse_config_print
 from provider.ssh import CommandResult, SshSession
 
 AGENT_SETTINGS = (
@@ -71,16 +72,6 @@ class IssuedCert:
         return cls(fingerprint_of_pem(pem), cert.serial_number, sans)
 
 
-def parse_config_print(text: str) -> dict[str, str]:
-    """`puppet config print a b c` prints 'a = value' lines when given several names."""
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(" = ")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
-
-
 def install_arguments(cfg: MasterConfig) -> list[str]:
     """PE's install.bash arguments for this master (section:key=value, then service flags)."""
     args = [f"agent:certname={cfg.certname}"]
@@ -98,6 +89,8 @@ class Context:
     host: SshSession
     primary: SshSession
     log: Callable[[str, str], None]
+    # The CA's side of the steps; a CompileMasterBatch passes one that all its threads share.
+    ca: Primary | None = None
     # discovered along the way
     agent: dict[str, str] = field(default_factory=dict)
     ca_pem: str = ""
@@ -105,6 +98,15 @@ class Context:
     issued: IssuedCert | None = None
     group_id: str = ""
     installed: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ca is None:
+            self.ca = Primary(self.primary, self.cfg.dialect.ca_cli, self.cfg.primary_certname)
+
+    @property
+    def primary_ca(self) -> Primary:
+        assert self.ca is not None  # set in __post_init__
+        return self.ca
 
     def classifier(self) -> Classifier:
         auth = ClassifierAuth(self.cfg.rbac_token, self.cfg.classifier_client_cert, self.cfg.classifier_client_key)
@@ -123,35 +125,15 @@ def read_agent(ctx: Context) -> dict[str, str]:
     return ctx.agent
 
 
-CA_LIST_ATTEMPTS = 5
-
-
 def ca_entries(ctx: Context) -> dict[str, ca.CaEntry]:
-    """The CA's certificates and requests. A read, so retried: Puppet Server's listing fails
-    (HTTP 500, FileNotFoundException) when a request it is reading is signed meanwhile -
-    which happens whenever masters are signed in parallel."""
-    cli = ctx.cfg.dialect.ca_cli
-    deadline = time.monotonic() + ctx.cfg.sign_timeout
-    for attempt in range(1, CA_LIST_ATTEMPTS + 1):
-        result = ctx.primary.run(ca.list_command(cli), timeout=max(30.0, deadline - time.monotonic()))
-        if result.exit_status == 0 or attempt == CA_LIST_ATTEMPTS or time.monotonic() > deadline:
-            break
-        ctx.log("sign", f"listing the CA failed (exit {result.exit_status}, attempt {attempt}); retrying")
-        time.sleep(attempt)
-    result.check("read the CA", "is the CA service running on the primary?")
-    return ca.parse_list(cli, result.stdout)
+    """The CA's certificates and requests (retried: see provider.primary)."""
+    return ctx.primary_ca.entries(ctx.cfg.sign_timeout, ctx.log)
 
 
 def fetch_ca_pem(ctx: Context) -> str:
     """The PE CA certificate, read over the pinned SSH channel to the primary."""
-    if ctx.ca_pem:
-        return ctx.ca_pem
-    path = ctx.primary.run(["puppet", "config", "print", "localcacert", "--section", "agent"], timeout=120)
-    path.check("locate the CA certificate on the primary")
-    pem = ctx.primary.get(path.stdout.strip())
-    if not pem or b"BEGIN CERTIFICATE" not in pem:
-        raise ProviderError(f"[{ctx.cfg.primary_host}] no CA certificate at {path.stdout.strip()}")
-    ctx.ca_pem = pem.decode()
+    if not ctx.ca_pem:
+        ctx.ca_pem = ctx.primary_ca.ca_pem()
     return ctx.ca_pem
 
 
@@ -311,13 +293,13 @@ def sign_certificate(ctx: Context) -> None:
                 f"[{cfg.primary_host}] step 'sign': the CSR for {cfg.certname} asks for SANs {sorted(entry.sans)}, "
                 f"not the requested {want}; refusing to sign. Fix dns_alt_names or the host's puppet.conf."
             )
-        result = ctx.primary.run(ca.sign_command(cli, cfg.certname), timeout=cfg.sign_timeout)
+        result = ctx.primary_ca.sign(cfg.certname, cfg.sign_timeout)
         if result.exit_status != 0:
             reason = ca.refusal_reason(result.stdout + result.stderr)
             if reason:
                 raise CaRefusedError(f"[{cfg.primary_host}] step 'sign': {reason}\n{result.tail(5)}")
             result.check("sign", "the CA refused to sign")
-        ctx.log("sign", f"signed {cfg.certname} with {len(entry.sans)} SANs ({' '.join(ca.sign_command(cli, '')[:3])})")
+        ctx.log("sign", f"signed {cfg.certname} with {len(entry.sans)} SANs ({ctx.primary_ca.sign_method})")
         return
     raise ProviderError(f"[{cfg.primary_host}] step 'sign': the certificate state did not settle after 3 attempts")
 
@@ -326,9 +308,14 @@ def verify_certificate(ctx: Context) -> None:
     cfg = ctx.cfg
     hostcert = ctx.agent.get("hostcert", "")
     if not file_exists(ctx.host, hostcert):
-        ctx.host.run(["puppet", "ssl", "download_cert", "--certname", cfg.certname], timeout=cfg.sign_timeout).check(
-            "download the signed certificate"
+        script = ca.download_cert_script(
+            f"https://{cfg.primary_certname}:8140",
+            cfg.certname,
+            ctx.agent.get("localcacert", ""),
+            hostcert,
+            ctx.agent.get("hostprivkey", ""),
         )
+        ctx.host.run(script, timeout=cfg.sign_timeout).check("download the signed certificate")
     pem = ctx.host.get(hostcert)
     if not pem:
         raise ProviderError(f"[{cfg.host}] step 'verify certificate': no certificate at {hostcert}")
@@ -502,7 +489,7 @@ def deactivate_in_puppetdb(ctx: Context) -> None:
             "producer_timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
         },
     }
-    settings = read_primary_ssl(ctx)
+    settings = ctx.primary_ca.ssl()
     result = ctx.primary.run(
         [
             "curl",
@@ -529,14 +516,6 @@ def deactivate_in_puppetdb(ctx: Context) -> None:
     )
     result.check("deactivate in PuppetDB")
     ctx.log("deactivate", f"{cfg.certname} deactivated in PuppetDB")
-
-
-def read_primary_ssl(ctx: Context) -> dict[str, str]:
-    result = ctx.primary.run(
-        ["puppet", "config", "print", "hostcert", "hostprivkey", "localcacert", "--section", "agent"], timeout=120
-    )
-    result.check("read the primary's SSL settings")
-    return parse_config_print(result.stdout)
 
 
 def unclassify(ctx: Context) -> None:

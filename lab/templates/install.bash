@@ -44,23 +44,28 @@ case "$service_ensure" in running|stopped) ;; *) die "--puppet-service-ensure mu
 
 "$INHOST/bin/pelab-delay" install
 command -v puppet >/dev/null || die "the puppet agent is not installed on this machine"
-echo "Notice: puppet agent $(puppet --version) present"
+echo "Notice: puppet agent present ($(command -v puppet))"
 
-puppet config set --section main server "$PRIMARY"
+# PE's installer runs `puppet config set` once per setting; the lab writes them all in one
+# process (pelab-config-set does what `puppet config set` does), since its hosts share 2 cores.
 # Lab speed-ups, not PE behaviour: 2048-bit keys (Puppet 7 defaults to 4096, whose key
 # generation takes tens of seconds on the lab's 2 cores), and no HTTP keep-alive (Debian's
 # Ruby 3.1 agent stalls 30 s reusing a connection after its CSR PUT to Debian's Puppet
-# Server 7). Arguments given to this script win.
-puppet config set --section main keylength 2048
-puppet config set --section main http_keepalive_timeout 0
+# Server 7). Arguments given to this script come last, so they win.
+"$INHOST/bin/pelab-config-set" "$(puppet config print config)" \
+  main server "$PRIMARY" main keylength 2048 main http_keepalive_timeout 0 "${settings[@]}"
 for ((i = 0; i < ${#settings[@]}; i += 3)); do
-  puppet config set --section "${settings[i]}" "${settings[i+1]}" "${settings[i+2]}"
   echo "Notice: puppet.conf [${settings[i]}] ${settings[i+1]} = ${settings[i+2]}"
 done
 
+declare -A agent=()
+while IFS= read -r line; do
+  agent["${line%% = *}"]="${line#* = }"
+done < <(puppet config print csr_attributes certname hostcert --section agent)
+certname="${agent[certname]}"
+
 if [ ${#extension_requests[@]} -gt 0 ] || [ ${#custom_attributes[@]} -gt 0 ]; then
-  csr="$(puppet config print csr_attributes)"
-  /usr/bin/python3 - "$csr" "${#extension_requests[@]}" "${extension_requests[@]}" "${custom_attributes[@]}" <<'PY'
+  /usr/bin/python3 - "${agent[csr_attributes]}" "${#extension_requests[@]}" "${extension_requests[@]}" "${custom_attributes[@]}" <<'PY'
 import json, sys
 path, n = sys.argv[1], int(sys.argv[2])
 ext, attrs = sys.argv[3:3 + n], sys.argv[3 + n:]
@@ -74,8 +79,7 @@ print(f"Notice: wrote {path}")
 PY
 fi
 
-certname="$(puppet config print certname --section agent)"
-if [ -s "$(puppet config print hostcert --section agent)" ]; then
+if [ -s "${agent[hostcert]}" ]; then
   echo "Notice: certificate for $certname already present; not requesting another"
 else
   puppet ssl submit_request --certname "$certname"

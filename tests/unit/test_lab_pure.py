@@ -152,3 +152,52 @@ def test_the_reports_of_a_master_run_name_the_master_class() -> None:
     assert report["host"] == "compile05.pelab.test" and report["status"] == "changed"
     assert "puppet_enterprise::profile::master" in puppetdb.classes_of_report(report)
     assert "puppet_enterprise::profile::puppetdb" not in puppetdb.classes_of_report(report)
+
+
+def _config_set_module() -> ModuleType:
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import module_from_spec, spec_from_loader
+
+    loader = SourceFileLoader("pelab_config_set", str(INHOST / "bin" / "pelab-config-set"))
+    spec = spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("before", "section", "key", "after"),
+    [
+        ([], "main", "server", ["[main]", "server = v"]),
+        (["server = x", "[agent]", "certname = y"], "main", "server", ["server = v", "[agent]", "certname = y"]),
+        (
+            ["[main]", "server = x", "", "[agent]"],
+            "main",
+            "keylength",
+            ["[main]", "server = x", "keylength = v", "", "[agent]"],
+        ),
+        (["[main]", "certname = x"], "agent", "certname", ["[main]", "certname = x", "[agent]", "certname = v"]),
+        (
+            ["[main]", "a = 1", "[agent]", "certname = x", ""],
+            "agent",
+            "certname",
+            ["[main]", "a = 1", "[agent]", "certname = v", ""],
+        ),
+    ],
+)
+def test_lab_config_set_edits_puppet_conf_like_puppet_config_set(
+    before: list[str], section: str, key: str, after: list[str]
+) -> None:
+    """The lab's installer writes its settings in one process; it must land each in its
+    section, replacing the same key there only."""
+    assert _config_set_module().set_setting(before, section, key, "v") == after
+
+
+def test_lab_config_set_writes_several_settings_and_refuses_bad_names(tmp_path: Path) -> None:
+    module = _config_set_module()
+    conf = tmp_path / "puppet.conf"
+    assert module.main([str(conf), "main", "server", "p", "agent", "certname", "c", "main", "server", "q"]) == 0
+    assert conf.read_text() == "[main]\nserver = q\n[agent]\ncertname = c\n"
+    assert module.main([str(conf), "main", "bad key", "x"]) == 2
+    assert module.main([str(conf), "main", "server"]) == 2

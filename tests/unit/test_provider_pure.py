@@ -3,15 +3,19 @@ rule rewrites, installer arguments, dialects, validation."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from provider import ca, validation
 from provider.compile_master_config import MasterConfig
 from provider.dialects import dialect_for
-from provider.master_steps import install_arguments, parse_config_print
+from provider.master_steps import install_arguments
 from provider.pe_api import is_pinned, pin_rule, unpin_rule
+from provider.primary import parse_config_print
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -152,3 +156,90 @@ def test_remote_deadline_stops_the_command_and_its_children_on_the_host(tmp_path
         ["sh", "-c", with_remote_deadline("printf '%s' \"a b;\" '$(id)'; exit 3", 5)], capture_output=True, text=True
     )
     assert (quick.returncode, quick.stdout) == (3, "a b;$(id)")
+
+
+def _key_and_cert(tmp: Path, name: str) -> tuple[Path, bytes]:
+    """A private key file and a self-signed certificate (PEM) for it."""
+    import datetime
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_path = tmp / f"{name}.key"
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return key_path, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_download_cert_script_installs_only_a_certificate_for_the_hosts_own_key(tmp_path: Path) -> None:
+    """Run the script for real, the CA's endpoint being a file:// tree: the certificate of
+    the host's own key is installed (0644); one for another key is refused, nothing left."""
+    import subprocess
+
+    key, cert = _key_and_cert(tmp_path, "c1.example.com")
+    _, foreign = _key_and_cert(tmp_path, "other")
+    served = tmp_path / "ca" / "puppet-ca" / "v1" / "certificate"
+    served.mkdir(parents=True)
+    hostcert = tmp_path / "certs" / "c1.example.com.pem"
+    hostcert.parent.mkdir()
+
+    def download(body: bytes) -> subprocess.CompletedProcess[str]:
+        (served / "c1.example.com").write_bytes(body)
+        script = ca.download_cert_script(
+            f"file://{tmp_path}/ca", "c1.example.com", "/nonexistent-ca.pem", str(hostcert), str(key)
+        )
+        return subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+
+    refused = download(foreign)
+    assert refused.returncode == 3 and "does not match this host's private key" in refused.stderr
+    assert list(hostcert.parent.iterdir()) == []  # no certificate, no temp file
+    installed = download(cert)
+    assert installed.returncode == 0, installed.stderr
+    assert hostcert.read_bytes() == cert and oct(hostcert.stat().st_mode & 0o777) == "0o644"
+    assert list(hostcert.parent.iterdir()) == [hostcert]
+
+
+def test_ca_api_commands_verify_tls_and_keep_each_value_one_argument() -> None:
+    client = ca.ApiClient("primary.example.com", "/ssl/certs/p.pem", "/ssl/private_keys/p.pem", "/ssl/certs/ca.pem")
+    listing = ca.api_list_command(client)
+    assert listing[-1] == "https://primary.example.com:8140/puppet-ca/v1/certificate_statuses/any_key"
+    assert "-k" not in listing and "--insecure" not in listing
+    assert listing[listing.index("--cacert") + 1] == "/ssl/certs/ca.pem"
+    assert listing[listing.index("--cert") + 1] == "/ssl/certs/p.pem"
+    argv, body = ca.api_sign_command(client, "c1.example.com")
+    assert argv[-1].endswith("/puppet-ca/v1/certificate_status/c1.example.com") and "PUT" in argv
+    assert json.loads(body) == {"desired_state": "signed"}
+
+
+def test_ca_api_statuses_parse_to_what_the_cli_lists() -> None:
+    """Golden JSON from the lab's real CA (certificate_statuses/any_key); the expected
+    values are what `puppetserver ca list --all` printed for the same CA state."""
+    entries = ca.parse_statuses_json((DATA / "ca-certificate-statuses.json").read_text())
+    requested = entries["compile14.pelab.test"]
+    assert requested.state == "requested"
+    assert requested.fingerprint.startswith("9E:75:0A:0D:D0:90:66:6F") and requested.fingerprint.endswith("8A:A5:BC")
+    assert requested.sans == {"compile14", "compile14.pelab.test"}
+    assert requested.extensions == (("pp_auth_role", "pe_compiler"),)
+    signed = entries["compile15.pelab.test"]
+    assert signed.state == "signed" and signed.fingerprint.startswith("34:4F:9F:34")
+    assert signed.sans == {"compile15", "compile15.pelab.test", "puppet"}
+    assert ca.sans_match(signed, "compile15.pelab.test", ["compile15", "puppet"])
+    revoked = entries["compile16.pelab.test"]
+    assert revoked.state == "revoked" and revoked.fingerprint.startswith("FE:D5:DA:DE")
+    assert entries["primary.pelab.test"].extensions == (("pp_cli_auth", "true"),)
+    assert ca.parse_statuses_json("[]") == {}

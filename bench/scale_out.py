@@ -49,6 +49,8 @@ class Row:
     destroy_seconds: float
     cpu_seconds: float  # busy CPU time of the whole machine (every lab host, the provider) during `up`
     phases: dict[str, tuple[float, float, int]]  # kind -> (first start, last end) in s from the up's start, count
+    provider_cpu: float  # CPU-seconds of the provider server process during `up`
+    primary_cpu: float  # CPU-seconds of the primary's Puppet Server (CA, catalog compiles) during `up`
 
 
 # Resource kinds of the program, by name suffix, in the order an `up` reaches them.
@@ -74,6 +76,25 @@ def machine_busy_seconds() -> float:
     """Busy CPU-seconds of the machine since boot (/proc/stat: all but idle and iowait)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def puppetserver_cpu_seconds() -> float:
+    """CPU-seconds of every Puppet Server JVM on the machine (the bench runs only the
+    primary's: compile hosts use the light compile service)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if "(java)" in stat.read_text() and "puppetserver" in (stat.parent / "cmdline").read_text():
+                total += process_cpu_seconds(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue  # a process that ended meanwhile
+    return total
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -103,11 +124,14 @@ def scale_out(client: LabClient, n: int) -> Row:
     with ProviderServer(env=TRACE) as server:
         run = GraphRun(server)
         mocks = run_program(program, stack=STACK, config=lab_stack_config(client, shorts))
-        t0, busy0 = time.monotonic(), machine_busy_seconds()
+        t0, busy0, primary0 = time.monotonic(), machine_busy_seconds(), puppetserver_cpu_seconds()
+        provider0 = process_cpu_seconds(server.pid)
         run.up(mocks)
         seconds = time.monotonic() - t0
         spans = phases(run.timeline, t0)
         cpu_seconds = machine_busy_seconds() - busy0
+        provider_cpu = process_cpu_seconds(server.pid) - provider0
+        primary_cpu = puppetserver_cpu_seconds() - primary0
         text = server.text()
         addresses = {client.host(s).address for s in shorts}
         connects = re.findall(r"\[trace\] ssh-connect (\S+)", text)
@@ -126,6 +150,8 @@ def scale_out(client: LabClient, n: int) -> Row:
         destroy_seconds,
         cpu_seconds,
         spans,
+        provider_cpu,
+        primary_cpu,
     )
 
 
@@ -197,13 +223,15 @@ def main() -> None:
     cores = os.cpu_count() or 1
     print(
         "| N | wall (s) | ratio to N=1 | PuppetDB runs | console runs | SSH conns/master | provider peak RSS MiB "
-        f"| machine CPU-s | CPU-bound floor on {cores} cores (s) |"
+        f"| machine CPU-s | CPU-bound floor on {cores} cores (s) | CPU-s per master | of which provider | "
+        "of which primary's Puppet Server |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r.n} | {r.seconds:.1f} | {r.seconds / base:.2f} | {r.puppetdb_runs} | {r.console_runs} | "
-            f"{r.ssh_per_master:.1f} | {r.peak_mib:.0f} | {r.cpu_seconds:.0f} | {r.cpu_seconds / cores:.0f} |"
+            f"{r.ssh_per_master:.1f} | {r.peak_mib:.0f} | {r.cpu_seconds:.0f} | {r.cpu_seconds / cores:.0f} | "
+            f"{r.cpu_seconds / r.n:.1f} | {r.provider_cpu:.1f} | {r.primary_cpu:.1f} |"
         )
     print()
     print("Where the time goes (seconds from the start of `up`: first start - last end, resources):")

@@ -30,6 +30,11 @@ from provider.errors import HostKeyMismatchError, ProviderError, RemoteCommandEr
 REMOTE_KILL_GRACE = 10.0
 # timeout(1): 124 when the command was stopped at the deadline, 137 when it needed KILL.
 DEADLINE_EXIT_STATUSES = (124, 137)
+# Polling a channel for output: quick for short commands, backing off to POLL_MAX while a
+# long one (an agent run) is silent - 16 threads polling every 20 ms cost the provider
+# process CPU that the hosts need.
+POLL_FIRST = 0.01
+POLL_MAX = 0.1
 
 
 def with_remote_deadline(line: str, timeout: float) -> str:
@@ -235,11 +240,14 @@ class SshSession:
             # The host enforces the deadline itself (timeout(1) kills the command's process
             # group); we wait a little longer to hear its exit status.
             deadline = started + timeout + REMOTE_KILL_GRACE
+            idle = POLL_FIRST
             while True:
                 if chan.recv_ready():
                     out += chan.recv(65536)
+                    idle = POLL_FIRST
                 elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
+                    idle = POLL_FIRST
                 elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
                 elif time.monotonic() > deadline:
@@ -257,7 +265,8 @@ class SshSession:
                 elif chan.closed and not chan.exit_status_ready():
                     raise SshUnreachableError(f"{self.target.label}: connection lost during `{self.mask(line)}`")
                 else:
-                    time.sleep(0.02)
+                    time.sleep(idle)
+                    idle = min(idle * 1.5, POLL_MAX)
             status = chan.recv_exit_status()
             if status == -1 and not transport.is_active():  # closed without an exit status: sshd is gone
                 raise SshUnreachableError(f"{self.target.label}: connection lost during `{self.mask(line)}`")

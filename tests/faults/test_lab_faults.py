@@ -19,13 +19,12 @@ import pytest
 
 from components.program import main as program
 from lab.client import LabClient
-from provider import haproxy
 from provider.infra_refresh import InfraRefreshProvider
 from provider.pool_member import PoolMemberProvider
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret, wait_for
-from tests.labtests.helpers import bare_masters, enroll, lab_stack_config
+from tests.labtests.helpers import bare_masters, enroll, lab_stack_config, lb_config, lb_stats
 
 pytestmark = pytest.mark.lab
 STACK = "faults"
@@ -61,15 +60,6 @@ def failed_up(run: GraphRun, mocks: Any, *expected: str) -> str:
     for text in expected:
         assert text in details, f"{text!r} not in the error:\n{details}"
     return details
-
-
-def lb_stats(lab: LabClient) -> dict[tuple[str, str], haproxy.ServerStat]:
-    out = lab.host("lb").run("echo 'show stat' | socat stdio /run/haproxy/admin.sock").check().stdout
-    return haproxy.parse_show_stat(out)
-
-
-def lb_config(lab: LabClient) -> str:
-    return lab.host("lb").read("/etc/haproxy/haproxy.cfg") or ""
 
 
 def ca_entries(lab: LabClient, fqdn: str) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from lab.client import LabClient, LabHost
+from provider import haproxy
 
 PRIMARY = "primary.pelab.test"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -80,3 +81,14 @@ def lab_stack_config(lab: LabClient, shorts: list[str] | tuple[str, ...], **chan
     config["pe:timeouts"] = {"health": 120, "run": 600, "service": 300}
     config.update(changes)
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+
+
+def lb_stats(lab: LabClient) -> dict[tuple[str, str], haproxy.ServerStat]:
+    """HAProxy's running pool, read from its runtime API on the lab's LB."""
+    out = lab.host("lb").run("echo 'show stat' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock").check().stdout
+    return haproxy.parse_show_stat(out)
+
+
+def lb_config(lab: LabClient) -> str:
+    """HAProxy's saved configuration on the lab's LB."""
+    return lab.host("lb").read("/etc/haproxy/haproxy.cfg") or ""

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from lab.client import LabClient
-from provider import haproxy
 from provider.pool_member import PoolMemberProvider
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret, wait_for
-from tests.labtests.helpers import enroll
+from tests.labtests.helpers import enroll, lb_config, lb_stats
 
 pytestmark = pytest.mark.lab
 BACKEND = "puppet_compilers"
@@ -63,15 +62,6 @@ def member_inputs(lab: LabClient, name: str, short: str, **overrides: Any) -> di
     return props
 
 
-def stats(lab: LabClient) -> dict[tuple[str, str], haproxy.ServerStat]:
-    out = lab.host("lb").run("echo 'show stat' | socat stdio /run/haproxy/admin.sock").check().stdout
-    return haproxy.parse_show_stat(out)
-
-
-def config(lab: LabClient) -> str:
-    return lab.host("lb").read("/etc/haproxy/haproxy.cfg") or ""
-
-
 def peer_through_lb(lab: LabClient, expected_name: str) -> str:
     """Connect to the LB's 8140 (TLS passes through) and return the certificate's CN."""
     ctx = ssl.create_default_context(cafile=lab.ca_file)
@@ -92,16 +82,16 @@ def test_member_lifecycle_gate_reload_weight_drift_and_removal(
     inputs = member_inputs(lab, short, short)
     state = engine.up(inputs)
     assert state.id == f"{BACKEND}/{short}" and state.outputs["status"] == "UP"
-    stat = stats(lab)[(BACKEND, short)]
+    stat = lb_stats(lab)[(BACKEND, short)]
     assert stat.is_healthy and stat.weight == 100 and stat.address == f"{lab.host(short).address}:8140"
-    assert f"server {short} {lab.host(short).address}:8140 weight 100 check check-ssl" in config(lab)
+    assert f"server {short} {lab.host(short).address}:8140 weight 100 check check-ssl" in lb_config(lab)
     assert peer_through_lb(lab, fqdn) == fqdn  # a request to the LB's 8140 reaches the new master
     assert "is UP (L7OK) and saved in the configuration" in server.text()
     assert Path(lab.key).read_text().split("\n")[1] not in str(state.serialized_state()) + server.text()
 
     # The configuration HAProxy reloads from holds the member: it survives a reload.
     lab.host("lb").run("service haproxy reload").check()
-    assert wait_for(lambda: (BACKEND, short) in stats(lab) and stats(lab)[(BACKEND, short)].is_healthy, 30)
+    assert wait_for(lambda: (BACKEND, short) in lb_stats(lab) and lb_stats(lab)[(BACKEND, short)].is_healthy, 30)
     refreshed = engine.refresh()
     assert refreshed is not None and refreshed.outputs["status"] == "UP"
     _, diff = engine.preview(inputs)
@@ -112,8 +102,8 @@ def test_member_lifecycle_gate_reload_weight_drift_and_removal(
     _, diff = engine.preview(inputs)
     assert diff is not None and diff.changes == "some" and not diff.replaces
     engine.up(inputs)
-    assert stats(lab)[(BACKEND, short)].weight == 40 and f"server {short} " in config(lab)
-    assert f"{lab.host(short).address}:8140 weight 40 " in config(lab)
+    assert lb_stats(lab)[(BACKEND, short)].weight == 40 and f"server {short} " in lb_config(lab)
+    assert f"{lab.host(short).address}:8140 weight 40 " in lb_config(lab)
 
     # Someone puts it in maintenance: refresh reports drift, the next up repairs it.
     lab.host("lb").run(f"echo 'set server {BACKEND}/{short} state maint' | socat stdio /run/haproxy/admin.sock")
@@ -122,18 +112,18 @@ def test_member_lifecycle_gate_reload_weight_drift_and_removal(
     _, diff = engine.preview(inputs)
     assert diff is not None and diff.changes == "some"
     assert engine.up(inputs).outputs["status"] == "UP"
-    assert stats(lab)[(BACKEND, short)].is_healthy
+    assert lb_stats(lab)[(BACKEND, short)].is_healthy
 
     engine.destroy()
-    assert (BACKEND, short) not in stats(lab)
-    assert f"server {short} " not in config(lab)
+    assert (BACKEND, short) not in lb_stats(lab)
+    assert f"server {short} " not in lb_config(lab)
     # Deleting a member that is gone succeeds.
     engine.state = state
     engine.destroy()
 
 
 def test_member_that_never_turns_healthy_is_removed_at_the_deadline(lab: LabClient, server: ProviderServer) -> None:
-    before = config(lab)
+    before = lb_config(lab)
     engine = Engine(server, PoolMemberProvider(), "member-dead", "PoolMember")
     t0 = time.monotonic()
     with pytest.raises(ProviderError) as failed:
@@ -142,8 +132,8 @@ def test_member_that_never_turns_healthy_is_removed_at_the_deadline(lab: LabClie
     message = failed.value.details
     assert "puppet_compilers/dead" in message and "DOWN" in message and "after 6s" in message
     assert "lb.pelab.test" in message and "run `pulumi up` again" in message
-    assert (BACKEND, "dead") not in stats(lab)  # nothing left behind
-    assert config(lab) == before
+    assert (BACKEND, "dead") not in lb_stats(lab)  # nothing left behind
+    assert lb_config(lab) == before
 
 
 def test_delete_drains_a_live_connection_first(lab: LabClient, server: ProviderServer, masters: list[str]) -> None:
@@ -154,7 +144,7 @@ def test_delete_drains_a_live_connection_first(lab: LabClient, server: ProviderS
     ctx = ssl.create_default_context(cafile=lab.ca_file)
     raw = socket.create_connection((lab.host("lb").address, 8140), timeout=10)
     tls = ctx.wrap_socket(raw, server_hostname=fqdn)  # a live session through the LB
-    assert wait_for(lambda: stats(lab)[(BACKEND, short)].current_sessions == 1, 10)
+    assert wait_for(lambda: lb_stats(lab)[(BACKEND, short)].current_sessions == 1, 10)
     done = threading.Event()
     errors: list[BaseException] = []
 
@@ -170,16 +160,16 @@ def test_delete_drains_a_live_connection_first(lab: LabClient, server: ProviderS
     worker = threading.Thread(target=delete)
     worker.start()
     try:
-        assert wait_for(lambda: stats(lab)[(BACKEND, short)].status == "DRAIN", 10)
+        assert wait_for(lambda: lb_stats(lab)[(BACKEND, short)].status == "DRAIN", 10)
         time.sleep(3)
         assert not done.is_set()  # still waiting for the session
-        assert stats(lab)[(BACKEND, short)].current_sessions == 1
+        assert lb_stats(lab)[(BACKEND, short)].current_sessions == 1
     finally:
         tls.close()
     worker.join(60)
     assert done.is_set() and not errors, errors
     assert time.monotonic() - t0 >= 3
-    assert (BACKEND, short) not in stats(lab) and f"server {short} " not in config(lab)
+    assert (BACKEND, short) not in lb_stats(lab) and f"server {short} " not in lb_config(lab)
     assert "no new connections; 1 open session(s)" in server.text() and "cutting" not in server.text()
 
 
@@ -195,14 +185,14 @@ def test_eight_concurrent_adds_and_removals_keep_each_others_edits(
                 zip(engines, names, strict=True),
             )
         )
-    current, cfg = stats(lab), config(lab)
+    current, cfg = lb_stats(lab), lb_config(lab)
     for name in names:
         assert current[(BACKEND, name)].is_healthy
         assert cfg.count(f"server {name} ") == 1
     lab.host("lb").run("haproxy -c -q -f /etc/haproxy/haproxy.cfg").check()
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda e: e.destroy(), engines))
-    current, cfg = stats(lab), config(lab)
+    current, cfg = lb_stats(lab), lb_config(lab)
     assert not any(name == n for (_, n) in current for name in names)
     assert not any(f"server {name} " in cfg for name in names)
 
@@ -220,10 +210,10 @@ def test_eight_concurrent_adds_and_removals_keep_each_others_edits(
 def test_bad_input_is_refused_by_check_before_anything_changes(
     lab: LabClient, server: ProviderServer, override: dict[str, Any], prop: str
 ) -> None:
-    before_cfg, before_stats = config(lab), set(stats(lab))
+    before_cfg, before_stats = lb_config(lab), set(lb_stats(lab))
     engine = Engine(server, PoolMemberProvider(), "member-bad", "PoolMember")
     checked = engine.check(member_inputs(lab, "badmember", "compile16", **override))
     assert prop in [p for p, _ in checked.failures], checked.failures
     if prop == "backend":
         assert "no `backend no_such_backend`" in dict(checked.failures)["backend"]
-    assert config(lab) == before_cfg and set(stats(lab)) == before_stats
+    assert lb_config(lab) == before_cfg and set(lb_stats(lab)) == before_stats

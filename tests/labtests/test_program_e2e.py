@@ -17,12 +17,11 @@ import pytest
 from components.program import main
 from lab.client import LabClient
 from provider import file_sync_plan as plan
-from provider import haproxy
 from provider.pe_api import is_pinned
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import ProviderServer
-from tests.labtests.helpers import bare_masters, lab_stack_config
+from tests.labtests.helpers import bare_masters, lab_stack_config, lb_stats
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,11 +40,6 @@ def up(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> int:
     start = len(run.log)
     run.up(run_program(main, stack="lab", config=lab_stack_config(lab, shorts)))
     return start
-
-
-def stats(lab: LabClient) -> dict[tuple[str, str], haproxy.ServerStat]:
-    out = lab.host("lb").run("echo 'show stat' | socat stdio /run/haproxy/admin.sock").check().stdout
-    return haproxy.parse_show_stat(out)
 
 
 def whitelist(lab: LabClient, short: str, path: str) -> set[str]:
@@ -95,13 +89,13 @@ def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> No
         trusted = {"trusted": {"certname": certname, "extensions": {"pp_auth_role": role}}}
         classified = lab.classifier().request("POST", f"classified/nodes/{certname}", json=trusted).json()
         assert compiler["id"] in classified["groups"]
-        assert stats(lab)[("puppet_compilers", certname)].is_healthy
+        assert lb_stats(lab)[("puppet_compilers", certname)].is_healthy
         assert run.outputs(f"{certname}-pool")["status"] == "UP"
         code = run.outputs(f"{certname}-code")
         assert code["status"] == "in sync" and code["digest"] == primary_digest
     assert certnames <= whitelist(lab, "puppetdb", "/etc/puppetlabs/puppetdb/certificate-whitelist")
     assert certnames <= whitelist(lab, "console", "/etc/puppetlabs/console-services/rbac-certificate-whitelist")
-    pool = {name for (backend, name) in stats(lab) if backend == "puppet_compilers"}
+    pool = {name for (backend, name) in lb_stats(lab) if backend == "puppet_compilers"}
     assert pool == certnames  # nobody else in the pool, nobody missing
     seen = {catalog_through_lb(lab) for _ in range(4 * len(shorts))}
     assert seen == certnames, seen  # each master serves catalogs through the LB
@@ -155,7 +149,7 @@ def scale_out_and_in(lab: LabClient, server: ProviderServer, run: GraphRun) -> N
             deletes.index(f"{certname}-pool") < deletes.index(f"{certname}-master") < deletes.index(f"{certname}-code")
         )
         assert f"[{certname}-pool] drain:" in server.text()
-        assert ("puppet_compilers", certname) not in stats(lab)
+        assert ("puppet_compilers", certname) not in lb_stats(lab)
         assert lab.host("primary").run(f"puppetserver ca list --certname {certname}").exit_status != 0
         crl = lab.host("primary").run("openssl crl -in /var/lib/puppet/ssl/crl.pem -noout -text").stdout
         assert f"{int(serials[short]):X}" in crl.replace(":", "").upper()  # revoked

@@ -52,7 +52,9 @@ echo "Notice: puppet agent present ($(command -v puppet))"
 # generation takes tens of seconds on the lab's 2 cores), and no HTTP keep-alive (Debian's
 # Ruby 3.1 agent stalls 30 s reusing a connection after its CSR PUT to Debian's Puppet
 # Server 7). Arguments given to this script come last, so they win.
-"$INHOST/bin/pelab-config-set" "$(puppet config print config)" \
+# Debian's puppet-agent keeps puppet.conf in /etc/puppet (PE's installer knows its own
+# package's /etc/puppetlabs/puppet the same way).
+"$INHOST/bin/pelab-config-set" /etc/puppet/puppet.conf \
   main server "$PRIMARY" main keylength 2048 main http_keepalive_timeout 0 "${settings[@]}"
 for ((i = 0; i < ${#settings[@]}; i += 3)); do
   echo "Notice: puppet.conf [${settings[i]}] ${settings[i+1]} = ${settings[i+2]}"

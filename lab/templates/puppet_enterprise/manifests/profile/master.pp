@@ -4,9 +4,14 @@
 class puppet_enterprise::profile::master (
   Boolean $enable_ca_proxy = false,
 ) {
+  # The latency of PE's master profile being applied (packages, services, config: minutes in
+  # PE). Only until the compile service runs: a later run of a configured master changes
+  # nothing and takes seconds, as in PE (from 2019.7 the first agent run of a compiler
+  # already applies the profile, since PE Compiler matches its pp_auth_role).
   exec { 'pelab master run latency':
     command   => '@INHOST@/bin/pelab-delay master_run',
     onlyif    => '@INHOST@/bin/pelab-delay --positive master_run',
+    unless    => '@INHOST@/bin/pelab-compile-service status',
     logoutput => true,
     timeout   => 3600,
   }

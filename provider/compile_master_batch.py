@@ -16,7 +16,6 @@ Removing masters is not this resource's job: each PeCompileMaster's delete does 
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +39,7 @@ from provider.compile_master import SharedMasterArgs
 from provider.compile_master_config import LOCAL_ONLY_KEYS, SECRET_KEYS, MasterConfig, problems
 from provider.errors import ProviderError, StepFailedError
 from provider.primary import Primary
-from provider.progress import progress, resource_inputs
+from provider.progress import emit, progress, resource_inputs
 from provider.ssh import SshSession
 
 # Per-master keys in each entry of `masters`; every other PeCompileMaster input is shared.
@@ -193,7 +192,7 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
 
 
 def _say(name: str, message: str) -> None:
-    print(f"[{name}] batch: {message}", file=sys.stderr, flush=True)
+    emit(f"[{name}] batch: {message}")
 
 
 class CompileMasterBatchArgs(SharedMasterArgs, total=False):

@@ -7,6 +7,7 @@ CLI shows a dynamic provider's output live but does not say which resource print
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,11 +17,22 @@ import pulumi
 Log = Callable[[str, str], None]
 
 
+_emit_lock = threading.Lock()
+
+
+def emit(line: str) -> None:
+    """One whole line to stderr: print() writes the text and the newline separately, so
+    the batch's threads could interleave their lines."""
+    with _emit_lock:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
 def progress(resource_name: str) -> Log:
     started = time.monotonic()
 
     def log(step: str, message: str) -> None:
-        print(f"[{resource_name}] {step}: {message} (+{time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
+        emit(f"[{resource_name}] {step}: {message} (+{time.monotonic() - started:.1f}s)")
 
     return log
 

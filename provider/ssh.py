@@ -14,7 +14,6 @@ import io
 import math
 import os
 import shlex
-import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 import paramiko
 
 from provider.errors import HostKeyMismatchError, ProviderError, RemoteCommandError, SshUnreachableError
+from provider.progress import emit
 
 # Seconds between the remote deadline's TERM and KILL, and the extra time we wait to hear
 # the exit status after the deadline.
@@ -182,7 +182,7 @@ class SshSession:
                 )
                 self.client = client
                 if os.environ.get("PE_COMPILE_MASTERS_TRACE"):  # counted by bench/ (connections per host)
-                    print(f"[trace] ssh-connect {self.target.label}", file=sys.stderr, flush=True)
+                    emit(f"[trace] ssh-connect {self.target.label}")
                 return
             except HostKeyMismatchError:
                 client.close()

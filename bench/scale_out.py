@@ -59,7 +59,8 @@ PHASES = (
     ("-code", "FileSync (per master)"),
     ("-master", "PeCompileMaster verify (per master)"),
     ("-infra-refresh", "InfraRefresh (PuppetDB, then console)"),
-    ("-pool", "PoolMember add (per master)"),
+    ("-pool-admission", "PoolAdmission (adds + health gate: all members)"),
+    ("-pool", "PoolMember confirm (per master)"),
 )
 
 

@@ -90,6 +90,22 @@ def shared_master_inputs(spec: DeploymentSpec, creds: Credentials) -> dict[str, 
     return out
 
 
+def member_entry(master: MasterSpec) -> dict[str, Any]:
+    """A PoolMember's per-member inputs (also one entry of PoolAdmission's `members`)."""
+    return {"server_name": master.certname, "address": master.pool_address, "weight": master.weight}
+
+
+def shared_member_inputs(spec: DeploymentSpec, creds: Credentials) -> dict[str, Any]:
+    """The pool inputs every member shares: load balancer, backend, health check, deadlines."""
+    return {
+        "lb_host": spec.lb.host,
+        **ssh_inputs("lb_ssh", spec.lb, spec, creds.ssh_private_key),
+        "backend": spec.lb_backend,
+        "check_ca_file": spec.lb_check_ca_file,
+        **_timeouts(spec, {"connect": "connect_timeout", "health": "health_timeout", "drain": "drain_timeout"}),
+    }
+
+
 class CompileMaster(pulumi.ComponentResource):
     """One compile master. `join_pool(refresh)` adds its pool member once the
     deployment's InfraRefresh exists (it depends on every master, so it comes later)."""
@@ -137,23 +153,18 @@ class CompileMaster(pulumi.ComponentResource):
             pulumi.ResourceOptions(parent=self, depends_on=[self.file_sync, *([batch] if batch else [])]),
         )
 
-    def join_pool(self, refresh: pulumi.Resource) -> PoolMember:
-        """The 8140 pool member, after code, master and the deployment-wide refresh."""
+    def join_pool(self, refresh: pulumi.Resource, admission: pulumi.Resource | None = None) -> PoolMember:
+        """The 8140 pool member, after code, master, the deployment-wide refresh and (when
+        given) the PoolAdmission that added and health-gated every new member at once."""
         spec, master = self.spec, self.master_spec
-        member_args: dict[str, Any] = {
-            "lb_host": spec.lb.host,
-            **ssh_inputs("lb_ssh", spec.lb, spec, self.creds.ssh_private_key),
-            "backend": spec.lb_backend,
-            "server_name": master.certname,
-            "address": master.pool_address,
-            "weight": master.weight,
-            "check_ca_file": spec.lb_check_ca_file,
-            **_timeouts(spec, {"connect": "connect_timeout", "health": "health_timeout", "drain": "drain_timeout"}),
-        }
+        member_args = {**member_entry(master), **shared_member_inputs(spec, self.creds)}
         self.member = PoolMember(
             f"{master.name}-pool",
             cast(PoolMemberArgs, member_args),
-            pulumi.ResourceOptions(parent=self, depends_on=[self.master, self.file_sync, refresh]),
+            pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[self.master, self.file_sync, refresh, *([admission] if admission else [])],
+            ),
         )
         self.register_outputs(
             {

@@ -10,10 +10,19 @@ from typing import Any, cast
 
 import pulumi
 
-from components.compile_master import CompileMaster, Credentials, master_entry, shared_master_inputs, ssh_inputs
+from components.compile_master import (
+    CompileMaster,
+    Credentials,
+    master_entry,
+    member_entry,
+    shared_master_inputs,
+    shared_member_inputs,
+    ssh_inputs,
+)
 from components.settings import DeploymentSpec
 from provider.compile_master_batch import CompileMasterBatch, CompileMasterBatchArgs
 from provider.infra_refresh import InfraRefresh, InfraRefreshArgs
+from provider.pool_admission import PoolAdmission, PoolAdmissionArgs
 
 TYPE = "pe:index:PeDeployment"
 
@@ -22,6 +31,7 @@ class PeDeployment(pulumi.ComponentResource):
     batch: CompileMasterBatch
     masters: list[CompileMaster]
     refresh: InfraRefresh
+    admission: PoolAdmission
     members: pulumi.Output[dict[str, str]]
     fingerprints: pulumi.Output[dict[str, str]]
 
@@ -60,7 +70,17 @@ class PeDeployment(pulumi.ComponentResource):
             cast(InfraRefreshArgs, refresh_args),
             pulumi.ResourceOptions(parent=self, depends_on=[cm.master for cm in self.masters]),
         )
-        members = {cm.master_spec.certname: cm.join_pool(self.refresh).status for cm in self.masters}
+        # Every new member added and health-gated in ONE call (same reason as the batch);
+        # each PoolMember then finds its server UP and saved.
+        self.admission = PoolAdmission(
+            f"{name}-pool-admission",
+            cast(
+                PoolAdmissionArgs,
+                {**shared_member_inputs(spec, creds), "members": [member_entry(m) for m in spec.masters]},
+            ),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.refresh]),
+        )
+        members = {cm.master_spec.certname: cm.join_pool(self.refresh, self.admission).status for cm in self.masters}
         fingerprints = {cm.master_spec.certname: cm.master.cert_fingerprint for cm in self.masters}
         self.members = pulumi.Output.all(**members) if members else pulumi.Output.from_input({})
         self.fingerprints = pulumi.Output.all(**fingerprints) if fingerprints else pulumi.Output.from_input({})

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,10 +61,12 @@ class PoolDriver(Protocol):
 
     def require_backend(self, backend: str) -> None: ...
     def state(self, spec: MemberSpec) -> MemberState | None: ...
+    def states(self, specs: Sequence[MemberSpec]) -> dict[str, MemberState | None]: ...
     def add(self, spec: MemberSpec) -> None: ...
     def make_ready(self, spec: MemberSpec) -> None: ...
     def set_weight(self, spec: MemberSpec) -> None: ...
     def persist(self, spec: MemberSpec) -> None: ...
+    def persist_all(self, specs: Sequence[MemberSpec]) -> None: ...
     def drain(self, spec: MemberSpec) -> None: ...
     def remove(self, spec: MemberSpec, force: bool) -> None: ...
 
@@ -152,19 +154,29 @@ class HaproxyRuntimeDriver:
 
     # --- PoolDriver -------------------------------------------------------------------
     def state(self, spec: MemberSpec) -> MemberState | None:
-        stat = self.stats().get((spec.backend, spec.server))
-        line = haproxy.config_server_line(self.read_config(), spec.backend, spec.server)
-        if stat is None:
-            return None
-        return MemberState(
-            status=stat.status,
-            check=stat.check_status,
-            healthy=stat.is_healthy,
-            sessions=stat.current_sessions,
-            weight=stat.weight,
-            endpoint=stat.address,
-            persisted=line == self.keywords(spec),
-        )
+        return self.states([spec])[spec.server]
+
+    def states(self, specs: Sequence[MemberSpec]) -> dict[str, MemberState | None]:
+        """Every spec's state from ONE `show stat` and ONE read of the configuration
+        (a pool batch polls its members together)."""
+        stats, config = self.stats(), self.read_config()
+        out: dict[str, MemberState | None] = {}
+        for spec in specs:
+            stat = stats.get((spec.backend, spec.server))
+            out[spec.server] = (
+                None
+                if stat is None
+                else MemberState(
+                    status=stat.status,
+                    check=stat.check_status,
+                    healthy=stat.is_healthy,
+                    sessions=stat.current_sessions,
+                    weight=stat.weight,
+                    endpoint=stat.address,
+                    persisted=haproxy.config_server_line(config, spec.backend, spec.server) == self.keywords(spec),
+                )
+            )
+        return out
 
     def add(self, spec: MemberSpec) -> None:
         for command in haproxy.add_server_commands(spec.backend, spec.server, self.keywords(spec)):
@@ -178,11 +190,19 @@ class HaproxyRuntimeDriver:
         self.runtime(haproxy.weight_command(spec.backend, spec.server, spec.weight), "set weight")
 
     def persist(self, spec: MemberSpec) -> None:
-        keywords = self.keywords(spec)
-        self.edit_config(
-            "save pool member",
-            lambda cfg: haproxy.config_with_server(cfg, spec.backend, spec.server, keywords),
-        )
+        self.persist_all([spec])
+
+    def persist_all(self, specs: Sequence[MemberSpec]) -> None:
+        """Save every spec's server line in ONE locked, validated configuration edit."""
+        if not specs:
+            return
+
+        def change(cfg: str) -> str:
+            for spec in specs:
+                cfg = haproxy.config_with_server(cfg, spec.backend, spec.server, self.keywords(spec))
+            return cfg
+
+        self.edit_config("save pool member" if len(specs) == 1 else f"save {len(specs)} pool members", change)
 
     def drain(self, spec: MemberSpec) -> None:
         self.runtime(haproxy.drain_command(spec.backend, spec.server), "drain")

@@ -12,6 +12,7 @@ The policy lives here; the load balancer's mechanics in provider/pool_drivers.py
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -157,61 +158,114 @@ def describe(state: MemberState) -> str:
     return f"{state.status} (last check {state.check or 'none'})"
 
 
-def wait_healthy(driver: PoolDriver, spec: MemberSpec, timeout: float, log: Any) -> MemberState:
-    """Poll until the load balancer reports the server UP after a passing check."""
+@dataclass
+class Admission:
+    """What one `admit` did: members UP and saved; members left alone because the pool
+    holds their name at another endpoint; members that failed (what it added is removed)."""
+
+    healthy: dict[str, MemberState] = field(default_factory=dict)
+    conflicts: dict[str, ProviderError] = field(default_factory=dict)
+    failed: dict[str, ProviderError] = field(default_factory=dict)
+
+
+def wait_healthy(
+    driver: PoolDriver, pending: list[MemberSpec], timeout: float, out: Admission
+) -> dict[str, MemberState]:
+    """Poll until every pending member is UP after a passing check (moved to out.healthy),
+    gone (out.failed) or the deadline passes (left in `pending`). Returns the last states."""
+    last: dict[str, MemberState] = {}
     deadline = time.monotonic() + timeout
-    last: MemberState | None = None
-    while time.monotonic() < deadline:
-        last = driver.state(spec)
-        if last is None:
-            raise ProviderError(
-                f"{driver.label}: {spec.backend}/{spec.server} vanished from the running pool while waiting for its "
-                "health check (HAProxy restarted or reloaded before it was saved, or someone removed it); nothing "
-                "was saved for it. Run `pulumi up` again."
+    while pending and time.monotonic() < deadline:
+        now = driver.states(pending)
+        for spec in list(pending):
+            state = now[spec.server]
+            if state is None:
+                pending.remove(spec)
+                out.failed[spec.server] = ProviderError(
+                    f"{driver.label}: {spec.backend}/{spec.server} vanished from the running pool while waiting for "
+                    "its health check (HAProxy restarted or reloaded before it was saved, or someone removed it); "
+                    "nothing was saved for it. Run `pulumi up` again."
+                )
+            elif state.healthy:
+                pending.remove(spec)
+                out.healthy[spec.server] = state
+            else:
+                last[spec.server] = state
+        if pending:
+            time.sleep(1.0)
+    return last
+
+
+def admit(
+    driver: PoolDriver, specs: Sequence[MemberSpec], health_timeout: float, log_for: Callable[[str], Any]
+) -> Admission:
+    """Converge members together: in the pool, ready, weighed, then ONE health gate (one
+    poll of the load balancer per second for all of them) and ONE saved configuration
+    edit. A member this call added that never turns healthy is taken out again (no half
+    member left behind). `log_for(server)` gives that member's progress logger."""
+    out = Admission()
+    for backend in sorted({spec.backend for spec in specs}):
+        driver.require_backend(backend)
+    current = driver.states(specs)
+    added: set[str] = set()
+    pending: list[MemberSpec] = []
+    for spec in specs:
+        existing, log = current[spec.server], log_for(spec.server)
+        if existing is not None and existing.endpoint != spec.endpoint:
+            out.conflicts[spec.server] = ProviderError(
+                f"{driver.label}: server {spec.backend}/{spec.server} already points at {existing.endpoint}, not "
+                f"{spec.endpoint}; nothing was changed. Choose another server_name or remove that server first."
             )
-        if last.healthy:
-            return last
-        time.sleep(1.0)
-    raise DeadlineError(
-        f"{driver.label}: {spec.backend}/{spec.server} ({spec.endpoint}) is {describe(last) if last else 'unknown'} "
-        f"after {timeout:.0f}s: the master's https://{spec.endpoint}/status/v1/simple must answer `running` with a "
-        f"certificate from the CA in {spec.check_ca_file}. Fix the master, then run `pulumi up` again."
-    )
+            continue
+        if existing is None:
+            driver.add(spec)
+            added.add(spec.server)
+            log("add", f"{spec.backend}/{spec.server} -> {spec.endpoint} added, waiting for its health check")
+        else:
+            if existing.status in ("MAINT", "DRAIN") or existing.status.startswith("MAINT"):
+                driver.make_ready(spec)
+                log("add", f"{spec.backend}/{spec.server} was {existing.status}: made ready")
+            if existing.weight != spec.weight:
+                driver.set_weight(spec)
+                log("weight", f"{existing.weight} -> {spec.weight}")
+        pending.append(spec)
+    try:
+        last = wait_healthy(driver, pending, health_timeout, out)
+    except ProviderError:  # the load balancer stopped answering: take back what this call added
+        for spec in specs:
+            if spec.server in added:  # none is saved yet: a reload would drop it half-way
+                driver.remove(spec, force=True)
+        raise
+    for spec in pending:
+        state = last.get(spec.server)
+        out.failed[spec.server] = DeadlineError(
+            f"{driver.label}: {spec.backend}/{spec.server} ({spec.endpoint}) is "
+            f"{describe(state) if state else 'unknown'} after {health_timeout:.0f}s: the master's "
+            f"https://{spec.endpoint}/status/v1/simple must answer `running` with a certificate from the CA in "
+            f"{spec.check_ca_file}. Fix the master, then run `pulumi up` again."
+        )
+    for spec in specs:
+        if spec.server in out.failed and spec.server in added:
+            driver.remove(spec, force=True)
+            log_for(spec.server)("add", f"not healthy in time: {spec.backend}/{spec.server} removed again")
+    saved = [spec for spec in specs if spec.server in out.healthy]
+    driver.persist_all(saved)
+    for spec in saved:
+        state = out.healthy[spec.server]
+        log_for(spec.server)(
+            "add", f"{spec.backend}/{spec.server} is UP ({state.check}) and saved in the configuration"
+        )
+    return out
 
 
 def ensure_member(cfg: MemberConfig, driver: PoolDriver, log: Any) -> MemberState:
-    """Converge: in the pool, ready, weighed, healthy, saved. What this call added is
-    taken out again if the member never turns healthy (no half member left behind)."""
-    spec = cfg.spec
-    driver.require_backend(spec.backend)
-    existing = driver.state(spec)
-    if existing is not None and existing.endpoint != spec.endpoint:
-        raise ProviderError(
-            f"{driver.label}: server {spec.backend}/{spec.server} already points at {existing.endpoint}, not "
-            f"{spec.endpoint}; nothing was changed. Choose another server_name or remove that server first."
-        )
-    added = existing is None
-    if added:
-        driver.add(spec)
-        log("add", f"{spec.backend}/{spec.server} -> {spec.endpoint} added, waiting for its health check")
-    else:
-        assert existing is not None
-        if existing.status in ("MAINT", "DRAIN") or existing.status.startswith("MAINT"):
-            driver.make_ready(spec)
-            log("add", f"{spec.backend}/{spec.server} was {existing.status}: made ready")
-        if existing.weight != spec.weight:
-            driver.set_weight(spec)
-            log("weight", f"{existing.weight} -> {spec.weight}")
-    try:
-        state = wait_healthy(driver, spec, cfg.health_timeout, log)
-    except ProviderError:
-        if added:
-            driver.remove(spec, force=True)
-            log("add", f"not healthy in time: {spec.backend}/{spec.server} removed again")
-        raise
-    driver.persist(spec)
-    log("add", f"{spec.backend}/{spec.server} is UP ({state.check}) and saved in the configuration")
-    return state
+    """One member through `admit`: its first problem is raised."""
+    result = admit(driver, [cfg.spec], cfg.health_timeout, lambda _server: log)
+    server = cfg.spec.server
+    problem = result.conflicts.get(server) or result.failed.get(server)
+    if problem is not None:
+        raise problem
+    return result.healthy[server]
 
 
 class PoolMemberProvider(ResourceProvider):

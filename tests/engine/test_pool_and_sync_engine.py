@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provider.file_sync import FileSyncProvider
+from provider.pool_admission import PoolAdmissionProvider
 from provider.pool_member import PoolMemberProvider
 from tests.harness.provider_server import UNKNOWN, Engine, ProviderServer, Secret, StateEntry
 
@@ -105,6 +106,38 @@ def test_pool_member_check_of_a_new_member_with_unreachable_lb_leaves_it_to_crea
     bad_key = Engine(server, PoolMemberProvider(), "m", "PoolMember").check(member(lb_ssh_private_key=Secret("x")))
     assert "not an unencrypted" in dict(bad_key.failures)["lb_ssh_private_key"]
     assert Engine(server, PoolMemberProvider(), "m", "PoolMember").check(member(lb_host=UNKNOWN)).failures == []
+
+
+def admission(*members: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    shared = {k: v for k, v in member().items() if k not in ("server_name", "address")}
+    return {**shared, "members": list(members), **overrides}
+
+
+def entry(name: str, address: str, weight: int = 100) -> dict[str, Any]:
+    return {"server_name": name, "address": address, "weight": weight}
+
+
+def test_pool_admission_check_names_the_member_and_the_key(server: ProviderServer) -> None:
+    engine = Engine(server, PoolAdmissionProvider(), "a", "PoolAdmission")
+    assert engine.check(admission(entry("compile01", "10.0.0.11"), entry("compile02", "10.0.0.12"))).failures == []
+    failures = dict(engine.check(admission(entry("compile01", "10.0.0.11"), entry("c;reload", "10.0.0.12"))).failures)
+    assert list(failures) == ["members[1].server_name"], failures
+    twice = dict(engine.check(admission(entry("compile01", "10.0.0.11"), entry("compile01", "10.0.0.12"))).failures)
+    assert "listed twice" in twice["members[1].server_name"]
+    unknown = dict(engine.check(admission({**entry("compile01", "10.0.0.11"), "hostname": "x"})).failures)
+    assert "unknown keys ['hostname']" in unknown["members[0]"]
+    assert "lb_ssh_host_key" in dict(engine.check(admission(lb_ssh_host_key="")).failures)  # no members: still checked
+
+
+def test_pool_admission_diff_is_inputs_only(server: ProviderServer) -> None:
+    one = admission(entry("compile01", "10.0.0.11"))
+    engine = existing(server, PoolAdmissionProvider(), "PoolAdmission", one, status="admitted")
+    _, diff = engine.preview(one)
+    assert diff is not None and diff.changes == "none"  # answered without a remote call (NOWHERE)
+    _, diff = engine.preview(admission(entry("compile01", "10.0.0.11"), entry("compile02", "10.0.0.12")))
+    assert diff is not None and diff.changes == "some" and not diff.replaces
+    _, diff = engine.preview(admission(entry("compile01", "10.0.0.11", weight=50)))
+    assert diff is not None and diff.changes == "some" and not diff.replaces
 
 
 @pytest.mark.parametrize(

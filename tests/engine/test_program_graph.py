@@ -82,6 +82,17 @@ def test_each_member_waits_for_its_master_its_code_and_the_one_refresh(tmp_path:
         master = resources[f"{certname}-master"]
         assert batch.urn in master.dependencies and master.inputs["batch_provisioned"] is True
     assert {"puppetdb_ssh_private_key", "console_ssh_private_key"} <= refresh.secret_inputs
+    # So are the pool adds and their health gate: after the refresh, before every member.
+    admission = resources["lab-pool-admission"]
+    assert refresh.urn in admission.dependencies and "lb_ssh_private_key" in admission.secret_inputs
+    for certname in masters:
+        member = resources[f"{certname}-pool"]
+        assert admission.urn in member.dependencies
+        entry = next(e for e in admission.inputs["members"] if e["server_name"] == certname)
+        assert {k: member.inputs[k] for k in entry} == entry
+        own = ("members", "resource_name", "__provider", "status", "admitted", "admitted_now")
+        shared = {k: v for k, v in admission.inputs.items() if k not in own}
+        assert {k: member.inputs.get(k) for k in shared} == shared  # the same LB, backend, checks
     deployment = by_name(mocks, "lab")
     assert deployment.type == "pe:index:PeDeployment"
     assert refresh.parent == deployment.urn
@@ -102,13 +113,16 @@ def test_adding_or_removing_a_master_touches_only_its_resources(tmp_path: Path) 
         if name.endswith("provisioning"):
             assert [e["certname"] for e in one[name].inputs["masters"]] == ["compile01.pelab.test"]
             continue
+        if name.endswith("pool-admission"):
+            assert [e["server_name"] for e in one[name].inputs["members"]] == ["compile01.pelab.test"]
+            continue
         assert one[name].urn == two[name].urn  # same name, same parent: never renamed
         assert one[name].inputs == two[name].inputs  # nothing to update for the survivors
 
 
 def test_zero_masters_is_a_valid_deployment(tmp_path: Path) -> None:
     resources = custom(run(lab_config(tmp_path, masters=0)))
-    assert sorted(r.name for r in resources.values()) == ["lab-infra-refresh", "lab-provisioning"]
+    assert sorted(r.name for r in resources.values()) == ["lab-infra-refresh", "lab-pool-admission", "lab-provisioning"]
 
 
 @pytest.mark.parametrize(

@@ -293,7 +293,7 @@ def test_the_program_passes_secrets_only_as_secret_inputs(tmp_path: Path, varian
     mocks = run_program(main, stack="faults", config=program_config(tmp_path, variant))
     used = {TOKEN: False, SSH_KEY: False, CLIENT_KEY: False}
     custom = [r for r in mocks.resources.values() if r.custom]
-    assert len(custom) == 2 + 3 * 2  # batch + refresh, and code/master/pool per master
+    assert len(custom) == 3 + 3 * 2  # batch, refresh, pool admission, and code/master/pool per master
     for resource in mocks.resources.values():
         for key, value in resource.inputs.items():
             text = flat(value)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from lab.client import LabClient
+from provider.pool_admission import PoolAdmissionProvider
 from provider.pool_member import PoolMemberProvider
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret, wait_for
 from tests.labtests.helpers import enroll, lb_config, lb_stats
@@ -195,6 +196,45 @@ def test_eight_concurrent_adds_and_removals_keep_each_others_edits(
     current, cfg = lb_stats(lab), lb_config(lab)
     assert not any(name == n for (_, n) in current for name in names)
     assert not any(f"server {name} " in cfg for name in names)
+
+
+def test_admission_gates_members_together_and_their_pool_members_find_them_up(
+    lab: LabClient, server: ProviderServer, masters: list[str]
+) -> None:
+    """PoolAdmission adds every member in one call; one that never turns healthy fails the
+    call by name and is taken out, the healthy ones stay UP and saved; each PoolMember then
+    only confirms its server (no add of its own)."""
+    names = {"admitted1": masters[0], "admitted2": masters[1]}
+    shared = {k: v for k, v in member_inputs(lab, "x", masters[0]).items() if k not in ("server_name", "address")}
+
+    def entries(with_dead: bool) -> list[dict[str, Any]]:
+        rows = [{"server_name": n, "address": lab.host(short).address, "weight": 100} for n, short in names.items()]
+        return rows + ([{"server_name": "admitdead", "address": lab.host("compile16").address}] if with_dead else [])
+
+    before = lb_config(lab)
+    admission = Engine(server, PoolAdmissionProvider(), "admission", "PoolAdmission")
+    with pytest.raises(ProviderError) as failed:
+        admission.up({**shared, "resource_name": "admission", "health_timeout": 8, "members": entries(True)})
+    assert "1 of 3 pool members did not turn healthy" in failed.value.details
+    assert "admitdead" in failed.value.details and "admitted1" not in failed.value.details.split("\n", 1)[1]
+    current, cfg = lb_stats(lab), lb_config(lab)
+    assert (BACKEND, "admitdead") not in current and "server admitdead " not in cfg  # nothing half-added
+    for name in names:
+        assert current[(BACKEND, name)].is_healthy and cfg.count(f"server {name} ") == 1
+    assert lb_config(lab) != before
+
+    state = admission.up({**shared, "resource_name": "admission", "members": entries(False)})
+    assert state.outputs["admitted"] == sorted(names)
+    members = {n: Engine(server, PoolMemberProvider(), f"member-{n}", "PoolMember") for n in names}
+    mark = len(server.text())
+    for name, engine in members.items():
+        assert engine.up(member_inputs(lab, name, names[name])).outputs["status"] == "UP"
+    confirmed = server.text()[mark:]
+    assert "added, waiting" not in confirmed and confirmed.count("is UP (L7OK) and saved") == len(names)
+    for engine in members.values():
+        engine.destroy()
+    admission.destroy()  # nothing of its own: the members drained and removed themselves
+    assert lb_config(lab) == before
 
 
 @pytest.mark.parametrize(

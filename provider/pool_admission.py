@@ -1,0 +1,171 @@
+"""PoolAdmission: the 8140 pool's new members added and health-gated in ONE provider call.
+
+Why it exists: the SDK's dynamic provider server runs at most 4 calls at once. With the
+health gate inside each PoolMember's create, 16 members wait for their checks in 4 waves.
+This resource adds every new or changed member, waits for all of their health checks
+together (one poll of HAProxy per second) and saves them in one configuration edit
+(`pool_member.admit`, the code PoolMember itself runs). Each member's own PoolMember
+then finds its server UP and saved and returns at once, so per-member previews, drift
+reports and deletes (drain, remove) stay per member.
+
+Failure is honest: a member that is not healthy by the deadline is taken out again if
+this call added it, and the call fails naming every such member; the healthy ones stay
+UP and saved, and their PoolMembers are not created until the next `up` resumes. A
+member whose name the pool holds at another endpoint (an address change: PoolMember
+replaces it, removing the old one first) is left to its PoolMember.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from provider.errors import ProviderError
+from provider.pool_member import LOCAL_ONLY_KEYS, SECRET_KEYS, MemberConfig, PoolMemberArgs, admit, problems
+from provider.progress import emit, progress, resource_inputs
+
+# Per-member keys in each entry of `members`; every other PoolMember input is shared.
+MEMBER_KEYS = ("server_name", "address", "port", "weight")
+OUTPUT_KEYS = ("status", "admitted", "admitted_now")
+
+
+def _shared(props: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in props.items() if k not in ("members", "__provider", *OUTPUT_KEYS)}
+
+
+def member_props(props: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """One member's PoolMember-shaped inputs."""
+    name = f"{props.get('resource_name') or 'pool-admission'}/{entry.get('server_name')}"
+    return {**_shared(props), **entry, "resource_name": name}
+
+
+def admission_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
+    members = props.get("members")
+    if not isinstance(members, list):
+        return [("members", "members must be a list of {server_name, address, port, weight}")]
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(members):
+        if not isinstance(entry, dict):
+            out.append((f"members[{i}]", "must be an object"))
+            continue
+        extra = set(entry) - set(MEMBER_KEYS)
+        if extra:
+            out.append((f"members[{i}]", f"unknown keys {sorted(extra)}"))
+        out += [(f"members[{i}].{key}", reason) for key, reason in problems(member_props(props, entry))]
+        name = entry.get("server_name")
+        if isinstance(name, str):
+            if name in seen:
+                out.append((f"members[{i}].server_name", f"{name} is listed twice"))
+            seen.add(name)
+    if not members:  # the shared inputs still deserve a check
+        placeholder = {"server_name": "x", "address": "x"}
+        out += [(key, reason) for key, reason in problems({**_shared(props), **placeholder})]
+    return out
+
+
+def to_admit(olds: dict[str, Any], news: dict[str, Any]) -> list[dict[str, Any]]:
+    """New or changed members; all of them when a shared input that matters changed."""
+    shared_changed = any(
+        olds.get(k) != news.get(k)
+        for k in set(_shared(olds)) | set(_shared(news))
+        if k not in (*LOCAL_ONLY_KEYS, "resource_name")
+    )
+    before = {e["server_name"]: e for e in olds.get("members") or []}
+    members: list[dict[str, Any]] = news.get("members") or []
+    return [e for e in members if shared_changed or before.get(e["server_name"]) != e]
+
+
+def admit_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
+    """`admit` for the entries over one SSH connection to the load balancer; raises one
+    ProviderError naming every member that did not turn healthy."""
+    name = str(props.get("resource_name") or "pool-admission")
+    if not entries:
+        emit(f"[{name}] admission: no new or changed members")
+        return []
+    configs = [MemberConfig.from_props(member_props(props, e)) for e in entries]
+    first = configs[0]
+    loggers = {c.spec.server: progress(c.resource_name) for c in configs}
+    emit(f"[{name}] admission: adding {len(configs)} member(s) and waiting for their health checks together")
+    with first.session() as session:
+        result = admit(first.driver_on(session), [c.spec for c in configs], first.health_timeout, lambda s: loggers[s])
+    for server, conflict in sorted(result.conflicts.items()):
+        loggers[server]("add", f"left to its PoolMember (being replaced): {conflict}")
+    if result.failed:
+        raise ProviderError(
+            f"{len(result.failed)} of {len(configs)} pool members did not turn healthy (the "
+            f"{len(result.healthy)} healthy ones are UP and saved; what this call added for the others was removed):\n"
+            + "".join(f"- {server}: {error}\n" for server, error in sorted(result.failed.items()))
+        )
+    return sorted(result.healthy)
+
+
+class PoolAdmissionProvider(ResourceProvider):
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        return CheckResult(news, [CheckFailure(p, r) for p, r in admission_problems(news)])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Inputs only, no remote call: a new or changed member (or shared input)."""
+        keys = (set(_shared(olds)) | set(_shared(news))) - {"resource_name"}
+        changed = sorted(k for k in keys if olds.get(k) != news.get(k))
+        old_members = {e["server_name"]: e for e in olds.get("members") or []}
+        new_members = {e["server_name"]: e for e in news.get("members") or []}
+        if old_members != new_members:
+            changed.append("members")
+        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        failures = admission_problems(props)
+        if failures:
+            raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
+        done = admit_all(props, props.get("members") or [])
+        return CreateResult("pool-admission", self.outputs(props, done))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(self.outputs(news, admit_all(news, to_admit(olds, news))))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Nothing of its own to read: each member's PoolMember reports its drift."""
+        return ReadResult(id_, props)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Members are drained and removed by their own PoolMember; nothing to undo here."""
+
+    @staticmethod
+    def outputs(props: dict[str, Any], done: list[str]) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in props.items() if k != "__provider"},
+            "status": "admitted",
+            "admitted": sorted(e["server_name"] for e in props.get("members") or []),
+            "admitted_now": done,
+        }
+
+
+class PoolAdmissionArgs(PoolMemberArgs, total=False):
+    """PoolMember's shared inputs (load balancer, backend, checks, deadlines) plus
+    `members`: a list of {server_name, address, port, weight}."""
+
+    members: pulumi.Input[list[pulumi.Input[dict[str, Any]]]]
+
+
+class PoolAdmission(Resource):
+    """Adds and health-gates a set of pool members in one call; the LB key stays secret."""
+
+    status: pulumi.Output[str]
+    admitted: pulumi.Output[list[str]]
+
+    def __init__(self, name: str, props: PoolAdmissionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(
+            PoolAdmissionProvider(), name, resource_inputs(name, dict(props), SECRET_KEYS, OUTPUT_KEYS), opts
+        )

@@ -377,10 +377,10 @@ def master_run(ctx: Context) -> None:
     ctx.log("master run", "catalog with the master profile applied")
 
 
-def compile_service(ctx: Context) -> None:
+def compile_service(ctx: Context, cafile: str = "") -> None:
     """The new master's own Puppet Server answers /status/v1/simple = running on 8140."""
     cfg = ctx.cfg
-    cafile = ctx.agent.get("localcacert", "")
+    cafile = cafile or ctx.agent.get("localcacert", "")
     url = f"https://{cfg.certname}:8140/status/v1/simple"
     deadline = time.monotonic() + cfg.service_timeout
     last = ""
@@ -457,27 +457,87 @@ def converge(ctx: Context) -> None:
             ctx.log("agent service", f"could not restore it after the failure: {exc}")
 
 
-def verify_ready(ctx: Context) -> None:
-    """For a master provisioned by CompileMasterBatch: everything converge() would leave,
-    checked without changing anything (no agent runs): our agent, the CA's certificate
-    with the requested SANs, classification, and the compile service answering."""
-    preflight(ctx)
+def served_certificate_command(certname: str, cafile: str) -> list[str]:
+    """openssl's TLS handshake with the master's own 8140, as an agent or the load balancer
+    makes it: verified against the PE CA and the certname; prints the served certificate."""
+    return [
+        "openssl",
+        "s_client",
+        "-connect",
+        f"{certname}:8140",
+        "-servername",
+        certname,
+        "-CAfile",
+        cafile,
+        "-verify_hostname",
+        certname,
+        "-verify_return_error",
+    ]
+
+
+def first_pem_certificate(text: str) -> bytes | None:
+    """The first PEM certificate in s_client's output (the server's own, without -showcerts)."""
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    start = text.find(begin)
+    stop = text.find(end, start)
+    if start < 0 or stop < 0:
+        return None
+    return (text[start : stop + len(end)] + "\n").encode()
+
+
+def verify_served_identity(ctx: Context, cafile: str) -> None:
+    """The master's 8140 serves the certificate the CA signed for certname, with the
+    requested SANs: the host holds the key of the identity we asked for and signed."""
     cfg = ctx.cfg
-    if ctx.agent.get("certname") != cfg.certname:
+    entry = ca_entries(ctx).get(cfg.certname)
+    if entry is None or entry.state != "signed":
         raise ProviderError(
-            f"[{cfg.host}] verify: no agent for {cfg.certname} on the host yet - CompileMasterBatch provisions it; "
-            "run `pulumi up` again"
+            f"[{cfg.primary_host}] verify: {cfg.certname} has no signed certificate on the CA "
+            f"({entry.state if entry else 'none'}) - CompileMasterBatch provisions it; run `pulumi up` again"
         )
-    fetch_ca_pem(ctx)
-    verify_certificate(ctx)
-    with ctx.classifier().opened() as classifier:
-        group = classifier.group_by_name(cfg.dialect.node_group)
-        ctx.group_id = str(group["id"])
-        trusted = {"certname": cfg.certname, "extensions": dict(cfg.dialect.extension_requests)}
-        if ctx.group_id not in classifier.classified_groups(cfg.certname, trusted):
-            raise ClassifierError(f"step 'verify': {cfg.certname} is not classified in {cfg.dialect.node_group}")
-    ctx.log("verify", f"classified in {cfg.dialect.node_group}")
-    compile_service(ctx)
+    result = ctx.host.run(served_certificate_command(cfg.certname, cafile), timeout=60)
+    pem = first_pem_certificate(result.stdout)
+    if result.exit_status != 0 or pem is None:
+        raise ProviderError(
+            f"[{cfg.host}] verify: no TLS handshake verified against the PE CA for {cfg.certname} on 8140 "
+            f"(openssl exit {result.exit_status}):\n{result.tail(5)}"
+        )
+    issued = IssuedCert.from_pem(pem)
+    if issued.fingerprint != entry.fingerprint:
+        raise ProviderError(
+            f"[{cfg.host}] verify: {cfg.certname}:8140 serves certificate {issued.fingerprint[:23]}..., not the one "
+            f"the CA signed ({entry.fingerprint[:23]}...); clean it on both and re-run"
+        )
+    if cfg.dns_alt_names and issued.sans != ca.expected_sans(cfg.certname, cfg.dns_alt_names):
+        raise SanMismatchError(f"[{cfg.host}] the issued certificate carries {sorted(issued.sans)}")
+    ctx.issued = issued
+    ctx.log("verify certificate", f"8140 serves serial {issued.serial}, SANs {','.join(sorted(issued.sans)) or '-'}")
+
+
+def verify_ready(ctx: Context) -> None:
+    """For a master provisioned by CompileMasterBatch: what converge() leaves, checked
+    without changing anything and without a Ruby start-up (its ~1 CPU-s per master was
+    most of this check): the CA signed our certname with the requested SANs; the host's
+    8140 serves exactly that certificate (so the host holds its key) under its certname,
+    verified against the PE CA; the classifier puts it in the masters' group; and the
+    compile service says `running`. The agent's own settings were checked by the batch's
+    preflight, which refuses a host whose agent is not ours."""
+    cfg = ctx.cfg
+    ca_pem = fetch_ca_pem(ctx)
+    cafile = f"/tmp/pe-compile-masters-{cfg.certname}-verify-ca.pem"  # per certname: hosts may share /tmp
+    ctx.host.put(cafile, ca_pem.encode())
+    try:
+        verify_served_identity(ctx, cafile)
+        with ctx.classifier().opened() as classifier:
+            group = classifier.group_by_name(cfg.dialect.node_group)
+            ctx.group_id = str(group["id"])
+            trusted = {"certname": cfg.certname, "extensions": dict(cfg.dialect.extension_requests)}
+            if ctx.group_id not in classifier.classified_groups(cfg.certname, trusted):
+                raise ClassifierError(f"step 'verify': {cfg.certname} is not classified in {cfg.dialect.node_group}")
+        ctx.log("verify", f"classified in {cfg.dialect.node_group}")
+        compile_service(ctx, cafile)
+    finally:
+        ctx.host.run(["rm", "-f", cafile], timeout=30)
 
 
 # --- delete ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import requests
 from lab.client import LabClient
 from provider.compile_master import PeCompileMasterProvider
 from provider.dialects import dialect_for
-from tests.harness.provider_server import Engine, ProviderServer, Secret
+from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret
 from tests.labtests.helpers import clean_on_ca
 
 pytestmark = pytest.mark.lab
@@ -130,6 +130,21 @@ def test_create_refresh_delete_on_pe_2019_8(lab: LabClient, server: ProviderServ
     again.up(inputs)
     assert host.cert() == cert  # same certificate: not re-issued
     assert "already signed with the requested alt names: skipped" in server.text()
+
+    # What a batch-provisioned master's own resource checks: the identity its 8140 serves.
+    verified = Engine(server, PeCompileMasterProvider(), f"verify-{short}", "PeCompileMaster").up(
+        {**inputs, "batch_provisioned": True}
+    )
+    assert verified.outputs["cert_fingerprint"] == cert.fingerprint_sha256
+    assert verified.outputs["group_id"] == compiler["id"]
+    assert f"[master-{short}] verify certificate: 8140 serves serial {cert.serial}" in server.text()
+    host.run(f"{lab.root}/inhost/bin/pelab-compile-service stop").check()
+    with pytest.raises(ProviderError) as failed:  # nothing answers on 8140: it says so and where
+        Engine(server, PeCompileMasterProvider(), f"verify-{short}", "PeCompileMaster").up(
+            {**inputs, "batch_provisioned": True}
+        )
+    assert f"[{host.fqdn}] verify: no TLS handshake verified against the PE CA" in failed.value.details
+    assert host.run(f"ls /tmp/pe-compile-masters-{host.fqdn}-verify-ca.pem").exit_status != 0  # cleaned up
 
     engine.destroy()
     listed = lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}")

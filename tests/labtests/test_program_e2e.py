@@ -123,6 +123,10 @@ def scale_out_and_in(lab: LabClient, server: ProviderServer, run: GraphRun) -> N
         assert order.index(f"{certname}-master") < order.index("lab-infra-refresh") < order.index(f"{certname}-pool")
     assert server.text().count("[lab-infra-refresh] PuppetDB run: done") == 1
     assert "[lab-provisioning] batch: provisioning 2 master(s), 2 at a time" in server.text()
+    # The pool adds and their health gate happen in ONE call, between the refresh and the members.
+    assert order.index("lab-infra-refresh") < order.index("lab-pool-admission")
+    assert all(order.index("lab-pool-admission") < order.index(f"{s}.pelab.test-pool") for s in SHORTS[:2])
+    assert "[lab-pool-admission] admission: adding 2 member(s)" in server.text()
     for short in SHORTS[:2]:
         assert order.index("lab-provisioning") < order.index(f"{short}.pelab.test-master")
     assert_serving(lab, run, SHORTS[:2])
@@ -133,8 +137,13 @@ def scale_out_and_in(lab: LabClient, server: ProviderServer, run: GraphRun) -> N
     assert {name for op, name in ops if op == "create"} == {
         f"compile03.pelab.test-{s}" for s in ("code", "master", "pool")
     }
-    assert sorted(name for op, name in ops if op == "update") == ["lab-infra-refresh", "lab-provisioning"]
+    assert sorted(name for op, name in ops if op == "update") == [
+        "lab-infra-refresh",
+        "lab-pool-admission",
+        "lab-provisioning",
+    ]
     assert "[lab-provisioning] batch: provisioning 1 master(s)" in server.text()
+    assert "[lab-pool-admission] admission: adding 1 member(s)" in server.text()
     assert server.text().count("[lab-infra-refresh] PuppetDB run: done") == 2
     assert_serving(lab, run, SHORTS)
 

@@ -4,12 +4,12 @@ a name held at another endpoint left alone. The lab tests run it against real HA
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from provider import pool_member
 from provider.errors import DeadlineError, ProviderError
 from provider.pool_admission import to_admit
 from provider.pool_drivers import MemberSpec, MemberState
@@ -86,7 +86,7 @@ class FakeLb:
 
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pool_member.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(time, "sleep", lambda _s: None)  # admit() looks time.sleep up at call time
 
 
 def quiet(_server: str) -> Any:
@@ -104,7 +104,7 @@ def test_sixteen_members_are_gated_by_one_poll_each_round_and_saved_in_one_edit(
 
 def test_a_dead_member_it_added_is_removed_and_the_healthy_ones_are_saved(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter(range(0, 10_000))
-    monkeypatch.setattr(pool_member.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
     lb = FakeLb(rise=1, dead=["compile02"])
     result = admit(lb, [spec("compile01"), spec("compile02", "10.0.0.2")], 30, quiet)
     assert list(result.healthy) == ["compile01"]

@@ -243,3 +243,75 @@ def test_ca_api_statuses_parse_to_what_the_cli_lists() -> None:
     assert revoked.state == "revoked" and revoked.fingerprint.startswith("FE:D5:DA:DE")
     assert entries["primary.pelab.test"].extensions == (("pp_cli_auth", "true"),)
     assert ca.parse_statuses_json("[]") == {}
+
+
+def _tls_server(tmp: Path, name: str) -> tuple[int, Path, bytes]:
+    """A one-shot TLS server on an ephemeral port serving a self-signed certificate for
+    `name` (its own CA): returns the port, the CA file and the certificate."""
+    import datetime
+    import socket
+    import ssl
+    import threading
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp / "srv.pem").write_bytes(pem)
+    (tmp / "srv.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp / "srv.pem", tmp / "srv.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(20)
+
+    def serve() -> None:
+        with listener:
+            for _ in range(2):
+                try:
+                    conn, _ = listener.accept()
+                    with context.wrap_socket(conn, server_side=True) as tls:
+                        tls.recv(1)
+                except OSError:
+                    continue
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], tmp / "srv.pem", pem
+
+
+def test_served_certificate_command_verifies_ca_and_name_and_prints_the_served_certificate(tmp_path: Path) -> None:
+    """Run the command for real against a local TLS server (port substituted for 8140)."""
+    import subprocess
+
+    from provider.master_steps import first_pem_certificate, served_certificate_command
+
+    port, cafile, pem = _tls_server(tmp_path, "localhost")
+
+    def handshake(name: str, ca_file: Path) -> subprocess.CompletedProcess[str]:
+        argv = served_certificate_command(name, str(ca_file))
+        argv[argv.index("-connect") + 1] = f"127.0.0.1:{port}"
+        return subprocess.run(argv, input="", capture_output=True, text=True, timeout=30, check=False)
+
+    good = handshake("localhost", cafile)
+    assert good.returncode == 0, good.stderr
+    assert first_pem_certificate(good.stdout) == pem
+    wrong_name = handshake("compile01.example.com", cafile)  # -verify_hostname: not this certname
+    assert wrong_name.returncode != 0
+    assert first_pem_certificate("no certificate here") is None

@@ -176,6 +176,7 @@ def no_change_preview(client: LabClient, masters: int) -> tuple[float, int, int,
         "-code": {"status": "in sync"},
         "infra-refresh": {"status": "whitelisted"},
         "provisioning": {"status": "provisioned"},
+        "pool-admission": {"status": "admitted"},
     }
     with ProviderServer(env=TRACE) as server:
         engines = []
@@ -212,12 +213,13 @@ def main() -> None:
         raise SystemExit("the lab has 16 compile hosts")
     lab = Lab()
     client = LabClient(lab.root)
+    preview = no_change_preview(client, args.preview_masters)  # quick, and needs no lab state
     rows = []
     with bench_lab(lab, knobs):
         for n in sizes:
             rows.append(scale_out(client, n))
-            print(f"N={n}: {rows[-1].seconds:.1f}s", flush=True)
-    preview = no_change_preview(client, args.preview_masters)
+            spans = ", ".join(f"{k.strip('-')} {a:.1f}-{b:.1f}" for k, (a, b, _) in rows[-1].phases.items())
+            print(f"N={n}: {rows[-1].seconds:.1f}s ({spans})", flush=True)
     base = rows[0].seconds
     print()
     print(f"knobs: {json.dumps(knobs)}; machine: {_machine()}")

@@ -231,8 +231,33 @@ def install_agent(ctx: Context) -> None:
     result = ctx.host.run(["bash", script, *install_arguments(cfg)], timeout=cfg.install_timeout)
     result.check("install.bash", "PE's agent installer failed")
     ctx.installed.update({"agent_config": True, "csr_attributes": bool(cfg.dialect.extension_requests)})
-    read_agent(ctx)
+    derived = agent_after_install(agent, cfg.certname, cfg.primary_certname)
+    if derived and file_exists(ctx.host, derived["hostprivkey"]):
+        ctx.agent = derived  # verified: install.bash made the key where the derivation says
+    else:
+        read_agent(ctx)
     ctx.log("install", f"agent installed: certname {cfg.certname}, alt names {','.join(cfg.dns_alt_names) or '-'}")
+
+
+IDENTITY_FILES = ("hostcert", "hostprivkey", "hostcsr")
+
+
+def agent_after_install(before: dict[str, str], certname: str, server: str) -> dict[str, str] | None:
+    """The agent's settings once install.bash has set certname and server, derived from
+    those read before it (the agent was already on the host: a base image, the lab's
+    hosts) instead of another `puppet config print` (~1 CPU-s). Puppet's defaults name the
+    identity files `<dir>/<certname>.pem`, and install.bash's arguments move no directory.
+    None when `before` is empty or does not follow that layout: read them again then."""
+    old = before.get("certname", "")
+    if not old:
+        return None
+    after = {**before, "certname": certname, "server": server}
+    for key in IDENTITY_FILES:
+        path, suffix = before.get(key, ""), f"/{old}.pem"
+        if not path.endswith(suffix):
+            return None
+        after[key] = f"{path[: -len(suffix)]}/{certname}.pem"
+    return after
 
 
 def host_csr_fingerprint(ctx: Context) -> str | None:

@@ -4,6 +4,7 @@ rule rewrites, installer arguments, dialects, validation."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -315,3 +316,40 @@ def test_served_certificate_command_verifies_ca_and_name_and_prints_the_served_c
     wrong_name = handshake("compile01.example.com", cafile)  # -verify_hostname: not this certname
     assert wrong_name.returncode != 0
     assert first_pem_certificate("no certificate here") is None
+
+
+@pytest.mark.skipif(
+    shutil.which("puppet") is None, reason="needs the puppet agent (scripts/install-deps.sh installs it)"
+)
+def test_agent_settings_derived_after_install_are_what_puppet_itself_prints(tmp_path: Path) -> None:
+    """Puppet's own settings before and after what install.bash sets (certname, server,
+    alt names, CSR attributes), in a scratch confdir: the derivation must agree."""
+    import subprocess
+
+    from provider.master_steps import AGENT_SETTINGS, agent_after_install
+
+    dirs = ["--confdir", str(tmp_path / "conf"), "--vardir", str(tmp_path / "var")]
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "puppet.conf").write_text("")
+
+    def settings() -> dict[str, str]:
+        out = subprocess.run(
+            ["puppet", "config", "print", *AGENT_SETTINGS, "--section", "agent", *dirs],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        return parse_config_print(out.stdout)
+
+    before = settings()
+    for section, key, value in (
+        ("agent", "certname", "compile07.example.com"),
+        ("main", "server", "primary.example.com"),
+        ("main", "dns_alt_names", "compile07,puppet"),
+    ):
+        subprocess.run(["puppet", "config", "set", "--section", section, key, value, *dirs], check=True, timeout=120)
+    assert agent_after_install(before, "compile07.example.com", "primary.example.com") == settings()
+    custom = {**before, "hostcert": "/etc/custom/cert.pem"}  # not Puppet's layout: read again
+    assert agent_after_install(custom, "compile07.example.com", "primary.example.com") is None
+    assert agent_after_install({}, "compile07.example.com", "primary.example.com") is None

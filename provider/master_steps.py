@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from provider import agent_runs as runs
-from provider import ca
+from provider import ca, services
 from provider.agent_runs import DEFAULT_RUN_LOCK, file_exists
 from provider.compile_master_config import MasterConfig
 from provider.errors import (
@@ -179,21 +179,17 @@ def stop_agent_service(ctx: Context) -> None:
         # install.bash runs with --puppet-service-ensure stopped. Saves a Ruby start-up.
         ctx.agent_service_was = "stopped"
         return
-    state = ctx.host.run(["puppet", "resource", "service", "puppet"], timeout=120)
-    ctx.agent_service_was = "running" if "ensure => 'running'" in state.stdout else "stopped"
+    state = ctx.host.run(services.service_state_script("puppet"), timeout=120)
+    state.check("read the agent service's state")
+    ctx.agent_service_was = "running" if state.stdout.strip() == "running" else "stopped"
     if ctx.agent_service_was == "running":
-        ctx.host.run(["puppet", "resource", "service", "puppet", "ensure=stopped"], timeout=120).check(
-            "stop the agent service"
-        )
+        ctx.host.run(services.service_script("puppet", "stopped"), timeout=120).check("stop the agent service")
         ctx.log("agent service", "stopped for the procedure")
 
 
 def restore_agent_service(ctx: Context, succeeded: bool) -> None:
     want = "running" if succeeded else (ctx.agent_service_was or "stopped")
-    enable = "true" if want == "running" else "false"
-    result = ctx.host.run(
-        ["puppet", "resource", "service", "puppet", f"ensure={want}", f"enable={enable}"], timeout=120
-    )
+    result = ctx.host.run(services.service_script("puppet", want, enable=want == "running"), timeout=120)
     if result.exit_status == 0:
         ctx.log("agent service", f"{want}")
     elif succeeded:
@@ -435,7 +431,8 @@ CREATE_STEPS: tuple[tuple[str, Callable[[Context], None]], ...] = (
 AGAIN = "then run `pulumi up` again: finished steps are checked and skipped, nothing is done twice."
 ADVICE = {
     "preflight": "make the host reachable over SSH with the configured key and pinned host key; " + AGAIN,
-    "agent service": "check `puppet resource service puppet` on the host; " + AGAIN,
+    "agent service": "check the puppet service on the host (`systemctl status puppet` or `service puppet status`); "
+    + AGAIN,
     "install": "check that the host reaches the primary on 8140 (install.bash is served from "
     "/packages/current/install.bash) and read the installer's output above; " + AGAIN,
     "sign": "check that the CA on the primary runs (`puppetserver ca list --certname <certname>`) and allows "
@@ -668,8 +665,8 @@ def uninstall_agent(ctx: Context) -> None:
     if cfg.keep_agent_on_delete:
         ctx.log("uninstall", "keep_agent_on_delete: agent and its configuration left in place (service stopped)")
     agent = read_agent(ctx)
-    ctx.host.run(["puppet", "resource", "service", "puppet", "ensure=stopped", "enable=false"], timeout=120)
-    ctx.host.run(["puppet", "resource", "service", "pe-puppetserver", "ensure=stopped", "enable=false"], timeout=180)
+    ctx.host.run(services.service_script("puppet", "stopped", enable=False), timeout=120)
+    ctx.host.run(services.service_script("pe-puppetserver", "stopped", enable=False), timeout=180)
     if cfg.keep_agent_on_delete or not agent:
         return
     if agent.get("certname") != cfg.certname:

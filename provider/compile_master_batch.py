@@ -35,6 +35,7 @@ from pulumi.dynamic import (
 )
 
 from provider import master_steps as steps
+from provider.batch_inputs import EntryList
 from provider.compile_master import SharedMasterArgs
 from provider.compile_master_config import LOCAL_ONLY_KEYS, SECRET_KEYS, MasterConfig, problems
 from provider.errors import ProviderError, StepFailedError
@@ -57,50 +58,26 @@ OUTPUT_KEYS = ("status", "provisioned", "converged_now")
 DEFAULT_PARALLELISM = 16
 
 
-def _shared(props: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in props.items() if k not in ("masters", "parallelism", "__provider", *OUTPUT_KEYS)}
-
-
-def master_props(props: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
-    """One master's PeCompileMaster-shaped inputs."""
-    return {**_shared(props), **entry, "resource_name": f"{props.get('resource_name') or 'batch'}/{entry['certname']}"}
+MASTERS = EntryList(
+    list_key="masters",
+    name_key="certname",
+    entry_keys=MASTER_KEYS,
+    own_keys=("parallelism", *OUTPUT_KEYS),
+    local_only_keys=LOCAL_ONLY_KEYS,
+    default_name="batch",
+)
+master_props = MASTERS.item_props
+to_converge = MASTERS.to_converge
 
 
 def batch_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
-    masters = props.get("masters")
-    if not isinstance(masters, list):
-        return [("masters", "masters must be a list of {certname, host, ...}")]
-    out: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for i, entry in enumerate(masters):
-        if not isinstance(entry, dict):
-            out.append((f"masters[{i}]", "must be an object"))
-            continue
-        extra = set(entry) - set(MASTER_KEYS)
-        if extra:
-            out.append((f"masters[{i}]", f"unknown keys {sorted(extra)}"))
-        out += [(f"masters[{i}].{key}", reason) for key, reason in problems(master_props(props, entry))]
-        certname = entry.get("certname")
-        if isinstance(certname, str):
-            if certname in seen:
-                out.append((f"masters[{i}].certname", f"{certname} is listed twice"))
-            seen.add(certname)
-    if not masters:  # the shared inputs still deserve a check
-        out += [(key, reason) for key, reason in problems({**_shared(props), "host": "x", "certname": "x"})]
+    out = MASTERS.problems(props, problems, placeholder={"host": "x", "certname": "x"})
+    if not isinstance(props.get("masters"), list):  # nothing more to say
+        return out
     parallelism = props.get("parallelism", DEFAULT_PARALLELISM)
     if isinstance(parallelism, bool) or not isinstance(parallelism, (int, float)) or not 1 <= parallelism <= 64:
         out.append(("parallelism", f"parallelism must be 1-64, not {parallelism!r}"))
     return out
-
-
-def to_converge(olds: dict[str, Any], news: dict[str, Any]) -> list[dict[str, Any]]:
-    """New or changed masters; all of them when a shared input that matters changed."""
-    shared_changed = any(
-        olds.get(k) != news.get(k) for k in set(_shared(olds)) | set(_shared(news)) if k not in LOCAL_ONLY_KEYS
-    )
-    before = {e["certname"]: e for e in olds.get("masters") or []}
-    masters: list[dict[str, Any]] = news.get("masters") or []
-    return [e for e in masters if shared_changed or before.get(e["certname"]) != e]
 
 
 class CompileMasterBatchProvider(ResourceProvider):
@@ -109,19 +86,13 @@ class CompileMasterBatchProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only: a new or changed master (or shared input) means converging them."""
-        key_set = (set(_shared(olds)) | set(_shared(news))) - {"resource_name"}
-        changed = sorted(k for k in key_set if olds.get(k) != news.get(k))
-        old_masters = {e["certname"]: e for e in olds.get("masters") or []}
-        new_masters = {e["certname"]: e for e in news.get("masters") or []}
-        if old_masters != new_masters:
-            changed.append("masters")
-        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+        return DiffResult(changes=MASTERS.changed(olds, news), replaces=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         failures = batch_problems(props)
         if failures:
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
-        done = converge_all(props, props.get("masters") or [])
+        done = converge_all(props, MASTERS.entries(props))
         return CreateResult("compile-master-batch", self.outputs(props, done))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -137,7 +108,7 @@ class CompileMasterBatchProvider(ResourceProvider):
 
     @staticmethod
     def outputs(props: dict[str, Any], done: list[str]) -> dict[str, Any]:
-        certnames = sorted(e["certname"] for e in props.get("masters") or [])
+        certnames = sorted(e["certname"] for e in MASTERS.entries(props))
         return {
             **{k: v for k, v in props.items() if k != "__provider"},
             "status": "provisioned",

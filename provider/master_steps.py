@@ -47,6 +47,7 @@ AGENT_SETTINGS = (
     "csr_attributes",
     "ssldir",
 )
+IDENTITY_FILES = ("hostcert", "hostprivkey", "hostcsr")  # each `<dir>/<certname>.pem` by default
 
 
 def fingerprint_of_pem(pem: bytes) -> str:
@@ -235,9 +236,6 @@ def install_agent(ctx: Context) -> None:
     ctx.log("install", f"agent installed: certname {cfg.certname}, alt names {','.join(cfg.dns_alt_names) or '-'}")
 
 
-IDENTITY_FILES = ("hostcert", "hostprivkey", "hostcsr")
-
-
 def agent_after_install(before: dict[str, str], certname: str, server: str) -> dict[str, str] | None:
     """The agent's settings once install.bash has set certname and server, derived from
     those read before it (the agent was already on the host: a base image, the lab's
@@ -268,7 +266,7 @@ def host_csr_fingerprint(ctx: Context) -> str | None:
 
 def clean_host_identity(ctx: Context) -> None:
     """Remove the host's key/cert/CSR for our certname so a fresh CSR can be made."""
-    paths = [ctx.agent.get(k, "") for k in ("hostcert", "hostprivkey", "hostcsr")]
+    paths = [ctx.agent.get(k, "") for k in IDENTITY_FILES]
     public = ctx.agent.get("ssldir", "/var/lib/puppet/ssl") + f"/public_keys/{ctx.cfg.certname}.pem"
     ctx.host.run(["rm", "-f", *[p for p in paths if p], public], timeout=60).check("clean the host's certificate")
 

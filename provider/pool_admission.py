@@ -31,6 +31,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from provider.batch_inputs import EntryList
 from provider.errors import ProviderError
 from provider.pool_member import LOCAL_ONLY_KEYS, SECRET_KEYS, MemberConfig, PoolMemberArgs, admit, problems
 from provider.progress import emit, progress, resource_inputs
@@ -40,51 +41,20 @@ MEMBER_KEYS = ("server_name", "address", "port", "weight")
 OUTPUT_KEYS = ("status", "admitted", "admitted_now")
 
 
-def _shared(props: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in props.items() if k not in ("members", "__provider", *OUTPUT_KEYS)}
-
-
-def member_props(props: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
-    """One member's PoolMember-shaped inputs."""
-    name = f"{props.get('resource_name') or 'pool-admission'}/{entry.get('server_name')}"
-    return {**_shared(props), **entry, "resource_name": name}
+MEMBERS = EntryList(
+    list_key="members",
+    name_key="server_name",
+    entry_keys=MEMBER_KEYS,
+    own_keys=OUTPUT_KEYS,
+    local_only_keys=LOCAL_ONLY_KEYS,
+    default_name="pool-admission",
+)
+member_props = MEMBERS.item_props
+to_admit = MEMBERS.to_converge
 
 
 def admission_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
-    members = props.get("members")
-    if not isinstance(members, list):
-        return [("members", "members must be a list of {server_name, address, port, weight}")]
-    out: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for i, entry in enumerate(members):
-        if not isinstance(entry, dict):
-            out.append((f"members[{i}]", "must be an object"))
-            continue
-        extra = set(entry) - set(MEMBER_KEYS)
-        if extra:
-            out.append((f"members[{i}]", f"unknown keys {sorted(extra)}"))
-        out += [(f"members[{i}].{key}", reason) for key, reason in problems(member_props(props, entry))]
-        name = entry.get("server_name")
-        if isinstance(name, str):
-            if name in seen:
-                out.append((f"members[{i}].server_name", f"{name} is listed twice"))
-            seen.add(name)
-    if not members:  # the shared inputs still deserve a check
-        placeholder = {"server_name": "x", "address": "x"}
-        out += [(key, reason) for key, reason in problems({**_shared(props), **placeholder})]
-    return out
-
-
-def to_admit(olds: dict[str, Any], news: dict[str, Any]) -> list[dict[str, Any]]:
-    """New or changed members; all of them when a shared input that matters changed."""
-    shared_changed = any(
-        olds.get(k) != news.get(k)
-        for k in set(_shared(olds)) | set(_shared(news))
-        if k not in (*LOCAL_ONLY_KEYS, "resource_name")
-    )
-    before = {e["server_name"]: e for e in olds.get("members") or []}
-    members: list[dict[str, Any]] = news.get("members") or []
-    return [e for e in members if shared_changed or before.get(e["server_name"]) != e]
+    return MEMBERS.problems(props, problems, placeholder={"server_name": "x", "address": "x"})
 
 
 def admit_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
@@ -117,19 +87,13 @@ class PoolAdmissionProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only, no remote call: a new or changed member (or shared input)."""
-        keys = (set(_shared(olds)) | set(_shared(news))) - {"resource_name"}
-        changed = sorted(k for k in keys if olds.get(k) != news.get(k))
-        old_members = {e["server_name"]: e for e in olds.get("members") or []}
-        new_members = {e["server_name"]: e for e in news.get("members") or []}
-        if old_members != new_members:
-            changed.append("members")
-        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+        return DiffResult(changes=MEMBERS.changed(olds, news), replaces=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         failures = admission_problems(props)
         if failures:
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
-        done = admit_all(props, props.get("members") or [])
+        done = admit_all(props, MEMBERS.entries(props))
         return CreateResult("pool-admission", self.outputs(props, done))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -147,7 +111,7 @@ class PoolAdmissionProvider(ResourceProvider):
         return {
             **{k: v for k, v in props.items() if k != "__provider"},
             "status": "admitted",
-            "admitted": sorted(e["server_name"] for e in props.get("members") or []),
+            "admitted": sorted(e["server_name"] for e in MEMBERS.entries(props)),
             "admitted_now": done,
         }
 

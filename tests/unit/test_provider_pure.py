@@ -160,7 +160,8 @@ def test_remote_deadline_stops_the_command_and_its_children_on_the_host(tmp_path
 
 
 def _key_and_cert(tmp: Path, name: str) -> tuple[Path, bytes]:
-    """A private key file and a self-signed certificate (PEM) for it."""
+    """A private key file and a self-signed certificate (PEM) for it, naming `name` as
+    subject and SAN, usable as its own CA."""
     import datetime
 
     from cryptography.hazmat.primitives import serialization
@@ -176,8 +177,10 @@ def _key_and_cert(tmp: Path, name: str) -> tuple[Path, bytes]:
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(1)
-        .not_valid_before(now)
+        .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)  # its own CA
         .sign(key, hashes.SHA256())
     )
     key_path = tmp / f"{name}.key"
@@ -249,37 +252,14 @@ def test_ca_api_statuses_parse_to_what_the_cli_lists() -> None:
 def _tls_server(tmp: Path, name: str) -> tuple[int, Path, bytes]:
     """A one-shot TLS server on an ephemeral port serving a self-signed certificate for
     `name` (its own CA): returns the port, the CA file and the certificate."""
-    import datetime
     import socket
     import ssl
     import threading
 
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_path, pem = _key_and_cert(tmp, name)
     (tmp / "srv.pem").write_bytes(pem)
-    (tmp / "srv.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp / "srv.pem", tmp / "srv.key")
+    context.load_cert_chain(tmp / "srv.pem", key_path)
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(20)
 

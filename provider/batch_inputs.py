@@ -1,0 +1,80 @@
+"""The inputs of a batch resource (CompileMasterBatch, PoolAdmission): one list of entries,
+each an item resource's own inputs keyed by a name, plus the inputs every entry shares.
+Both batches check, diff and pick what to converge the same way; only the keys differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Problems = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class EntryList:
+    list_key: str  # "masters"
+    name_key: str  # "certname": unique within the list
+    entry_keys: tuple[str, ...]  # the keys an entry may have
+    own_keys: tuple[str, ...]  # the batch's own inputs and outputs: neither shared nor per entry
+    local_only_keys: tuple[str, ...]  # shared inputs whose change needs no remote work (deadlines)
+    default_name: str  # prefix of the item's progress name when the batch has none
+
+    def shared(self, props: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in props.items() if k not in (self.list_key, "__provider", *self.own_keys)}
+
+    def entries(self, props: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(props.get(self.list_key) or [])
+
+    def item_props(self, props: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+        """One entry's inputs as its item resource has them."""
+        name = f"{props.get('resource_name') or self.default_name}/{entry.get(self.name_key)}"
+        return {**self.shared(props), **entry, "resource_name": name}
+
+    def problems(
+        self, props: dict[str, Any], item_problems: Callable[[dict[str, Any]], Problems], placeholder: dict[str, Any]
+    ) -> Problems:
+        """Each entry's problems as `<list>[i].<key>`, unknown keys, names listed twice;
+        with no entries, the shared inputs checked with `placeholder` standing in for one."""
+        entries = props.get(self.list_key)
+        if not isinstance(entries, list):
+            return [(self.list_key, f"{self.list_key} must be a list of {{{', '.join(self.entry_keys)}}}")]
+        out: Problems = []
+        seen: set[str] = set()
+        for i, entry in enumerate(entries):
+            where = f"{self.list_key}[{i}]"
+            if not isinstance(entry, dict):
+                out.append((where, "must be an object"))
+                continue
+            extra = set(entry) - set(self.entry_keys)
+            if extra:
+                out.append((where, f"unknown keys {sorted(extra)}"))
+            out += [(f"{where}.{key}", reason) for key, reason in item_problems(self.item_props(props, entry))]
+            name = entry.get(self.name_key)
+            if isinstance(name, str):
+                if name in seen:
+                    out.append((f"{where}.{self.name_key}", f"{name} is listed twice"))
+                seen.add(name)
+        if not entries:  # the shared inputs still deserve a check
+            out += item_problems({**self.shared(props), **placeholder})
+        return out
+
+    def changed(self, olds: dict[str, Any], news: dict[str, Any]) -> bool:
+        """Diff, inputs only: an entry added, removed or changed, or a shared input changed."""
+        keys = (set(self.shared(olds)) | set(self.shared(news))) - {"resource_name"}
+        if any(olds.get(k) != news.get(k) for k in keys):
+            return True
+        return self._by_name(olds) != self._by_name(news)
+
+    def to_converge(self, olds: dict[str, Any], news: dict[str, Any]) -> list[dict[str, Any]]:
+        """New or changed entries; all of them when a shared input that matters changed."""
+        keys = set(self.shared(olds)) | set(self.shared(news))
+        shared_changed = any(
+            olds.get(k) != news.get(k) for k in keys if k not in (*self.local_only_keys, "resource_name")
+        )
+        before = self._by_name(olds)
+        return [e for e in self.entries(news) if shared_changed or before.get(e[self.name_key]) != e]
+
+    def _by_name(self, props: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {e[self.name_key]: e for e in self.entries(props)}

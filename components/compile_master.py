@@ -61,7 +61,7 @@ def master_entry(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def shared_master_inputs(spec: DeploymentSpec, creds: Credentials) -> dict[str, Any]:
-    """The inputs every master of the deployment shares: primary, dialect, classifier, deadlines."""
+    """The inputs every master of the deployment shares: primary, PE version, classifier, deadlines."""
     out: dict[str, Any] = {
         "ssh_private_key": creds.ssh_private_key,
         "primary_host": spec.primary.host,

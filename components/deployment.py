@@ -61,6 +61,9 @@ class PeDeployment(pulumi.ComponentResource):
             **ssh_inputs("puppetdb_ssh", spec.puppetdb, spec, creds.ssh_private_key),
             "console_host": spec.console.host,
             **ssh_inputs("console_ssh", spec.console, spec, creds.ssh_private_key),
+            # The input keys keep their old names (they are in existing stacks' state).
+            "puppetdb_whitelist": spec.puppetdb_allowlist,
+            "console_whitelist": spec.console_allowlist,
         }
         for key, arg in (("connect", "connect_timeout"), ("run", "run_timeout")):
             if key in spec.timeouts:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from provider import validation
-from provider.dialects import parse_pe_version
 from provider.file_sync_plan import METHODS, schedule_error
+from provider.generation import generation_for, parse_pe_version
 
 NAMESPACE = "pe"
 # Structured values (objects, lists) ...
@@ -97,6 +97,10 @@ class DeploymentSpec:
     classifier_url: str
     puppetdb: HostAccess
     puppetdb_url: str
+    # The certificate allowlists InfraRefresh checks: pe:puppetdb.allowlist and
+    # pe:console.allowlist, else the PE generation's (...-whitelist up to 2019.x, ...-allowlist from 2021.1).
+    puppetdb_allowlist: str
+    console_allowlist: str
     lb: HostAccess
     lb_backend: str
     lb_check_ca_file: str
@@ -141,10 +145,19 @@ def _check(path: str, error: str | None) -> None:
         raise ConfigError(path, error)
 
 
+# Each host section's own settings besides host, port, user and hostKey.
+SECTION_KEYS = {
+    "primary": ("certname",),
+    "console": ("classifierUrl", "allowlist"),
+    "puppetdb": ("url", "allowlist"),
+    "loadBalancer": ("backend", "caFile"),
+}
+
+
 def _access(
     obj: dict[str, Any], path: str, default_user: str, known_hosts: str, host_field: str = "host"
 ) -> HostAccess:
-    unknown = set(obj) - {"host", "port", "user", "hostKey", "certname", "url", "classifierUrl", "backend", "caFile"}
+    unknown = set(obj) - {"host", "port", "user", "hostKey", *SECTION_KEYS.get(path, ())}
     if unknown:
         raise ConfigError(f"{path}.{sorted(unknown)[0]}", "is not a known setting")
     host = _str(obj, "host", f"{path}.{host_field}")
@@ -207,6 +220,7 @@ def parse(raw: dict[str, Any], secrets_present: set[str]) -> tuple[DeploymentSpe
         parse_pe_version(version)
     except ValueError as exc:
         raise ConfigError("version", str(exc)) from None
+    generation = generation_for(version)
     known_hosts = raw.get("knownHosts") or read_file(raw, "knownHostsFile") or ""
     if not isinstance(known_hosts, str):
         raise ConfigError("knownHosts", "must be known_hosts text")
@@ -231,7 +245,7 @@ def parse(raw: dict[str, Any], secrets_present: set[str]) -> tuple[DeploymentSpe
         raise ConfigError(
             "rbacToken",
             "is required: an RBAC token (`pulumi config set --secret pe:rbacToken ...` or pe:rbacTokenFile), "
-            "or pe:classifierClientCert with pe:classifierClientKey of a whitelisted certificate",
+            "or pe:classifierClientCert with pe:classifierClientKey of a certificate in the console's rbac allowlist",
         )
 
     primary_obj = _obj(raw, "primary")
@@ -248,6 +262,10 @@ def parse(raw: dict[str, Any], secrets_present: set[str]) -> tuple[DeploymentSpe
     puppetdb_url = _str(puppetdb_obj, "url", "puppetdb.url", f"https://{puppetdb.host}:8081")
     if not puppetdb_url.startswith("https://"):
         raise ConfigError("puppetdb.url", "must be an https:// URL (PuppetDB's port 8081)")
+    puppetdb_allowlist = _str(puppetdb_obj, "allowlist", "puppetdb.allowlist", generation.puppetdb_allowlist)
+    _check("puppetdb.allowlist", validation.path_error(puppetdb_allowlist, "allowlist"))
+    console_allowlist = _str(console_obj, "allowlist", "console.allowlist", generation.console_allowlist)
+    _check("console.allowlist", validation.path_error(console_allowlist, "allowlist"))
     lb_obj = _obj(raw, "loadBalancer")
     lb = _access(lb_obj, "loadBalancer", user, known_hosts)
     backend = _str(lb_obj, "backend", "loadBalancer.backend", "puppet_compilers")
@@ -267,6 +285,8 @@ def parse(raw: dict[str, Any], secrets_present: set[str]) -> tuple[DeploymentSpe
         classifier_url=classifier_url,
         puppetdb=puppetdb,
         puppetdb_url=puppetdb_url,
+        puppetdb_allowlist=puppetdb_allowlist,
+        console_allowlist=console_allowlist,
         lb=lb,
         lb_backend=backend,
         lb_check_ca_file=ca_file,

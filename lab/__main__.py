@@ -1,4 +1,4 @@
-"""The lab command: `python -m lab up | down | status | reset | knobs | alt-names | run`.
+"""The lab command: `python -m lab up | down | status | reset | profile | knobs | alt-names | run`.
 
 Run as root on a Debian bookworm machine with the packages from `make deps` installed.
 """
@@ -12,19 +12,24 @@ import sys
 
 from lab.config import KNOB_NAMES, parse_pe_version
 from lab.deploy import Lab
+from lab.generations import PROFILES
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab", description="A PE-shaped deployment on loopback for tests.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="bring the lab up (idempotent)")
-    up.add_argument("--pe-version", help="PE version the console and CA tools behave as (e.g. 3.7, 2016.4, 2019.8)")
+    up.add_argument(
+        "--pe-version", help=f"the PE generation every host imitates (lab/generations.py: {', '.join(PROFILES)})"
+    )
     up.add_argument("--alt-names", choices=("on", "off"), help="ca.conf allow-subject-alt-names")
     up.add_argument("--real-compile-hosts", help="comma-separated compile hosts that run a real Puppet Server")
     sub.add_parser("down", help="stop every lab process, remove /etc/hosts lines (state is kept)")
     sub.add_parser("reset", help="down, then delete all lab state")
     sub.add_parser("check-down", help="exit 1 listing anything a `lab down` left behind")
     sub.add_parser("status", help="show which hosts and services run")
+    profile = sub.add_parser("profile", help="show, or switch a running lab to, a PE generation's profile")
+    profile.add_argument("pe_version", nargs="?")
     knobs = sub.add_parser("knobs", help="show or set latency knobs, e.g. knobs install=8 master_run=8")
     knobs.add_argument("values", nargs="*")
     alt = sub.add_parser("alt-names", help="switch the CA's allow-subject-alt-names (restarts the CA)")
@@ -59,6 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "status":
         for name, state in lab.status().items():
             print(f"{name:14} {state}")
+    elif args.cmd == "profile":
+        if args.pe_version:
+            parse_pe_version(args.pe_version)
+            settings = lab.settings()
+            settings.pe_version = args.pe_version
+            lab.save_settings(settings)
+            lab.apply_profile()
+        current = lab.settings().profile
+        print(
+            f"{current.label}: Puppet {current.puppet_major}, binaries in {current.bin_dir}, "
+            f"{current.puppetdb_allowlist}, {current.console_allowlist}"
+        )
     elif args.cmd == "knobs":
         values = {}
         for item in args.values:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes
 
 from lab.config import HostSpec, host_by_short, lab_root
 from lab.deploy import Lab
+from lab.generations import Profile
 from lab.hosts import HostPaths
 
 
@@ -148,9 +149,12 @@ class LabHost:
         return self.run("puppet agent --test --detailed-exitcodes", timeout=timeout)
 
     def wipe_agent(self) -> None:
-        """Back to a bare host: no puppet.conf settings, no SSL state, no compile service."""
+        """Back to a bare host: no PE packages (no `puppet` at all), no puppet.conf settings,
+        no SSL state, no compile service."""
         self.run(
-            f"{self.lab.root}/inhost/bin/pelab-compile-service stop; service puppet stop >/dev/null 2>&1; "
+            f"{self.lab.root}/inhost/bin/pelab-compile-service stop; "
+            "for s in puppet pe-puppet; do service $s stop >/dev/null 2>&1; done; "
+            f"{self.lab.root}/inhost/bin/pelab-pe-install remove; "
             "rm -rf /var/lib/puppet/ssl /etc/puppet/csr_attributes.yaml /var/cache/puppet/state/*; "
             "echo '# bare lab host' > /etc/puppet/puppet.conf"
         )
@@ -253,9 +257,15 @@ class LabClient:
         return dict(json.loads((self.root / "lab.json").read_text()))
 
     def set_pe_version(self, version: str) -> None:
+        """Switch the running lab to another generation's profile (lab/generations.py)."""
         settings = self.lab.settings()
         settings.pe_version = version
         self.lab.save_settings(settings)
+        self.lab.apply_profile()
+
+    @property
+    def profile(self) -> Profile:
+        return self.lab.settings().profile
 
 
 def sha256_of(text: str) -> str:

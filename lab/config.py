@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lab.generations import Profile, parse_version, profile_for
+
 DOMAIN = "pelab.test"
 ETC_HOSTS_BEGIN = "# BEGIN pelab (managed by `lab up`, removed by `lab down`)"
 ETC_HOSTS_END = "# END pelab"
@@ -111,6 +113,10 @@ class LabSettings:
     real_compile_hosts: list[str] = field(default_factory=lambda: ["compile01"])
     knobs: dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in KNOB_NAMES})
 
+    @property
+    def profile(self) -> Profile:
+        return profile_for(self.pe_version)
+
     def to_json(self, root: Path) -> str:
         data = asdict(self)
         data["root"] = str(root)
@@ -136,7 +142,4 @@ def lab_root() -> Path:
 
 def parse_pe_version(version: str) -> tuple[int, int]:
     """'2019.8' -> (2019, 8); '3.7' -> (3, 7). Raises ValueError on anything else."""
-    major, _, minor = version.partition(".")
-    if not major.isdigit() or not minor.split(".")[0].isdigit():
-        raise ValueError(f"PE version must look like 3.7 or 2019.8, not {version!r}")
-    return int(major), int(minor.split(".")[0])
+    return parse_version(version)

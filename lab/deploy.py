@@ -36,6 +36,7 @@ from lab.config import (
     replace_etc_hosts_block,
     roster,
 )
+from lab.generations import other_allowlists
 
 LAB_DIR = Path(__file__).resolve().parent
 ETC_HOSTS = Path("/etc/hosts")
@@ -113,6 +114,13 @@ class Lab:
             )
         pidfile.write_text(str(proc.pid))
 
+    def puppet(
+        self, short: str, args: list[str], check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """The real Puppet 7 in a host, by the lab's own route (hosts hide Debian's binaries;
+        the product meets the generation's CLI instead)."""
+        return self.run(short, [str(self.inhost / "bin" / "pelab-puppet"), *args], check=check, timeout=timeout)
+
     # --- up ---------------------------------------------------------------------------
     def up(self, settings: LabSettings | None = None) -> None:
         started = time.monotonic()
@@ -128,6 +136,7 @@ class Lab:
         labhosts.ensure_mountpoints(self.root)
         self.install_nfs_helper()
         self.start_hosts()
+        self.apply_profile()
         self.setup_primary(current)
         self.bootstrap_infra_certs()
         self.start_console_and_puppetdb()
@@ -144,14 +153,21 @@ class Lab:
         # Copy over, never remove: the primary bind-mounts bin/puppet-legacy, and a bind
         # mount keeps pointing at a deleted file's old inode.
         shutil.copytree(LAB_DIR / "inhost", target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        # The real Puppet 7 entry points, which every host hides (lab/hosts.py): the lab's
+        # own route (bin/pelab-puppet) and what a host's PE layout links to.
         (target / "real").mkdir(exist_ok=True)
-        shutil.copy2("/usr/bin/puppet", target / "real" / "puppet")
+        for name in labhosts.HIDDEN_BINARIES:
+            shutil.copy2(f"/usr/bin/{name}", target / "real" / name)
+        shutil.copy2(LAB_DIR / "generations.py", target / "pelab_generations.py")
+        (target / "templates").mkdir(exist_ok=True)
+        shutil.copy2(LAB_DIR / "templates" / "pe-agent.init", target / "templates" / "pe-agent.init")
         for path in target.rglob("*"):
             if path.is_file() and path.parent.name == "bin":
                 text = path.read_text()
                 if "@INHOST@" in text:
                     path.write_text(self.render(text))  # in place: keeps the bind-mounted inode
-            os.chmod(path, 0o755 if path.is_dir() or path.parent.name == "bin" else 0o644)
+            executable = path.is_dir() or path.parent.name in ("bin", "real")
+            os.chmod(path, 0o755 if executable else 0o644)
         os.chmod(target, 0o755)
         install = (LAB_DIR / "templates" / "install.bash").read_text()
         dest = self.root / "packages" / "current" / "install.bash"
@@ -215,6 +231,38 @@ class Lab:
             script.chmod(0o755)
             labhosts.start(paths)
         log(f"{len(specs)} hosts running (sshd on 127.0.10.x:22)")
+
+    def apply_profile(self) -> None:
+        """Make every running host look like the selected PE generation (lab/generations.py):
+        the infrastructure hosts have PE installed in that generation's layout, a compile
+        host that has an agent is upgraded to it (a bare one stays bare), and the PuppetDB
+        and console certificate lists carry that generation's file names (an upgrade to
+        2021.x renames certificate-whitelist to certificate-allowlist)."""
+        profile = self.settings().profile
+        install = self.inhost / "bin" / "pelab-pe-install"
+        for spec in roster():
+            if labhosts.running_pid(self.paths(spec.short)) is None:
+                continue
+            role = {"primary": "server", "console": "agent", "puppetdb": "agent"}.get(spec.role)
+            if role is None:
+                has_agent = any(
+                    (self.paths(spec.short).dir / d / "bin" / "puppet").is_symlink()
+                    for d in ("opt-puppetlabs", "opt-puppet")
+                )
+                role = "agent" if has_agent and spec.role == "compile" else None
+            if role:
+                self.run(spec.short, [str(install), role])
+        for short in ("console", "puppetdb"):
+            paths = self.paths(short)
+            wanted = paths.inner(profile.console_allowlist if short == "console" else profile.puppetdb_allowlist)
+            for other in other_allowlists(profile):
+                old = paths.inner(other)
+                if old.exists() and old.parent == wanted.parent:
+                    if not wanted.exists():
+                        old.rename(wanted)
+                    else:
+                        old.unlink()
+        log(f"hosts set up as {profile.label} (Puppet {profile.puppet_major}, {profile.bin_dir})")
 
     # --- primary ----------------------------------------------------------------------
     def setup_primary(self, settings: LabSettings) -> None:
@@ -305,7 +353,7 @@ class Lab:
         log("starting Puppet Server on the primary (CA + compiler)")
         self.spawn(
             "primary",
-            ["/usr/bin/puppetserver", "foreground"],
+            [str(self.inhost / "real" / "puppetserver"), "foreground"],
             p.dir / "log" / "puppetserver.log",
             self.root / "run" / "primary-puppetserver.pid",
         )
@@ -364,10 +412,10 @@ class Lab:
             cert = self.paths(short).dir / "var-lib-puppet" / "ssl" / "certs" / f"{fqdn}.pem"
             if cert.exists():
                 return
-            self.run(short, ["puppet", "config", "set", "--section", "main", "server", host_by_short("primary").fqdn])
+            self.puppet(short, ["config", "set", "--section", "main", "server", host_by_short("primary").fqdn])
             for setting, value in (("keylength", "2048"), ("http_keepalive_timeout", "0")):  # see install.bash
-                self.run(short, ["puppet", "config", "set", "--section", "main", setting, value])
-            self.run(short, ["puppet", "ssl", "bootstrap", "--waitforcert", "0"], timeout=180)
+                self.puppet(short, ["config", "set", "--section", "main", setting, value])
+            self.puppet(short, ["ssl", "bootstrap", "--waitforcert", "0"], timeout=180)
             log(f"{fqdn}: certificate signed by the lab CA")
 
         with ThreadPoolExecutor(max_workers=3) as pool:
@@ -382,11 +430,9 @@ class Lab:
             secret.write_text(json.dumps({"login": "admin", "password": pysecrets.token_urlsafe(18)}))
             secret.chmod(0o600)
         infra = "".join(f"{n}\n" for n in infra_certnames())
-        for short, path in (
-            ("console", "console-services/rbac-certificate-whitelist"),
-            ("puppetdb", "puppetdb/certificate-whitelist"),
-        ):
-            wl = self.paths(short).dir / "etc-puppetlabs" / path
+        profile = self.settings().profile
+        for short, path in (("console", profile.console_allowlist), ("puppetdb", profile.puppetdb_allowlist)):
+            wl = self.paths(short).inner(path)
             if not wl.exists():  # PE's installer seeds them with the infrastructure nodes
                 wl.parent.mkdir(parents=True, exist_ok=True)
                 wl.write_text(infra)
@@ -469,7 +515,7 @@ class Lab:
 
     def agent_run(self, short: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """`puppet agent -t` on a host; exit 0 or 2 is success (detailed exit codes)."""
-        proc = self.run(short, ["puppet", "agent", "--test", "--detailed-exitcodes"], check=False, timeout=timeout)
+        proc = self.puppet(short, ["agent", "--test", "--detailed-exitcodes"], check=False, timeout=timeout)
         if proc.returncode not in (0, 2):
             raise RuntimeError(
                 f"[{short}] puppet agent -t exited {proc.returncode}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"

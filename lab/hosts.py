@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -35,6 +36,11 @@ BIND_DIRS: tuple[tuple[str, str], ...] = (
     ("etc-cron.d", "/etc/cron.d"),
     ("etc-init.d", "/etc/init.d"),
     ("root", "/root"),
+    # What a PE install creates: /opt/puppetlabs (AIO) or /opt/puppet (3.x), and its links in
+    # /usr/local/bin. Empty on a bare host: the machine's own /usr/local/bin is not seen.
+    ("opt-puppetlabs", "/opt/puppetlabs"),
+    ("opt-puppet", "/opt/puppet"),
+    ("usr-local-bin", "/usr/local/bin"),
     # `puppet resource service ... enable=` runs update-rc.d: keep its links per host.
     *((f"etc-rc{level}.d", f"/etc/rc{level}.d") for level in "0123456S"),
 )
@@ -47,7 +53,12 @@ BIND_FILES: tuple[tuple[str, str], ...] = (
 # Each host's own /etc/crontab: no run-parts of the machine's cron.hourly/daily.
 HOST_CRONTAB = "SHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin\n"
 # Mount points the lab may have to create on the machine (removed again by `lab down`).
-CREATED_MOUNTPOINTS = ("/etc/puppetlabs",)
+CREATED_MOUNTPOINTS = ("/etc/puppetlabs", "/opt/puppetlabs", "/opt/puppet")
+# Debian's Puppet entry points, hidden in every host (an overlay of /usr/bin with these
+# whited out): a PE host has no /usr/bin/puppet, and a bare host no `puppet` at all until
+# install.bash puts PE's layout in place (lab/generations.py). The lab's own tools reach
+# the real Puppet 7 through inhost/bin/pelab-puppet and inhost/real/.
+HIDDEN_BINARIES = ("puppet", "facter", "hiera", "puppetserver")
 # Directories copied from the machine's pristine package state into a new host.
 PRISTINE_COPIES = {
     "etc-puppet": "/etc/puppet",
@@ -155,11 +166,8 @@ def boot_script(paths: HostPaths) -> str:
     ]
     for name, mountpoint in BIND_DIRS + BIND_FILES:
         lines.append(f"mount --bind {shlex.quote(str(paths.dir / name))} {shlex.quote(mountpoint)}")
-    if paths.spec.role == "primary":
-        # Puppet <= 5's `puppet cert` face, on the CA host only (inhost/bin/puppet-legacy).
-        lines.append(
-            f"mount --bind {shlex.quote(str(paths.root / 'inhost' / 'bin' / 'puppet-legacy'))} /usr/bin/puppet"
-        )
+    upper, work = (shlex.quote(str(paths.dir / n)) for n in ("usr-bin-upper", "usr-bin-work"))
+    lines.append(f"mount -t overlay pelab-usr-bin -o lowerdir=/usr/bin,upperdir={upper},workdir={work} /usr/bin")
     # The host's cron (FileSync's periodic jobs in /etc/cron.d); its pid file is in /run.
     lines.append("/usr/sbin/cron")
     lines.append(f"exec /usr/sbin/sshd -D -e -f {shlex.quote(str(paths.dir / 'ssh' / 'sshd_config'))}")
@@ -175,8 +183,18 @@ def prepare(paths: HostPaths, authorized_key: str, known_hosts: str) -> None:
         target = d / name
         if not target.exists():
             subprocess.run(["cp", "-a", source, str(target)], check=True)
-    for name in ("etc-puppetlabs", "etc-cron.d"):
+    for name in ("etc-puppetlabs", "etc-cron.d", "opt-puppetlabs", "opt-puppet", "usr-local-bin", "usr-bin-work"):
         (d / name).mkdir(exist_ok=True)
+    upper = d / "usr-bin-upper"
+    upper.mkdir(exist_ok=True)
+    for name in HIDDEN_BINARIES:  # overlayfs whiteouts: character devices 0/0
+        if not (upper / name).exists():
+            os.mknod(upper / name, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    # No host has Debian's agent package: its init script (DAEMON=/usr/bin/puppet) goes, and
+    # PE's layout brings its own (install.bash on compile hosts, `lab up` on the others).
+    if not (d / ".initialised").exists():
+        for script in ("puppet", "pe-puppet"):
+            (d / "etc-init.d" / script).unlink(missing_ok=True)
     # A bare host: the agent binaries exist machine-wide, but nothing is configured.
     conf = d / "etc-puppet" / "puppet.conf"
     if paths.spec.role != "primary" and not (d / ".initialised").exists():

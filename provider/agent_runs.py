@@ -3,18 +3,23 @@
 
 A run that another run already holds the lock for is waited out within the deadline (a
 stale lock whose process is gone is removed); `--detailed-exitcodes` 0 and 2 succeed.
+`puppet` is always run by its absolute path: a non-login SSH shell's PATH on PE hosts is
+/usr/local/bin:/usr/bin:/bin, and the lock is the agent's own `agent_catalog_run_lockfile`
+(both differ between PE generations, pe-generations.md §1 and §4).
 """
 
 from __future__ import annotations
 
+import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from provider.errors import DeadlineError, RemoteCommandError
+from provider.errors import DeadlineError, ProviderError, RemoteCommandError
+from provider.generation import PUPPET_BINARIES
 from provider.ssh import CommandResult, SshSession
 
 RUN_FLAGS = ["--onetime", "--no-daemonize", "--no-usecacheonfailure", "--no-splay", "--detailed-exitcodes", "--verbose"]
-DEFAULT_RUN_LOCK = "/var/cache/puppet/state/agent_catalog_run.lock"
+RUN_LOCK_SETTING = "agent_catalog_run_lockfile"  # every generation; default $statedir/agent_catalog_run.lock
 
 
 def file_exists(session: SshSession, path: str) -> bool:
@@ -42,14 +47,41 @@ def wait_for_run_lock(session: SshSession, lock: str, deadline: float, log: Call
         time.sleep(2)
 
 
+def probe_script(paths: Sequence[str] = PUPPET_BINARIES) -> str:
+    """Prints each of `paths` that is an executable on the host, in order (one SSH command)."""
+    words = " ".join(shlex.quote(p) for p in paths)
+    return f'for p in {words}; do if test -x "$p"; then echo "$p"; fi; done'
+
+
+def parse_probe(stdout: str, paths: Sequence[str] = PUPPET_BINARIES) -> list[str]:
+    """The probed paths the host reported, in the probe's order (nothing else it printed)."""
+    seen = {line.strip() for line in stdout.splitlines()}
+    return [p for p in paths if p in seen]
+
+
+def locate_puppet(session: SshSession, paths: Sequence[str] = PUPPET_BINARIES) -> str:
+    """The host's `puppet`, for a host whose PE version is not an input: AIO's first, then
+    PE 3.x's (pe-generations.md §1). Neither there: fail naming the host and both paths."""
+    result = session.run(probe_script(paths), timeout=60)
+    result.check("locate the Puppet agent")
+    found = parse_probe(result.stdout, paths)
+    if not found:
+        raise ProviderError(
+            f"[{session.target.label}] no Puppet agent: neither {' nor '.join(paths)} is an executable there; "
+            "is this a PE node (the PuppetDB or console host)?"
+        )
+    return found[0]
+
+
 def agent_run(
-    session: SshSession, step: str, timeout: float, log: Callable[[str, str], None], lock: str = DEFAULT_RUN_LOCK
+    session: SshSession, step: str, timeout: float, log: Callable[[str, str], None], lock: str, puppet_bin: str
 ) -> CommandResult:
-    """`puppet agent --onetime ... --detailed-exitcodes`: 0 and 2 are success."""
+    """`<puppet_bin> agent --onetime ... --detailed-exitcodes`: 0 and 2 are success.
+    `lock`: the host's agent_catalog_run_lockfile."""
     deadline = time.monotonic() + timeout
     while True:
         wait_for_run_lock(session, lock, deadline, log)
-        result = session.run(["puppet", "agent", *RUN_FLAGS], timeout=max(30.0, deadline - time.monotonic()))
+        result = session.run([puppet_bin, "agent", *RUN_FLAGS], timeout=max(30.0, deadline - time.monotonic()))
         if result.exit_status in (0, 2):
             return result
         if "already in progress" in result.stdout + result.stderr and time.monotonic() < deadline:

@@ -1,7 +1,8 @@
 """The Puppet CA as the providers reach it from the CA host: command builders and output
 parsers (golden-tested against the lab's real CA).
 
-Two dialects (provider.dialects):
+Two CA CLIs (provider.generation, pe-generations.md §3); every command runs the CLI by
+its absolute path on the CA host (`puppetserver` is never on PATH, §1):
 - `puppet cert` (Puppet <= 5, PE 3.7-2018.1): its HTTP API could not sign CSRs with SANs
   at all, so reading and signing go through the CLI on the CA host;
 - Puppet Server 6+ (PE 2019.0+): the CA's HTTP API (`/puppet-ca/v1/certificate_status`),
@@ -19,7 +20,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Literal
 
-from provider.dialects import CaCli
+from provider.generation import CaCli
 
 CertState = Literal["requested", "signed", "revoked"]
 
@@ -88,8 +89,9 @@ def parse_puppet_cert_list(text: str) -> dict[str, CaEntry]:
     return entries
 
 
-def list_command(cli: CaCli) -> list[str]:
-    return ["puppetserver", "ca", "list", "--all"] if cli == "puppetserver-ca" else ["puppet", "cert", "list", "--all"]
+def list_command(cli: CaCli, binary: str) -> list[str]:
+    """`binary`: the CA CLI's absolute path (Generation.ca_bin)."""
+    return [binary, "ca", "list", "--all"] if cli == "puppetserver-ca" else [binary, "cert", "list", "--all"]
 
 
 def parse_list(cli: CaCli, text: str) -> dict[str, CaEntry]:
@@ -134,13 +136,13 @@ def api_sign_command(client: ApiClient, certname: str) -> tuple[list[str], bytes
     return argv, json.dumps({"desired_state": "signed"}).encode()
 
 
-def download_cert_script(ca_url: str, certname: str, localcacert: str, hostcert: str, hostprivkey: str) -> str:
+def download_cert_script(url: str, certname: str, localcacert: str, hostcert: str, hostprivkey: str) -> str:
     """Shell for the agent host: what `puppet ssl download_cert` does, without a Ruby
-    start-up - fetch the signed certificate from the CA's public endpoint (TLS verified
-    against the PE CA), keep it only if it holds the host's own public key, install it.
+    start-up - fetch the signed certificate from the CA's public endpoint `url`
+    (Generation.certificate_path; TLS verified against the PE CA), keep it only if it
+    holds the host's own public key, install it.
     No pipelines: under `set -e` each failing command stops the script."""
     q = shlex.quote
-    url = f"{ca_url.rstrip('/')}/puppet-ca/v1/certificate/{certname}"
     mismatch = q(f"the CA's certificate for {certname} does not match this host's private key")
     return (
         f"set -e; tmp=$(mktemp {q(hostcert + '.XXXXXX')}); trap 'rm -f \"$tmp\"' EXIT; "
@@ -172,17 +174,19 @@ def parse_statuses_json(text: str) -> dict[str, CaEntry]:
     return entries
 
 
-def sign_command(cli: CaCli, certname: str) -> list[str]:
+def sign_command(cli: CaCli, binary: str, certname: str) -> list[str]:
+    """`binary`: the CA CLI's absolute path (Generation.ca_bin)."""
     if cli == "puppetserver-ca":
-        return ["puppetserver", "ca", "sign", "--certname", certname]
-    return ["puppet", "cert", "--allow-dns-alt-names", "sign", certname]
+        return [binary, "ca", "sign", "--certname", certname]
+    return [binary, "cert", "--allow-dns-alt-names", "sign", certname]
 
 
-def clean_command(cli: CaCli, certname: str) -> list[str]:
-    """Revoke (if signed) and remove the certificate: a plain DELETE would not revoke."""
+def clean_command(cli: CaCli, binary: str, certname: str) -> list[str]:
+    """Revoke (if signed) and remove the certificate: a plain DELETE would not revoke.
+    `binary`: the CA CLI's absolute path (Generation.ca_bin)."""
     if cli == "puppetserver-ca":
-        return ["puppetserver", "ca", "clean", "--certname", certname]
-    return ["puppet", "cert", "clean", certname]
+        return [binary, "ca", "clean", "--certname", certname]
+    return [binary, "cert", "clean", certname]
 
 
 def expected_sans(certname: str, alt_names: list[str]) -> frozenset[str]:

@@ -68,7 +68,7 @@ def _outputs(props: dict[str, Any], ctx: steps.Context, status: str) -> dict[str
         "cert_serial": str(issued.serial) if issued else props.get("cert_serial", ""),
         "sans": sorted(issued.sans) if issued else props.get("sans", []),
         "group_id": ctx.group_id or props.get("group_id", ""),
-        "dialect": ctx.cfg.dialect.label,
+        "dialect": ctx.cfg.generation.label,  # the output keeps its name: it is in existing stacks' state
         "status": status,
         "installed": {**(props.get("installed") or {}), **ctx.installed},
         "ca_fingerprint": steps.fingerprint_of_pem(ctx.ca_pem.encode())
@@ -124,10 +124,9 @@ class PeCompileMasterProvider(ResourceProvider):
             host, primary = _sessions(cfg, stack)
             ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name))
             if cfg.environmentpath and olds.get("environmentpath") != cfg.environmentpath:
-                host.run(
-                    ["puppet", "config", "set", "--section", "main", "environmentpath", cfg.environmentpath],
-                    timeout=120,
-                ).check("set environmentpath")
+                puppet = cfg.generation.puppet_bin  # never on a non-login shell's PATH as `puppet` alone
+                setting = [puppet, "config", "set", "--section", "main", "environmentpath", cfg.environmentpath]
+                host.run(setting, timeout=120).check("set environmentpath")
             if cfg.batch_provisioned:
                 steps.verify_ready(ctx)  # the batch (updated first) converged it
             else:
@@ -156,19 +155,8 @@ class PeCompileMasterProvider(ResourceProvider):
             steps.read_agent(ctx)
             steps.fetch_ca_pem(ctx)
             drift += classification_drift(ctx)
-            probe = host.run(
-                [
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "10",
-                    "--cacert",
-                    ctx.agent.get("localcacert", ""),
-                    f"https://{cfg.certname}:8140/status/v1/simple",
-                ],
-                timeout=30,
-            )
-            if probe.stdout.strip() != "running":
+            up, _, _ = steps.compile_service_probe(ctx, ctx.agent.get("localcacert", ""))
+            if not up:
                 drift.append("compile service not running")
             status = "running" if not drift else "drifted: " + "; ".join(drift)
             if drift:
@@ -197,12 +185,12 @@ class PeCompileMasterProvider(ResourceProvider):
 
 def classification_drift(ctx: steps.Context) -> list[str]:
     cfg = ctx.cfg
-    dialect = cfg.dialect
+    generation = cfg.generation
     try:
         with ctx.classifier().opened() as classifier:
-            group = classifier.group_by_name(dialect.node_group)
-            if dialect.classification != "trusted" and not is_pinned(group.get("rule"), cfg.certname):
-                return [f"not pinned to {dialect.node_group}"]
+            group = classifier.group_by_name(generation.node_group)
+            if generation.classification != "trusted" and not is_pinned(group.get("rule"), cfg.certname):
+                return [f"not pinned to {generation.node_group}"]
     except ClassifierError as exc:
         return [f"classification unknown ({exc})"]
     return []
@@ -225,7 +213,7 @@ def adopt(ctx: steps.Context) -> None:
     if drift:
         raise ProviderError(f"adopt: {cfg.certname} is {drift[0]}: adopt takes over healthy masters only")
     with ctx.classifier().opened() as classifier:
-        ctx.group_id = str(classifier.group_by_name(cfg.dialect.node_group)["id"])
+        ctx.group_id = str(classifier.group_by_name(cfg.generation.node_group)["id"])
     steps.compile_service(ctx)
     ctx.log("adopt", "healthy master taken over without reinstalling")
 

@@ -70,8 +70,14 @@ master_props = MASTERS.item_props
 to_converge = MASTERS.to_converge
 
 
+PLACEHOLDER_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOEowio8pRLYoxQ+/rTQ7Pf6XFR87vdEcZZT0yAY9UM+"
+
+
 def batch_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
-    out = MASTERS.problems(props, problems, placeholder={"host": "x", "certname": "x"})
+    # With no masters (a stack scaled to zero) the shared inputs are checked against a
+    # stand-in entry: a host and certname, and a pinned key that is never used.
+    placeholder = {"host": "x", "certname": "x", "ssh_host_key": PLACEHOLDER_HOST_KEY}
+    out = MASTERS.problems(props, problems, placeholder=placeholder)
     if not isinstance(props.get("masters"), list):  # nothing more to say
         return out
     parallelism = props.get("parallelism", DEFAULT_PARALLELISM)
@@ -134,7 +140,7 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
     with ExitStack() as stack:
         primary = stack.enter_context(SshSession(first.primary_target, first.connect_timeout, first.secrets))
         # One view of the CA for every thread: its settings and certificate are read once.
-        shared_ca = Primary(primary, first.dialect.ca_cli, first.primary_certname)
+        shared_ca = Primary(primary, first.generation, first.primary_certname)
 
         def one(cfg: MasterConfig) -> None:
             log = progress(cfg.resource_name)
@@ -167,7 +173,7 @@ def _say(name: str, message: str) -> None:
 
 
 class CompileMasterBatchArgs(SharedMasterArgs, total=False):
-    """PeCompileMaster's shared inputs (primary, dialect, classifier, deadlines) plus
+    """PeCompileMaster's shared inputs (primary, PE version, classifier, deadlines) plus
     `masters`: a list of {certname, host, ssh_port, ssh_user, ssh_host_key,
     ssh_known_hosts, dns_alt_names, environmentpath}."""
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provider import inputs, validation
-from provider.dialects import Dialect, dialect_for, parse_pe_version
+from provider.generation import Generation, generation_for, parse_pe_version
 from provider.ssh import SshTarget
 
 SECRET_KEYS = ("ssh_private_key", "primary_ssh_private_key", "rbac_token", "classifier_client_key")
@@ -163,8 +163,9 @@ class MasterConfig:
         )
 
     @property
-    def dialect(self) -> Dialect:
-        return dialect_for(self.pe_version, self.node_group or None)
+    def generation(self) -> Generation:
+        """What this PE version does differently (paths, CLIs, endpoints): provider.generation."""
+        return generation_for(self.pe_version, self.node_group or None)
 
     @property
     def target(self) -> SshTarget:
@@ -235,16 +236,21 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
         )
     if "pe_version" in known:
         try:
-            dialect = dialect_for(str(known["pe_version"]), str(merged.get("node_group") or "") or None)
             parse_pe_version(known["pe_version"])
+            generation = generation_for(str(known["pe_version"]), str(merged.get("node_group") or "") or None)
         except ValueError as exc:
             out.append(("pe_version", str(exc)))
-            dialect = None
-        if dialect is not None and "rbac_token" in known and known.get("rbac_token") and not dialect.tokens_supported:
+            generation = None
+        if (
+            generation is not None
+            and "rbac_token" in known
+            and known.get("rbac_token")
+            and not generation.tokens_supported
+        ):
             out.append(
                 (
                     "rbac_token",
-                    f"{dialect.label} has no RBAC tokens (from PE 2015.3): use a whitelisted "
+                    f"{generation.label} has no RBAC tokens (from PE 2015.3): use an allow-listed "
                     "client certificate (classifier_client_cert / classifier_client_key)",
                 )
             )
@@ -259,7 +265,7 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 "rbac_token",
                 "classifier access needs rbac_token, or classifier_client_cert and "
-                "classifier_client_key of a whitelisted certificate",
+                "classifier_client_key of a certificate in the console's rbac allowlist",
             )
         )
     url = known.get("classifier_url")

@@ -3,10 +3,15 @@ compile masters - PE's "run Puppet on PuppetDB, then on the console" after new m
 done once for the whole batch instead of once per master.
 
 Each run is a real agent run on that host (run lock waited out, deadline); after each,
-the host's certificate whitelist must list every master, or the step fails naming the
-ones missing. Refresh re-reads both whitelists; a master missing from one is drift, and
+the host's certificate allowlist must list every master, or the step fails naming the
+ones missing. Refresh re-reads both allowlists; a master missing from one is drift, and
 the next `up` runs again. Delete changes nothing: entries of removed masters (whose
 certificates are revoked by then) go with the next scheduled Puppet runs there.
+
+The allowlist paths are inputs (`puppetdb_whitelist`, `console_whitelist`: names kept for
+the state of existing stacks); PeDeployment passes the PE generation's ("...whitelist" up
+to 2019.x, "...allowlist" from 2021.1, pe-generations.md §6-7). There is no PE version
+input: `puppet` is found on each host (AIO's path, then PE 3.x's).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     **inputs.ssh_defaults("puppetdb_ssh"),
     **inputs.ssh_defaults("console_ssh"),
     "masters": [],
+    # PE up to 2019.x; a PeDeployment passes its generation's paths (2021.1+: ...-allowlist).
     "puppetdb_whitelist": "/etc/puppetlabs/puppetdb/certificate-whitelist",
     "console_whitelist": "/etc/puppetlabs/console-services/rbac-certificate-whitelist",
     "connect_timeout": 30,
@@ -127,7 +133,18 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def whitelist_lines(text: str) -> set[str]:
+def input_value(props: dict[str, Any], key: str) -> Any:
+    """An input as diff and update compare it: defaulted, and masters as a set."""
+    v = props.get(key)
+    v = DEFAULTS.get(key) if v is None else v
+    return sorted(v) if key == "masters" and isinstance(v, list) else v
+
+
+def changed_keys(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
+    return [k for k in INPUT_KEYS if input_value(olds, k) != input_value(news, k)]
+
+
+def allowlist_lines(text: str) -> set[str]:
     return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
 
 
@@ -139,38 +156,44 @@ class Refresh:
     def session(self, target: SshTarget) -> SshSession:
         return SshSession(target, self.cfg.connect_timeout, self.cfg.secrets)
 
-    def missing(self, session: SshSession, whitelist: str) -> list[str]:
-        text = (session.get(whitelist) or b"").decode()
-        return [m for m in self.cfg.masters if m not in whitelist_lines(text)]
+    def missing(self, session: SshSession, allowlist: str) -> list[str]:
+        text = (session.get(allowlist) or b"").decode()
+        return [m for m in self.cfg.masters if m not in allowlist_lines(text)]
 
     def run_all(self) -> dict[str, str]:
-        """Each stage: agent run, then its whitelist must list every master."""
+        """Each stage: agent run, then its allowlist must list every master."""
         runs = {}
-        for label, target, whitelist in self.cfg.stages():
+        for label, target, allowlist in self.cfg.stages():
             with self.session(target) as session:
                 t0 = time.monotonic()
-                lock = session.run(["puppet", "config", "print", "agent_catalog_run_lock", "--section", "agent"], 120)
-                lock.check(f"{label} run", "is the Puppet agent installed there?")
-                path = lock.stdout.strip() or agent_runs.DEFAULT_RUN_LOCK
-                agent_runs.agent_run(session, f"{label} run", self.cfg.run_timeout, self.log, path)
-                missing = self.missing(session, whitelist)
+                puppet = agent_runs.locate_puppet(session)
+                lock = session.run([puppet, "config", "print", agent_runs.RUN_LOCK_SETTING, "--section", "agent"], 120)
+                lock.check(f"{label} run", f"read {agent_runs.RUN_LOCK_SETTING} with {puppet}")
+                path = lock.stdout.strip()
+                if not path.startswith("/"):
+                    raise ProviderError(
+                        f"[{target.label}] {label} run: `{puppet} config print {agent_runs.RUN_LOCK_SETTING}` "
+                        f"printed {path!r}, not the run lock's path"
+                    )
+                agent_runs.agent_run(session, f"{label} run", self.cfg.run_timeout, self.log, path, puppet)
+                missing = self.missing(session, allowlist)
                 if missing:
                     raise ProviderError(
-                        f"[{target.label}] {label} run: {whitelist} does not list {', '.join(missing)} after the run. "
+                        f"[{target.label}] {label} run: {allowlist} does not list {', '.join(missing)} after the run. "
                         "Each master's own Puppet run must have reached PuppetDB (and for the console, PuppetDB must "
                         "know it); check those runs, then run `pulumi up` again."
                     )
-                self.log(f"{label} run", f"done in {time.monotonic() - t0:.1f}s; {whitelist} lists all masters")
+                self.log(f"{label} run", f"done in {time.monotonic() - t0:.1f}s; {allowlist} lists all masters")
                 runs[label] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return runs
 
     def drift(self) -> list[str]:
         out = []
-        for label, target, whitelist in self.cfg.stages():
+        for label, target, allowlist in self.cfg.stages():
             with self.session(target) as session:
-                missing = self.missing(session, whitelist)
+                missing = self.missing(session, allowlist)
             if missing:
-                out.append(f"{label} whitelist lacks {', '.join(missing)}")
+                out.append(f"{label} allowlist {allowlist} lacks {', '.join(missing)}")
         return out
 
 
@@ -180,13 +203,7 @@ class InfraRefreshProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """The set of masters (order-free) and the hosts: a change means one more pair of runs."""
-
-        def value(props: dict[str, Any], key: str) -> Any:
-            v = props.get(key)
-            v = DEFAULTS.get(key) if v is None else v
-            return sorted(v) if key == "masters" and isinstance(v, list) else v
-
-        changed = [k for k in INPUT_KEYS if value(olds, k) != value(news, k)]
+        changed = changed_keys(olds, news)
         drifted = olds.get("status") not in (None, "whitelisted")
         return DiffResult(changes=bool(changed) or drifted, replaces=[], delete_before_replace=False)
 
@@ -199,9 +216,8 @@ class InfraRefreshProvider(ResourceProvider):
         return CreateResult("infra-refresh", self.outputs(props, runs))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        changed = [k for k in INPUT_KEYS if olds.get(k) != news.get(k)]
-        same_set = sorted(olds.get("masters") or []) == sorted(news.get("masters") or [])
-        if olds.get("status") == "whitelisted" and same_set and all(k in LOCAL_ONLY_KEYS for k in changed):
+        changed = changed_keys(olds, news)  # the masters compared as a set
+        if olds.get("status") == "whitelisted" and all(k in LOCAL_ONLY_KEYS for k in changed):
             return UpdateResult({**self.outputs(news, olds.get("runs") or {})})
         runs = Refresh(RefreshConfig.from_props(news)).run_all()
         return UpdateResult(self.outputs(news, runs))
@@ -216,7 +232,7 @@ class InfraRefreshProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         Refresh(RefreshConfig.from_props(props)).log(
-            "delete", "nothing to undo; removed masters leave the whitelists with the next runs there"
+            "delete", "nothing to undo; removed masters leave the allowlists with the next runs there"
         )
 
     @staticmethod

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 
 from provider import agent_runs as runs
 from provider import ca, services
-from provider.agent_runs import DEFAULT_RUN_LOCK, file_exists
+from provider.agent_runs import RUN_LOCK_SETTING, file_exists
 from provider.compile_master_config import MasterConfig
 from provider.errors import (
     CaRefusedError,
@@ -32,6 +32,7 @@ from provider.errors import (
     SshUnreachableError,
     StepFailedError,
 )
+from provider.generation import PUPPET_BINARIES, Generation
 from provider.pe_api import Classifier, ClassifierAuth
 from provider.primary import Primary, parse_config_print
 from provider.ssh import CommandResult, SshSession
@@ -43,11 +44,14 @@ AGENT_SETTINGS = (
     "hostprivkey",
     "hostcsr",
     "localcacert",
-    "agent_catalog_run_lock",
+    RUN_LOCK_SETTING,
     "csr_attributes",
     "ssldir",
 )
 IDENTITY_FILES = ("hostcert", "hostprivkey", "hostcsr")  # each `<dir>/<certname>.pem` by default
+# What install.bash writes into puppet.conf for a master, removed again on delete.
+AGENT_CONFIG_KEYS = ("server", "certname", "dns_alt_names", "environmentpath")
+AGENT_CONFIG_SECTIONS = ("main", "agent")
 
 
 def fingerprint_of_pem(pem: bytes) -> str:
@@ -74,14 +78,105 @@ class IssuedCert:
 
 
 def install_arguments(cfg: MasterConfig) -> list[str]:
-    """PE's install.bash arguments for this master (section:key=value, then service flags)."""
-    args = [f"agent:certname={cfg.certname}"]
+    """PE's install.bash arguments for this master: `section:key=value` (every generation),
+    then the service flags where install.bash has them (2016.4+, pe-generations.md §5).
+    certname goes in [main], as PE's docs and peadm write it."""
+    generation = cfg.generation
+    args = [f"main:certname={cfg.certname}"]
     if cfg.dns_alt_names:
         args.append(f"main:dns_alt_names={','.join(cfg.dns_alt_names)}")
     if cfg.environmentpath:
         args.append(f"main:environmentpath={cfg.environmentpath}")
-    args += [f"extension_requests:{k}={v}" for k, v in cfg.dialect.extension_requests]
-    return [*args, "--puppet-service-ensure", "stopped", "--puppet-service-enable", "false"]
+    args += [f"extension_requests:{k}={v}" for k, v in generation.extension_requests]
+    if generation.install_service_flags:
+        args += ["--puppet-service-ensure", "stopped", "--puppet-service-enable", "false"]
+    return args
+
+
+def agent_probe_paths(generation: Generation) -> tuple[str, ...]:
+    """Where to look for `puppet` on a master: this generation's path first, then the
+    others', so an agent of another PE generation is seen rather than installed over."""
+    return (generation.puppet_bin, *(p for p in PUPPET_BINARIES if p != generation.puppet_bin))
+
+
+def agent_settings(
+    found: list[str], generation: Generation, printed: CommandResult | None, host: str
+) -> dict[str, str]:
+    """What the host's agent is, from the probe (`found`: the probed paths that exist) and
+    `puppet config print` (None when not run). No `puppet` at the generation's path and
+    none elsewhere: no agent ({}), install.bash brings one. Any failure to print the
+    settings means we cannot tell - never "no agent", or we would install over one."""
+    if generation.puppet_bin not in found:
+        if found:
+            raise ForeignAgentError(
+                f"[{host}] step 'preflight': this host has a Puppet agent at {found[0]}, not at "
+                f"{generation.puppet_bin} where {generation.label} keeps it; check pe_version, or decommission "
+                "that agent first (PE requires a host without an agent)"
+            )
+        return {}
+    if printed is None or printed.exit_status != 0:
+        status = "not run" if printed is None else f"exit {printed.exit_status}"
+        tail = f":\n{printed.tail(5)}" if printed is not None else ""
+        raise ProviderError(
+            f"[{host}] cannot tell whether/which Puppet agent is configured: `{generation.puppet_bin} config print` "
+            f"failed ({status}); fix the agent on the host (or remove it) and run `pulumi up` again{tail}"
+        )
+    settings = parse_config_print(printed.stdout)
+    missing = [k for k in AGENT_SETTINGS if k not in settings]
+    if missing:
+        raise ProviderError(
+            f"[{host}] cannot tell which Puppet agent is configured: `{generation.puppet_bin} config print` "
+            f"did not show {', '.join(missing)}"
+        )
+    return settings
+
+
+def remove_stale_script(paths: dict[str, str]) -> str:
+    """Remove each existing file of {label: path}, printing the labels of those removed."""
+    q = shlex.quote
+    parts = [f"if test -e {q(path)}; then rm -f {q(path)}; echo {q(label)}; fi" for label, path in paths.items()]
+    return "set -e; " + "; ".join(parts) if parts else "true"
+
+
+def config_delete_script(puppet_bin: str, keys: tuple[str, ...], sections: tuple[str, ...]) -> str:
+    """`puppet config delete` of each key in each section (Puppet 5.4+, PE 2018.1+,
+    pe-generations.md §4), in one SSH command; a key that is not set is not an error."""
+    commands = [shlex.join([puppet_bin, "config", "delete", "--section", s, k]) for k in keys for s in sections]
+    return "set -e; " + "; ".join(commands)
+
+
+# Lines before the first [section] are [main]'s; a key line is `name = value`.
+_STRIP_AWK = (
+    r'BEGIN { n = split(keys, k, " "); for (i = 1; i <= n; i++) drop[k[i]] = 1; '
+    r'n = split(sections, s, " "); for (i = 1; i <= n; i++) wanted[s[i]] = 1; section = "main" } '
+    r'/^[ \t]*\[[^]]*\][ \t]*$/ { section = $0; gsub(/^[ \t]*\[|\][ \t]*$/, "", section); print; next } '
+    r'{ name = $0; sub(/^[ \t]*/, "", name); sub(/[ \t]*=.*$/, "", name) } '
+    r"(section in wanted) && (name in drop) && /=/ { next } "
+    r"{ print }"
+)
+
+
+def puppet_conf_strip_script(conf: str, keys: tuple[str, ...], sections: tuple[str, ...]) -> str:
+    """Remove these keys from these sections of puppet.conf in place (owner and mode kept):
+    what `puppet config delete` does, for Puppet < 5.4 which lacks it - one awk, not a
+    Ruby start-up per key. A missing file has nothing to remove."""
+    q = shlex.quote
+    awk = shlex.join(["awk", "-v", f"keys={' '.join(keys)}", "-v", f"sections={' '.join(sections)}", _STRIP_AWK])
+    return (
+        f'f={q(conf)}; test -f "$f" || exit 0; tmp=$(mktemp "$f.XXXXXX"); '
+        f'if {awk} "$f" > "$tmp" && cat "$tmp" > "$f"; then rm -f "$tmp"; else rm -f "$tmp"; exit 1; fi'
+    )
+
+
+def classifier_refusal_hint(generation: Generation) -> str:
+    """What to check when the classifier answers 401, in this generation's terms (§7)."""
+    cert = f"that the client certificate is listed in {generation.console_allowlist}"
+    if not generation.tokens_supported:
+        return f"check {cert} ({generation.label} has no RBAC tokens)"
+    return (
+        f"check the RBAC token (`puppet-access login` tokens expire after {generation.token_lifetime_default} by "
+        f"default on {generation.label}: use --lifetime), or {cert}"
+    )
 
 
 @dataclass
@@ -103,7 +198,7 @@ class Context:
 
     def __post_init__(self) -> None:
         if self.ca is None:
-            self.ca = Primary(self.primary, self.cfg.dialect.ca_cli, self.cfg.primary_certname)
+            self.ca = Primary(self.primary, self.cfg.generation, self.cfg.primary_certname)
 
     @property
     def primary_ca(self) -> Primary:
@@ -112,18 +207,31 @@ class Context:
 
     def classifier(self) -> Classifier:
         auth = ClassifierAuth(self.cfg.rbac_token, self.cfg.classifier_client_cert, self.cfg.classifier_client_key)
-        return Classifier(self.cfg.classifier_url, self.ca_pem, auth, timeout=self.cfg.api_timeout)
+        return Classifier(
+            self.cfg.classifier_url,
+            self.ca_pem,
+            auth,
+            timeout=self.cfg.api_timeout,
+            refused_hint=classifier_refusal_hint(self.cfg.generation),
+        )
 
 
 # --- shared helpers ----------------------------------------------------------------------
 
 
 def read_agent(ctx: Context) -> dict[str, str]:
-    result = ctx.host.run(["puppet", "config", "print", *AGENT_SETTINGS, "--section", "agent"], timeout=120)
-    if result.exit_status == 127:
-        return {}
-    result.check("read agent settings", "is the Puppet agent installed on the host?")
-    ctx.agent = parse_config_print(result.stdout)
+    """The host's agent settings, {} when there is no agent (see agent_settings)."""
+    generation = ctx.cfg.generation
+    paths = agent_probe_paths(generation)
+    probe = ctx.host.run(runs.probe_script(paths), timeout=60)
+    probe.check("look for the Puppet agent")
+    found = runs.parse_probe(probe.stdout, paths)
+    printed = None
+    if generation.puppet_bin in found:
+        printed = ctx.host.run(
+            [generation.puppet_bin, "config", "print", *AGENT_SETTINGS, "--section", "agent"], timeout=120
+        )
+    ctx.agent = agent_settings(found, generation, printed, ctx.cfg.host)
     return ctx.agent
 
 
@@ -140,8 +248,10 @@ def fetch_ca_pem(ctx: Context) -> str:
 
 
 def agent_run(ctx: Context, session: SshSession, step: str, timeout: float) -> CommandResult:
-    lock = ctx.agent.get("agent_catalog_run_lock") or DEFAULT_RUN_LOCK
-    return runs.agent_run(session, step, timeout, ctx.log, lock)
+    lock = ctx.agent.get(RUN_LOCK_SETTING, "")
+    if not lock:  # never guess: the lock's path differs between generations (§4)
+        raise ProviderError(f"[{ctx.cfg.host}] step '{step}': the agent's settings name no {RUN_LOCK_SETTING}")
+    return runs.agent_run(session, step, timeout, ctx.log, lock, ctx.cfg.generation.puppet_bin)
 
 
 # --- create / update steps ---------------------------------------------------------------
@@ -180,19 +290,21 @@ def stop_agent_service(ctx: Context) -> None:
         # install.bash runs with --puppet-service-ensure stopped. Saves a Ruby start-up.
         ctx.agent_service_was = "stopped"
         return
-    state = ctx.host.run(services.service_state_script("puppet"), timeout=120)
+    service = ctx.cfg.generation.agent_service  # pe-puppet in PE 3.x, puppet after (§10)
+    state = ctx.host.run(services.service_state_script(service), timeout=120)
     state.check("read the agent service's state")
     ctx.agent_service_was = "running" if state.stdout.strip() == "running" else "stopped"
     if ctx.agent_service_was == "running":
-        ctx.host.run(services.service_script("puppet", "stopped"), timeout=120).check("stop the agent service")
-        ctx.log("agent service", "stopped for the procedure")
+        ctx.host.run(services.service_script(service, "stopped"), timeout=120).check("stop the agent service")
+        ctx.log("agent service", f"{service} stopped for the procedure")
 
 
 def restore_agent_service(ctx: Context, succeeded: bool) -> None:
     want = "running" if succeeded else (ctx.agent_service_was or "stopped")
-    result = ctx.host.run(services.service_script("puppet", want, enable=want == "running"), timeout=120)
+    service = ctx.cfg.generation.agent_service
+    result = ctx.host.run(services.service_script(service, want, enable=want == "running"), timeout=120)
     if result.exit_status == 0:
-        ctx.log("agent service", f"{want}")
+        ctx.log("agent service", f"{service} {want}")
     elif succeeded:
         result.check("start the agent service")
 
@@ -218,8 +330,7 @@ def install_agent(ctx: Context) -> None:
     ctx.host.put(tmp_ca, ca_pem.encode())
     localcacert = agent.get("localcacert", "")
     if localcacert:  # the agent will trust this CA, never one fetched on first use
-        ctx.host.run(["mkdir", "-p", localcacert.rsplit("/", 1)[0]], timeout=60).check("prepare ssldir")
-        ctx.host.put(localcacert, ca_pem.encode())
+        place_ca(ctx, localcacert, ca_pem)
     url = f"https://{cfg.primary_certname}:8140/packages/current/install.bash"
     script = f"/tmp/pe-compile-masters-{cfg.certname}-install.bash"
     ctx.host.run(["curl", "-sSf", "--max-time", "120", "--cacert", tmp_ca, "-o", script, url], timeout=180).check(
@@ -227,13 +338,26 @@ def install_agent(ctx: Context) -> None:
     )
     result = ctx.host.run(["bash", script, *install_arguments(cfg)], timeout=cfg.install_timeout)
     result.check("install.bash", "PE's agent installer failed")
-    ctx.installed.update({"agent_config": True, "csr_attributes": bool(cfg.dialect.extension_requests)})
+    ctx.installed.update({"agent_config": True, "csr_attributes": bool(cfg.generation.extension_requests)})
     derived = agent_after_install(agent, cfg.certname, cfg.primary_certname)
     if derived and file_exists(ctx.host, derived["hostprivkey"]):
         ctx.agent = derived  # verified: install.bash made the key where the derivation says
     else:
-        read_agent(ctx)
+        if not read_agent(ctx):
+            raise ProviderError(
+                f"[{cfg.host}] step 'install': install.bash succeeded but there is no {cfg.generation.puppet_bin}"
+            )
+        if ctx.agent["localcacert"] and ctx.agent["localcacert"] != localcacert:
+            # A bare host (PE's case): the agent's CA path is known only now. Place the CA read
+            # over pinned SSH before any CSR is submitted, so the agent never fetches one on
+            # first use (Puppet does when the file is missing).
+            place_ca(ctx, ctx.agent["localcacert"], ca_pem)
     ctx.log("install", f"agent installed: certname {cfg.certname}, alt names {','.join(cfg.dns_alt_names) or '-'}")
+
+
+def place_ca(ctx: Context, path: str, ca_pem: str) -> None:
+    ctx.host.run(["mkdir", "-p", path.rsplit("/", 1)[0]], timeout=60).check("prepare ssldir")
+    ctx.host.put(path, ca_pem.encode())
 
 
 def agent_after_install(before: dict[str, str], certname: str, server: str) -> dict[str, str] | None:
@@ -267,13 +391,29 @@ def host_csr_fingerprint(ctx: Context) -> str | None:
 def clean_host_identity(ctx: Context) -> None:
     """Remove the host's key/cert/CSR for our certname so a fresh CSR can be made."""
     paths = [ctx.agent.get(k, "") for k in IDENTITY_FILES]
-    public = ctx.agent.get("ssldir", "/var/lib/puppet/ssl") + f"/public_keys/{ctx.cfg.certname}.pem"
-    ctx.host.run(["rm", "-f", *[p for p in paths if p], public], timeout=60).check("clean the host's certificate")
+    if ctx.agent.get("ssldir"):  # the agent's own ssldir only: its default differs per generation
+        paths.append(f"{ctx.agent['ssldir']}/public_keys/{ctx.cfg.certname}.pem")
+    paths = [p for p in paths if p]
+    if paths:
+        ctx.host.run(["rm", "-f", *paths], timeout=60).check("clean the host's certificate")
+
+
+def remove_stale_request(ctx: Context) -> list[str]:
+    """The CA has no request or certificate for us: a CSR or certificate on the host is
+    stale (the CA forgot it). Remove those, never the key: the CSR tools reuse it."""
+    paths = {k: ctx.agent.get(k, "") for k in ("hostcsr", "hostcert")}
+    script = remove_stale_script({k: v for k, v in paths.items() if v})
+    result = ctx.host.run(script, timeout=60).check("remove a stale CSR or certificate")
+    return result.stdout.split()
+
+
+def clean_on_ca_command(cfg: MasterConfig) -> list[str]:
+    generation = cfg.generation
+    return ca.clean_command(generation.ca_cli, generation.ca_bin, cfg.certname)
 
 
 def sign_certificate(ctx: Context) -> None:
     cfg = ctx.cfg
-    cli = cfg.dialect.ca_cli
     for _ in range(3):
         entry = ca_entries(ctx).get(cfg.certname)
         host_has_key = file_exists(ctx.host, ctx.agent.get("hostprivkey", "/nonexistent"))
@@ -292,18 +432,24 @@ def sign_certificate(ctx: Context) -> None:
                 else ("signed with other alt names" if host_has_key else "signed but the host lost its private key")
             )
             ctx.log("sign", f"certificate {why}: cleaning it on the CA and requesting a new one")
-            ctx.primary.run(ca.clean_command(cli, cfg.certname), timeout=cfg.sign_timeout).check("clean on the CA")
+            ctx.primary.run(clean_on_ca_command(cfg), timeout=cfg.sign_timeout).check("clean on the CA")
             clean_host_identity(ctx)
             ctx.agent = {}
             install_agent(ctx)
             continue
         if entry is None:
-            if not host_has_key or host_csr_fingerprint(ctx) is None:
-                clean_host_identity(ctx)
-            ctx.log("sign", "no CSR on the CA: submitting one")
-            ctx.host.run(
-                ["puppet", "ssl", "submit_request", "--certname", cfg.certname], timeout=cfg.sign_timeout
-            ).check("submit the CSR")
+            # The usual first pass: PE's install.bash with --puppet-service-ensure stopped does
+            # no Puppet run, so it submitted no CSR (pe-generations.md §5). Submit it here.
+            stale = remove_stale_request(ctx)
+            ctx.log(
+                "sign",
+                "no CSR on the CA: submitting one"
+                + (f" (removed the host's stale {', '.join(stale)})" if stale else "")
+                + (" with the host's key" if host_has_key else ""),
+            )
+            ctx.host.run(cfg.generation.csr_command(cfg.certname), timeout=cfg.sign_timeout).check(
+                "submit the CSR", f"the agent submits it to {cfg.primary_certname}:8140"
+            )
             continue
         # A pending request: sign it only if it is ours and asks for exactly our names.
         ours = host_csr_fingerprint(ctx)
@@ -311,7 +457,7 @@ def sign_certificate(ctx: Context) -> None:
             raise SanMismatchError(
                 f"[{cfg.primary_host}] step 'sign': the pending CSR for {cfg.certname} (fingerprint "
                 f"{entry.fingerprint[:23]}...) is not the one on {cfg.host}; refusing to sign someone else's request. "
-                f"Inspect it on the CA and clean it (`{' '.join(ca.clean_command(cli, cfg.certname))}`) if it is stale."
+                f"Inspect it on the CA and clean it (`{' '.join(clean_on_ca_command(cfg))}`) if it is stale."
             )
         if not ca.sans_match(entry, cfg.certname, cfg.dns_alt_names):
             want = sorted(ca.expected_sans(cfg.certname, cfg.dns_alt_names))
@@ -335,7 +481,7 @@ def verify_certificate(ctx: Context) -> None:
     hostcert = ctx.agent.get("hostcert", "")
     if not file_exists(ctx.host, hostcert):
         script = ca.download_cert_script(
-            f"https://{cfg.primary_certname}:8140",
+            f"https://{cfg.primary_certname}:8140{cfg.generation.certificate_path(cfg.certname)}",
             cfg.certname,
             ctx.agent.get("localcacert", ""),
             hostcert,
@@ -365,29 +511,29 @@ def first_run(ctx: Context) -> None:
 
 def classify(ctx: Context) -> None:
     cfg = ctx.cfg
-    dialect = cfg.dialect
+    generation = cfg.generation
     with ctx.classifier().opened() as classifier:
-        group = classifier.group_by_name(dialect.node_group)
+        group = classifier.group_by_name(generation.node_group)
         ctx.group_id = str(group["id"])
-        trusted = {"certname": cfg.certname, "extensions": dict(dialect.extension_requests)}
+        trusted = {"certname": cfg.certname, "extensions": dict(generation.extension_requests)}
         if ctx.group_id in classifier.classified_groups(cfg.certname, trusted):
-            ctx.log("classify", f"already in {dialect.node_group}: skipped")
+            ctx.log("classify", f"already in {generation.node_group}: skipped")
             return
-        if dialect.classification == "trusted":
+        if generation.classification == "trusted":
             raise ClassifierError(
                 f"[{cfg.classifier_url}] step 'classify': {cfg.certname} carries pp_auth_role="
-                f"pe_compiler but is not in {dialect.node_group}; check that group's rules"
+                f"pe_compiler but is not in {generation.node_group}; check that group's rules"
             )
-        classifier.pin(group, cfg.certname, endpoint=dialect.classification == "pin")
+        classifier.pin(group, cfg.certname, endpoint=generation.classification == "pin")
         if ctx.group_id not in classifier.classified_groups(cfg.certname, trusted):
             raise ClassifierError(
-                f"step 'classify': pinned {cfg.certname} to {dialect.node_group} but the classifier "
+                f"step 'classify': pinned {cfg.certname} to {generation.node_group} but the classifier "
                 "does not classify it there"
             )
         ctx.log(
             "classify",
-            f"pinned to {dialect.node_group} "
-            f"({'pin endpoint' if dialect.classification == 'pin' else 'rule rewrite'}), verified",
+            f"pinned to {generation.node_group} "
+            f"({'pin endpoint' if generation.classification == 'pin' else 'rule rewrite'}), verified",
         )
 
 
@@ -396,24 +542,38 @@ def master_run(ctx: Context) -> None:
     ctx.log("master run", "catalog with the master profile applied")
 
 
+def compile_service_probe(ctx: Context, cafile: str) -> tuple[bool, str, str]:
+    """(up, what was asked, last answer): the master's own Puppet Server on 8140 says
+    `running` on /status/v1/simple (PE 2015.3+); before that there is no status endpoint
+    on 8140 (pe-generations.md §2), so up means a TLS handshake verified against the PE CA
+    for its certname, which only a started Puppet Server with its certificate completes."""
+    cfg = ctx.cfg
+    if cfg.generation.status_endpoint:
+        url = f"https://{cfg.certname}:8140/status/v1/simple"
+        result = ctx.host.run(["curl", "-sS", "--max-time", "10", "--cacert", cafile, url], timeout=30)
+        up = result.exit_status == 0 and result.stdout.strip() == "running"
+        return up, f"{url} says running", (result.stdout + result.stderr).strip()
+    result = ctx.host.run(served_certificate_command(cfg.certname, cafile), timeout=30)
+    up = result.exit_status == 0 and first_pem_certificate(result.stdout) is not None
+    return up, f"{cfg.certname}:8140 completes a verified TLS handshake", result.tail(3)
+
+
 def compile_service(ctx: Context, cafile: str = "") -> None:
-    """The new master's own Puppet Server answers /status/v1/simple = running on 8140."""
+    """The new master's own Puppet Server answers on 8140 (compile_service_probe)."""
     cfg = ctx.cfg
     cafile = cafile or ctx.agent.get("localcacert", "")
-    url = f"https://{cfg.certname}:8140/status/v1/simple"
     deadline = time.monotonic() + cfg.service_timeout
-    last = ""
+    what, last = "", ""
     while time.monotonic() < deadline:
-        result = ctx.host.run(["curl", "-sS", "--max-time", "10", "--cacert", cafile, url], timeout=30)
-        last = (result.stdout + result.stderr).strip()
-        if result.exit_status == 0 and result.stdout.strip() == "running":
-            ctx.log("compile service", f"{url} says running")
+        up, what, last = compile_service_probe(ctx, cafile)
+        if up:
+            ctx.log("compile service", what)
             ctx.installed["compile_service"] = True
             return
         time.sleep(2)
     raise DeadlineError(
-        f"[{cfg.host}] step 'compile service': {url} did not say running within "
-        f"{cfg.service_timeout:.0f}s (last answer: {last[:200]!r})"
+        f"[{cfg.host}] step 'compile service': not up within {cfg.service_timeout:.0f}s: expected {what or '?'} "
+        f"(last answer: {last[:200]!r})"
     )
 
 
@@ -429,16 +589,16 @@ CREATE_STEPS: tuple[tuple[str, Callable[[Context], None]], ...] = (
 AGAIN = "then run `pulumi up` again: finished steps are checked and skipped, nothing is done twice."
 ADVICE = {
     "preflight": "make the host reachable over SSH with the configured key and pinned host key; " + AGAIN,
-    "agent service": "check the puppet service on the host (`systemctl status puppet` or `service puppet status`); "
-    + AGAIN,
+    "agent service": "check the agent service on the host (`puppet`; `pe-puppet` on PE 3.x: `systemctl status <name>` "
+    "or `service <name> status`); " + AGAIN,
     "install": "check that the host reaches the primary on 8140 (install.bash is served from "
     "/packages/current/install.bash) and read the installer's output above; " + AGAIN,
-    "sign": "check that the CA on the primary runs (`puppetserver ca list --certname <certname>`) and allows "
-    "alt names (allow-subject-alt-names); " + AGAIN,
+    "sign": "check that the CA on the primary runs (`/opt/puppetlabs/bin/puppetserver ca list --certname <certname>`, "
+    "or `puppet cert list` up to PE 2018.1) and allows alt names (allow-subject-alt-names); " + AGAIN,
     "verify certificate": "compare the certificate on the CA with the requested alt names; " + AGAIN,
     "first agent run": "read the run's output above (a run that another Puppet run blocks is waited out up to "
     "run_timeout); " + AGAIN,
-    "classify": "check that the console's classifier answers on 4433 and that the RBAC token (or the whitelisted "
+    "classify": "check that the console's classifier answers on 4433 and that the RBAC token (or the allow-listed "
     "client certificate) is valid; " + AGAIN,
     "master run": "read the run's output above; " + AGAIN,
     "compile service": "check pe-puppetserver on the host and its log; " + AGAIN,
@@ -549,12 +709,12 @@ def verify_ready(ctx: Context) -> None:
     try:
         verify_served_identity(ctx, cafile)
         with ctx.classifier().opened() as classifier:
-            group = classifier.group_by_name(cfg.dialect.node_group)
+            group = classifier.group_by_name(cfg.generation.node_group)
             ctx.group_id = str(group["id"])
-            trusted = {"certname": cfg.certname, "extensions": dict(cfg.dialect.extension_requests)}
+            trusted = {"certname": cfg.certname, "extensions": dict(cfg.generation.extension_requests)}
             if ctx.group_id not in classifier.classified_groups(cfg.certname, trusted):
-                raise ClassifierError(f"step 'verify': {cfg.certname} is not classified in {cfg.dialect.node_group}")
-        ctx.log("verify", f"classified in {cfg.dialect.node_group}")
+                raise ClassifierError(f"step 'verify': {cfg.certname} is not classified in {cfg.generation.node_group}")
+        ctx.log("verify", f"classified in {cfg.generation.node_group}")
         compile_service(ctx, cafile)
     finally:
         ctx.host.run(["rm", "-f", cafile], timeout=30)
@@ -568,14 +728,10 @@ def deactivate_in_puppetdb(ctx: Context) -> None:
     if not cfg.puppetdb_url:
         ctx.log("deactivate", "no puppetdb_url: skipped (PuppetDB drops it when the cert is revoked and purged)")
         return
-    payload = {
-        "command": "deactivate node",
-        "version": 3,
-        "payload": {
-            "certname": cfg.certname,
-            "producer_timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
-        },
-    }
+    # PuppetDB 2.x (PE 3.x): /v3/commands, version 2; later /pdb/cmd/v1, version 3 (§6).
+    path, payload = cfg.generation.deactivate_command(
+        cfg.certname, time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    )
     settings = ctx.primary_ca.ssl()
     result = ctx.primary.run(
         [
@@ -596,7 +752,7 @@ def deactivate_in_puppetdb(ctx: Context) -> None:
             "POST",
             "--data-binary",
             "@-",
-            f"{cfg.puppetdb_url.rstrip('/')}/pdb/cmd/v1",
+            f"{cfg.puppetdb_url.rstrip('/')}{path}",
         ],
         stdin=json.dumps(payload).encode(),
         timeout=120,
@@ -607,19 +763,19 @@ def deactivate_in_puppetdb(ctx: Context) -> None:
 
 def unclassify(ctx: Context) -> None:
     cfg = ctx.cfg
-    dialect = cfg.dialect
-    if dialect.classification == "trusted":
+    generation = cfg.generation
+    if generation.classification == "trusted":
         ctx.log("unclassify", "classified by certificate extension: revoking the certificate removes it")
         return
     with ctx.classifier().opened() as classifier:
-        group = classifier.group_by_name(dialect.node_group)
-        classifier.unpin(group, cfg.certname, endpoint=dialect.classification == "pin")
-        again = classifier.group_by_name(dialect.node_group)
+        group = classifier.group_by_name(generation.node_group)
+        classifier.unpin(group, cfg.certname, endpoint=generation.classification == "pin")
+        again = classifier.group_by_name(generation.node_group)
         from provider.pe_api import is_pinned
 
         if is_pinned(again.get("rule"), cfg.certname):
-            raise ClassifierError(f"step 'unclassify': {cfg.certname} is still pinned to {dialect.node_group}")
-    ctx.log("unclassify", f"unpinned from {dialect.node_group}")
+            raise ClassifierError(f"step 'unclassify': {cfg.certname} is still pinned to {generation.node_group}")
+    ctx.log("unclassify", f"unpinned from {generation.node_group}")
 
 
 def revoke_and_clean(ctx: Context, serial: int | None) -> None:
@@ -628,13 +784,14 @@ def revoke_and_clean(ctx: Context, serial: int | None) -> None:
         raise ProviderError("refusing to touch the primary's own certificate")
     entry = ca_entries(ctx).get(cfg.certname)
     if entry is not None:
-        ctx.primary.run(ca.clean_command(cfg.dialect.ca_cli, cfg.certname), timeout=cfg.sign_timeout).check(
-            "revoke and clean on the CA"
-        )
+        ctx.primary.run(clean_on_ca_command(cfg), timeout=cfg.sign_timeout).check("revoke and clean on the CA")
     if ca_entries(ctx).get(cfg.certname) is not None:
         raise ProviderError(f"[{cfg.primary_host}] step 'revoke': {cfg.certname} is still on the CA after cleaning")
     if serial is not None:
-        crl_path = ctx.primary.run(["puppet", "config", "print", "cacrl", "--section", "server"], timeout=120)
+        generation = cfg.generation  # [master] up to Puppet 5, [server] from 6; the path is Puppet's own
+        crl_path = ctx.primary.run(
+            [generation.puppet_bin, "config", "print", "cacrl", "--section", generation.crl_section], timeout=120
+        )
         crl_path.check("locate the CRL")
         crl_pem = ctx.primary.get(crl_path.stdout.strip())
         revoked = crl_pem is not None and serial_revoked(crl_pem, serial)
@@ -663,7 +820,8 @@ def uninstall_agent(ctx: Context) -> None:
     if cfg.keep_agent_on_delete:
         ctx.log("uninstall", "keep_agent_on_delete: agent and its configuration left in place (service stopped)")
     agent = read_agent(ctx)
-    ctx.host.run(services.service_script("puppet", "stopped", enable=False), timeout=120)
+    generation = cfg.generation
+    ctx.host.run(services.service_script(generation.agent_service, "stopped", enable=False), timeout=120)
     ctx.host.run(services.service_script("pe-puppetserver", "stopped", enable=False), timeout=180)
     if cfg.keep_agent_on_delete or not agent:
         return
@@ -671,9 +829,15 @@ def uninstall_agent(ctx: Context) -> None:
         ctx.log("uninstall", f"the host's agent is now {agent.get('certname')}: left alone")
         return
     clean_host_identity(ctx)
-    for key in ("server", "certname", "dns_alt_names", "environmentpath"):
-        for section in ("main", "agent"):
-            ctx.host.run(["puppet", "config", "delete", "--section", section, key], timeout=60)
+    if generation.config_delete:
+        script = config_delete_script(generation.puppet_bin, AGENT_CONFIG_KEYS, AGENT_CONFIG_SECTIONS)
+    else:  # no `puppet config delete` before Puppet 5.4 (§4): edit the file Puppet reads
+        conf = ctx.host.run([generation.puppet_bin, "config", "print", "config"], timeout=120)
+        path = conf.check("locate puppet.conf").stdout.strip()
+        if not path.startswith("/"):
+            raise ProviderError(f"[{cfg.host}] `{generation.puppet_bin} config print config` printed {path!r}")
+        script = puppet_conf_strip_script(path, AGENT_CONFIG_KEYS, AGENT_CONFIG_SECTIONS)
+    ctx.host.run(script, timeout=120).check("remove the agent's configuration")
     if agent.get("csr_attributes"):
         ctx.host.run(["rm", "-f", agent["csr_attributes"]], timeout=60)
     ctx.log("uninstall", "agent service and compile service stopped, agent configuration and certificate removed")

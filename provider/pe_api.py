@@ -52,12 +52,25 @@ class ClassifierAuth:
     client_key: str = field(default="", repr=False)
 
 
+def error_kind(resp: requests.Response) -> str:
+    """The `kind` of a PE service's JSON error body ({"kind", "msg"}), or ""."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return ""
+    return str(body.get("kind", "")) if isinstance(body, dict) else ""
+
+
 class Classifier:
-    def __init__(self, base_url: str, ca_pem: str, auth: ClassifierAuth, timeout: float = 30.0):
+    def __init__(self, base_url: str, ca_pem: str, auth: ClassifierAuth, timeout: float = 30.0, refused_hint: str = ""):
         self.base = base_url.rstrip("/")
         self.ca_pem = ca_pem
         self.auth = auth
         self.timeout = timeout
+        # What to check on HTTP 401, in the PE generation's terms (token lifetime, allowlist path).
+        self.refused_hint = refused_hint or (
+            "check the RBAC token, or that the client certificate is in the console's rbac certificate allowlist"
+        )
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy or CA bundle from the environment
         self._dir_path = ""
@@ -121,10 +134,13 @@ class Classifier:
 
     def _json(self, resp: requests.Response, what: str) -> Any:
         if resp.status_code == 401:
-            raise ClassifierError(
-                f"{what}: the classifier refused our credentials (HTTP 401): check the RBAC token, "
-                "or that the client certificate is in rbac-certificate-whitelist"
-            )
+            if error_kind(resp) == "puppetlabs.rbac/token-expired":
+                raise ClassifierError(
+                    f"{what}: the RBAC token has expired (HTTP 401 token-expired). Tokens live 5 minutes (PE "
+                    "2015.3-2019.5) or 1 hour (2019.7+) unless issued longer: run `puppet access login --lifetime 1y` "
+                    "and store the new token with `pulumi config set --secret pe:rbacToken`"
+                )
+            raise ClassifierError(f"{what}: the classifier refused our credentials (HTTP 401): {self.refused_hint}")
         if resp.status_code >= 300:
             raise ClassifierError(f"{what}: HTTP {resp.status_code} {self.mask(resp.text)[:300]}")
         return resp.json() if resp.content else None

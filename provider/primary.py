@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 
 from provider import ca
-from provider.dialects import CaCli
 from provider.errors import ProviderError
+from provider.generation import Generation
 from provider.ssh import CommandResult, SshSession
 
 SSL_SETTINGS = ("hostcert", "hostprivkey", "localcacert")
@@ -40,9 +40,10 @@ def parse_config_print(text: str) -> dict[str, str]:
 
 
 class Primary:
-    def __init__(self, session: SshSession, cli: CaCli, certname: str):
+    def __init__(self, session: SshSession, generation: Generation, certname: str):
         self.session = session
-        self.cli = cli
+        self.generation = generation
+        self.cli = generation.ca_cli
         self.certname = certname
         self._lock = threading.Lock()
         self._ca_pem = ""
@@ -54,7 +55,9 @@ class Primary:
         with _ssl_memo_lock:
             if key in _ssl_memo:
                 return _ssl_memo[key]
-            result = self.session.run(["puppet", "config", "print", *SSL_SETTINGS, "--section", "agent"], timeout=120)
+            result = self.session.run(
+                [self.generation.puppet_bin, "config", "print", *SSL_SETTINGS, "--section", "agent"], timeout=120
+            )
             result.check("read the primary's SSL settings")
             settings = parse_config_print(result.stdout)
             missing = [s for s in SSL_SETTINGS if not settings.get(s)]
@@ -83,7 +86,11 @@ class Primary:
     def entries(self, timeout: float, log: Callable[[str, str], None]) -> dict[str, ca.CaEntry]:
         """The CA's certificates and requests (a read, so retried within `timeout`)."""
         deadline = time.monotonic() + timeout
-        command = ca.list_command(self.cli) if self.cli == "puppet-cert" else ca.api_list_command(self.api())
+        command = (
+            ca.list_command(self.cli, self.generation.ca_bin)
+            if self.cli == "puppet-cert"
+            else ca.api_list_command(self.api())
+        )
         for attempt in range(1, CA_LIST_ATTEMPTS + 1):
             result = self.session.run(command, timeout=max(30.0, deadline - time.monotonic()))
             if result.exit_status == 0 or attempt == CA_LIST_ATTEMPTS or time.monotonic() > deadline:
@@ -104,7 +111,7 @@ class Primary:
     def sign(self, certname: str, timeout: float) -> CommandResult:
         """Sign a pending CSR (the caller has checked it is ours, with our SANs)."""
         if self.cli == "puppet-cert":
-            return self.session.run(ca.sign_command(self.cli, certname), timeout=timeout)
+            return self.session.run(ca.sign_command(self.cli, self.generation.ca_bin, certname), timeout=timeout)
         argv, body = ca.api_sign_command(self.api(), certname)
         return self.session.run(argv, timeout=timeout, stdin=body)
 

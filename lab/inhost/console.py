@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pelab_common as common
 
 ROOT_GROUP_ID = "00000000-0000-4000-8000-000000000000"
-WHITELIST = Path("/etc/puppetlabs/console-services/rbac-certificate-whitelist")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 GROUP_FIELDS = (
     "name",
@@ -138,7 +137,9 @@ class State:
         else:
             data = {"groups": seed_groups(common.settings()), "tokens": {}}
         self.groups: dict[str, dict[str, Any]] = data["groups"]
-        self.tokens: dict[str, str] = data["tokens"]
+        # token -> {"login", "expires" (epoch seconds)}; a plain login string is an older
+        # lab's token without expiry.
+        self.tokens: dict[str, Any] = data["tokens"]
         self.save()
 
     def save(self) -> None:
@@ -258,6 +259,29 @@ def classify(groups: dict[str, dict[str, Any]], node: dict[str, Any]) -> dict[st
     }
 
 
+# --- RBAC tokens -----------------------------------------------------------------------
+
+LIFETIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400}
+
+
+class TokenExpiredError(Exception):
+    """A known token used after its lifetime."""
+
+
+def parse_lifetime(value: Any, default: float) -> float:
+    """`lifetime` of a token request: "90s", "5m", "1h", "30d", "1y" or seconds; absent ->
+    the generation's default."""
+    if value is None or value == "":
+        return default
+    text = str(value).strip()
+    if text.isdigit():
+        return float(text)
+    number, unit = text[:-1], text[-1:]
+    if not number.isdigit() or unit not in LIFETIME_UNITS:
+        raise ValueError(f"lifetime {text!r} is not like 5m, 1h, 30d or 1y")
+    return float(number) * LIFETIME_UNITS[unit]
+
+
 # --- HTTP ------------------------------------------------------------------------------
 
 
@@ -267,9 +291,12 @@ class Handler(common.JsonHandler):
     def authenticated(self) -> bool:
         token = self.headers.get("X-Authentication")
         if token and at_least((2015, 3)) and token in self.state.tokens:
+            entry = self.state.tokens[token]
+            if isinstance(entry, dict) and time.time() >= float(entry["expires"]):
+                raise TokenExpiredError()
             return True
         peer = common.peer_certname(self)
-        return peer is not None and peer in common.read_lines(WHITELIST)
+        return peer is not None and peer in common.read_lines(Path(common.profile().console_allowlist))
 
     def route(self, method: str) -> None:
         url = urlparse(self.path)
@@ -279,7 +306,13 @@ class Handler(common.JsonHandler):
             return self.issue_token()
         if parts[:2] != ["classifier-api", "v1"]:
             return self.error(404, "not-found", f"No route for {url.path}")
-        if not self.authenticated():
+        try:
+            authenticated = self.authenticated()
+        except TokenExpiredError:
+            # PE's RBAC: tokens expire after their lifetime (`puppet access login
+            # --lifetime`; default 5 minutes up to 2019.5, 1 hour later, pe-generations.md §7).
+            return self.error(401, "puppetlabs.rbac/token-expired", "The provided token has expired.")
+        if not authenticated:
             return self.error(
                 401,
                 "puppetlabs.rbac/user-unauthenticated",
@@ -361,9 +394,13 @@ class Handler(common.JsonHandler):
         admin = json.loads((common.ROOT / "state" / "console-admin.json").read_text())
         if body.get("login") != admin["login"] or body.get("password") != admin["password"]:
             return self.error(401, "puppetlabs.rbac/authentication-failed", "The username or password is incorrect.")
+        try:
+            lifetime = parse_lifetime(body.get("lifetime"), common.profile().token_lifetime_default)
+        except ValueError as exc:
+            return self.error(400, "puppetlabs.rbac/invalid-token-lifetime", str(exc))
         token = "0" + secrets.token_urlsafe(32)
         with self.state.lock:
-            self.state.tokens[token] = body["login"]
+            self.state.tokens[token] = {"login": body["login"], "expires": time.time() + lifetime}
             self.state.save()
         return self.reply(200, {"token": token})
 

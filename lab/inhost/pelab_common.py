@@ -28,6 +28,14 @@ def settings() -> dict[str, Any]:
     return json.loads((ROOT / "lab.json").read_text())
 
 
+def profile() -> Any:
+    """The PE generation the lab imitates (lab/generations.py, copied in as
+    pelab_generations.py by `lab up`), from lab.json's pe_version at call time."""
+    import pelab_generations
+
+    return pelab_generations.profile_for(str(settings()["pe_version"]))
+
+
 def certname() -> str:
     """This host's certname: Puppet's default, the FQDN (the lab sets hostname = FQDN)."""
     return socket.gethostname()

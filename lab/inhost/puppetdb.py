@@ -30,7 +30,6 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pelab_common as common
 
-WHITELIST = Path("/etc/puppetlabs/puppetdb/certificate-whitelist")
 MASTER_CLASS = "puppet_enterprise::profile::master"
 
 
@@ -90,7 +89,7 @@ class Handler(common.JsonHandler):
 
     def allowed(self) -> bool:
         peer = common.peer_certname(self)
-        if peer is None or peer not in common.read_lines(WHITELIST):
+        if peer is None or peer not in common.read_lines(Path(common.profile().puppetdb_allowlist)):
             self.error(
                 403, "forbidden", f"Permission denied: {peer or 'no certificate'} is not in the certificate whitelist"
             )

@@ -6,10 +6,13 @@
 #     main:dns_alt_names=a,b agent:certname=x extension_requests:pp_auth_role=pe_compiler \
 #     --puppet-service-ensure stopped --puppet-service-enable false
 # section:key=value arguments go to puppet.conf (main, agent, server, user) or to
-# csr_attributes.yaml (extension_requests, custom_attributes), then the agent submits its
-# CSR to the primary. The lab's hosts share the machine's agent binaries (Debian's puppet
-# 7), so "installing the package" is checking that it is there; the install latency knob
-# stands in for the download.
+# csr_attributes.yaml (extension_requests, custom_attributes, from PE 2016.4), then, as PE's
+# installer does, an initial run submits the CSR and the agent service starts - unless
+# `--puppet-service-ensure stopped` (PE 2016.4.9+/2017.2.5+): then "an initial Puppet run
+# doesn't occur" (pe-generations.md §5 [S23,S24]), so no CSR either. Flags and sections a
+# generation's installer did not know are refused. The lab's hosts share the machine's
+# Puppet 7; "installing the package" lays out the generation's PE paths
+# (inhost/bin/pelab-pe-install); the install latency knob stands in for the download.
 set -euo pipefail
 
 PRIMARY="@PRIMARY@"
@@ -22,18 +25,24 @@ custom_attributes=()
 
 die() { echo "install.bash: $*" >&2; exit 1; }
 
+eval "$("$INHOST/bin/pelab-pe-install" shell)"  # PE_LABEL BIN_DIR AGENT_SERVICE SERVICE_FLAGS CSR_ATTRIBUTES
 while [ $# -gt 0 ]; do
   case "$1" in
     -s|--) ;;
-    --puppet-service-ensure) [ $# -ge 2 ] || die "$1 needs a value"; service_ensure="$2"; shift ;;
-    --puppet-service-enable) [ $# -ge 2 ] || die "$1 needs a value"; service_enable="$2"; shift ;;
+    --puppet-service-ensure|--puppet-service-enable)
+      [ "$SERVICE_FLAGS" = 1 ] || die "unrecognised argument '$1' (the $PE_LABEL installer has no service flags)"
+      [ $# -ge 2 ] || die "$1 needs a value"
+      if [ "$1" = --puppet-service-ensure ]; then service_ensure="$2"; else service_enable="$2"; fi
+      shift ;;
     *:*=*)
       section="${1%%:*}"; kv="${1#*:}"; key="${kv%%=*}"; value="${kv#*=}"
       [[ "$key" =~ ^[a-z_][a-z0-9_]*$ ]] || die "bad setting name '$key' in '$1'"
       case "$section" in
         main|agent|server|user) settings+=("$section" "$key" "$value") ;;
-        extension_requests) extension_requests+=("$key" "$value") ;;
-        custom_attributes) custom_attributes+=("$key" "$value") ;;
+        extension_requests|custom_attributes)
+          [ "$CSR_ATTRIBUTES" = 1 ] || die "unknown section '$section' in '$1' (new in PE 2016.4)"
+          if [ "$section" = extension_requests ]; then extension_requests+=("$key" "$value")
+          else custom_attributes+=("$key" "$value"); fi ;;
         *) die "unknown section '$section' in '$1'" ;;
       esac ;;
     *) die "unrecognised argument '$1'" ;;
@@ -43,8 +52,8 @@ done
 case "$service_ensure" in running|stopped) ;; *) die "--puppet-service-ensure must be running or stopped" ;; esac
 
 "$INHOST/bin/pelab-delay" install
-command -v puppet >/dev/null || die "the puppet agent is not installed on this machine"
-echo "Notice: puppet agent present ($(command -v puppet))"
+"$INHOST/bin/pelab-pe-install" agent
+echo "Notice: $PE_LABEL agent installed ($BIN_DIR/puppet, service $AGENT_SERVICE)"
 
 # PE's installer runs `puppet config set` once per setting; the lab writes them all in one
 # process (pelab-config-set does what `puppet config set` does), since its hosts share 2 cores.
@@ -63,7 +72,7 @@ done
 declare -A agent=()
 while IFS= read -r line; do
   agent["${line%% = *}"]="${line#* = }"
-done < <(puppet config print csr_attributes certname hostcert --section agent)
+done < <("$INHOST/bin/pelab-puppet" config print csr_attributes certname hostcert --section agent)
 certname="${agent[certname]}"
 
 if [ ${#extension_requests[@]} -gt 0 ] || [ ${#custom_attributes[@]} -gt 0 ]; then
@@ -81,16 +90,18 @@ print(f"Notice: wrote {path}")
 PY
 fi
 
-if [ -s "${agent[hostcert]}" ]; then
-  echo "Notice: certificate for $certname already present; not requesting another"
-else
-  puppet ssl submit_request --certname "$certname"
-  echo "Notice: certificate request for $certname submitted to $PRIMARY"
-fi
-
 if [ "$service_ensure" = running ]; then
-  service puppet start
+  # The initial run: its first act is the CSR (then it waits for the certificate; the
+  # service started below goes on waiting, as PE's does).
+  if [ -s "${agent[hostcert]}" ]; then
+    echo "Notice: certificate for $certname already present; not requesting another"
+  else
+    "$INHOST/bin/pelab-puppet" ssl submit_request --certname "$certname"
+    echo "Notice: certificate request for $certname submitted to $PRIMARY"
+  fi
+  service "$AGENT_SERVICE" start
 else
-  service puppet stop >/dev/null 2>&1 || true
+  service "$AGENT_SERVICE" stop >/dev/null 2>&1 || true
+  echo "Notice: --puppet-service-ensure stopped: no initial run, so no certificate request"
 fi
 echo "Notice: puppet service ensure=$service_ensure enable=$service_enable"

@@ -177,6 +177,8 @@ def test_batch_check_names_the_master_and_the_key(server: ProviderServer) -> Non
             batch_inputs(entry(1), entry(1), entry(3, dns_alt_names=["$(reboot)"]), entry(4, colour="blue"))
         ).failures
     )
+    # A stack scaled to zero masters: the batch stays valid (its shared inputs are checked).
+    assert engine.check(batch_inputs()).failures == []
     assert "listed twice" in failures["masters[1].certname"]
     assert "not a DNS name" in failures["masters[2].dns_alt_names"]
     assert "unknown keys ['colour']" in failures["masters[3]"]

@@ -188,3 +188,53 @@ def test_the_prod_example_parses(tmp_path: Path) -> None:
     ]
     assert resources["compile02.example.com-pool"].inputs["weight"] == 50
     assert resources["compile01.example.com-code"].inputs["method"] == "r10k"
+
+
+@pytest.mark.parametrize(
+    ("changes", "puppetdb", "console"),
+    [
+        pytest.param(
+            {},
+            "/etc/puppetlabs/puppetdb/certificate-whitelist",
+            "/etc/puppetlabs/console-services/rbac-certificate-whitelist",
+            id="2019.8-whitelist",
+        ),
+        pytest.param(
+            {"pe:version": "2021.7"},
+            "/etc/puppetlabs/puppetdb/certificate-allowlist",
+            "/etc/puppetlabs/console-services/rbac-certificate-allowlist",
+            id="2021.7-allowlist",
+        ),
+        pytest.param(
+            {
+                "pe:version": "2021.7",
+                "pe:puppetdb": {"host": "puppetdb.pelab.test", "allowlist": "/srv/pdb/allow"},
+                "pe:console": {"host": "console.pelab.test", "allowlist": "/srv/console/allow"},
+            },
+            "/srv/pdb/allow",
+            "/srv/console/allow",
+            id="override",
+        ),
+    ],
+)
+def test_the_refresh_checks_the_generations_allowlists_unless_configured(
+    tmp_path: Path, changes: dict[str, Any], puppetdb: str, console: str
+) -> None:
+    """PE renamed the allow-list files between 2019.x and 2021.1; the input keys keep their
+    old names (they are in existing stacks' state)."""
+    refresh = custom(run(lab_config(tmp_path, **changes)))["lab-infra-refresh"]
+    assert (refresh.inputs["puppetdb_whitelist"], refresh.inputs["console_whitelist"]) == (puppetdb, console)
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"pe:puppetdb": {"host": "puppetdb.pelab.test", "allowlist": "relative/path"}}, "pe:puppetdb.allowlist"),
+        ({"pe:console": {"host": "console.pelab.test", "allowlist": "/a b"}}, "pe:console.allowlist"),
+        ({"pe:primary": {"host": "primary.pelab.test", "allowlist": "/x"}}, "pe:primary.allowlist"),
+    ],
+)
+def test_allowlists_are_validated_and_only_where_they_belong(tmp_path: Path, change: dict[str, Any], key: str) -> None:
+    with pytest.raises(pulumi.RunError) as failed:
+        run(lab_config(tmp_path, **change))
+    assert key in str(failed.value)

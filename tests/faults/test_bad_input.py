@@ -32,8 +32,8 @@ from provider import ca, file_sync_plan, haproxy, validation
 from provider.compile_master import PeCompileMasterProvider
 from provider.compile_master_batch import CompileMasterBatchProvider
 from provider.compile_master_config import MasterConfig
-from provider.dialects import dialect_for, parse_pe_version
 from provider.file_sync import FileSyncProvider
+from provider.generation import generation_for, parse_pe_version
 from provider.infra_refresh import InfraRefreshProvider
 from provider.master_steps import install_arguments
 from provider.pool_member import PoolMemberProvider
@@ -587,10 +587,31 @@ def one_token(line: list[str] | str, value: str) -> bool:
 
 @pytest.mark.parametrize("hostile", HOSTILE[:-1])
 def test_ca_commands_are_argument_lists_with_the_certname_as_one_word(hostile: str) -> None:
-    for cli in ("puppet-cert", "puppetserver-ca"):
-        for command in (ca.sign_command(cli, hostile), ca.clean_command(cli, hostile)):
-            assert isinstance(command, list) and command.count(hostile) == 1
+    for version in ("2018.1", "2019.8"):
+        generation = generation_for(version)
+        cli, binary = generation.ca_cli, generation.ca_bin
+        for command in (ca.sign_command(cli, binary, hostile), ca.clean_command(cli, binary, hostile)):
+            assert isinstance(command, list) and command.count(hostile) == 1 and command[0] == binary
             assert one_token(command, hostile) and shlex.split(shlex.join(command)) == command
+
+
+@pytest.mark.parametrize("hostile", HOSTILE[:-1])
+def test_agent_side_commands_keep_the_certname_and_paths_one_word(hostile: str) -> None:
+    from provider.master_steps import puppet_conf_strip_script, remove_stale_script
+
+    for version in ("3.7", "2018.1", "2019.8"):
+        command = generation_for(version).csr_command(hostile)
+        assert command.count(hostile) == 1 and shlex.split(shlex.join(command)) == command
+
+    def words(script: str) -> list[str]:  # sh's words, with `;` and friends as their own tokens
+        lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        return list(lexer)
+
+    stale = words(remove_stale_script({"hostcsr": f"/ssl/{hostile}.pem"}))
+    assert stale.count(f"/ssl/{hostile}.pem") == 2  # tested, then removed: each time one word
+    strip = words(puppet_conf_strip_script(f"/etc/{hostile}/puppet.conf", ("server",), ("main",)))
+    assert strip[:2] == [f"f=/etc/{hostile}/puppet.conf", ";"]
 
 
 @pytest.mark.parametrize("hostile", HOSTILE[:-1])
@@ -665,15 +686,15 @@ def test_install_arguments_carry_each_hostile_value_as_one_word(hostile: str) ->
     )
     args = install_arguments(cfg)
     command = ["bash", "/tmp/install.bash", *args]  # how master_steps runs it (a list: shlex.join)
-    for word in (f"agent:certname={hostile}", f"main:dns_alt_names={hostile}", f"main:environmentpath=/e/{hostile}"):
+    for word in (f"main:certname={hostile}", f"main:dns_alt_names={hostile}", f"main:environmentpath=/e/{hostile}"):
         assert args.count(word) == 1 and one_token(command, word)
     assert args[-4:] == ["--puppet-service-ensure", "stopped", "--puppet-service-enable", "false"]
 
 
 @pytest.mark.parametrize("hostile", [*HOSTILE, "2019.8 x", "2019.8;id", "2019.8.$(id)", "2019.٨", "-2019.8"])
-def test_the_dialect_is_chosen_from_a_version_never_from_hostile_text(hostile: str) -> None:
+def test_the_generation_is_chosen_from_a_version_never_from_hostile_text(hostile: str) -> None:
     with pytest.raises(ValueError, match="pe_version"):
         parse_pe_version(hostile)
     with pytest.raises(ValueError, match="pe_version"):
-        dialect_for(hostile)
+        generation_for(hostile)
     assert parse_pe_version("2019.8.5") == (2019, 8)

@@ -24,7 +24,7 @@ from provider.pool_member import PoolMemberProvider
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret, wait_for
-from tests.labtests.helpers import bare_masters, enroll, lab_stack_config, lb_config, lb_stats
+from tests.labtests.helpers import bare_masters, enroll, lab_stack_config, lb_config, lb_stats, puppetserver
 
 pytestmark = pytest.mark.lab
 STACK = "faults"
@@ -63,7 +63,7 @@ def failed_up(run: GraphRun, mocks: Any, *expected: str) -> str:
 
 
 def ca_entries(lab: LabClient, fqdn: str) -> list[str]:
-    listed = lab.host("primary").run("puppetserver ca list --all").stdout
+    listed = lab.host("primary").run(f"{puppetserver(lab)} ca list --all").stdout
     return [line for line in listed.splitlines() if line.split()[:1] == [fqdn]]
 
 
@@ -181,7 +181,7 @@ def test_one_master_through_every_fault_of_its_procedure(lab: LabClient, knobs: 
             assert len(entries) == 1 and entries[0].lstrip().startswith(host.fqdn)
             assert pins(lab, host.fqdn) == 1
             assert lb_stats(lab)[(BACKEND, host.fqdn)].is_healthy
-            assert host.fqdn in (lab.host("puppetdb").read("/etc/puppetlabs/puppetdb/certificate-whitelist") or "")
+            assert host.fqdn in (lab.host("puppetdb").read(lab.profile.puppetdb_allowlist) or "")
         finally:
             lab.lab.restart_host(short)
             if not lab.lab.primary_ready():

@@ -15,6 +15,7 @@ from lab.client import LabClient
 from provider.compile_master import PeCompileMasterProvider
 from provider.errors import ForeignAgentError
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret
+from tests.labtests.helpers import puppetserver
 from tests.labtests.test_compile_master import bare, master_inputs
 
 pytestmark = pytest.mark.lab
@@ -30,7 +31,7 @@ def untouched(lab: LabClient, short: str) -> None:
     """Nothing of ours on the host or the CA."""
     host = lab.host(short)
     assert not host.read("/etc/puppet/csr_attributes.yaml")
-    assert lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").exit_status != 0
+    assert lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {host.fqdn}").exit_status != 0
 
 
 def test_a_wrong_ssh_key_or_another_host_answering_is_refused_before_any_change(
@@ -64,8 +65,9 @@ def test_refusals_change_nothing(lab: LabClient, server: ProviderServer) -> None
     short = "compile12"
     host = lab.host(short)
     bare(lab, short)
-    # A host whose agent belongs to another Puppet server.
+    # A host whose agent (a PE install) belongs to another Puppet server.
     host.run(
+        f"{lab.root}/inhost/bin/pelab-pe-install agent && "
         "puppet config set --section main server other-primary.example.com && "
         "mkdir -p /var/lib/puppet/ssl/private_keys && echo key > /var/lib/puppet/ssl/private_keys/x.pem"
     ).check()
@@ -74,7 +76,7 @@ def test_refusals_change_nothing(lab: LabClient, server: ProviderServer) -> None
         engine.up(master_inputs(lab, short))
     assert ForeignAgentError.__name__ in err.value.details and "not ours" in err.value.details
     assert "other-primary.example.com" in (host.read("/etc/puppet/puppet.conf") or "")
-    assert lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").exit_status != 0
+    assert lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {host.fqdn}").exit_status != 0
     bare(lab, short)
 
 
@@ -90,7 +92,7 @@ def test_refusals_csr_with_other_sans_and_ca_refusing_alt_names(lab: LabClient, 
     with pytest.raises(ProviderError) as err:
         engine.up(master_inputs(lab, short))
     assert "SanMismatchError" in err.value.details and "refusing to sign" in err.value.details
-    listed = lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").stdout
+    listed = lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {host.fqdn}").stdout
     assert "Requested Certificates" in listed  # still only requested: nothing signed
     assert engine.state is None
 
@@ -102,7 +104,8 @@ def test_refusals_csr_with_other_sans_and_ca_refusing_alt_names(lab: LabClient, 
             engine.up(master_inputs(lab, short))
         assert "CaRefusedError" in err.value.details and "allow-subject-alt-names" in err.value.details
         assert (
-            "Signed Certificates" not in lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").stdout
+            "Signed Certificates"
+            not in lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {host.fqdn}").stdout
         )
     finally:
         lab.lab.set_alt_names(True)
@@ -142,7 +145,7 @@ def test_killed_at_each_step_the_next_up_converges_without_duplicates(lab: LabCl
             engine = Engine(srv, PeCompileMasterProvider(), name, "PeCompileMaster")
             state = engine.up(inputs)
             assert state.outputs["status"] == "running"
-            listed = lab.host("primary").run("puppetserver ca list --all").stdout
+            listed = lab.host("primary").run(f"{puppetserver(lab)} ca list --all").stdout
             entries = [line for line in listed.splitlines() if line.split()[:1] == [host.fqdn]]
             assert len(entries) == 1 and "Signed" in listed.split(entries[0])[0]  # one signed cert, no stray CSR
             rule = lab.classifier().group("PE Master")["rule"]

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
 from lab.client import LabClient, LabHost
@@ -23,7 +24,7 @@ def install_agent(
     the CA copied over SSH, never curl -k) and run it with PE's arguments."""
     host.wipe_agent()
     host.put("/tmp/pe-ca.pem", Path(lab.ca_file).read_bytes())
-    args = [f"agent:certname={host.fqdn}"]
+    args = [f"main:certname={host.fqdn}"]
     if alt_names:
         args.append(f"main:dns_alt_names={','.join(alt_names)}")
     args += extra or []
@@ -33,14 +34,30 @@ def install_agent(
         f"curl -sSf --cacert /tmp/pe-ca.pem https://{PRIMARY}:8140/packages/current/install.bash"
         f" | bash -s -- {shlex.join(args)}"
     ).check()
+    submit_csr(lab, host)
+
+
+def submit_csr(lab: LabClient, host: LabHost) -> None:
+    """With the service stopped the installer makes no run, so no CSR: submit one with the
+    generation's agent CLI (Puppet 6+ `puppet ssl`, before `puppet certificate generate`)."""
+    puppet = f"{lab.profile.bin_dir}/puppet"
+    if lab.profile.puppet_major >= 6:
+        host.run(f"{puppet} ssl submit_request --certname {host.fqdn}").check()
+    else:
+        host.run(f"{puppet} certificate generate {host.fqdn} --ca-location remote").check()
+
+
+def puppetserver(lab: LabClient) -> str:
+    """Puppet Server's CLI on the primary at PE's path: never on a non-login PATH."""
+    return f"{lab.profile.bin_dir}/puppetserver"
 
 
 def clean_on_ca(lab: LabClient, certname: str) -> None:
-    lab.host("primary").run(f"puppetserver ca clean --certname {shlex.quote(certname)}")
+    lab.host("primary").run(f"{puppetserver(lab)} ca clean --certname {shlex.quote(certname)}")
 
 
 def sign(lab: LabClient, certname: str) -> None:
-    lab.host("primary").run(f"puppetserver ca sign --certname {shlex.quote(certname)}").check()
+    lab.host("primary").run(f"{puppetserver(lab)} ca sign --certname {shlex.quote(certname)}").check()
 
 
 def enroll(lab: LabClient, host: LabHost, alt_names: list[str] | None = None) -> None:
@@ -92,3 +109,14 @@ def lb_stats(lab: LabClient) -> dict[tuple[str, str], haproxy.ServerStat]:
 def lb_config(lab: LabClient) -> str:
     """HAProxy's saved configuration on the lab's LB."""
     return lab.host("lb").read("/etc/haproxy/haproxy.cfg") or ""
+
+
+def pdb_node(lab: LabClient, certname: str) -> dict[str, Any] | None:
+    primary = lab.host("primary")
+    resp = requests.get(
+        f"https://puppetdb.pelab.test:8081/pdb/query/v4/nodes/{certname}",
+        cert=primary.cert_files(),
+        verify=lab.ca_file,
+        timeout=30,
+    )
+    return dict(resp.json()) if resp.status_code == 200 else None

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from lab.client import LabClient
 from provider.compile_master import PeCompileMasterProvider
-from provider.dialects import dialect_for
+from provider.generation import generation_for
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret
-from tests.labtests.helpers import clean_on_ca
+from tests.labtests.helpers import clean_on_ca, pdb_node, puppetserver
 
 pytestmark = pytest.mark.lab
 MASTER_CLASS = "puppet_enterprise::profile::master"
@@ -48,7 +47,7 @@ def master_inputs(lab: LabClient, short: str, pe_version: str = "2019.8", **over
         "run_timeout": 600,
         "service_timeout": 240,
     }
-    if dialect_for(pe_version).tokens_supported:
+    if generation_for(pe_version).tokens_supported:
         props["rbac_token"] = Secret(lab.token())
     else:
         cert, keyfile = primary.cert_files()
@@ -64,17 +63,6 @@ def bare(lab: LabClient, short: str) -> None:
     host.wipe_agent()
     for group in ("PE Master",):
         lab.classifier().unpin(group, [host.fqdn])
-
-
-def pdb_node(lab: LabClient, certname: str) -> dict[str, Any] | None:
-    primary = lab.host("primary")
-    resp = requests.get(
-        f"https://puppetdb.pelab.test:8081/pdb/query/v4/nodes/{certname}",
-        cert=primary.cert_files(),
-        verify=lab.ca_file,
-        timeout=30,
-    )
-    return dict(resp.json()) if resp.status_code == 200 else None
 
 
 def test_create_refresh_delete_on_pe_2019_8(lab: LabClient, server: ProviderServer) -> None:
@@ -147,7 +135,7 @@ def test_create_refresh_delete_on_pe_2019_8(lab: LabClient, server: ProviderServ
     assert host.run(f"ls /tmp/pe-compile-masters-{host.fqdn}-verify-ca.pem").exit_status != 0  # cleaned up
 
     engine.destroy()
-    listed = lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}")
+    listed = lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {host.fqdn}")
     assert listed.exit_status != 0  # cleaned on the CA
     crl = lab.host("primary").run("openssl crl -in /var/lib/puppet/ssl/crl.pem -noout -text").stdout
     assert f"{cert.serial:X}".upper() in crl.replace(":", "").upper()  # revoked

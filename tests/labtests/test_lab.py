@@ -16,7 +16,7 @@ import requests
 
 from lab.client import LabClient
 from tests.harness.provider_server import wait_for
-from tests.labtests.helpers import PRIMARY, clean_on_ca, enroll, install_agent, sign
+from tests.labtests.helpers import PRIMARY, clean_on_ca, enroll, install_agent, puppetserver, sign
 
 pytestmark = pytest.mark.lab
 MASTER_CLASS = "puppet_enterprise::profile::master"
@@ -36,7 +36,7 @@ def test_csr_with_alt_names_is_signed_by_the_real_ca_with_exactly_those_sans(lab
     assert cert is not None
     # Puppet always adds the certname itself to the SANs of a cert that has alt names.
     assert cert.sans == {"compile02.pelab.test", "compile02", "puppet", "puppet.pelab.test"}
-    on_ca = lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").check().stdout
+    on_ca = lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {host.fqdn}").check().stdout
     assert cert.fingerprint_sha256 in on_ca.replace("(SHA256) ", "")
 
 
@@ -54,7 +54,7 @@ def test_install_bash_writes_pe_arguments_to_puppet_conf_and_csr_attributes(lab:
     assert "dns_alt_names = compile03" in conf
     assert "environmentpath = /etc/puppet/code/environments" in conf
     assert 'pp_auth_role: "pe_compiler"' in (host.read("/etc/puppet/csr_attributes.yaml") or "")
-    listed = lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").check().stdout
+    listed = lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {host.fqdn}").check().stdout
     assert "Requested Certificates" in listed and host.fqdn in listed
     sign(lab, host.fqdn)
     host.run("puppet ssl download_cert").check()
@@ -75,17 +75,24 @@ def test_legacy_puppet_cert_refuses_alt_names_without_the_flag(lab: LabClient) -
     host = lab.host("compile08")
     primary = lab.host("primary")
     clean_on_ca(lab, host.fqdn)
-    install_agent(lab, host, ["compile08", "puppet"])
-    listed = primary.run("puppet cert list").check().stdout
-    assert re.search(r'"compile08.pelab.test" \(SHA256\) [0-9A-F:]+ \(alt names: "DNS:compile08"', listed), listed
-    refused = primary.run(f"puppet cert sign {host.fqdn}")
-    assert refused.exit_status == 24
-    assert "contains subject alternative names" in refused.stderr
-    assert primary.run(f"puppet cert --allow-dns-alt-names sign {host.fqdn}").check().stdout.count("Signed") == 1
-    assert '+ "compile08.pelab.test"' in primary.run("puppet cert list --all").check().stdout
-    cleaned = primary.run(f"puppet cert clean {host.fqdn}").check()
-    assert "Revoked certificate" in cleaned.stdout
-    assert primary.run(f"puppetserver ca list --certname {host.fqdn}").exit_status != 0
+    lab.set_pe_version("2018.1")  # Puppet 5: `puppet cert` on the CA host
+    try:
+        install_agent(lab, host, ["compile08", "puppet"])
+        listed = primary.run("puppet cert list").check().stdout
+        assert re.search(r'"compile08.pelab.test" \(SHA256\) [0-9A-F:]+ \(alt names: "DNS:compile08"', listed), listed
+        refused = primary.run(f"puppet cert sign {host.fqdn}")
+        assert refused.exit_status == 24
+        assert "contains subject alternative names" in refused.stderr
+        assert primary.run(f"puppet cert --allow-dns-alt-names sign {host.fqdn}").check().stdout.count("Signed") == 1
+        assert '+ "compile08.pelab.test"' in primary.run("puppet cert list --all").check().stdout
+        cleaned = primary.run(f"puppet cert clean {host.fqdn}").check()
+        assert "Revoked certificate" in cleaned.stdout
+    finally:
+        lab.set_pe_version("2019.8")
+    assert primary.run(f"{puppetserver(lab)} ca list --certname {host.fqdn}").exit_status != 0
+    # From Puppet 6 (PE 2019.0) `puppet cert` is gone: what PE says, not the Puppet 5 face.
+    gone = primary.run(f"puppet cert list {host.fqdn}")
+    assert gone.exit_status == 1 and "no longer functional" in gone.stderr
 
 
 def test_ca_refuses_alt_names_when_allow_subject_alt_names_is_off(lab: LabClient) -> None:
@@ -94,10 +101,10 @@ def test_ca_refuses_alt_names_when_allow_subject_alt_names_is_off(lab: LabClient
     install_agent(lab, host, ["compile09", "puppet"])
     lab.lab.set_alt_names(False)
     try:
-        refused = lab.host("primary").run(f"puppetserver ca sign --certname {host.fqdn}")
+        refused = lab.host("primary").run(f"{puppetserver(lab)} ca sign --certname {host.fqdn}")
         assert refused.exit_status != 0
         assert "subject alternative names" in (refused.stdout + refused.stderr)
-        listed = lab.host("primary").run(f"puppetserver ca list --certname {host.fqdn}").stdout
+        listed = lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {host.fqdn}").stdout
         assert "Requested Certificates" in listed  # still only a request: nothing was signed
     finally:
         lab.lab.set_alt_names(True)
@@ -124,10 +131,8 @@ def test_pinning_through_the_console_api_changes_the_nodes_catalog(lab: LabClien
 
 
 def whitelist(lab: LabClient, short: str) -> list[str]:
-    path = {
-        "puppetdb": "/etc/puppetlabs/puppetdb/certificate-whitelist",
-        "console": "/etc/puppetlabs/console-services/rbac-certificate-whitelist",
-    }[short]
+    """The generation's certificate allowlist of PuppetDB or the console."""
+    path = {"puppetdb": lab.profile.puppetdb_allowlist, "console": lab.profile.console_allowlist}[short]
     return (lab.host(short).read(path) or "").split()
 
 

@@ -21,7 +21,7 @@ from provider.pe_api import is_pinned
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import ProviderServer
-from tests.labtests.helpers import bare_masters, lab_stack_config, lb_stats
+from tests.labtests.helpers import bare_masters, lab_stack_config, lb_stats, puppetserver
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,8 +93,8 @@ def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> No
         assert run.outputs(f"{certname}-pool")["status"] == "UP"
         code = run.outputs(f"{certname}-code")
         assert code["status"] == "in sync" and code["digest"] == primary_digest
-    assert certnames <= whitelist(lab, "puppetdb", "/etc/puppetlabs/puppetdb/certificate-whitelist")
-    assert certnames <= whitelist(lab, "console", "/etc/puppetlabs/console-services/rbac-certificate-whitelist")
+    assert certnames <= whitelist(lab, "puppetdb", lab.profile.puppetdb_allowlist)
+    assert certnames <= whitelist(lab, "console", lab.profile.console_allowlist)
     pool = {name for (backend, name) in lb_stats(lab) if backend == "puppet_compilers"}
     assert pool == certnames  # nobody else in the pool, nobody missing
     seen = {catalog_through_lb(lab) for _ in range(4 * len(shorts))}
@@ -159,7 +159,7 @@ def scale_out_and_in(lab: LabClient, server: ProviderServer, run: GraphRun) -> N
         )
         assert f"[{certname}-pool] drain:" in server.text()
         assert ("puppet_compilers", certname) not in lb_stats(lab)
-        assert lab.host("primary").run(f"puppetserver ca list --certname {certname}").exit_status != 0
+        assert lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {certname}").exit_status != 0
         crl = lab.host("primary").run("openssl crl -in /var/lib/puppet/ssl/crl.pem -noout -text").stdout
         assert f"{int(serials[short]):X}" in crl.replace(":", "").upper()  # revoked
         assert not is_pinned(lab.classifier().group("PE Master")["rule"], certname)

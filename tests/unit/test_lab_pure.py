@@ -59,12 +59,20 @@ def test_pe_versions_parse_and_bad_ones_are_refused() -> None:
         parse_pe_version("latest")
 
 
-def test_boot_script_quotes_paths_and_binds_the_legacy_cli_only_on_the_primary() -> None:
+def test_boot_script_quotes_paths_and_gives_every_host_pes_layout_without_debians_puppet() -> None:
+    """Each host sees its own /opt/puppetlabs, /opt/puppet and /usr/local/bin, and /usr/bin
+    through an overlay (Debian's puppet/puppetserver whited out): PE's host surface."""
     root = Path("/var/lib/pe lab")
     primary = boot_script(HostPaths(root, host_by_short("primary")))
     compile01 = boot_script(HostPaths(root, host_by_short("compile01")))
     assert "'/var/lib/pe lab/hosts/primary/etc-puppet' /etc/puppet" in primary
-    assert "puppet-legacy' /usr/bin/puppet" in primary and "puppet-legacy" not in compile01
+    for short, script in (("primary", primary), ("compile01", compile01)):
+        for name, mountpoint in (("opt-puppetlabs", "/opt/puppetlabs"), ("usr-local-bin", "/usr/local/bin")):
+            assert f"'/var/lib/pe lab/hosts/{short}/{name}' {mountpoint}\n" in script
+        overlay = next(line for line in script.splitlines() if " -t overlay " in line)
+        assert overlay.endswith(" /usr/bin") and f"upperdir='/var/lib/pe lab/hosts/{short}/usr-bin-upper'" in overlay
+        assert " /usr/bin/puppet" not in script  # nothing bound over Debian's puppet any more
+    assert "puppet-legacy" not in compile01
     assert compile01.rstrip().splitlines()[-1].startswith("exec /usr/sbin/sshd -D")
 
 

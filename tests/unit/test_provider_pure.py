@@ -1,5 +1,5 @@
 """Pure pieces of the providers: CA output parsers (golden data from the lab's real CA),
-rule rewrites, installer arguments, dialects, validation."""
+rule rewrites, installer arguments, validation (PE generations: test_generation.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives import hashes
 
 from provider import ca, validation
 from provider.compile_master_config import MasterConfig
-from provider.dialects import dialect_for
 from provider.master_steps import install_arguments
 from provider.pe_api import is_pinned, pin_rule, unpin_rule
 from provider.primary import parse_config_print
@@ -55,10 +54,7 @@ def test_san_matching_is_exact() -> None:
     assert ca.sans_match(plain, "c1.example.com", [])
 
 
-def test_ca_commands_follow_the_dialect_and_refusals_are_explained() -> None:
-    assert ca.sign_command("puppet-cert", "c1") == ["puppet", "cert", "--allow-dns-alt-names", "sign", "c1"]
-    assert ca.sign_command("puppetserver-ca", "c1") == ["puppetserver", "ca", "sign", "--certname", "c1"]
-    assert ca.clean_command("puppetserver-ca", "c1")[:3] == ["puppetserver", "ca", "clean"]
+def test_refusals_are_explained() -> None:
     out = "Error: CSR 'c1' contains subject alternative names (DNS:c1), which are disallowed."
     assert "allow-subject-alt-names" in (ca.refusal_reason(out) or "")
     assert ca.refusal_reason("Error: connection refused") is None
@@ -74,21 +70,6 @@ def test_rule_rewrites_pin_once_and_unpin_cleanly() -> None:
     assert unpin_rule(["or", ["=", "name", "c1.example.com"]], "c1.example.com") is None
     assert pin_rule(None, "c1") == ["or", ["=", "name", "c1"]]
     assert pin_rule(["and", ["~", "name", "x"]], "c1") == ["or", ["and", ["~", "name", "x"]], ["=", "name", "c1"]]
-
-
-@pytest.mark.parametrize(
-    ("version", "cli", "group", "classification", "tokens"),
-    [
-        ("3.7", "puppet-cert", "PE Master", "rule", False),
-        ("2015.3", "puppet-cert", "PE Master", "rule", True),
-        ("2016.4", "puppet-cert", "PE Master", "pin", True),
-        ("2019.1", "puppetserver-ca", "PE Master", "pin", True),
-        ("2019.8", "puppetserver-ca", "PE Compiler", "trusted", True),
-    ],
-)
-def test_dialects(version: str, cli: str, group: str, classification: str, tokens: bool) -> None:
-    d = dialect_for(version)
-    assert (d.ca_cli, d.node_group, d.classification, d.tokens_supported) == (cli, group, classification, tokens)
 
 
 def test_install_arguments_are_pe_section_key_values() -> None:
@@ -107,7 +88,7 @@ def test_install_arguments_are_pe_section_key_values() -> None:
         }
     )
     assert install_arguments(cfg) == [
-        "agent:certname=c1.example.com",
+        "main:certname=c1.example.com",
         "main:dns_alt_names=c1,puppet",
         "main:environmentpath=/etc/puppetlabs/code/environments",
         "extension_requests:pp_auth_role=pe_compiler",
@@ -205,7 +186,11 @@ def test_download_cert_script_installs_only_a_certificate_for_the_hosts_own_key(
     def download(body: bytes) -> subprocess.CompletedProcess[str]:
         (served / "c1.example.com").write_bytes(body)
         script = ca.download_cert_script(
-            f"file://{tmp_path}/ca", "c1.example.com", "/nonexistent-ca.pem", str(hostcert), str(key)
+            f"file://{tmp_path}/ca/puppet-ca/v1/certificate/c1.example.com",
+            "c1.example.com",
+            "/nonexistent-ca.pem",
+            str(hostcert),
+            str(key),
         )
         return subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
 
@@ -324,7 +309,7 @@ def test_agent_settings_derived_after_install_are_what_puppet_itself_prints(tmp_
 
     before = settings()
     for section, key, value in (
-        ("agent", "certname", "compile07.example.com"),
+        ("main", "certname", "compile07.example.com"),  # as install.bash now writes it
         ("main", "server", "primary.example.com"),
         ("main", "dns_alt_names", "compile07,puppet"),
     ):

@@ -1,0 +1,162 @@
+"""PE generation profiles of the lab, as data: what each PE generation's hosts look like
+from a non-login SSH shell, and what they refuse.
+
+`lab up --pe-version X` (or `lab profile X` on a running lab) selects the profile of the
+newest generation not newer than X. Every fact cites shared/facts/pe-generations.md
+(section and its sources [Sn]); the lab's own code never reads these to be lenient,
+only to refuse what a generation lacked. This module is pure and independent of the
+product's own generation model (provider/generation.py), so the lab checks the product
+instead of agreeing with it by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The profiles the lab is tested with (the README's generation table has one column each).
+PROFILES = ("3.7", "2016.4", "2018.1", "2019.8", "2021.7", "2023.8")
+
+
+@dataclass(frozen=True)
+class Profile:
+    pe_version: tuple[int, int]
+
+    @property
+    def label(self) -> str:
+        return f"PE {self.pe_version[0]}.{self.pe_version[1]}"
+
+    # --- agent packaging and paths (pe-generations.md §1, [S12,S13]) ------------------
+    @property
+    def puppet_major(self) -> int:
+        """The agent's Puppet major version shipped by this PE ([S10,S11])."""
+        v = self.pe_version
+        if v < (2015, 2):
+            return 3
+        if v < (2017, 1):
+            return 4
+        if v < (2019, 0):
+            return 5
+        if v < (2021, 0):
+            return 6
+        if v < (2023, 0):
+            return 7
+        return 8
+
+    @property
+    def puppet_minor(self) -> int:
+        """Enough of the minor version to gate `puppet config delete` (Puppet 5.4+, [S19]):
+        PE 2017.3 ships Puppet 5.3, PE 2018.1 ships 5.5."""
+        return 5 if self.pe_version >= (2018, 1) else 3 if self.puppet_major == 5 else 0
+
+    @property
+    def puppet_version(self) -> str:
+        """What `puppet --version` says: a late release of that PE's Puppet ([S10,S11],
+        the versions pe-generations.md §1 lists)."""
+        if self.puppet_major == 5:
+            return "5.5.22" if self.puppet_minor >= 5 else "5.3.7"
+        return {3: "3.8.7", 4: "4.10.12", 6: "6.28.0", 7: "7.34.0", 8: "8.10.0"}[self.puppet_major]
+
+    @property
+    def aio(self) -> bool:
+        """All-in-one packaging (puppet-agent) from PE 2015.2; PE 3.x has pe-* packages."""
+        return self.pe_version >= (2015, 2)
+
+    @property
+    def bin_dir(self) -> str:
+        """Public binaries: /opt/puppet/bin (3.x), /opt/puppetlabs/bin (AIO) [S12,S13]."""
+        return "/opt/puppetlabs/bin" if self.aio else "/opt/puppet/bin"
+
+    @property
+    def install_root(self) -> str:
+        """The directory a PE install creates (and an uninstall would remove)."""
+        return "/opt/puppetlabs" if self.aio else "/opt/puppet"
+
+    # Linked into /usr/local/bin by PE's packages: puppet, facter, hiera (+ pe-man, r10k,
+    # mco); never puppetserver [S12,S13]. The lab links the ones it ships.
+    LINKED = ("puppet", "facter", "hiera")
+
+    @property
+    def agent_service(self) -> str:
+        """pe-puppet on PE 3.x, puppet on AIO [S12,S13] (pe-generations.md §10)."""
+        return "puppet" if self.aio else "pe-puppet"
+
+    # --- agent CLI (pe-generations.md §4, [S19]) ---------------------------------------
+    @property
+    def has_puppet_ssl(self) -> bool:
+        """`puppet ssl` (submit_request, download_cert, bootstrap, ...) arrived in Puppet 6."""
+        return self.puppet_major >= 6
+
+    @property
+    def has_certificate_face(self) -> bool:
+        """`puppet certificate generate --ca-location remote`: Puppet <= 5 (removed in 6)."""
+        return self.puppet_major <= 5
+
+    @property
+    def has_config_delete(self) -> bool:
+        """`puppet config delete` from Puppet 5.4."""
+        return self.puppet_major > 5 or (self.puppet_major == 5 and self.puppet_minor >= 4)
+
+    @property
+    def has_puppet_cert(self) -> bool:
+        """`puppet cert` works on the CA host up to Puppet 5; a dead stub in 6, gone in 7."""
+        return self.puppet_major <= 5
+
+    # --- installer (pe-generations.md §5, [S23,S24]) ----------------------------------
+    @property
+    def installer_service_flags(self) -> bool:
+        """`--puppet-service-ensure/-enable` from 2016.4.9 / 2017.2.5 (the lab's 2016.4 is
+        a late 2016.4.x); earlier installers reject them."""
+        return self.pe_version >= (2016, 4)
+
+    @property
+    def installer_csr_attributes(self) -> bool:
+        """`extension_requests:` / `custom_attributes:` arguments, new in 2016.4."""
+        return self.pe_version >= (2016, 4)
+
+    # --- PuppetDB and console certificate lists (§6, §7, [S30,S31,S36,S37]) -------------
+    @property
+    def puppetdb_allowlist(self) -> str:
+        name = "certificate-allowlist" if self.pe_version >= (2021, 1) else "certificate-whitelist"
+        return f"/etc/puppetlabs/puppetdb/{name}"
+
+    @property
+    def console_allowlist(self) -> str:
+        name = "rbac-certificate-allowlist" if self.pe_version >= (2021, 1) else "rbac-certificate-whitelist"
+        return f"/etc/puppetlabs/console-services/{name}"
+
+    # --- RBAC tokens (§7, [S35]) -------------------------------------------------------
+    @property
+    def tokens(self) -> bool:
+        return self.pe_version >= (2015, 3)
+
+    @property
+    def token_lifetime_default(self) -> int:
+        """Seconds: 5 minutes up to 2019.5, 1 hour from 2019.7 (`puppet access login`)."""
+        return 3600 if self.pe_version >= (2019, 7) else 300
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    """'2019.8' -> (2019, 8); '3.7' -> (3, 7); '2021.7.9' -> (2021, 7)."""
+    parts = version.split(".")
+    if len(parts) < 2 or not all(p.isascii() and p.isdigit() for p in parts):
+        raise ValueError(f"PE version must look like 3.7 or 2019.8, not {version!r}")
+    major, minor = int(parts[0]), int(parts[1])
+    if major < 2015 and (major, minor) < (3, 7):
+        raise ValueError(f"PE {version} is older than 3.7, the oldest generation the lab imitates")
+    return major, minor
+
+
+def profile_for(version: str) -> Profile:
+    return Profile(parse_version(version))
+
+
+def other_allowlists(profile: Profile) -> list[str]:
+    """The list files of the other naming: a generation that writes `...-allowlist` has no
+    `...-whitelist` file and the other way round (switching a lab removes them)."""
+    names = {
+        "/etc/puppetlabs/puppetdb/certificate-whitelist",
+        "/etc/puppetlabs/puppetdb/certificate-allowlist",
+        "/etc/puppetlabs/console-services/rbac-certificate-whitelist",
+        "/etc/puppetlabs/console-services/rbac-certificate-allowlist",
+    }
+    return sorted(names - {profile.puppetdb_allowlist, profile.console_allowlist})

@@ -1,0 +1,166 @@
+"""Facts about the lab's generation profiles (lab/generations.py): each refusal a PE
+generation makes is made by the lab too, seen from a non-login SSH shell as the product
+sees it. Each test fails if the lab is made lenient again (Debian's /usr/bin/puppet left
+visible, `puppet ssl` answered on Puppet 5, a whitelist file left on 2021.7, tokens that
+never expire)."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from lab.client import LabClient, LabHost
+from provider.errors import ClassifierError
+from provider.pe_api import Classifier, ClassifierAuth
+from tests.labtests.helpers import PRIMARY, clean_on_ca, install_agent, puppetserver
+
+pytestmark = pytest.mark.lab
+
+
+def run_installer(lab: LabClient, host: LabHost, args: list[str]) -> tuple[int, str]:
+    """install.bash as PE documents it, verified against the PE CA; (exit, output)."""
+    host.put("/tmp/pe-ca.pem", Path(lab.ca_file).read_bytes())
+    result = host.run(
+        f"curl -sSf --cacert /tmp/pe-ca.pem https://{PRIMARY}:8140/packages/current/install.bash"
+        f" | bash -s -- {shlex.join(args)}"
+    )
+    return result.exit_status, result.stdout + result.stderr
+
+
+def on_ca(lab: LabClient, certname: str) -> str:
+    return lab.host("primary").run(f"{puppetserver(lab)} ca list --all").stdout
+
+
+def test_a_bare_host_has_no_puppet_until_the_installer_lays_out_pe(lab: LabClient) -> None:
+    host = lab.host("compile10")
+    clean_on_ca(lab, host.fqdn)
+    host.wipe_agent()
+    bare = host.run("puppet --version")
+    assert bare.exit_status == 127  # nothing on a non-login PATH
+    assert host.run("ls /usr/bin/puppet /opt/puppetlabs/bin/puppet").exit_status != 0
+    # PE 2016.4.9+: with the service stopped no initial run happens, so no CSR (PE docs).
+    code, out = run_installer(lab, host, [f"main:certname={host.fqdn}", "--puppet-service-ensure", "stopped"])
+    assert code == 0, out
+    assert host.fqdn not in on_ca(lab, host.fqdn)
+    assert host.run("/opt/puppetlabs/bin/puppet --version").check().stdout.strip() == "6.28.0"  # PE 2019.8
+    assert host.run("readlink /usr/local/bin/puppet").check().stdout.strip() == "/opt/puppetlabs/bin/puppet"
+    assert host.run("ls /usr/local/bin/puppetserver /opt/puppetlabs/bin/puppetserver").exit_status != 0
+    host.wipe_agent()
+    assert host.run("puppet --version").exit_status == 127
+
+
+def test_puppetserver_is_never_on_a_non_login_path(lab: LabClient) -> None:
+    primary = lab.host("primary")
+    bare = primary.run("puppetserver ca list --all")
+    assert bare.exit_status == 127, bare
+    assert primary.run("/opt/puppetlabs/bin/puppetserver ca list --all").check().stdout.count(PRIMARY) >= 1
+    assert primary.run("puppet --version").check().stdout.strip() == "6.28.0"  # linked into /usr/local/bin
+
+
+def test_puppet_5_has_no_puppet_ssl_and_submits_with_puppet_certificate(lab: LabClient) -> None:
+    host = lab.host("compile10")
+    clean_on_ca(lab, host.fqdn)
+    lab.set_pe_version("2018.1")
+    try:
+        install_agent(lab, host, ["compile10"])  # Puppet 5: `puppet certificate generate`
+        assert f'"{host.fqdn}"' in lab.host("primary").run("puppet cert list").check().stdout
+        refused = host.run("puppet ssl submit_request")
+        assert refused.exit_status == 1 and "Unknown Puppet subcommand 'ssl'" in refused.stderr
+        assert host.run("puppet --version").check().stdout.strip() == "5.5.22"
+        assert host.run("puppet config delete --section main dns_alt_names").exit_status == 0  # Puppet 5.4+
+    finally:
+        lab.set_pe_version("2019.8")
+    clean_on_ca(lab, host.fqdn)
+    host.wipe_agent()
+
+
+def test_pe_2016_4_has_no_puppet_config_delete(lab: LabClient) -> None:
+    host = lab.host("compile10")
+    clean_on_ca(lab, host.fqdn)
+    lab.set_pe_version("2016.4")
+    try:
+        install_agent(lab, host, ["compile10"])
+        refused = host.run("puppet config delete --section main dns_alt_names")
+        assert refused.exit_status == 1 and "does not respond to action delete" in refused.stderr
+        assert "dns_alt_names = compile10" in (host.read("/etc/puppet/puppet.conf") or "")
+    finally:
+        lab.set_pe_version("2019.8")
+    clean_on_ca(lab, host.fqdn)
+    host.wipe_agent()
+
+
+def test_pe_3_7_has_its_own_layout_no_puppet_ssl_and_an_installer_without_service_flags(lab: LabClient) -> None:
+    host = lab.host("compile10")
+    clean_on_ca(lab, host.fqdn)
+    host.wipe_agent()
+    lab.set_pe_version("3.7")
+    try:
+        code, out = run_installer(lab, host, [f"main:certname={host.fqdn}", "--puppet-service-ensure", "stopped"])
+        assert code != 0 and "unrecognised argument '--puppet-service-ensure'" in out
+        code, out = run_installer(lab, host, [f"main:certname={host.fqdn}", "extension_requests:pp_auth_role=x"])
+        assert code != 0 and "unknown section 'extension_requests'" in out
+        # PE 3.7's installer runs Puppet (so a CSR) and leaves pe-puppet running.
+        code, out = run_installer(lab, host, [f"main:certname={host.fqdn}", "main:dns_alt_names=compile10"])
+        assert code == 0, out
+        assert f'"{host.fqdn}"' in lab.host("primary").run("puppet cert list").check().stdout
+        assert host.run("service pe-puppet status").exit_status == 0
+        assert host.run("readlink /usr/local/bin/puppet").check().stdout.strip() == "/opt/puppet/bin/puppet"
+        assert host.run("ls /opt/puppetlabs/bin/puppet").exit_status != 0
+        refused = host.run("puppet ssl submit_request")
+        assert refused.exit_status == 1 and "Unknown Puppet subcommand 'ssl'" in refused.stderr
+        assert host.run("puppet --version").check().stdout.strip() == "3.8.7"
+        host.run("service pe-puppet stop").check()
+    finally:
+        lab.set_pe_version("2019.8")
+    clean_on_ca(lab, host.fqdn)
+    host.wipe_agent()
+
+
+def test_pe_2021_7_writes_allowlists_and_no_whitelists(lab: LabClient) -> None:
+    lab.set_pe_version("2021.7")
+    try:
+        for short, wanted, old in (
+            ("puppetdb", "certificate-allowlist", "certificate-whitelist"),
+            ("console", "rbac-certificate-allowlist", "rbac-certificate-whitelist"),
+        ):
+            directory = "puppetdb" if short == "puppetdb" else "console-services"
+            listed = lab.host(short).read(f"/etc/puppetlabs/{directory}/{wanted}")
+            assert listed is not None and "primary.pelab.test" in listed
+            assert lab.host(short).read(f"/etc/puppetlabs/{directory}/{old}") is None
+        # PuppetDB enforces the allowlist: the primary (listed) is let in.
+        primary = lab.host("primary")
+        resp = requests.get(
+            "https://puppetdb.pelab.test:8081/pdb/query/v4/nodes",
+            cert=primary.cert_files(),
+            verify=lab.ca_file,
+            timeout=30,
+        )
+        assert resp.status_code == 200
+    finally:
+        lab.set_pe_version("2019.8")
+    assert lab.host("puppetdb").read("/etc/puppetlabs/puppetdb/certificate-whitelist") is not None
+    assert lab.host("puppetdb").read("/etc/puppetlabs/puppetdb/certificate-allowlist") is None
+
+
+def test_rbac_tokens_expire(lab: LabClient) -> None:
+    url = f"{lab.console_url()}/rbac-api/v1/auth/token"
+    groups = f"{lab.console_url()}/classifier-api/v1/groups"
+    short = requests.post(url, json={**lab.admin_credentials(), "lifetime": "1s"}, verify=lab.ca_file, timeout=30)
+    assert short.status_code == 200
+    token = short.json()["token"]
+    time.sleep(1.5)
+    expired = requests.get(groups, headers={"X-Authentication": token}, verify=lab.ca_file, timeout=30)
+    assert expired.status_code == 401 and expired.json()["kind"] == "puppetlabs.rbac/token-expired"
+    # Without a lifetime the generation's default applies (1 hour from 2019.7): usable now.
+    default = requests.post(url, json=lab.admin_credentials(), verify=lab.ca_file, timeout=30).json()["token"]
+    fine = requests.get(groups, headers={"X-Authentication": default}, verify=lab.ca_file, timeout=30)
+    assert fine.status_code == 200
+    # The product says what happened and what to do, not "check the token".
+    classifier = Classifier(lab.console_url(), Path(lab.ca_file).read_text(), ClassifierAuth(token, "", ""))
+    with pytest.raises(ClassifierError) as refused, classifier.opened() as opened:
+        opened.group_by_name("PE Master")
+    assert "has expired" in str(refused.value) and "puppet access login --lifetime" in str(refused.value)

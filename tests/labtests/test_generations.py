@@ -1,0 +1,113 @@
+"""The generation matrix: the lab stack's program against each PE generation profile of
+the lab (lab/generations.py), driven through the provider server in the engine's order
+(tests/harness/graph.py), checking the hosts as a PE admin would.
+
+`make test` runs 0 -> 1 -> 0 masters on each profile listed in MATRIX; `make matrix` runs
+0 -> 2 -> 1 (PELAB_MATRIX=full). The full 0 -> 2 -> 3 -> 1 on the default profile is
+test_program_e2e.py. Each refusal the generation makes is a lab test of its own
+(test_generation_surface.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from components.program import main
+from lab.client import LabClient
+from provider import file_sync_plan as plan
+from provider.pe_api import is_pinned
+from tests.harness.graph import GraphRun
+from tests.harness.mocks import run_program
+from tests.harness.provider_server import ProviderServer
+from tests.labtests.helpers import bare_masters, lab_stack_config, lb_stats, pdb_node, puppetserver
+
+pytestmark = pytest.mark.lab
+PP_AUTH_ROLE = "1.3.6.1.4.1.34380.1.3.13"
+# Profiles the product passes on today (README, "Supported PE generations").
+MATRIX = ("2019.8", "2021.7", "2023.8")
+FULL = os.environ.get("PELAB_MATRIX") == "full"
+SHAPE = (("compile02", "compile03"), ("compile02",), ()) if FULL else (("compile02",), ())
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ProviderServer]:
+    with ProviderServer() as srv:
+        yield srv
+
+
+def up(lab: LabClient, run: GraphRun, shorts: tuple[str, ...], version: str) -> None:
+    config = lab_stack_config(lab, shorts, **{"pe:version": version})
+    run.up(run_program(main, stack="lab", config=config))
+
+
+def allowlist(lab: LabClient, short: str, path: str) -> set[str] | None:
+    text = lab.host(short).read(path)
+    return None if text is None else set(text.split())
+
+
+def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> None:
+    profile = lab.profile
+    primary_digest = plan.digest_of(
+        plan.parse_listing(lab.host("primary").run(plan.digest_command("/etc/puppet/code/environments")).stdout, [])
+    )
+    for short in shorts:
+        certname = f"{short}.pelab.test"
+        host = lab.host(short)
+        cert = host.cert()
+        assert cert is not None and {"puppet", "puppet.pelab.test", short, certname} <= cert.sans
+        assert run.outputs(f"{certname}-master")["cert_fingerprint"] == cert.fingerprint_sha256
+        # The agent is the generation's PE install, reached as PE links it.
+        assert host.run(f"test -x {profile.bin_dir}/puppet && test -L /usr/local/bin/puppet").exit_status == 0
+        if profile.pe_version >= (2019, 7):  # PE Compiler matches the certificate's pp_auth_role
+            assert cert.extensions.get(PP_AUTH_ROLE) == "pe_compiler"
+            group = lab.classifier().group("PE Compiler")
+            trusted = {"trusted": {"certname": certname, "extensions": {"pp_auth_role": "pe_compiler"}}}
+            classified = lab.classifier().request("POST", f"classified/nodes/{certname}", json=trusted).json()
+            assert group["id"] in classified["groups"]
+        else:
+            assert is_pinned(lab.classifier().group("PE Master")["rule"], certname)
+        assert lb_stats(lab)[("puppet_compilers", certname)].is_healthy
+        assert run.outputs(f"{certname}-pool")["status"] == "UP"
+        code = run.outputs(f"{certname}-code")
+        assert code["status"] == "in sync" and code["digest"] == primary_digest
+        assert lab.catalog(short).status_code == 200
+    certnames = {f"{s}.pelab.test" for s in shorts}
+    for short, path in (("puppetdb", profile.puppetdb_allowlist), ("console", profile.console_allowlist)):
+        listed = allowlist(lab, short, path)
+        assert listed is not None and certnames <= listed, (path, listed)
+    pool = {name for (backend, name) in lb_stats(lab) if backend == "puppet_compilers"}
+    assert pool == certnames
+
+
+def assert_removed(lab: LabClient, run: GraphRun, certname: str, serial: int) -> None:
+    assert ("puppet_compilers", certname) not in lb_stats(lab)
+    assert lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {certname}").exit_status != 0
+    crl = lab.host("primary").run("openssl crl -in /var/lib/puppet/ssl/crl.pem -noout -text").stdout
+    assert f"{serial:X}" in crl.replace(":", "").upper()  # revoked
+    assert not is_pinned(lab.classifier().group("PE Master")["rule"], certname)
+    nodes = pdb_node(lab, certname)
+    assert nodes is None or nodes.get("deactivated"), nodes
+
+
+@pytest.mark.parametrize("version", MATRIX)
+def test_program_on_each_generation(lab: LabClient, server: ProviderServer, version: str) -> None:
+    shorts = sorted({s for step in SHAPE for s in step})
+    bare_masters(lab, shorts)
+    lab.set_pe_version(version)
+    run = GraphRun(server)
+    try:
+        previous: tuple[str, ...] = ()
+        for step in SHAPE:
+            serials = {s: int(run.outputs(f"{s}.pelab.test-master")["cert_serial"]) for s in previous}
+            up(lab, run, step, version)
+            assert_serving(lab, run, step)
+            for gone in set(previous) - set(step):
+                assert_removed(lab, run, f"{gone}.pelab.test", serials[gone])
+            previous = step
+    finally:
+        try:
+            run.destroy()
+        finally:
+            lab.set_pe_version("2019.8")

@@ -1,7 +1,7 @@
 # Two entry points (see README): `make lab` and `make test`. Run as root on Debian bookworm.
 PY := .venv/bin/python
 
-.PHONY: deps lab lab-down lab-reset lab-status lint typecheck unit test bench
+.PHONY: deps lab lab-down lab-reset lab-status lint typecheck unit test matrix bench
 
 deps:
 	bash scripts/install-deps.sh
@@ -34,6 +34,11 @@ unit: deps
 ## The whole suite: lint, types, unit and engine tests, then the lab tests (brings the lab up).
 test: deps lint typecheck
 	$(PY) -m pytest -q --durations=15
+
+## The generation matrix: the program 0 -> 2 -> 1 masters on every PE generation profile
+## of the lab (tests/labtests/test_generations.py; `make test` runs 0 -> 1 -> 0).
+matrix: deps
+	PELAB_MATRIX=full $(PY) -m pytest -q -p no:cacheprovider tests/labtests/test_generations.py
 
 ## Scale-out benchmark against the lab (prints a table; see README, "Performance").
 bench: deps

@@ -236,7 +236,11 @@ class LabClient:
         resp.raise_for_status()
         return str(resp.json()["token"])
 
-    def classifier(self, token: bool = True) -> Classifier:
+    def classifier(self, token: bool | None = None) -> Classifier:
+        """The console's classifier as an admin: an RBAC token where the generation has them
+        (2015.3+), else the primary's certificate from the console's allowlist."""
+        if token is None:
+            token = self.profile.tokens
         if token:
             return Classifier(self.console_url(), self.ca_file, token=self.token())
         return Classifier(self.console_url(), self.ca_file, cert=self.host("primary").cert_files())
@@ -252,6 +256,20 @@ class LabClient:
             verify=self.ca_file,
             timeout=120,
         )
+
+    def ca_state(self, certname: str) -> str | None:
+        """The real CA's view of a certname (requested, signed, revoked), or None: read over
+        its HTTP API with the primary's certificate, whatever CLI the generation has."""
+        resp = requests.get(
+            f"https://{host_by_short('primary').fqdn}:8140/puppet-ca/v1/certificate_status/{certname}",
+            cert=self.host("primary").cert_files(),
+            verify=self.ca_file,
+            timeout=30,
+        )
+        if resp.status_code == 404:
+            return None
+        resp.raise_for_status()
+        return str(resp.json()["state"])
 
     def settings(self) -> dict[str, Any]:
         return dict(json.loads((self.root / "lab.json").read_text()))

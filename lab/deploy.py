@@ -296,6 +296,14 @@ class Lab:
         )
         ca_changed = not (conf_d / "ca.conf").exists() or (conf_d / "ca.conf").read_text() != ca_conf
         (conf_d / "ca.conf").write_text(ca_conf)
+        # Puppet Server's legacy routes (`/<env>/certificate/<name>`, `/<env>/node/...`: the
+        # Puppet 3 API that PE 3.x agents and tools speak, routed by every Puppet Server from
+        # 2.x, pe-generations.md §2 [S16]) are in Debian's jar but not in its bootstrap.cfg.
+        legacy = etc / "puppetserver" / "services.d" / "legacy-routes.cfg"
+        legacy_cfg = "puppetlabs.services.legacy-routes.legacy-routes-service/legacy-routes-service\n"
+        if not legacy.exists() or legacy.read_text() != legacy_cfg:
+            legacy.write_text(legacy_cfg)
+            ca_changed = True
         (conf_d / "webserver.conf").write_text(
             "webserver: {\n"
             "    access-log-config: /etc/puppet/puppetserver/request-logging.xml\n"
@@ -529,7 +537,8 @@ class Lab:
         self.save_settings(settings)
 
     def status(self) -> dict[str, str]:
-        out = {}
+        profile = self.settings().profile
+        out = {"profile": f"{profile.label} (Puppet {profile.puppet_major}, {profile.bin_dir})"}
         for spec in roster():
             pid = labhosts.running_pid(labhosts.HostPaths(self.root, spec))
             out[spec.short] = f"up (sshd pid {pid})" if pid else "down"

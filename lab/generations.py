@@ -113,6 +113,21 @@ class Profile:
         """`extension_requests:` / `custom_attributes:` arguments, new in 2016.4."""
         return self.pe_version >= (2016, 4)
 
+    # --- PuppetDB's HTTP API (§6, [S26,S27]) --------------------------------------------
+    @property
+    def puppetdb_legacy_api(self) -> bool:
+        """PuppetDB 2.x (PE 3.x): commands on /v3/commands (/v4 experimental), queries on
+        /v3/...; `deactivate node` v2 takes the bare certname, `replace facts` names it
+        `name`. PuppetDB 3.0+ (PE 2015.2+): /pdb/cmd/v1 and /pdb/query/v4 only."""
+        return not self.aio
+
+    def puppetdb_command_path(self) -> str:
+        return "/v3/commands" if self.puppetdb_legacy_api else "/pdb/cmd/v1"
+
+    def puppetdb_query_path(self, endpoint: str) -> str:
+        """`nodes/<cn>` -> /v3/nodes/<cn> or /pdb/query/v4/nodes/<cn>."""
+        return f"/v3/{endpoint}" if self.puppetdb_legacy_api else f"/pdb/query/v4/{endpoint}"
+
     # --- PuppetDB and console certificate lists (§6, §7, [S30,S31,S36,S37]) -------------
     @property
     def puppetdb_allowlist(self) -> str:

@@ -191,6 +191,10 @@ def classification_drift(ctx: steps.Context) -> list[str]:
             group = classifier.group_by_name(generation.node_group)
             if generation.classification != "trusted" and not is_pinned(group.get("rule"), cfg.certname):
                 return [f"not pinned to {generation.node_group}"]
+            master = (group.get("classes") or {}).get(steps.MASTER_CLASS) or {}
+            unset = [f"{k}={v}" for k, v in generation.master_class_params if master.get(k) != v]
+            if unset:
+                return [f"{generation.node_group}'s {steps.MASTER_CLASS} lacks {', '.join(unset)}"]
     except ClassifierError as exc:
         return [f"classification unknown ({exc})"]
     return []

@@ -65,6 +65,14 @@ class Sync:
         ).stdout.split()
         if missing:
             raise ProviderError(f"[{cfg.target.label}] preflight: {', '.join(missing)} not installed on the master")
+        owned = self.primary.run(["test", "-e", plan.CODE_MANAGER_CONF], timeout=30)
+        if owned.exit_status == 0:
+            raise ProviderError(
+                f"[{cfg.primary.label}] preflight: Code Manager is configured on the primary ({plan.CODE_MANAGER_CONF}"
+                f" exists), so PE file sync owns the live codedir of every compile master and overwrites what "
+                f"{cfg.method} writes there (PE 2015.3+). Let file sync deliver the code: remove pe:fileSync from "
+                "the stack, or turn Code Manager off first."
+            )
         found = self.primary.run(["test", "-d", cfg.primary_environments], timeout=30)
         if found.exit_status != 0:
             raise ProviderError(f"[{cfg.primary.label}] preflight: no {cfg.primary_environments} on the primary")

@@ -23,6 +23,9 @@ from provider.ssh import SshTarget
 
 METHODS = ("rsync", "r10k", "nfs")
 SECRET_KEYS = ("ssh_private_key", "primary_ssh_private_key")
+# Code Manager on (peadm's code_manager_enabled task checks this file, pe-generations.md §9
+# [S41]): PE's file-sync client then overwrites each compile master's live codedir.
+CODE_MANAGER_CONF = "/etc/puppetlabs/puppetserver/conf.d/code-manager.conf"
 REPLACE_KEYS = ("method", "host", "primary_host", "code_dir", "primary_code_dir", "state_dir", "nfs_export")
 LOCAL_ONLY_KEYS = (
     "ssh_port",

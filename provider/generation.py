@@ -16,6 +16,7 @@ their sources: shared/facts/pe-generations.md (section numbers below as "§n"):
     the allow-list files (`...whitelist` up to 2019.x, `...allowlist` from 2021.1);
   * §7: the node group ("PE Compiler" by pp_auth_role from 2019.7), pinning (pin endpoint
     from 2016.1, rule rewrite before), RBAC tokens (2015.3) and their default lifetime;
+  * §8: PE 3.x's masters group sets enable_ca_proxy on the master profile;
   * §10: the agent service (`pe-puppet` in 3.x, `puppet` after).
 """
 
@@ -50,6 +51,10 @@ class Generation:
     status_endpoint: bool
     token_lifetime_default: str  # "" where there are no RBAC tokens
     crl_section: str
+    # Parameters the masters' group must give the master profile: PE 3.x's procedure sets
+    # `enable_ca_proxy = true` on puppet_enterprise::profile::master in PE Master (§8 [S1]),
+    # so compile masters proxy CA requests to the primary.
+    master_class_params: tuple[tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
@@ -140,4 +145,5 @@ def generation_for(pe_version: str, node_group: str | None = None) -> Generation
         status_endpoint=version >= (2015, 3),
         token_lifetime_default="1h" if version >= (2019, 7) else ("5m" if version >= (2015, 3) else ""),
         crl_section="server" if puppet_major >= 6 else "master",
+        master_class_params=(("enable_ca_proxy", True),) if pe3 else (),
     )

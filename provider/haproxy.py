@@ -69,6 +69,22 @@ def runtime_error(output: str) -> str | None:
     return None if text in RUNTIME_OK else text
 
 
+# `add server` with `check`, `ssl` and `ca-file` outside experimental mode: HAProxy 2.6+
+# (2.4 needed experimental-mode and had no health checks for added servers; pe-apis.md).
+MIN_RUNTIME_VERSION = (2, 6)
+
+
+def parse_version(show_info: str) -> tuple[int, int] | None:
+    """(major, minor) from the runtime API's `show info` (`Version: 2.6.12-1+deb12u1`)."""
+    for line in show_info.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "Version":
+            parts = value.strip().split(".")
+            if len(parts) >= 2 and parts[0].isdigit() and parts[1][:2].rstrip("-").isdigit():
+                return int(parts[0]), int(parts[1][:2].rstrip("-"))
+    return None
+
+
 def socket_command(runtime_command: str, socket_path: str) -> str:
     """A shell line that sends one runtime API command to the stats socket. UNIX-CONNECT,
     not a bare path: socat opens a bare path that does not exist as a new regular file."""

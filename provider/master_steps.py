@@ -60,11 +60,27 @@ def fingerprint_of_pem(pem: bytes) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
+# Puppet's authorization extensions (ppAuthCertExt, 1.3.6.1.4.1.34380.1.3): what the CA
+# copies from csr_attributes.yaml's extension_requests into the certificate, and what the
+# classifier's `trusted.extensions` rules match (PE Compiler: pp_auth_role, [S45]).
+AUTH_EXTENSION_ARC = "1.3.6.1.4.1.34380.1.3."
+AUTH_EXTENSION_NAMES = {"1.3.6.1.4.1.34380.1.3.1": "pp_authorization", "1.3.6.1.4.1.34380.1.3.13": "pp_auth_role"}
+
+
+def der_string(value: bytes) -> str:
+    """The text of a DER string (UTF8String, PrintableString, IA5String: what Puppet writes
+    for an extension request); the raw bytes decoded when it is not one."""
+    if len(value) >= 2 and value[0] in (0x0C, 0x13, 0x16) and value[1] < 0x80 and len(value) == value[1] + 2:
+        return value[2:].decode(errors="replace")
+    return value.decode(errors="replace")
+
+
 @dataclass(frozen=True)
 class IssuedCert:
     fingerprint: str
     serial: int
     sans: frozenset[str]
+    extensions: tuple[tuple[str, str], ...] = ()  # Puppet's authorization extensions, by name
 
     @classmethod
     def from_pem(cls, pem: bytes) -> IssuedCert:
@@ -74,7 +90,24 @@ class IssuedCert:
             sans = frozenset(str(n) for n in names.get_values_for_type(x509.DNSName))
         except x509.ExtensionNotFound:
             sans = frozenset()
-        return cls(fingerprint_of_pem(pem), cert.serial_number, sans)
+        extensions = []
+        for ext in cert.extensions:
+            oid = ext.oid.dotted_string
+            if oid.startswith(AUTH_EXTENSION_ARC) and isinstance(ext.value, x509.UnrecognizedExtension):
+                extensions.append((AUTH_EXTENSION_NAMES.get(oid, oid), der_string(ext.value.value)))
+        return cls(fingerprint_of_pem(pem), cert.serial_number, sans, tuple(sorted(extensions)))
+
+
+def missing_extensions(have: tuple[tuple[str, str], ...], wanted: tuple[tuple[str, str], ...]) -> list[str]:
+    """The requested extensions (`name=value`) a CSR or certificate does not carry."""
+    present = set(have)
+    return [f"{k}={v}" for k, v in wanted if (k, v) not in present]
+
+
+def trusted_facts(cfg: MasterConfig, issued: IssuedCert | None) -> dict[str, Any]:
+    """What the classifier matches for this node: its certname and the extensions its
+    certificate really carries (never the ones we merely asked for)."""
+    return {"certname": cfg.certname, "extensions": dict(issued.extensions) if issued else {}}
 
 
 def install_arguments(cfg: MasterConfig) -> list[str]:
@@ -417,19 +450,21 @@ def sign_certificate(ctx: Context) -> None:
     for _ in range(3):
         entry = ca_entries(ctx).get(cfg.certname)
         host_has_key = file_exists(ctx.host, ctx.agent.get("hostprivkey", "/nonexistent"))
-        if entry and entry.state == "signed" and ca.sans_match(entry, cfg.certname, cfg.dns_alt_names) and host_has_key:
-            ctx.log("sign", "already signed with the requested alt names: skipped")
+        wanted = cfg.generation.extension_requests
+        as_requested = entry is not None and (
+            ca.sans_match(entry, cfg.certname, cfg.dns_alt_names) and not missing_extensions(entry.extensions, wanted)
+        )
+        if entry and entry.state == "signed" and as_requested and host_has_key:
+            ctx.log("sign", "already signed with the requested alt names and extensions: skipped")
             return
-        if entry and (
-            entry.state == "revoked"
-            or (
-                entry.state == "signed" and not (ca.sans_match(entry, cfg.certname, cfg.dns_alt_names) and host_has_key)
-            )
-        ):
+        if entry and (entry.state == "revoked" or (entry.state == "signed" and not (as_requested and host_has_key))):
+            # As peadm does: a certificate without the SANs or extensions wanted is re-issued.
             why = (
                 "revoked"
                 if entry.state == "revoked"
-                else ("signed with other alt names" if host_has_key else "signed but the host lost its private key")
+                else (
+                    "signed with other alt names or extensions" if host_has_key else "signed but the host lost its key"
+                )
             )
             ctx.log("sign", f"certificate {why}: cleaning it on the CA and requesting a new one")
             ctx.primary.run(clean_on_ca_command(cfg), timeout=cfg.sign_timeout).check("clean on the CA")
@@ -464,6 +499,14 @@ def sign_certificate(ctx: Context) -> None:
             raise SanMismatchError(
                 f"[{cfg.primary_host}] step 'sign': the CSR for {cfg.certname} asks for SANs {sorted(entry.sans)}, "
                 f"not the requested {want}; refusing to sign. Fix dns_alt_names or the host's puppet.conf."
+            )
+        lacking = missing_extensions(entry.extensions, wanted)
+        if lacking:
+            raise SanMismatchError(
+                f"[{cfg.primary_host}] step 'sign': the CSR for {cfg.certname} lacks the requested extension(s) "
+                f"{', '.join(lacking)} (its extensions: {dict(entry.extensions) or 'none'}); refusing to sign a "
+                f"certificate {cfg.generation.node_group} would not match. Clean it "
+                f"(`{' '.join(clean_on_ca_command(cfg))}`) and re-run: the installer writes csr_attributes.yaml."
             )
         result = ctx.primary_ca.sign(cfg.certname, cfg.sign_timeout)
         if result.exit_status != 0:
@@ -500,13 +543,26 @@ def verify_certificate(ctx: Context) -> None:
         )
     if issued.sans != ca.expected_sans(cfg.certname, cfg.dns_alt_names) and cfg.dns_alt_names:
         raise SanMismatchError(f"[{cfg.host}] the issued certificate carries {sorted(issued.sans)}")
+    check_extensions(cfg, issued)
     ctx.issued = issued
     ctx.log("verify certificate", f"serial {issued.serial}, SANs {','.join(sorted(issued.sans)) or '-'}")
+
+
+def check_extensions(cfg: MasterConfig, issued: IssuedCert) -> None:
+    lacking = missing_extensions(issued.extensions, cfg.generation.extension_requests)
+    if lacking:
+        raise SanMismatchError(
+            f"[{cfg.host}] the issued certificate lacks the requested extension(s) {', '.join(lacking)} "
+            f"(it carries {dict(issued.extensions) or 'none'}): {cfg.generation.node_group} would not match it"
+        )
 
 
 def first_run(ctx: Context) -> None:
     agent_run(ctx, ctx.host, "first agent run", ctx.cfg.run_timeout)
     ctx.log("first agent run", "done")
+
+
+MASTER_CLASS = "puppet_enterprise::profile::master"
 
 
 def classify(ctx: Context) -> None:
@@ -515,7 +571,12 @@ def classify(ctx: Context) -> None:
     with ctx.classifier().opened() as classifier:
         group = classifier.group_by_name(generation.node_group)
         ctx.group_id = str(group["id"])
-        trusted = {"certname": cfg.certname, "extensions": dict(generation.extension_requests)}
+        if generation.master_class_params:  # PE 3.x: enable_ca_proxy, before the master run applies it
+            params = dict(generation.master_class_params)
+            if classifier.ensure_class_params(group, MASTER_CLASS, params):
+                ctx.log("classify", f"{generation.node_group}: {MASTER_CLASS} {params} set")
+                group = classifier.group_by_name(generation.node_group)
+        trusted = trusted_facts(cfg, ctx.issued)
         if ctx.group_id in classifier.classified_groups(cfg.certname, trusted):
             ctx.log("classify", f"already in {generation.node_group}: skipped")
             return
@@ -690,6 +751,7 @@ def verify_served_identity(ctx: Context, cafile: str) -> None:
         )
     if cfg.dns_alt_names and issued.sans != ca.expected_sans(cfg.certname, cfg.dns_alt_names):
         raise SanMismatchError(f"[{cfg.host}] the issued certificate carries {sorted(issued.sans)}")
+    check_extensions(cfg, issued)
     ctx.issued = issued
     ctx.log("verify certificate", f"8140 serves serial {issued.serial}, SANs {','.join(sorted(issued.sans)) or '-'}")
 
@@ -711,7 +773,7 @@ def verify_ready(ctx: Context) -> None:
         with ctx.classifier().opened() as classifier:
             group = classifier.group_by_name(cfg.generation.node_group)
             ctx.group_id = str(group["id"])
-            trusted = {"certname": cfg.certname, "extensions": dict(cfg.generation.extension_requests)}
+            trusted = trusted_facts(cfg, ctx.issued)
             if ctx.group_id not in classifier.classified_groups(cfg.certname, trusted):
                 raise ClassifierError(f"step 'verify': {cfg.certname} is not classified in {cfg.generation.node_group}")
         ctx.log("verify", f"classified in {cfg.generation.node_group}")

@@ -176,6 +176,18 @@ class Classifier:
             body["serial_number"] = group["serial_number"]
         self._json(self.request("POST", f"groups/{group['id']}", json=body), f"unpinning {certname} (rule rewrite)")
 
+    def ensure_class_params(self, group: dict[str, Any], klass: str, params: dict[str, Any]) -> bool:
+        """Set these parameters of a class in a group (a delta update: other classes and
+        parameters are kept); False when they already have these values."""
+        current = (group.get("classes") or {}).get(klass)
+        if current is not None and all(current.get(k) == v for k, v in params.items()):
+            return False
+        body: dict[str, Any] = {"classes": {klass: params}}
+        if "serial_number" in group:
+            body["serial_number"] = group["serial_number"]
+        self._json(self.request("POST", f"groups/{group['id']}", json=body), f"setting {klass} in {group['name']}")
+        return True
+
     def classified_groups(self, certname: str, trusted: dict[str, Any] | None = None) -> list[str]:
         body = {"trusted": trusted} if trusted else {}
         result = self._json(self.request("POST", f"classified/nodes/{certname}", json=body), f"classifying {certname}")

@@ -72,7 +72,7 @@ class PoolDriver(Protocol):
 
 
 class HaproxyRuntimeDriver:
-    """HAProxy >= 2.4 through its stats socket (`level admin`) and haproxy.cfg, over SSH."""
+    """HAProxy >= 2.6 through its stats socket (`level admin`) and haproxy.cfg, over SSH."""
 
     def __init__(
         self,
@@ -178,7 +178,18 @@ class HaproxyRuntimeDriver:
             )
         return out
 
+    def require_version(self) -> None:
+        """Refuse an HAProxy whose runtime API cannot add a health-checked TLS server."""
+        version = haproxy.parse_version(self.runtime("show info", "read HAProxy's version", query=True))
+        if version is None or version < haproxy.MIN_RUNTIME_VERSION:
+            found = "an unknown version" if version is None else f"{version[0]}.{version[1]}"
+            raise ProviderError(
+                f"[{self.session.target.label}] HAProxy is {found}: adding a health-checked server at run time "
+                "(`add server ... check check-ssl ca-file`) needs HAProxy 2.6 or later; upgrade it"
+            )
+
     def add(self, spec: MemberSpec) -> None:
+        self.require_version()
         for command in haproxy.add_server_commands(spec.backend, spec.server, self.keywords(spec)):
             self.runtime(command, "add to pool")
 

@@ -32,6 +32,8 @@ class Handler(common.JsonHandler):
         if path == "/status/v1/simple":
             return self.reply(200, "running", content_type="text/plain")
         parts = [unquote(p) for p in path.split("/") if p]
+        if parts[:1] == ["puppet-ca"] or parts[1:2] in (["certificate"], ["certificate_revocation_list"]):
+            return self.ca_request(path)
         if parts[:3] == ["puppet", "v3", "catalog"] and len(parts) == 4:
             node = parts[3]
             if common.peer_certname(self) != node:
@@ -61,6 +63,18 @@ class Handler(common.JsonHandler):
                 },
             )
         return self.error(404, "not-found", path)
+
+    def ca_request(self, path: str) -> None:
+        """A compile master has no CA. PE 3.x's master profile with enable_ca_proxy forwards
+        CA requests to the primary (its marker is written by the run that applied it);
+        without it they fail here, as on a PE 3.7 compile master not configured so."""
+        if not CA_PROXY_MARKER.exists() or self.command != "GET":
+            return self.error(404, "not-found", f"{path}: no CA on this compile master")
+        status, body = common.https("GET", common.settings()["primary"], 8140, path, headers={"Accept": "text/plain"})
+        return self.reply(status, body, content_type="text/plain")
+
+
+CA_PROXY_MARKER = Path("/etc/puppetlabs/pelab-ca-proxy")
 
 
 def main() -> None:

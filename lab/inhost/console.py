@@ -91,10 +91,9 @@ def seed_groups(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
             }
         },
     )
+    # PE 3.7's procedure has the admin set enable_ca_proxy = true on this class in PE Master
+    # (install_multimaster, [S1]): a fresh install does not have it, so neither does the lab.
     master_classes: dict[str, Any] = {"puppet_enterprise::profile::master": {}}
-    if not at_least((2015, 2)):
-        # PE 3.7's docs: the PE Master group's master profile sets enable_ca_proxy = true.
-        master_classes = {"puppet_enterprise::profile::master": {"enable_ca_proxy": True}}
     master_rule: list[Any] = ["or", ["=", "name", settings["primary"]]]
     if at_least((2019, 7)):
         # PE Compiler is PE Master's child, and rules are inherited: PE Master also

@@ -227,14 +227,13 @@ def classify_for_catalog(node: str) -> dict[str, Any]:
     Returns {classes, environment, parameters}; raises CatalogRefusedError otherwise."""
     s = settings()
     me = certname()
+    generation = profile()
+    if generation.puppetdb_legacy_api:  # PuppetDB 2.x: replace facts v3 names the node `name`
+        command = {"command": "replace facts", "version": 3, "payload": {"name": node, "values": {}}}
+    else:
+        command = {"command": "replace facts", "version": 5, "payload": {"certname": node}}
     try:
-        status, body = https(
-            "POST",
-            s["puppetdb"],
-            8081,
-            "/pdb/cmd/v1",
-            {"command": "replace facts", "version": 5, "payload": {"certname": node}},
-        )
+        status, body = https("POST", s["puppetdb"], 8081, generation.puppetdb_command_path(), command)
     except OSError as exc:
         raise CatalogRefusedError(f"{me}: PuppetDB refused this master's connection: {exc}") from exc
     if status != 200:

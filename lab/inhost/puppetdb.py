@@ -100,6 +100,11 @@ class Handler(common.JsonHandler):
         if not self.allowed():
             return
         parts = [unquote(p) for p in urlparse(self.path).path.split("/") if p]
+        # The generation's query API only (PuppetDB 2.x: /v3/..., 3.0+: /pdb/query/v4/...).
+        prefix = ["v3"] if common.profile().puppetdb_legacy_api else ["pdb", "query", "v4"]
+        if parts[: len(prefix)] != prefix:
+            return self.error(404, "not-found", self.path)
+        parts = ["pdb", "query", "v4", *parts[len(prefix) :]]
         with self.state.lock:
             if parts[:4] == ["pdb", "query", "v4", "nodes"]:
                 nodes = [n for n in self.state.nodes.values() if not n["deactivated"]]
@@ -129,7 +134,9 @@ class Handler(common.JsonHandler):
         path = urlparse(self.path).path
         if path == "/pelab/v1/reports":
             return self.store_report(self.body_bytes())
-        if path != "/pdb/cmd/v1":
+        legacy = common.profile().puppetdb_legacy_api
+        # PuppetDB 2.x: /v3/commands (and the experimental /v4/commands); 3.0+: /pdb/cmd/v1.
+        if path not in (("/v3/commands", "/v4/commands") if legacy else ("/pdb/cmd/v1",)):
             return self.error(404, "not-found", path)
         try:
             cmd = self.body_json() or {}
@@ -138,15 +145,22 @@ class Handler(common.JsonHandler):
         name = cmd.get("command")
         payload = cmd.get("payload")
         now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        # What each API's commands name the node: 2.x `replace facts` v3 {"name"}, `deactivate
+        # node` v2 "<certname>"; 3.0+ `replace facts` v5 and `deactivate node` v3 {"certname"}.
+        key = "name" if legacy else "certname"
         with self.state.lock:
-            if name == "replace facts" and isinstance(payload, dict) and payload.get("certname"):
-                node = self.state.node(payload["certname"])
+            if name == "replace facts" and isinstance(payload, dict) and payload.get(key):
+                node = self.state.node(payload[key])
                 node["facts_timestamp"] = now
                 node["deactivated"] = None
             elif name == "deactivate node":
-                certname = payload if isinstance(payload, str) else (payload or {}).get("certname")
+                if legacy:
+                    certname = payload if isinstance(payload, str) and cmd.get("version") in (1, 2) else None
+                else:
+                    certname = (payload or {}).get("certname") if isinstance(payload, dict) else None
                 if not certname:
-                    return self.error(400, "malformed-request", "deactivate node needs a certname")
+                    wanted = "a v2 certname string" if legacy else "a v3 {certname, producer_timestamp}"
+                    return self.error(400, "malformed-request", f"deactivate node: the payload is not {wanted}")
                 self.state.node(certname)["deactivated"] = now
             else:
                 return self.error(400, "malformed-request", f"unsupported command {name!r}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from lab.client import LabClient, LabHost
 from provider import haproxy
 
 PRIMARY = "primary.pelab.test"
+DEFAULT_GENERATION = "2019.8"  # lab.config.LabSettings' default profile
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -37,6 +40,23 @@ def install_agent(
     submit_csr(lab, host)
 
 
+@contextmanager
+def on_generation(lab: LabClient, version: str, host: LabHost | None = None) -> Iterator[None]:
+    """The lab switched to a PE generation's profile for the block, then back to the
+    default; `host` (if given) is bare before and after, its certificate gone from the CA."""
+    if host is not None:
+        clean_on_ca(lab, host.fqdn)
+        host.wipe_agent()
+    lab.set_pe_version(version)
+    try:
+        yield
+    finally:
+        lab.set_pe_version(DEFAULT_GENERATION)
+        if host is not None:
+            clean_on_ca(lab, host.fqdn)
+            host.wipe_agent()
+
+
 def submit_csr(lab: LabClient, host: LabHost) -> None:
     """With the service stopped the installer makes no run, so no CSR: submit one with the
     generation's agent CLI (Puppet 6+ `puppet ssl`, before `puppet certificate generate`)."""
@@ -53,11 +73,18 @@ def puppetserver(lab: LabClient) -> str:
 
 
 def clean_on_ca(lab: LabClient, certname: str) -> None:
-    lab.host("primary").run(f"{puppetserver(lab)} ca clean --certname {shlex.quote(certname)}")
+    """The generation's CA CLI: `puppet cert clean` up to PE 2018.1, `puppetserver ca` after."""
+    if lab.profile.has_puppet_cert:
+        lab.host("primary").run(f"puppet cert clean {shlex.quote(certname)}")
+    else:
+        lab.host("primary").run(f"{puppetserver(lab)} ca clean --certname {shlex.quote(certname)}")
 
 
 def sign(lab: LabClient, certname: str) -> None:
-    lab.host("primary").run(f"{puppetserver(lab)} ca sign --certname {shlex.quote(certname)}").check()
+    if lab.profile.has_puppet_cert:
+        lab.host("primary").run(f"puppet cert --allow-dns-alt-names sign {shlex.quote(certname)}").check()
+    else:
+        lab.host("primary").run(f"{puppetserver(lab)} ca sign --certname {shlex.quote(certname)}").check()
 
 
 def enroll(lab: LabClient, host: LabHost, alt_names: list[str] | None = None) -> None:
@@ -114,7 +141,7 @@ def lb_config(lab: LabClient) -> str:
 def pdb_node(lab: LabClient, certname: str) -> dict[str, Any] | None:
     primary = lab.host("primary")
     resp = requests.get(
-        f"https://puppetdb.pelab.test:8081/pdb/query/v4/nodes/{certname}",
+        f"https://puppetdb.pelab.test:8081{lab.profile.puppetdb_query_path(f'nodes/{certname}')}",
         cert=primary.cert_files(),
         verify=lab.ca_file,
         timeout=30,

@@ -117,7 +117,7 @@ def test_create_refresh_delete_on_pe_2019_8(lab: LabClient, server: ProviderServ
     again = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
     again.up(inputs)
     assert host.cert() == cert  # same certificate: not re-issued
-    assert "already signed with the requested alt names: skipped" in server.text()
+    assert "already signed with the requested alt names and extensions: skipped" in server.text()
 
     # What a batch-provisioned master's own resource checks: the identity its 8140 serves.
     verified = Engine(server, PeCompileMasterProvider(), f"verify-{short}", "PeCompileMaster").up(

@@ -165,6 +165,21 @@ def test_create_refuses_to_finish_while_the_digests_differ(lab: LabClient, serve
     assert lab.host("compile12").run(f"ls -A {CODE}/environments").stdout.strip() == ""
 
 
+def test_a_codedir_that_pe_file_sync_owns_is_refused(lab: LabClient, server: ProviderServer) -> None:
+    """PE 2015.3+ with Code Manager on: file sync overwrites the masters' live codedir, so a
+    second writer is refused before anything is set up (peadm checks the same file)."""
+    primary = lab.host("primary")
+    engine = Engine(server, FileSyncProvider(), "code-compile12", "FileSync")
+    primary.run(f"mkdir -p {Path(plan.CODE_MANAGER_CONF).parent} && touch {plan.CODE_MANAGER_CONF}").check()
+    try:
+        with pytest.raises(ProviderError) as refused:
+            engine.up(sync_inputs(lab, "compile12", "rsync"))
+        assert "Code Manager is configured" in refused.value.details and engine.state is None
+        assert lab.host("compile12").read("/etc/cron.d/pe-file-sync") is None
+    finally:
+        primary.run(f"rm -f {plan.CODE_MANAGER_CONF}").check()
+
+
 def test_nfs_mount_through_fstab_verified_with_findmnt(lab: LabClient, server: ProviderServer) -> None:
     host, primary = lab.host("compile11"), lab.host("primary")
     engine = Engine(server, FileSyncProvider(), "code-compile11", "FileSync")

@@ -16,7 +16,7 @@ import requests
 from lab.client import LabClient, LabHost
 from provider.errors import ClassifierError
 from provider.pe_api import Classifier, ClassifierAuth
-from tests.labtests.helpers import PRIMARY, clean_on_ca, install_agent, puppetserver
+from tests.labtests.helpers import PRIMARY, clean_on_ca, install_agent, on_generation, puppetserver
 
 pytestmark = pytest.mark.lab
 
@@ -63,42 +63,30 @@ def test_puppetserver_is_never_on_a_non_login_path(lab: LabClient) -> None:
 
 def test_puppet_5_has_no_puppet_ssl_and_submits_with_puppet_certificate(lab: LabClient) -> None:
     host = lab.host("compile10")
-    clean_on_ca(lab, host.fqdn)
-    lab.set_pe_version("2018.1")
-    try:
+    with on_generation(lab, "2018.1", host):
         install_agent(lab, host, ["compile10"])  # Puppet 5: `puppet certificate generate`
         assert f'"{host.fqdn}"' in lab.host("primary").run("puppet cert list").check().stdout
         refused = host.run("puppet ssl submit_request")
         assert refused.exit_status == 1 and "Unknown Puppet subcommand 'ssl'" in refused.stderr
         assert host.run("puppet --version").check().stdout.strip() == "5.5.22"
+        # Puppet Server 5 has no `ca` subcommand: the CA is `puppet cert` on the primary.
+        no_ca = lab.host("primary").run(f"{puppetserver(lab)} ca list --all")
+        assert no_ca.exit_status == 1 and "Unknown subcommand 'ca'" in no_ca.stderr
         assert host.run("puppet config delete --section main dns_alt_names").exit_status == 0  # Puppet 5.4+
-    finally:
-        lab.set_pe_version("2019.8")
-    clean_on_ca(lab, host.fqdn)
-    host.wipe_agent()
 
 
 def test_pe_2016_4_has_no_puppet_config_delete(lab: LabClient) -> None:
     host = lab.host("compile10")
-    clean_on_ca(lab, host.fqdn)
-    lab.set_pe_version("2016.4")
-    try:
+    with on_generation(lab, "2016.4", host):
         install_agent(lab, host, ["compile10"])
         refused = host.run("puppet config delete --section main dns_alt_names")
         assert refused.exit_status == 1 and "does not respond to action delete" in refused.stderr
         assert "dns_alt_names = compile10" in (host.read("/etc/puppet/puppet.conf") or "")
-    finally:
-        lab.set_pe_version("2019.8")
-    clean_on_ca(lab, host.fqdn)
-    host.wipe_agent()
 
 
 def test_pe_3_7_has_its_own_layout_no_puppet_ssl_and_an_installer_without_service_flags(lab: LabClient) -> None:
     host = lab.host("compile10")
-    clean_on_ca(lab, host.fqdn)
-    host.wipe_agent()
-    lab.set_pe_version("3.7")
-    try:
+    with on_generation(lab, "3.7", host):
         code, out = run_installer(lab, host, [f"main:certname={host.fqdn}", "--puppet-service-ensure", "stopped"])
         assert code != 0 and "unrecognised argument '--puppet-service-ensure'" in out
         code, out = run_installer(lab, host, [f"main:certname={host.fqdn}", "extension_requests:pp_auth_role=x"])
@@ -114,15 +102,36 @@ def test_pe_3_7_has_its_own_layout_no_puppet_ssl_and_an_installer_without_servic
         assert refused.exit_status == 1 and "Unknown Puppet subcommand 'ssl'" in refused.stderr
         assert host.run("puppet --version").check().stdout.strip() == "3.8.7"
         host.run("service pe-puppet stop").check()
-    finally:
-        lab.set_pe_version("2019.8")
-    clean_on_ca(lab, host.fqdn)
-    host.wipe_agent()
+        # PuppetDB 2.x: /v3/commands, and no /pdb/... API yet.
+        assert pdb_post(lab, "/pdb/cmd/v1", deactivate_v3(host.fqdn)).status_code == 404
+        assert pdb_post(lab, "/v3/commands", deactivate_v3(host.fqdn)).status_code == 400  # v2 takes a string
+        done = pdb_post(lab, "/v3/commands", {"command": "deactivate node", "version": 2, "payload": host.fqdn})
+        assert done.status_code == 200
+
+
+def deactivate_v3(certname: str) -> dict[str, object]:
+    payload = {"certname": certname, "producer_timestamp": "2026-01-01T00:00:00.000Z"}
+    return {"command": "deactivate node", "version": 3, "payload": payload}
+
+
+def pdb_post(lab: LabClient, path: str, body: dict[str, object]) -> requests.Response:
+    """A PuppetDB command as the primary sends it (its certificate is in the allowlist)."""
+    return requests.post(
+        f"https://puppetdb.pelab.test:8081{path}",
+        json=body,
+        cert=lab.host("primary").cert_files(),
+        verify=lab.ca_file,
+        timeout=30,
+    )
+
+
+def test_puppetdb_3_and_later_has_only_the_pdb_api(lab: LabClient) -> None:
+    assert pdb_post(lab, "/v3/commands", deactivate_v3("nobody.pelab.test")).status_code == 404
+    assert pdb_post(lab, "/pdb/cmd/v1", deactivate_v3("nobody.pelab.test")).status_code == 200
 
 
 def test_pe_2021_7_writes_allowlists_and_no_whitelists(lab: LabClient) -> None:
-    lab.set_pe_version("2021.7")
-    try:
+    with on_generation(lab, "2021.7"):
         for short, wanted, old in (
             ("puppetdb", "certificate-allowlist", "certificate-whitelist"),
             ("console", "rbac-certificate-allowlist", "rbac-certificate-whitelist"),
@@ -140,8 +149,6 @@ def test_pe_2021_7_writes_allowlists_and_no_whitelists(lab: LabClient) -> None:
             timeout=30,
         )
         assert resp.status_code == 200
-    finally:
-        lab.set_pe_version("2019.8")
     assert lab.host("puppetdb").read("/etc/puppetlabs/puppetdb/certificate-whitelist") is not None
     assert lab.host("puppetdb").read("/etc/puppetlabs/puppetdb/certificate-allowlist") is None
 

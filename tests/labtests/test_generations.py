@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import requests
 
 from components.program import main
 from lab.client import LabClient
@@ -21,12 +23,12 @@ from provider.pe_api import is_pinned
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import ProviderServer
-from tests.labtests.helpers import bare_masters, lab_stack_config, lb_stats, pdb_node, puppetserver
+from tests.labtests.helpers import bare_masters, lab_stack_config, lb_stats, on_generation, pdb_node
 
 pytestmark = pytest.mark.lab
 PP_AUTH_ROLE = "1.3.6.1.4.1.34380.1.3.13"
 # Profiles the product passes on today (README, "Supported PE generations").
-MATRIX = ("2019.8", "2021.7", "2023.8")
+MATRIX = ("3.7", "2016.4", "2018.1", "2019.8", "2021.7", "2023.8")
 FULL = os.environ.get("PELAB_MATRIX") == "full"
 SHAPE = (("compile02", "compile03"), ("compile02",), ()) if FULL else (("compile02",), ())
 
@@ -39,6 +41,11 @@ def server() -> Iterator[ProviderServer]:
 
 def up(lab: LabClient, run: GraphRun, shorts: tuple[str, ...], version: str) -> None:
     config = lab_stack_config(lab, shorts, **{"pe:version": version})
+    if not lab.profile.tokens:  # before PE 2015.3: a certificate in the console's allowlist
+        cert, key = lab.host("primary").cert_files()
+        del config["pe:rbacTokenFile"]
+        config["pe:classifierClientCert"] = Path(cert).read_text()
+        config["pe:classifierClientKeyFile"] = key
     run.up(run_program(main, stack="lab", config=config))
 
 
@@ -68,6 +75,9 @@ def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> No
             assert group["id"] in classified["groups"]
         else:
             assert is_pinned(lab.classifier().group("PE Master")["rule"], certname)
+        if not profile.aio:  # PE 3.x: enable_ca_proxy set by the product, applied by the master run
+            ca = requests.get(f"https://{certname}:8140/production/certificate/ca", verify=lab.ca_file, timeout=30)
+            assert ca.status_code == 200 and ca.text == Path(lab.ca_file).read_text()
         assert lb_stats(lab)[("puppet_compilers", certname)].is_healthy
         assert run.outputs(f"{certname}-pool")["status"] == "UP"
         code = run.outputs(f"{certname}-code")
@@ -83,7 +93,7 @@ def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> No
 
 def assert_removed(lab: LabClient, run: GraphRun, certname: str, serial: int) -> None:
     assert ("puppet_compilers", certname) not in lb_stats(lab)
-    assert lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {certname}").exit_status != 0
+    assert lab.ca_state(certname) is None  # revoked, then cleaned
     crl = lab.host("primary").run("openssl crl -in /var/lib/puppet/ssl/crl.pem -noout -text").stdout
     assert f"{serial:X}" in crl.replace(":", "").upper()  # revoked
     assert not is_pinned(lab.classifier().group("PE Master")["rule"], certname)
@@ -95,19 +105,16 @@ def assert_removed(lab: LabClient, run: GraphRun, certname: str, serial: int) ->
 def test_program_on_each_generation(lab: LabClient, server: ProviderServer, version: str) -> None:
     shorts = sorted({s for step in SHAPE for s in step})
     bare_masters(lab, shorts)
-    lab.set_pe_version(version)
     run = GraphRun(server)
-    try:
-        previous: tuple[str, ...] = ()
-        for step in SHAPE:
-            serials = {s: int(run.outputs(f"{s}.pelab.test-master")["cert_serial"]) for s in previous}
-            up(lab, run, step, version)
-            assert_serving(lab, run, step)
-            for gone in set(previous) - set(step):
-                assert_removed(lab, run, f"{gone}.pelab.test", serials[gone])
-            previous = step
-    finally:
+    with on_generation(lab, version):
         try:
-            run.destroy()
+            previous: tuple[str, ...] = ()
+            for step in SHAPE:
+                serials = {s: int(run.outputs(f"{s}.pelab.test-master")["cert_serial"]) for s in previous}
+                up(lab, run, step, version)
+                assert_serving(lab, run, step)
+                for gone in set(previous) - set(step):
+                    assert_removed(lab, run, f"{gone}.pelab.test", serials[gone])
+                previous = step
         finally:
-            lab.set_pe_version("2019.8")
+            run.destroy()

@@ -1,4 +1,4 @@
-"""The program end to end against the lab: Pulumi.lab.yaml's stack config, evaluated
+"""The program end to end against the lab's PE 2021.7 profile: Pulumi.lab.yaml's stack config, evaluated
 under set_mocks for the graph, each resource driven through the provider server in the
 engine's order (tests/harness/graph.py) - 0 -> 2 masters (compile01 a real second Puppet
 Server), 2 -> 3, 3 -> 1 - checking the hosts after each step."""
@@ -21,11 +21,14 @@ from provider.pe_api import is_pinned
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import ProviderServer
-from tests.labtests.helpers import bare_masters, lab_stack_config, lb_stats, puppetserver
+from tests.labtests.helpers import bare_masters, lab_stack_config, lb_stats, on_generation, puppetserver
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 SHORTS = ("compile01", "compile02", "compile03")
+# The generation most users run (PE 2021.7 LTS); every profile runs 0 -> 1 -> 0 in
+# test_generations.py.
+GENERATION = "2021.7"
 PP_AUTH_ROLE = "1.3.6.1.4.1.34380.1.3.13"
 
 
@@ -38,7 +41,8 @@ def server() -> Iterator[ProviderServer]:
 def up(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> int:
     """One `pulumi up` of the lab stack with these masters; returns the log position."""
     start = len(run.log)
-    run.up(run_program(main, stack="lab", config=lab_stack_config(lab, shorts)))
+    config = lab_stack_config(lab, shorts, **{"pe:version": GENERATION})
+    run.up(run_program(main, stack="lab", config=config))
     return start
 
 
@@ -83,7 +87,7 @@ def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> No
         cert = lab.host(short).cert()
         assert cert is not None and {"puppet", "puppet.pelab.test", short, certname} <= cert.sans
         assert run.outputs(f"{certname}-master")["cert_fingerprint"] == cert.fingerprint_sha256
-        # PE 2019.8: PE Compiler matches on the certificate's pp_auth_role (no pin).
+        # PE 2019.7+: PE Compiler matches on the certificate's pp_auth_role (no pin).
         role = cert.extensions.get(PP_AUTH_ROLE)
         assert role == "pe_compiler"
         trusted = {"trusted": {"certname": certname, "extensions": {"pp_auth_role": role}}}
@@ -104,10 +108,11 @@ def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> No
 def test_program_scales_out_and_in_against_the_lab(lab: LabClient, server: ProviderServer) -> None:
     bare_masters(lab, SHORTS)
     run = GraphRun(server)
-    try:
-        scale_out_and_in(lab, server, run)
-    finally:
-        run.destroy()  # the lab is shared with the other tests
+    with on_generation(lab, GENERATION):
+        try:
+            scale_out_and_in(lab, server, run)
+        finally:
+            run.destroy()  # the lab is shared with the other tests
 
 
 def scale_out_and_in(lab: LabClient, server: ProviderServer, run: GraphRun) -> None:

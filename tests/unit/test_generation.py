@@ -16,10 +16,11 @@ import pytest
 from provider import agent_runs, ca
 from provider import master_steps as steps
 from provider.compile_master_config import MasterConfig
-from provider.errors import ForeignAgentError, ProviderError
+from provider.errors import ForeignAgentError, ProviderError, SanMismatchError
 from provider.generation import PUPPET_BINARIES, Generation, generation_for, puppet_major_for
 from provider.primary import Primary
 from provider.ssh import CommandResult, SshSession, SshTarget
+from tests.unit.certs import key_and_cert
 
 AIO = "/opt/puppetlabs/bin"
 PE3 = "/opt/puppet/bin"
@@ -353,7 +354,8 @@ def test_the_first_sign_pass_after_install_submits_the_csr_itself_and_keeps_the_
         raise AssertionError(f"unexpected command {line!r}")
 
     host = ScriptedHost(answer)
-    requested = ca.CaEntry("c1.example.com", "requested", "AA:BB", frozenset({"c1", "puppet", "c1.example.com"}))
+    sans = frozenset({"c1", "puppet", "c1.example.com"})
+    requested = ca.CaEntry("c1.example.com", "requested", "AA:BB", sans, generation.extension_requests)
     view = ScriptedCa([{}, {"c1.example.com": requested}])
     ctx = context(host, version, view)
     ctx.agent = dict(SETTINGS)
@@ -424,3 +426,38 @@ def test_generation_is_frozen_data() -> None:
     assert isinstance(g, Generation)
     with pytest.raises(AttributeError):
         g.bin_dir = "/usr/bin"  # type: ignore[misc]
+
+
+def test_a_request_without_the_requested_extensions_is_never_signed() -> None:
+    """PE 2019.7+: PE Compiler matches pp_auth_role=pe_compiler in the certificate. A CSR
+    without it (csr_attributes.yaml missing when it was made) would make a master no group
+    matches: refused, naming what is missing and how to clean it."""
+
+    def answer(line: str) -> Answer:
+        if line.startswith("test -s "):
+            return 0, ""
+        if line.startswith("openssl req -in "):
+            return 0, "aabb  -\n"
+        raise AssertionError(f"unexpected command {line!r}")
+
+    host = ScriptedHost(answer)
+    bare = ca.CaEntry("c1.example.com", "requested", "AA:BB", frozenset({"c1", "puppet", "c1.example.com"}))
+    view = ScriptedCa([{"c1.example.com": bare}])
+    ctx = context(host, "2019.8", view)
+    ctx.agent = dict(SETTINGS)
+    with pytest.raises(SanMismatchError) as refused:
+        steps.sign_certificate(ctx)
+    assert "lacks the requested extension(s) pp_auth_role=pe_compiler" in str(refused.value)
+    assert view.signed == []
+
+
+def test_issued_certificates_are_read_for_their_authorization_extensions(tmp_path: Path) -> None:
+    role = "1.3.6.1.4.1.34380.1.3.13"
+    _, pem = key_and_cert(tmp_path, "c1.example.com", {role: b"\x0c\x0bpe_compiler"})  # DER UTF8String
+    issued = steps.IssuedCert.from_pem(pem)
+    assert issued.extensions == (("pp_auth_role", "pe_compiler"),)
+    generation = generation_for("2019.8")
+    assert steps.missing_extensions(issued.extensions, generation.extension_requests) == []
+    plain = steps.IssuedCert.from_pem(key_and_cert(tmp_path, "c2.example.com")[1])
+    assert steps.missing_extensions(plain.extensions, generation.extension_requests) == ["pp_auth_role=pe_compiler"]
+    assert steps.missing_extensions(plain.extensions, generation_for("2018.1").extension_requests) == []

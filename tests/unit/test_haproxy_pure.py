@@ -126,3 +126,11 @@ def test_runtime_answers_other_than_success_are_errors() -> None:
     assert haproxy.config_server_line(cfg, "puppet_compilers", "c1") == "10.0.0.1:8140 weight 5 check"
     assert haproxy.config_server_line(cfg, "puppet_compilers", "c2") is None
     assert haproxy.has_backend(cfg, "puppet_compilers") and not haproxy.has_backend(cfg, "other")
+
+
+def test_the_runtime_api_version_is_read_from_show_info() -> None:
+    info = "Name: HAProxy\nVersion: 2.6.12-1+deb12u1\nRelease_date: 2023/12/16\n"
+    assert haproxy.parse_version(info) == (2, 6)
+    assert haproxy.parse_version("Version: 2.4.22-0ubuntu0.22.04.3\n") == (2, 4) < haproxy.MIN_RUNTIME_VERSION
+    assert haproxy.parse_version("Version: 3.0.5\n") == (3, 0) >= haproxy.MIN_RUNTIME_VERSION
+    assert haproxy.parse_version("Unknown command\n") is None

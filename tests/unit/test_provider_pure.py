@@ -8,14 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from provider import ca, validation
 from provider.compile_master_config import MasterConfig
 from provider.master_steps import install_arguments
 from provider.pe_api import is_pinned, pin_rule, unpin_rule
 from provider.primary import parse_config_print
+from tests.unit.certs import key_and_cert
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -140,44 +139,13 @@ def test_remote_deadline_stops_the_command_and_its_children_on_the_host(tmp_path
     assert (quick.returncode, quick.stdout) == (3, "a b;$(id)")
 
 
-def _key_and_cert(tmp: Path, name: str) -> tuple[Path, bytes]:
-    """A private key file and a self-signed certificate (PEM) for it, naming `name` as
-    subject and SAN, usable as its own CA."""
-    import datetime
-
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)  # its own CA
-        .sign(key, hashes.SHA256())
-    )
-    key_path = tmp / f"{name}.key"
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return key_path, cert.public_bytes(serialization.Encoding.PEM)
-
-
 def test_download_cert_script_installs_only_a_certificate_for_the_hosts_own_key(tmp_path: Path) -> None:
     """Run the script for real, the CA's endpoint being a file:// tree: the certificate of
     the host's own key is installed (0644); one for another key is refused, nothing left."""
     import subprocess
 
-    key, cert = _key_and_cert(tmp_path, "c1.example.com")
-    _, foreign = _key_and_cert(tmp_path, "other")
+    key, cert = key_and_cert(tmp_path, "c1.example.com")
+    _, foreign = key_and_cert(tmp_path, "other")
     served = tmp_path / "ca" / "puppet-ca" / "v1" / "certificate"
     served.mkdir(parents=True)
     hostcert = tmp_path / "certs" / "c1.example.com.pem"
@@ -241,7 +209,7 @@ def _tls_server(tmp: Path, name: str) -> tuple[int, Path, bytes]:
     import ssl
     import threading
 
-    key_path, pem = _key_and_cert(tmp, name)
+    key_path, pem = key_and_cert(tmp, name)
     (tmp / "srv.pem").write_bytes(pem)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp / "srv.pem", key_path)

@@ -19,4 +19,10 @@ class puppet_enterprise::profile::master (
     command => '@INHOST@/bin/pelab-compile-service start',
     unless  => '@INHOST@/bin/pelab-compile-service status',
   }
+  # PE 3.x: with enable_ca_proxy a compile master forwards CA requests to the primary;
+  # without it they fail there (the lab's compile service reads this marker per request).
+  file { '/etc/puppetlabs/pelab-ca-proxy':
+    ensure  => $enable_ca_proxy ? { true => file, default => absent },
+    content => "enable_ca_proxy = true (puppet_enterprise::profile::master)\n",
+  }
 }

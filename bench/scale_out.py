@@ -222,7 +222,8 @@ def main() -> None:
             print(f"N={n}: {rows[-1].seconds:.1f}s ({spans})", flush=True)
     base = rows[0].seconds
     print()
-    print(f"knobs: {json.dumps(knobs)}; machine: {_machine()}")
+    profile = client.profile
+    print(f"knobs: {json.dumps(knobs)}; machine: {_machine()}; lab profile: {profile.label}")
     cores = os.cpu_count() or 1
     print(
         "| N | wall (s) | ratio to N=1 | PuppetDB runs | console runs | SSH conns/master | provider peak RSS MiB "

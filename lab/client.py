@@ -257,6 +257,18 @@ class LabClient:
             timeout=120,
         )
 
+    def ca_statuses(self) -> list[dict[str, Any]]:
+        """Every request and certificate on the real CA (its HTTP API, the primary's
+        certificate), whatever CLI the generation has."""
+        resp = requests.get(
+            f"https://{host_by_short('primary').fqdn}:8140/puppet-ca/v1/certificate_statuses/any_key",
+            cert=self.host("primary").cert_files(),
+            verify=self.ca_file,
+            timeout=30,
+        )
+        resp.raise_for_status()
+        return list(resp.json())
+
     def ca_state(self, certname: str) -> str | None:
         """The real CA's view of a certname (requested, signed, revoked), or None: read over
         its HTTP API with the primary's certificate, whatever CLI the generation has."""

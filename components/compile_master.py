@@ -17,6 +17,7 @@ import pulumi
 from components.settings import DeploymentSpec, HostAccess, MasterSpec
 from provider.compile_master import PeCompileMaster, PeCompileMasterArgs
 from provider.file_sync import FileSync, FileSyncArgs
+from provider.generation import generation_for
 from provider.pool_member import PoolMember, PoolMemberArgs
 
 TYPE = "pe:index:CompileMaster"
@@ -61,7 +62,8 @@ def master_entry(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def shared_master_inputs(spec: DeploymentSpec, creds: Credentials) -> dict[str, Any]:
-    """The inputs every master of the deployment shares: primary, PE version, classifier, deadlines."""
+    """The inputs every master of the deployment shares: primary, PE version, classifier,
+    PE-PostgreSQL's host (PE 2019.7+), deadlines."""
     out: dict[str, Any] = {
         "ssh_private_key": creds.ssh_private_key,
         "primary_host": spec.primary.host,
@@ -82,6 +84,11 @@ def shared_master_inputs(spec: DeploymentSpec, creds: Credentials) -> dict[str, 
             },
         ),
     }
+    if generation_for(spec.pe_version).compiler_puppetdb:
+        # PE 2019.7+: each new compiler's certificate is mapped in PE-PostgreSQL's pg_ident.conf.
+        # Older generations get none of these inputs, so their stacks' state sees no change.
+        out["database_host"] = spec.database.host
+        out.update(ssh_inputs("database_ssh", spec.database, spec, creds.ssh_private_key))
     if creds.rbac_token is not None:
         out["rbac_token"] = creds.rbac_token
     else:

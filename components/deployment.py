@@ -1,7 +1,9 @@
 """PeDeployment: a PE deployment's compile masters as one component - a CompileMaster per
 configured master (named by certname, so adding one never renames another) and ONE
 InfraRefresh that depends on all of them, so PuppetDB and the console each run once per
-change of the set, then every master joins the 8140 pool.
+change of the set, then every master joins the 8140 pool. From PE 2019.7 the masters
+get PE-PostgreSQL's host (pe:database) for their pg_ident.conf lines, and when that is not
+the PuppetDB host the InfraRefresh runs Puppet there first.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from components.compile_master import (
 )
 from components.settings import DeploymentSpec
 from provider.compile_master_batch import CompileMasterBatch, CompileMasterBatchArgs
+from provider.generation import generation_for
 from provider.infra_refresh import InfraRefresh, InfraRefreshArgs
 from provider.pool_admission import PoolAdmission, PoolAdmissionArgs
 
@@ -65,6 +68,10 @@ class PeDeployment(pulumi.ComponentResource):
             "puppetdb_whitelist": spec.puppetdb_allowlist,
             "console_whitelist": spec.console_allowlist,
         }
+        if generation_for(spec.pe_version).compiler_puppetdb and spec.database.host != spec.puppetdb.host:
+            # PE-PostgreSQL on a host of its own: its run comes first (peadm add_compiler.pp [S29]).
+            refresh_args["database_host"] = spec.database.host
+            refresh_args.update(ssh_inputs("database_ssh", spec.database, spec, creds.ssh_private_key))
         for key, arg in (("connect", "connect_timeout"), ("run", "run_timeout")):
             if key in spec.timeouts:
                 refresh_args[arg] = spec.timeouts[key]

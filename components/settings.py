@@ -24,6 +24,7 @@ OBJECT_KEYS = (
     "primary",
     "console",
     "puppetdb",
+    "database",
     "loadBalancer",
     "fileSync",
     "dnsAltNames",
@@ -97,6 +98,9 @@ class DeploymentSpec:
     classifier_url: str
     puppetdb: HostAccess
     puppetdb_url: str
+    # PE-PostgreSQL's host (pe:database, default pe:puppetdb's host access): from PE 2019.7
+    # compilers' PuppetDB authenticates there through pg_ident.conf (generation.compiler_puppetdb).
+    database: HostAccess
     # The certificate allowlists InfraRefresh checks: pe:puppetdb.allowlist and
     # pe:console.allowlist, else the PE generation's (...-whitelist up to 2019.x, ...-allowlist from 2021.1).
     puppetdb_allowlist: str
@@ -262,6 +266,10 @@ def parse(raw: dict[str, Any], secrets_present: set[str]) -> tuple[DeploymentSpe
     puppetdb_url = _str(puppetdb_obj, "url", "puppetdb.url", f"https://{puppetdb.host}:8081")
     if not puppetdb_url.startswith("https://"):
         raise ConfigError("puppetdb.url", "must be an https:// URL (PuppetDB's port 8081)")
+    # Only host access: PE-PostgreSQL's host is reached over SSH to edit pg_ident.conf and run Puppet.
+    database = puppetdb
+    if raw.get("database") is not None:
+        database = _access(_obj(raw, "database"), "database", user, known_hosts)
     puppetdb_allowlist = _str(puppetdb_obj, "allowlist", "puppetdb.allowlist", generation.puppetdb_allowlist)
     _check("puppetdb.allowlist", validation.path_error(puppetdb_allowlist, "allowlist"))
     console_allowlist = _str(console_obj, "allowlist", "console.allowlist", generation.console_allowlist)
@@ -285,6 +293,7 @@ def parse(raw: dict[str, Any], secrets_present: set[str]) -> tuple[DeploymentSpe
         classifier_url=classifier_url,
         puppetdb=puppetdb,
         puppetdb_url=puppetdb_url,
+        database=database,
         puppetdb_allowlist=puppetdb_allowlist,
         console_allowlist=console_allowlist,
         lb=lb,

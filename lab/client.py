@@ -150,9 +150,10 @@ class LabHost:
 
     def wipe_agent(self) -> None:
         """Back to a bare host: no PE packages (no `puppet` at all), no puppet.conf settings,
-        no SSL state, no compile service."""
+        no SSL state, no compile service, no PuppetDB."""
         self.run(
             f"{self.lab.root}/inhost/bin/pelab-compile-service stop; "
+            f"{self.lab.root}/inhost/bin/pelab-pe-puppetdb stop; rm -rf /etc/puppetlabs/puppetdb; "
             "for s in puppet pe-puppet; do service $s stop >/dev/null 2>&1; done; "
             f"{self.lab.root}/inhost/bin/pelab-pe-install remove; "
             "rm -rf /var/lib/puppet/ssl /etc/puppet/csr_attributes.yaml /var/cache/puppet/state/*; "

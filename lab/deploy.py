@@ -139,9 +139,11 @@ class Lab:
         self.apply_profile()
         self.setup_primary(current)
         self.bootstrap_infra_certs()
+        self.start_database()
         self.start_console_and_puppetdb()
         self.setup_lb()
         self.setup_control_repo()
+        self.wait_for_puppetdb()
         self.agent_run("puppetdb")
         self.agent_run("console")
         log("PuppetDB and console runs done (whitelists written by Puppet)")
@@ -189,6 +191,7 @@ class Lab:
     def render(self, text: str) -> str:
         return (
             text.replace("@PRIMARY@", host_by_short("primary").fqdn)
+            .replace("@PUPPETDB@", host_by_short("puppetdb").fqdn)
             .replace("@INHOST@", str(self.inhost))
             .replace("@ROOT@", str(self.root))
         )
@@ -226,9 +229,15 @@ class Lab:
         for spec in specs:
             paths = labhosts.HostPaths(self.root, spec)
             labhosts.prepare(paths, pub, known)
-            script = paths.dir / "etc-init.d" / "pe-puppetserver"
-            script.write_text(init)
-            script.chmod(0o755)
+            scripts = {"pe-puppetserver": init}
+            if spec.role in ("puppetdb", "compile"):
+                scripts["pe-puppetdb"] = service_init("pe-puppetdb", f"{self.inhost}/bin/pelab-pe-puppetdb")
+            if spec.role == "puppetdb":
+                scripts["pe-postgresql"] = service_init("pe-postgresql", f"{self.inhost}/bin/pelab-pe-postgresql")
+            for name, text in scripts.items():
+                script = paths.dir / "etc-init.d" / name
+                script.write_text(text)
+                script.chmod(0o755)
             labhosts.start(paths)
         log(f"{len(specs)} hosts running (sshd on 127.0.10.x:22)")
 
@@ -262,6 +271,14 @@ class Lab:
                         old.rename(wanted)
                     else:
                         old.unlink()
+        if labhosts.running_pid(self.paths("puppetdb")) is not None:
+            # PE-PostgreSQL's data at the generation's path; PuppetDB's allow-list setting
+            # named after the generation's file (a reload re-reads both).
+            if (self.paths("puppetdb").dir / "pgsql" / "data" / "PG_VERSION").exists():
+                self.run("puppetdb", [str(self.inhost / "bin" / "pelab-pe-postgresql"), "path"])
+            pdb = str(self.inhost / "bin" / "pelab-pe-puppetdb")
+            if self.run("puppetdb", [pdb, "status"], check=False).returncode == 0:
+                self.run("puppetdb", [pdb, "reload"], timeout=300)
         log(f"hosts set up as {profile.label} (Puppet {profile.puppet_major}, {profile.bin_dir})")
 
     # --- primary ----------------------------------------------------------------------
@@ -280,10 +297,22 @@ class Lab:
             "[server]\n"
             "node_terminus = exec\n"
             f"external_nodes = {self.inhost}/bin/pelab-enc\n"
-            "reports = store,http\n"
-            f"reporturl = https://{host_by_short('puppetdb').fqdn}:8081/pelab/v1/reports\n"
+            # Catalogs, facts and reports to the real PuppetDB (puppet-terminus-puppetdb),
+            # as a PE primary stores them; by the lab's own port (inhost/puppetdb.py).
+            "storeconfigs = true\n"
+            "storeconfigs_backend = puppetdb\n"
+            "reports = store,puppetdb\n"
             f"autosign = {self.root}/state/autosign.conf\n"
         )
+        terminus = {
+            "puppetdb.conf": f"[main]\nserver_urls = https://{host_by_short('puppetdb').fqdn}:8082\n",
+            "routes.yaml": "---\nserver:\n  facts:\n    terminus: puppetdb\n    cache: yaml\n",
+        }
+        terminus_changed = False
+        for name, text in terminus.items():
+            if not (etc / name).exists() or (etc / name).read_text() != text:
+                (etc / name).write_text(text)
+                terminus_changed = True
         autosign = self.root / "state" / "autosign.conf"
         autosign.write_text("".join(f"{n}\n" for n in [*infra_certnames(), host_by_short("lb").fqdn]))
         autosign.chmod(0o644)
@@ -294,7 +323,9 @@ class Lab:
             "    allow-authorization-extensions: true\n"
             "}\n"
         )
-        ca_changed = not (conf_d / "ca.conf").exists() or (conf_d / "ca.conf").read_text() != ca_conf
+        ca_changed = (
+            terminus_changed or not (conf_d / "ca.conf").exists() or (conf_d / "ca.conf").read_text() != ca_conf
+        )
         (conf_d / "ca.conf").write_text(ca_conf)
         # Puppet Server's legacy routes (`/<env>/certificate/<name>`, `/<env>/node/...`: the
         # Puppet 3 API that PE 3.x agents and tools speak, routed by every Puppet Server from
@@ -330,7 +361,7 @@ class Lab:
             check=True,
         )
         if ca_changed and self.primary_ready():
-            log("ca.conf changed: restarting Puppet Server (the CA reads it at start-up)")
+            log("ca.conf or the PuppetDB terminus changed: restarting Puppet Server (read at start-up)")
             self.stop_primary()
         if not self.primary_ready():
             self.start_primary()
@@ -430,6 +461,18 @@ class Lab:
             for future in [pool.submit(bootstrap, s) for s in ("console", "puppetdb", "lb")]:
                 future.result()
 
+    def start_database(self) -> None:
+        """PE-PostgreSQL, then the real PuppetDB on the PuppetDB host (not waited for here:
+        its JVM takes ~40 s, which the console, LB and control repo steps overlap)."""
+        self.run("puppetdb", [str(self.inhost / "bin" / "pelab-pe-postgresql"), "start"], timeout=180)
+        self.run("puppetdb", [str(self.inhost / "bin" / "pelab-pe-puppetdb"), "start"], timeout=120)
+        log("PE-PostgreSQL running; PuppetDB starting")
+
+    def wait_for_puppetdb(self) -> None:
+        t0 = time.monotonic()
+        self.run("puppetdb", [str(self.inhost / "bin" / "pelab-pe-puppetdb"), "start", "--wait"], timeout=360)
+        log(f"PuppetDB running (waited {time.monotonic() - t0:.1f}s)")
+
     def start_console_and_puppetdb(self) -> None:
         secret = self.root / "state" / "console-admin.json"
         if not secret.exists():
@@ -457,7 +500,7 @@ class Lab:
             wait_until(
                 functools.partial(port_open, spec.address, port), 30, f"{short} service did not listen on {port}"
             )
-        log("console (4433) and PuppetDB (8081) services running")
+        log("console (4433) and PuppetDB's front (8081) running")
         self.write_access_token()
 
     def console_request(
@@ -647,6 +690,23 @@ backend puppet_compilers
     http-check expect string running
     default-server inter 1s fall 2 rise 1 check check-ssl verify required ca-file /etc/haproxy/pe-ca.pem
 """
+
+
+def service_init(name: str, program: str) -> str:
+    """A SysV init script for one of PE's services in a lab host, so `service <name> ...`
+    (PE: `systemctl ... <name>`) drives the lab's program for it."""
+    return (
+        "#!/bin/sh\n"
+        "### BEGIN INIT INFO\n"
+        f"# Provides:          {name}\n"
+        "# Required-Start:    $remote_fs\n"
+        "# Required-Stop:     $remote_fs\n"
+        "# Default-Start:     2 3 4 5\n"
+        "# Default-Stop:      0 1 6\n"
+        f"# Short-Description: PE's {name} (the lab's)\n"
+        "### END INIT INFO\n"
+        f'exec "{program}" "$@"\n'
+    )
 
 
 def port_open(address: str, port: int) -> bool:

@@ -128,6 +128,35 @@ class Profile:
         """`nodes/<cn>` -> /v3/nodes/<cn> or /pdb/query/v4/nodes/<cn>."""
         return f"/v3/{endpoint}" if self.puppetdb_legacy_api else f"/pdb/query/v4/{endpoint}"
 
+    # --- PE-PostgreSQL and compilers' PuppetDB (§6, [S6,S29]) ------------------------------
+    @property
+    def postgresql_version(self) -> str:
+        """PE-PostgreSQL's major version, which names its data directory: 11 in 2019.8 (the
+        path in peadm's add_compiler plan [S29]); 14 from 2023 and 9.x before 2019 are
+        inferred (i) from PE's release notes, not from a cited source."""
+        v = self.pe_version
+        if v >= (2023, 0):
+            return "14"
+        if v >= (2019, 0):
+            return "11"
+        if v >= (2017, 3):
+            return "9.6"
+        return "9.4" if self.aio else "9.2"
+
+    @property
+    def postgresql_data(self) -> str:
+        """The data directory (pg_hba.conf, pg_ident.conf): /opt/puppetlabs/server/data/
+        postgresql/<v>/data on AIO; /opt/puppet/var/lib/pgsql/<v>/data on PE 3.x (i)."""
+        if self.aio:
+            return f"/opt/puppetlabs/server/data/postgresql/{self.postgresql_version}/data"
+        return f"/opt/puppet/var/lib/pgsql/{self.postgresql_version}/data"
+
+    @property
+    def compilers_run_puppetdb(self) -> bool:
+        """From 2019.7 PE Compiler declares the PuppetDB profile: each compiler runs PuppetDB
+        against PE-PostgreSQL, admitted by its certificate through pg_ident.conf [S6,S29]."""
+        return self.pe_version >= (2019, 7)
+
     # --- PuppetDB and console certificate lists (§6, §7, [S30,S31,S36,S37]) -------------
     @property
     def puppetdb_allowlist(self) -> str:

@@ -27,6 +27,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from provider import database_access as pgident
 from provider import master_steps as steps
 from provider.compile_master_config import (
     LOCAL_ONLY_KEYS,
@@ -58,6 +59,23 @@ def _sessions(cfg: MasterConfig, stack: ExitStack) -> tuple[SshSession, SshSessi
     host = stack.enter_context(SshSession(cfg.target, cfg.connect_timeout, cfg.secrets))
     primary = stack.enter_context(SshSession(cfg.primary_target, cfg.connect_timeout, cfg.secrets))
     return host, primary
+
+
+def database_session(cfg: MasterConfig, stack: ExitStack, primary: SshSession) -> SshSession | None:
+    """PE-PostgreSQL's host for the database steps (PE 2019.7+), opened up front so an
+    unreachable one fails before anything changes; the primary's session when it is the
+    same host (a standard installation). None when there is no database host."""
+    target = cfg.database_target
+    if not cfg.generation.compiler_puppetdb or target is None:
+        return None
+    if target == primary.target:
+        return primary
+    return stack.enter_context(SshSession(target, cfg.connect_timeout, cfg.secrets))
+
+
+def _converges(cfg: MasterConfig) -> bool:
+    """create/update run the steps themselves (not only verify what the batch did)."""
+    return not cfg.adopt and not cfg.batch_provisioned
 
 
 def _outputs(props: dict[str, Any], ctx: steps.Context, status: str) -> dict[str, Any]:
@@ -104,7 +122,8 @@ class PeCompileMasterProvider(ResourceProvider):
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
-            ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name))
+            database = database_session(cfg, stack, primary) if _converges(cfg) else None
+            ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name), database=database)
             if cfg.adopt:
                 adopt(ctx)
             elif cfg.batch_provisioned:
@@ -122,7 +141,8 @@ class PeCompileMasterProvider(ResourceProvider):
             return UpdateResult({**olds, **{k: v for k, v in news.items() if k != "__provider"}})
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
-            ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name))
+            database = database_session(cfg, stack, primary) if _converges(cfg) else None
+            ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name), database=database)
             if cfg.environmentpath and olds.get("environmentpath") != cfg.environmentpath:
                 puppet = cfg.generation.puppet_bin  # never on a non-login shell's PATH as `puppet` alone
                 setting = [puppet, "config", "set", "--section", "main", "environmentpath", cfg.environmentpath]
@@ -158,6 +178,10 @@ class PeCompileMasterProvider(ResourceProvider):
             up, _, _ = steps.compile_service_probe(ctx, ctx.agent.get("localcacert", ""))
             if not up:
                 drift.append("compile service not running")
+            elif cfg.generation.compiler_puppetdb:
+                up, last = steps.compiler_puppetdb_probe(ctx, ctx.agent.get("localcacert", ""))
+                if not up:
+                    drift.append(f"compiler PuppetDB not running ({last[:80]})")
             status = "running" if not drift else "drifted: " + "; ".join(drift)
             if drift:
                 log("refresh", status)
@@ -169,15 +193,24 @@ class PeCompileMasterProvider(ResourceProvider):
         serial = int(props["cert_serial"]) if str(props.get("cert_serial") or "").isdigit() else None
         with ExitStack() as stack:
             primary = stack.enter_context(SshSession(cfg.primary_target, cfg.connect_timeout, cfg.secrets))
+            try:  # before anything changes: the compiler's pg_ident.conf lines must go too (PE 2019.7+)
+                database = database_session(cfg, stack, primary)
+            except SshUnreachableError as exc:
+                raise ProviderError(
+                    f"[{cfg.database_host}] delete: the database host is unreachable ({exc}); {cfg.certname}'s "
+                    f"{pgident.IDENT_FILE} lines must be removed there, so nothing was changed. Make it reachable "
+                    "and run `pulumi up` (or `destroy`) again."
+                ) from exc
             try:
                 host: SshSession | None = stack.enter_context(SshSession(cfg.target, cfg.connect_timeout, cfg.secrets))
             except SshUnreachableError as exc:
                 log("delete", f"host unreachable ({exc}); removing it from PE anyway, host cleanup skipped")
                 host = None
-            ctx = steps.Context(cfg, host or primary, primary, log)
+            ctx = steps.Context(cfg, host or primary, primary, log, database=database)
             steps.fetch_ca_pem(ctx)
             steps.unclassify(ctx)
             steps.revoke_and_clean(ctx, serial)
+            steps.run_step(ctx, "remove database access", steps.remove_database_access)  # PE 2019.7+
             steps.deactivate_in_puppetdb(ctx)
             if host is not None:
                 steps.uninstall_agent(ctx)
@@ -219,6 +252,7 @@ def adopt(ctx: steps.Context) -> None:
     with ctx.classifier().opened() as classifier:
         ctx.group_id = str(classifier.group_by_name(cfg.generation.node_group)["id"])
     steps.compile_service(ctx)
+    steps.compiler_puppetdb(ctx)  # PE 2019.7+: a healthy compiler's own PuppetDB runs
     ctx.log("adopt", "healthy master taken over without reinstalling")
 
 
@@ -233,6 +267,13 @@ class SharedMasterArgs(TypedDict, total=False):
     primary_ssh_host_key: pulumi.Input[str]
     primary_ssh_known_hosts: pulumi.Input[str]
     primary_certname: pulumi.Input[str]
+    # PE-PostgreSQL's host, PE 2019.7+ (compilers' PuppetDB; provider/database_access.py)
+    database_host: pulumi.Input[str]
+    database_ssh_port: pulumi.Input[int]
+    database_ssh_user: pulumi.Input[str]
+    database_ssh_private_key: pulumi.Input[str]
+    database_ssh_host_key: pulumi.Input[str]
+    database_ssh_known_hosts: pulumi.Input[str]
     pe_version: pulumi.Input[str]
     classifier_url: pulumi.Input[str]
     rbac_token: pulumi.Input[str]
@@ -266,8 +307,8 @@ class PeCompileMasterArgs(SharedMasterArgs, total=False):
 
 class PeCompileMaster(Resource):
     """A compile master of PE. Inputs: see README ("PeCompileMaster"); secrets
-    (ssh_private_key, primary_ssh_private_key, rbac_token, classifier_client_key) are
-    wrapped as Pulumi secrets here, so they stay secret in state."""
+    (ssh_private_key, primary_ssh_private_key, database_ssh_private_key, rbac_token,
+    classifier_client_key) are wrapped as Pulumi secrets here, so they stay secret in state."""
 
     certname: pulumi.Output[str]
     cert_fingerprint: pulumi.Output[str]

@@ -5,9 +5,10 @@ dynamic resource of a deployment. With install + sign + two agent runs inside ea
 master's own create, 16 masters would run in 4 waves. This resource runs PeCompileMaster's
 steps (provider/master_steps.py, unchanged: every step checks first) for all masters that
 are new or changed, in threads, inside one create/update call - one SSH connection per
-master host and one shared connection to the primary. Each master's own PeCompileMaster
-(with `batch_provisioned`) then only verifies, quickly, so per-master previews stay
-readable and each master's create still fails if that master is not ready.
+master host and one shared connection to the primary (and, PE 2019.7+, to PE-PostgreSQL's
+host). Each master's own PeCompileMaster (with `batch_provisioned`) then only verifies,
+quickly, so per-master previews stay readable and each master's create still fails if
+that master is not ready.
 
 Failure is honest: if any master fails, the call fails and lists every failing master
 with its step and error; the others' work is kept (idempotent) and the next `up` resumes.
@@ -36,7 +37,7 @@ from pulumi.dynamic import (
 
 from provider import master_steps as steps
 from provider.batch_inputs import EntryList
-from provider.compile_master import SharedMasterArgs
+from provider.compile_master import SharedMasterArgs, database_session
 from provider.compile_master_config import LOCAL_ONLY_KEYS, SECRET_KEYS, MasterConfig, problems
 from provider.errors import ProviderError, StepFailedError
 from provider.primary import Primary
@@ -141,12 +142,15 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
         primary = stack.enter_context(SshSession(first.primary_target, first.connect_timeout, first.secrets))
         # One view of the CA for every thread: its settings and certificate are read once.
         shared_ca = Primary(primary, first.generation, first.primary_certname)
+        # PE 2019.7+: one connection to PE-PostgreSQL's host for every thread, like the primary's
+        # (the same one when the primary holds the database); opened before any master's work.
+        database = database_session(first, stack, primary)
 
         def one(cfg: MasterConfig) -> None:
             log = progress(cfg.resource_name)
             try:
                 with SshSession(cfg.target, cfg.connect_timeout, cfg.secrets) as host:
-                    steps.converge(steps.Context(cfg, host, primary, log, ca=shared_ca))
+                    steps.converge(steps.Context(cfg, host, primary, log, ca=shared_ca, database=database))
             except Exception as exc:  # collected: one master's failure must not hide the others'
                 first_line = str(exc).splitlines()[0] if str(exc) else ""
                 if isinstance(exc, StepFailedError):

@@ -14,7 +14,25 @@ from provider import inputs, validation
 from provider.generation import Generation, generation_for, parse_pe_version
 from provider.ssh import SshTarget
 
-SECRET_KEYS = ("ssh_private_key", "primary_ssh_private_key", "rbac_token", "classifier_client_key")
+SECRET_KEYS = (
+    "ssh_private_key",
+    "primary_ssh_private_key",
+    "database_ssh_private_key",
+    "rbac_token",
+    "classifier_client_key",
+)
+# The host of PE-PostgreSQL (PE 2019.7+: compilers' PuppetDB authenticates there, see
+# provider/database_access.py) and its SSH access. Stacks older than these inputs have none
+# in their state, so a change of any of them is local only: an update that records them,
+# never a replace and never a re-run of the masters' steps (the batch treats them alike).
+DATABASE_KEYS = (
+    "database_host",
+    "database_ssh_port",
+    "database_ssh_user",
+    "database_ssh_private_key",
+    "database_ssh_host_key",
+    "database_ssh_known_hosts",
+)
 
 # What a change of each input means (diff):
 # Inputs whose change needs no remote work at all (only the recorded value changes).
@@ -28,6 +46,7 @@ LOCAL_ONLY_KEYS = (
     "keep_agent_on_delete",
     "adopt",
     "batch_provisioned",
+    *DATABASE_KEYS,
 )
 REPLACE_KEYS = ("certname", "host", "dns_alt_names", "primary_host", "primary_certname", "pe_version", "node_group")
 UPDATE_KEYS = (
@@ -58,6 +77,12 @@ DEFAULTS: dict[str, Any] = {
     "primary_ssh_user": "root",
     "primary_ssh_host_key": "",
     "primary_ssh_known_hosts": "",
+    "database_host": "",
+    "database_ssh_port": 22,
+    "database_ssh_user": "root",
+    "database_ssh_private_key": "",
+    "database_ssh_host_key": "",
+    "database_ssh_known_hosts": "",
     "dns_alt_names": [],
     "environmentpath": "",
     "rbac_token": "",
@@ -106,6 +131,12 @@ class MasterConfig:
     primary_ssh_host_key: str
     primary_ssh_known_hosts: str = field(repr=False)
     primary_certname: str
+    database_host: str  # PE-PostgreSQL's host; "" before PE 2019.7 (and in older stacks' state)
+    database_ssh_port: int
+    database_ssh_user: str
+    database_ssh_private_key: str = field(repr=False)
+    database_ssh_host_key: str
+    database_ssh_known_hosts: str = field(repr=False)
     pe_version: str
     classifier_url: str
     rbac_token: str = field(repr=False)
@@ -144,6 +175,12 @@ class MasterConfig:
             primary_ssh_host_key=str(merged["primary_ssh_host_key"]),
             primary_ssh_known_hosts=str(merged["primary_ssh_known_hosts"]),
             primary_certname=str(merged["primary_certname"]),
+            database_host=str(merged["database_host"]),
+            database_ssh_port=int(merged["database_ssh_port"]),
+            database_ssh_user=str(merged["database_ssh_user"]),
+            database_ssh_private_key=str(merged["database_ssh_private_key"]),
+            database_ssh_host_key=str(merged["database_ssh_host_key"]),
+            database_ssh_known_hosts=str(merged["database_ssh_known_hosts"]),
             pe_version=str(merged["pe_version"]),
             classifier_url=str(merged["classifier_url"]),
             rbac_token=str(merged["rbac_token"]),
@@ -185,12 +222,29 @@ class MasterConfig:
         )
 
     @property
+    def database_target(self) -> SshTarget | None:
+        """PE-PostgreSQL's host, None when there is none (before PE 2019.7, older state)."""
+        if not self.database_host:
+            return None
+        return SshTarget(
+            self.database_host,
+            self.database_ssh_port,
+            self.database_ssh_user,
+            self.database_ssh_private_key,
+            self.database_ssh_host_key,
+            self.database_ssh_known_hosts,
+        )
+
+    @property
     def secrets(self) -> list[str]:
-        return [
-            s
-            for s in (self.ssh_private_key, self.primary_ssh_private_key, self.rbac_token, self.classifier_client_key)
-            if s
-        ]
+        keys = (
+            self.ssh_private_key,
+            self.primary_ssh_private_key,
+            self.database_ssh_private_key,
+            self.rbac_token,
+            self.classifier_client_key,
+        )
+        return [s for s in keys if s]
 
 
 def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
@@ -241,6 +295,8 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
         except ValueError as exc:
             out.append(("pe_version", str(exc)))
             generation = None
+        if generation is not None and generation.compiler_puppetdb:
+            out += database_problems(props)
         if (
             generation is not None
             and "rbac_token" in known
@@ -277,4 +333,22 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     out += inputs.timeout_problems(
         props, ("connect_timeout", "install_timeout", "sign_timeout", "run_timeout", "service_timeout", "api_timeout")
     )
+    return out
+
+
+DATABASE_REQUIRED = (
+    "database_host is required from PE 2019.7: compilers' PuppetDB authenticates to PE-PostgreSQL there "
+    "(its pg_ident.conf maps each compiler's certificate; the primary in a standard installation)"
+)
+
+
+def database_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
+    """PE 2019.7+: the database host and its SSH access (pinned key, private key)."""
+    host = props.get("database_host")
+    if not inputs.is_unknown(host) and not host:
+        return [("database_host", DATABASE_REQUIRED)]
+    out = inputs.ssh_problems(props, "database_ssh", "database_host")
+    key = props.get("database_ssh_private_key")
+    if not inputs.is_unknown(key) and not key:
+        out.append(("database_ssh_private_key", "database_ssh_private_key is required with database_host"))
     return out

@@ -12,8 +12,9 @@ their sources: shared/facts/pe-generations.md (section numbers below as "§n"):
   * §5: install.bash's `--puppet-service-ensure/-enable` (2016.4) and
     `extension_requests:` (used from 2019.7 for pp_auth_role);
   * §2: `/status/v1/simple` on 8140 from 2015.3;
-  * §6: PuppetDB's command endpoint (2.x `/v3/commands` in PE 3.x, `/pdb/cmd/v1` after) and
-    the allow-list files (`...whitelist` up to 2019.x, `...allowlist` from 2021.1);
+  * §6: PuppetDB's command endpoint (2.x `/v3/commands` in PE 3.x, `/pdb/cmd/v1` after),
+    the allow-list files (`...whitelist` up to 2019.x, `...allowlist` from 2021.1), and
+    compilers' own PuppetDB from 2019.7, admitted by PE-PostgreSQL through pg_ident.conf;
   * §7: the node group ("PE Compiler" by pp_auth_role from 2019.7), pinning (pin endpoint
     from 2016.1, rule rewrite before), RBAC tokens (2015.3) and their default lifetime;
   * §8: PE 3.x's masters group sets enable_ca_proxy on the master profile;
@@ -31,6 +32,14 @@ Classification = Literal["rule", "pin", "trusted"]
 # Where the `puppet` binary lives, newest generation first (§1): what a probe tries on a
 # host whose PE version is not an input (InfraRefresh's PuppetDB and console hosts).
 PUPPET_BINARIES = ("/opt/puppetlabs/bin/puppet", "/opt/puppet/bin/puppet")
+
+# The ident maps PE's database profile declares for PuppetDB's three roles, as peadm's
+# plans/add_compiler.pp adds them for a new compiler (§6 [S29]).
+PUPPETDB_PG_IDENT_MAPS = (
+    ("pe-puppetdb-pe-puppetdb-map", "pe-puppetdb"),
+    ("pe-puppetdb-pe-puppetdb-migrator-map", "pe-puppetdb-migrator"),
+    ("pe-puppetdb-pe-puppetdb-read-map", "pe-puppetdb-read"),
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,15 @@ class Generation:
     # `enable_ca_proxy = true` on puppet_enterprise::profile::master in PE Master (§8 [S1]),
     # so compile masters proxy CA requests to the primary.
     master_class_params: tuple[tuple[str, Any], ...] = ()
+    # From PE 2019.7 a compiler runs its own PuppetDB against PE-PostgreSQL, which admits it
+    # by its Puppet certificate: pg_ident.conf must map its certname to each PuppetDB role
+    # (`<map> <certname> <role>`), then PostgreSQL is reloaded - what peadm's
+    # plans/add_compiler.pp does before the compiler's first run (pe-generations.md §6 [S29]).
+    compiler_puppetdb: bool = False
+    pg_ident_maps: tuple[tuple[str, str], ...] = ()  # (map name, database role)
+    # PE keeps the cluster under its PostgreSQL major version; upgrades leave old ones behind.
+    postgresql_data_glob: str = "/opt/puppetlabs/server/data/postgresql/*/data"
+    postgresql_service: str = "pe-postgresql"
 
     @property
     def label(self) -> str:
@@ -146,4 +164,6 @@ def generation_for(pe_version: str, node_group: str | None = None) -> Generation
         token_lifetime_default="1h" if version >= (2019, 7) else ("5m" if version >= (2015, 3) else ""),
         crl_section="server" if puppet_major >= 6 else "master",
         master_class_params=(("enable_ca_proxy", True),) if pe3 else (),
+        compiler_puppetdb=compiler_era,
+        pg_ident_maps=PUPPETDB_PG_IDENT_MAPS if compiler_era else (),
     )

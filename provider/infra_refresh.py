@@ -2,6 +2,10 @@
 compile masters - PE's "run Puppet on PuppetDB, then on the console" after new masters,
 done once for the whole batch instead of once per master.
 
+From PE 2019.7, when PE-PostgreSQL has a host of its own (`database_host`, optional), a
+run there comes first, as in peadm's add_compiler.pp (compiler, then PostgreSQL host, then
+PuppetDB [S29]); it has no allowlist to check.
+
 Each run is a real agent run on that host (run lock waited out, deadline); after each,
 the host's certificate allowlist must list every master, or the step fails naming the
 ones missing. Refresh re-reads both allowlists; a master missing from one is drift, and
@@ -37,10 +41,13 @@ from provider.errors import ProviderError
 from provider.progress import progress, resource_inputs
 from provider.ssh import SshSession, SshTarget
 
-SECRET_KEYS = ("puppetdb_ssh_private_key", "console_ssh_private_key")
+SECRET_KEYS = ("puppetdb_ssh_private_key", "console_ssh_private_key", "database_ssh_private_key")
 DEFAULTS: dict[str, Any] = {
     **inputs.ssh_defaults("puppetdb_ssh"),
     **inputs.ssh_defaults("console_ssh"),
+    **inputs.ssh_defaults("database_ssh"),
+    "database_host": "",
+    "database_ssh_private_key": "",
     "masters": [],
     # PE up to 2019.x; a PeDeployment passes its generation's paths (2021.1+: ...-allowlist).
     "puppetdb_whitelist": "/etc/puppetlabs/puppetdb/certificate-whitelist",
@@ -59,6 +66,15 @@ LOCAL_ONLY_KEYS = (
     "console_ssh_known_hosts",
     "connect_timeout",
     "run_timeout",
+    # PE-PostgreSQL's host (PE 2019.7+, when not the PuppetDB host): its run matters once the
+    # set of masters changes, so adding it to an existing stack (absent from older state)
+    # re-runs nothing.
+    "database_host",
+    "database_ssh_port",
+    "database_ssh_user",
+    "database_ssh_private_key",
+    "database_ssh_host_key",
+    "database_ssh_known_hosts",
 )
 INPUT_KEYS = (
     "masters",
@@ -81,6 +97,7 @@ class RefreshConfig:
     masters: list[str]
     puppetdb: SshTarget
     console: SshTarget
+    database: SshTarget | None  # PE-PostgreSQL's host when it is not the PuppetDB host
     puppetdb_whitelist: str
     console_whitelist: str
     connect_timeout: float
@@ -95,22 +112,36 @@ class RefreshConfig:
             masters=sorted({str(c) for c in m["masters"]}),
             puppetdb=inputs.ssh_target(m, "puppetdb_ssh", "puppetdb_host"),
             console=inputs.ssh_target(m, "console_ssh", "console_host"),
+            database=inputs.ssh_target(m, "database_ssh", "database_host")
+            if m["database_host"] and m["database_host"] != m["puppetdb_host"]
+            else None,
             puppetdb_whitelist=str(m["puppetdb_whitelist"]),
             console_whitelist=str(m["console_whitelist"]),
             connect_timeout=float(m["connect_timeout"]),
             run_timeout=float(m["run_timeout"]),
-            secrets=[str(m["puppetdb_ssh_private_key"]), str(m["console_ssh_private_key"])],
+            secrets=[str(m[f"{p}_ssh_private_key"]) for p in ("puppetdb", "console", "database")],
         )
 
     def stages(self) -> list[tuple[str, SshTarget, str]]:
-        """In PE's order: PuppetDB first (the console's run needs PuppetDB to know the masters)."""
-        return [("PuppetDB", self.puppetdb, self.puppetdb_whitelist), ("console", self.console, self.console_whitelist)]
+        """In PE's order: PuppetDB first (the console's run needs PuppetDB to know the masters).
+        Before both, PE-PostgreSQL's host when it is another one (PE 2019.7+; peadm's
+        add_compiler.pp runs the compiler, then the PostgreSQL host, then PuppetDB [S29]);
+        it has no allowlist to check ("")."""
+        database = [("database", self.database, "")] if self.database is not None else []
+        return [
+            *database,
+            ("PuppetDB", self.puppetdb, self.puppetdb_whitelist),
+            ("console", self.console, self.console_whitelist),
+        ]
 
 
 def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     out = inputs.required_problems(props, REQUIRED)
     out += inputs.ssh_problems(props, "puppetdb_ssh", "puppetdb_host")
     out += inputs.ssh_problems(props, "console_ssh", "console_host")
+    if props.get("database_host"):  # optional: PE-PostgreSQL's host (unknown in preview counts as given)
+        out += inputs.ssh_problems(props, "database_ssh", "database_host")
+        out += inputs.required_problems(props, ("database_ssh_private_key",))
     masters = props.get("masters", [])
     if not inputs.is_unknown(masters):
         if not isinstance(masters, list):
@@ -176,6 +207,10 @@ class Refresh:
                         f"printed {path!r}, not the run lock's path"
                     )
                 agent_runs.agent_run(session, f"{label} run", self.cfg.run_timeout, self.log, path, puppet)
+                if not allowlist:  # the database host: its run maps the masters, nothing to list
+                    self.log(f"{label} run", f"done in {time.monotonic() - t0:.1f}s")
+                    runs[label] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                    continue
                 missing = self.missing(session, allowlist)
                 if missing:
                     raise ProviderError(
@@ -190,6 +225,8 @@ class Refresh:
     def drift(self) -> list[str]:
         out = []
         for label, target, allowlist in self.cfg.stages():
+            if not allowlist:
+                continue
             with self.session(target) as session:
                 missing = self.missing(session, allowlist)
             if missing:
@@ -256,6 +293,12 @@ class InfraRefreshArgs(TypedDict, total=False):
     console_ssh_private_key: pulumi.Input[str]
     console_ssh_host_key: pulumi.Input[str]
     console_ssh_known_hosts: pulumi.Input[str]
+    database_host: pulumi.Input[str]
+    database_ssh_port: pulumi.Input[int]
+    database_ssh_user: pulumi.Input[str]
+    database_ssh_private_key: pulumi.Input[str]
+    database_ssh_host_key: pulumi.Input[str]
+    database_ssh_known_hosts: pulumi.Input[str]
     puppetdb_whitelist: pulumi.Input[str]
     console_whitelist: pulumi.Input[str]
     connect_timeout: pulumi.Input[float]

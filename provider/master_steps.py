@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives import hashes
 
 from provider import agent_runs as runs
 from provider import ca, services
+from provider import database_access as pgident
 from provider.agent_runs import RUN_LOCK_SETTING, file_exists
-from provider.compile_master_config import MasterConfig
+from provider.compile_master_config import DATABASE_REQUIRED, MasterConfig
 from provider.errors import (
     CaRefusedError,
     ClassifierError,
@@ -220,6 +221,9 @@ class Context:
     log: Callable[[str, str], None]
     # The CA's side of the steps; a CompileMasterBatch passes one that all its threads share.
     ca: Primary | None = None
+    # PE-PostgreSQL's host (PE 2019.7+; the primary's session when it is the same host):
+    # opened by the caller like the primary's, shared by a CompileMasterBatch's threads.
+    database: SshSession | None = None
     # discovered along the way
     agent: dict[str, str] = field(default_factory=dict)
     ca_pem: str = ""
@@ -557,6 +561,72 @@ def check_extensions(cfg: MasterConfig, issued: IssuedCert) -> None:
         )
 
 
+def require_database(ctx: Context, step: str) -> SshSession:
+    """The database host's session; check() refuses a 2019.7+ master without one."""
+    if ctx.database is None:
+        raise ProviderError(f"[{ctx.cfg.host}] step '{step}': {DATABASE_REQUIRED}")
+    return ctx.database
+
+
+def database_data_dir(ctx: Context, session: SshSession, step: str) -> str:
+    """The running PE-PostgreSQL cluster's data directory on the database host."""
+    generation = ctx.cfg.generation
+    probe = session.run(pgident.probe_script(generation.postgresql_data_glob), timeout=60)
+    probe.check(step, "look for PE-PostgreSQL's data directory")
+    try:
+        return pgident.data_dir_from_probe(probe.stdout, session.target.label, generation.postgresql_data_glob)
+    except ProviderError as exc:
+        raise ProviderError(f"[{session.target.label}] step '{step}': {exc}") from None
+
+
+def database_access(ctx: Context) -> None:
+    """PE 2019.7+: PE-PostgreSQL maps this compiler's certificate to PuppetDB's roles in
+    pg_ident.conf (and has reloaded it) before the compiler's first run starts its
+    PuppetDB - peadm's plans/add_compiler.pp (pe-generations.md §6 [S29])."""
+    cfg = ctx.cfg
+    generation = cfg.generation
+    if not generation.compiler_puppetdb:
+        return
+    session = require_database(ctx, "database access")
+    data_dir = database_data_dir(ctx, session, "database access")
+    script = pgident.ensure_script(data_dir, cfg.certname, generation.pg_ident_maps, generation.postgresql_service)
+    result = session.run(script, timeout=pgident.SCRIPT_TIMEOUT)
+    result.check("database access", f"map {cfg.certname} in {data_dir}/{pgident.IDENT_FILE}")
+    change = pgident.parse_summary(result.stdout)
+    did = f"{change.lines} lines added for {cfg.certname}" if change.lines else f"{cfg.certname} already mapped"
+    reloaded = f", {generation.postgresql_service} reloaded" if change.reloaded else ""
+    ctx.log("database access", f"{pgident.IDENT_FILE}: {did}{reloaded} ({session.target.label}:{data_dir})")
+
+
+def remove_database_access(ctx: Context) -> None:
+    """PE 2019.7+, on delete: this compiler's own pg_ident.conf lines go (no other
+    certname's), and PostgreSQL reloads. Undocumented by PE (pe-generations.md §8): the
+    reverse of what database_access added."""
+    cfg = ctx.cfg
+    generation = cfg.generation
+    if not generation.compiler_puppetdb:
+        return
+    step = "remove database access"
+    if ctx.database is None:  # state recorded before the database inputs existed
+        lines = "; ".join(pgident.ident_lines(cfg.certname, generation.pg_ident_maps))
+        ctx.log(
+            step,
+            f"no database_host in this master's state (recorded by an older version): its {pgident.IDENT_FILE} "
+            f"lines stay on the PE-PostgreSQL host; remove them there and reload {generation.postgresql_service}: "
+            f"{lines}",
+        )
+        return
+    session = ctx.database
+    data_dir = database_data_dir(ctx, session, step)
+    script = pgident.remove_script(data_dir, cfg.certname, generation.pg_ident_maps, generation.postgresql_service)
+    result = session.run(script, timeout=pgident.SCRIPT_TIMEOUT)
+    result.check(step, f"remove {cfg.certname}'s lines from {data_dir}/{pgident.IDENT_FILE}")
+    change = pgident.parse_summary(result.stdout)
+    did = f"{change.lines} lines of {cfg.certname} removed" if change.lines else f"no line maps {cfg.certname}"
+    reloaded = f", {generation.postgresql_service} reloaded" if change.reloaded else ""
+    ctx.log(step, f"{pgident.IDENT_FILE}: {did}{reloaded} ({session.target.label}:{data_dir})")
+
+
 def first_run(ctx: Context) -> None:
     agent_run(ctx, ctx.host, "first agent run", ctx.cfg.run_timeout)
     ctx.log("first agent run", "done")
@@ -638,14 +708,58 @@ def compile_service(ctx: Context, cafile: str = "") -> None:
     )
 
 
+PUPPETDB_LOG = "/var/log/puppetlabs/puppetdb/puppetdb.log"
+
+
+def compiler_puppetdb_probe(ctx: Context, cafile: str) -> tuple[bool, str]:
+    """(up, last answer): the compiler's own PuppetDB (PE 2019.7+) on 8081, asked on the
+    master itself, says `running` - out of maintenance mode, its PE-PostgreSQL read and
+    write connections up, which is what pg_ident.conf's lines allow."""
+    url = f"https://{ctx.cfg.certname}:8081/status/v1/services/puppetdb-status"
+    result = ctx.host.run(["curl", "-sS", "--max-time", "10", "--cacert", cafile, url], timeout=30)
+    state, detail = pgident.puppetdb_state(result.stdout)
+    up = result.exit_status == 0 and state == "running"
+    if result.exit_status != 0 or not state:
+        return up, (result.stdout + result.stderr).strip()[:200] or f"curl exit {result.exit_status}"
+    return up, state + (f" ({detail})" if detail else "")
+
+
+def compiler_puppetdb(ctx: Context, cafile: str = "") -> None:
+    """PE 2019.7+: the compiler's own PuppetDB reports `running` within service_timeout."""
+    cfg = ctx.cfg
+    generation = cfg.generation
+    if not generation.compiler_puppetdb:
+        return
+    cafile = cafile or ctx.agent.get("localcacert", "")
+    deadline = time.monotonic() + cfg.service_timeout
+    last = ""
+    while time.monotonic() < deadline:
+        up, last = compiler_puppetdb_probe(ctx, cafile)
+        if up:
+            ctx.log("compiler PuppetDB", f"https://{cfg.certname}:8081 says running")
+            ctx.installed["compiler_puppetdb"] = True
+            return
+        time.sleep(2)
+    first_map, first_role = generation.pg_ident_maps[0]
+    raise DeadlineError(
+        f"[{cfg.host}] step 'compiler PuppetDB': the compiler's PuppetDB did not report running within "
+        f"{cfg.service_timeout:.0f}s (last answer: {last!r}). Check {pgident.IDENT_FILE} on the database host "
+        f"({cfg.database_host or 'database_host'}) for `{first_map} {cfg.certname} {first_role}` and its -migrator "
+        f"and -read lines, and the compiler's {PUPPETDB_LOG} (`certificate authentication failed` means a "
+        "missing line or a PostgreSQL not reloaded)"
+    )
+
+
 CREATE_STEPS: tuple[tuple[str, Callable[[Context], None]], ...] = (
     ("install", install_agent),
     ("sign", sign_certificate),
     ("verify certificate", verify_certificate),
+    ("database access", database_access),  # PE 2019.7+ only (peadm add_compiler.pp: before the run)
     ("first agent run", first_run),
     ("classify", classify),
     ("master run", master_run),
     ("compile service", compile_service),
+    ("compiler PuppetDB", compiler_puppetdb),  # PE 2019.7+ only
 )
 AGAIN = "then run `pulumi up` again: finished steps are checked and skipped, nothing is done twice."
 ADVICE = {
@@ -663,6 +777,14 @@ ADVICE = {
     "client certificate) is valid; " + AGAIN,
     "master run": "read the run's output above; " + AGAIN,
     "compile service": "check pe-puppetserver on the host and its log; " + AGAIN,
+    "database access": "check that PE-PostgreSQL runs on the database host (`systemctl status pe-postgresql`) and "
+    "that the SSH user there may edit its data directory's pg_ident.conf (root); " + AGAIN,
+    "compiler PuppetDB": "check pe-puppetdb on the compiler (`systemctl status pe-puppetdb`, "
+    f"{PUPPETDB_LOG}), that it reaches PE-PostgreSQL on 5432, and the compiler's three lines in the database "
+    "host's pg_ident.conf; " + AGAIN,
+    "remove database access": "check that PE-PostgreSQL runs on the database host and that the SSH user there may "
+    "edit its data directory's pg_ident.conf (root); what the delete did already is checked and skipped: run "
+    "`pulumi up` (or `destroy`) again.",
 }
 SSH_ADVICE = (
     "the SSH connection to the host was lost or refused: check that the host is up and its sshd answers with the "
@@ -762,8 +884,9 @@ def verify_ready(ctx: Context) -> None:
     most of this check): the CA signed our certname with the requested SANs; the host's
     8140 serves exactly that certificate (so the host holds its key) under its certname,
     verified against the PE CA; the classifier puts it in the masters' group; and the
-    compile service says `running`. The agent's own settings were checked by the batch's
-    preflight, which refuses a host whose agent is not ours."""
+    compile service (from PE 2019.7 also the compiler's own PuppetDB) says `running`. The
+    agent's own settings were checked by the batch's preflight, which refuses a host whose
+    agent is not ours."""
     cfg = ctx.cfg
     ca_pem = fetch_ca_pem(ctx)
     cafile = f"/tmp/pe-compile-masters-{cfg.certname}-verify-ca.pem"  # per certname: hosts may share /tmp
@@ -778,6 +901,7 @@ def verify_ready(ctx: Context) -> None:
                 raise ClassifierError(f"step 'verify': {cfg.certname} is not classified in {cfg.generation.node_group}")
         ctx.log("verify", f"classified in {cfg.generation.node_group}")
         compile_service(ctx, cafile)
+        compiler_puppetdb(ctx, cafile)  # PE 2019.7+: its own PuppetDB, admitted by PE-PostgreSQL
     finally:
         ctx.host.run(["rm", "-f", cafile], timeout=30)
 
@@ -885,6 +1009,8 @@ def uninstall_agent(ctx: Context) -> None:
     generation = cfg.generation
     ctx.host.run(services.service_script(generation.agent_service, "stopped", enable=False), timeout=120)
     ctx.host.run(services.service_script("pe-puppetserver", "stopped", enable=False), timeout=180)
+    if generation.compiler_puppetdb:  # PE 2019.7+: its own PuppetDB, whose database access is gone
+        ctx.host.run(services.service_script("pe-puppetdb", "stopped", enable=False), timeout=180)
     if cfg.keep_agent_on_delete or not agent:
         return
     if agent.get("certname") != cfg.certname:

@@ -66,3 +66,12 @@ def service_script(name: str, ensure: str, enable: bool | None = None, marker: s
         f'if [ "$state" != {ensure} ]; then echo "service {name} is $state, not {ensure}" >&2; exit 1; fi\n'
         f"echo {ensure}\n"
     )
+
+
+def reload_script(name: str, marker: str = SYSTEMD_MARKER) -> str:
+    """Reload `name` (re-read its configuration, no restart): `systemctl reload <name>.service`
+    where systemd is PID 1, else `service <name> reload`; the script's exit status is the
+    reload's."""
+    n = shlex.quote(name)
+    unit = shlex.quote(f"{name}.service")
+    return f"if {_is_systemd(marker)}; then systemctl reload {unit}; else service {n} reload; fi"

@@ -10,6 +10,8 @@ APT_PACKAGES=(
   haproxy socat                  # the load balancer and its runtime API client
   openssh-server openssh-client  # one sshd per lab host
   rsync r10k git cron            # code sync between masters and its periodic job
+  puppetdb puppet-terminus-puppetdb  # the real PuppetDB (7.12) and the primary's terminus for it
+  postgresql                     # PE-PostgreSQL's stand-in: a real PostgreSQL 15 cluster
   openssl curl ca-certificates
   python3 python3-yaml python3-venv  # in-host lab services run on the machine's python3
   util-linux iproute2 procps psmisc  # unshare, nsenter, findmnt, pgrep
@@ -30,6 +32,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # PuppetDB's package would otherwise have dbconfig-common set up a database in the
+  # machine's own PostgreSQL cluster; the lab runs its own cluster in the PuppetDB host.
+  echo "puppetdb puppetdb/dbconfig-install boolean false" | debconf-set-selections
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   if [ "$created_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi

@@ -119,7 +119,9 @@ def seed_groups(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "PE Compiler",
                 master["id"],
                 ["and", ["=", ["trusted", "extensions", "pp_auth_role"], "pe_compiler"]],
-                {},
+                # A compiler runs its own PuppetDB (against PE-PostgreSQL), so PE Compiler
+                # declares the PuppetDB profile too (pe-generations.md §6 [S6]).
+                {"puppet_enterprise::profile::puppetdb": {}},
             )
         )
     return {g["id"]: g for g in groups}

@@ -231,7 +231,9 @@ def classify_for_catalog(node: str) -> dict[str, Any]:
     if generation.puppetdb_legacy_api:  # PuppetDB 2.x: replace facts v3 names the node `name`
         command = {"command": "replace facts", "version": 3, "payload": {"name": node, "values": {}}}
     else:
-        command = {"command": "replace facts", "version": 5, "payload": {"certname": node}}
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        payload = {"certname": node, "environment": "production", "producer_timestamp": stamp, "producer": me}
+        command = {"command": "replace facts", "version": 5, "payload": {**payload, "values": {}}}
     try:
         status, body = https("POST", s["puppetdb"], 8081, generation.puppetdb_command_path(), command)
     except OSError as exc:

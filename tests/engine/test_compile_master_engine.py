@@ -26,6 +26,9 @@ def good_inputs(**overrides: Any) -> dict[str, Any]:
         "primary_ssh_private_key": Secret("-----BEGIN OPENSSH PRIVATE KEY-----\ny\n"),
         "primary_ssh_host_key": HOST_KEY,
         "primary_certname": "primary.example.com",
+        "database_host": NOWHERE,  # PE 2019.7+: PE-PostgreSQL's host
+        "database_ssh_private_key": Secret("-----BEGIN OPENSSH PRIVATE KEY-----\ny\n"),
+        "database_ssh_host_key": HOST_KEY,
         "pe_version": "2019.8",
         "classifier_url": f"https://{NOWHERE}:4433",
         "rbac_token": Secret("0TOKENtoken"),
@@ -144,7 +147,8 @@ def test_the_resource_pickles_its_provider_and_keeps_secrets_secret_under_mocks(
 
     registered = by_name(run_program(program), "compile01")
     assert registered.type == "pulumi-python:dynamic:Resource"
-    assert {"ssh_private_key", "primary_ssh_private_key", "rbac_token", "__provider"} <= registered.secret_inputs
+    secret = {"ssh_private_key", "primary_ssh_private_key", "database_ssh_private_key", "rbac_token", "__provider"}
+    assert secret <= registered.secret_inputs
     assert "certname" not in registered.secret_inputs
     assert registered.delete_before_replace
     assert registered.inputs["resource_name"] == "compile01"
@@ -214,3 +218,81 @@ def test_batch_old_outputs_do_not_count_as_changed_inputs() -> None:
     olds = batch_inputs(entry(1), entry(2))
     recorded = CompileMasterBatchProvider.outputs(olds, ["compile01.example.com"])  # what the engine hands back
     assert to_converge(recorded, batch_inputs(entry(1), entry(2), entry(3))) == [entry(3)]
+
+
+# --- PE 2019.7+: PE-PostgreSQL's host (compilers' PuppetDB, pg_ident.conf) -----------------
+DATABASE_INPUTS = (
+    "database_host",
+    "database_ssh_port",
+    "database_ssh_user",
+    "database_ssh_private_key",
+    "database_ssh_host_key",
+    "database_ssh_known_hosts",
+)
+
+
+def without_database(props: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in props.items() if k not in DATABASE_INPUTS}
+
+
+@pytest.mark.parametrize("version", ["2019.7", "2019.8", "2021.7", "2023.8"])
+def test_check_requires_the_database_host_from_2019_7(server: ProviderServer, version: str) -> None:
+    failures = failures_for(server, database_host=None, pe_version=version)
+    assert failures == {
+        "database_host": "database_host is required from PE 2019.7: compilers' PuppetDB authenticates to "
+        "PE-PostgreSQL there (its pg_ident.conf maps each compiler's certificate; the primary in a standard "
+        "installation)"
+    }
+    assert "database_ssh_host_key" in failures_for(server, database_ssh_host_key=None, pe_version=version)
+    assert "database_ssh_private_key" in failures_for(server, database_ssh_private_key=None, pe_version=version)
+
+
+@pytest.mark.parametrize("version", ["2016.4", "2018.1", "2019.5"])
+def test_before_2019_7_no_database_host_is_needed(server: ProviderServer, version: str) -> None:
+    engine = Engine(server, PeCompileMasterProvider(), "m", "PeCompileMaster")
+    assert dict(engine.check(without_database(good_inputs(pe_version=version))).failures) == {}
+
+
+def test_batch_check_names_the_missing_database_host(server: ProviderServer) -> None:
+    from provider.compile_master_batch import CompileMasterBatchProvider
+
+    engine = Engine(server, CompileMasterBatchProvider(), "b", "CompileMasterBatch")
+    failures = dict(engine.check(without_database(batch_inputs(entry(1)))).failures)
+    assert "PE 2019.7" in failures["masters[0].database_host"]
+    assert "PE 2019.7" in dict(engine.check(without_database(batch_inputs())).failures)["database_host"]
+
+
+def test_a_state_from_before_the_database_inputs_updates_without_remote_work(server: ProviderServer) -> None:
+    """Existing stacks' state lacks the database inputs: the new program's inputs are an
+    update (never a replace), recorded without any remote call (every host here is closed)."""
+    new = good_inputs()
+    old = without_database(new)
+    engine = Engine(server, PeCompileMasterProvider(), "m", "PeCompileMaster")
+    plain, secret = engine._plain(old)
+    engine.state = StateEntry("compile01.example.com", plain, state_from(plain), secret)
+    _, diff = engine.preview(new)
+    assert diff is not None and diff.changes == "some" and diff.replaces == []
+    state = engine.up(new, timeout=60)
+    assert engine.calls[-1] == "update"
+    assert state.outputs["database_host"] == NOWHERE and state.outputs["status"] == "running"
+    _, diff = engine.preview(new)
+    assert diff is not None and diff.changes == "none"
+    # A database host that moves later is recorded the same way (its lines are a create-time step).
+    engine.up(good_inputs(database_host="127.0.10.251"), timeout=60)
+    assert engine.calls[-1] == "update"
+
+
+def test_the_batch_records_the_database_inputs_of_an_old_state_without_provisioning_again(
+    server: ProviderServer,
+) -> None:
+    from provider.compile_master_batch import CompileMasterBatchProvider, to_converge
+
+    new = batch_inputs(entry(1), entry(2))
+    old = without_database(new)
+    assert to_converge(old, new) == []  # local only: no master's steps run again
+    engine = Engine(server, CompileMasterBatchProvider(), "b", "CompileMasterBatch")
+    plain, secret = engine._plain(old)
+    engine.state = StateEntry("batch", plain, {**plain, "status": "provisioned"}, secret)
+    state = engine.up(new, timeout=60)
+    assert engine.calls[-1] == "update" and state.outputs["converged_now"] == []
+    assert state.outputs["database_host"] == NOWHERE

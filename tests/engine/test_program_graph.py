@@ -238,3 +238,97 @@ def test_allowlists_are_validated_and_only_where_they_belong(tmp_path: Path, cha
     with pytest.raises(pulumi.RunError) as failed:
         run(lab_config(tmp_path, **change))
     assert key in str(failed.value)
+
+
+# --- PE 2019.7+: PE-PostgreSQL's host (pe:database) ---------------------------------------
+DATABASE_INPUTS = {
+    "database_host",
+    "database_ssh_port",
+    "database_ssh_user",
+    "database_ssh_private_key",
+    "database_ssh_host_key",
+    "database_ssh_known_hosts",
+}
+
+
+def test_from_2019_7_every_master_gets_the_database_host_default_the_puppetdb_host(tmp_path: Path) -> None:
+    resources = custom(run(lab_config(tmp_path, masters=2)))  # the lab stack: PE 2019.8, no pe:database
+    batch = resources["lab-provisioning"]
+    assert batch.inputs["database_host"] == "puppetdb.pelab.test"
+    assert (batch.inputs["database_ssh_port"], batch.inputs["database_ssh_user"]) == (22, "root")
+    assert batch.inputs["database_ssh_known_hosts"] == batch.inputs["primary_ssh_known_hosts"]
+    assert "database_ssh_private_key" in batch.secret_inputs
+    for certname in ("compile01.pelab.test", "compile02.pelab.test"):
+        master = resources[f"{certname}-master"]
+        assert {k: master.inputs.get(k) for k in DATABASE_INPUTS} == {k: batch.inputs.get(k) for k in DATABASE_INPUTS}
+        assert "database_ssh_private_key" in master.secret_inputs
+    # The database is the PuppetDB host: its run is PuppetDB's, no stage of its own.
+    assert not DATABASE_INPUTS & set(resources["lab-infra-refresh"].inputs)
+
+
+def test_a_database_host_of_its_own_is_passed_and_runs_first_in_the_refresh(tmp_path: Path) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPgDatabaseHostKeyxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+    changes: dict[str, Any] = {
+        "pe:version": "2021.7",
+        "pe:database": {"host": "pg.pelab.test", "port": 2222, "user": "pgadmin", "hostKey": key},
+    }
+    resources = custom(run(lab_config(tmp_path, **changes)))
+    expected = {
+        "database_host": "pg.pelab.test",
+        "database_ssh_port": 2222,
+        "database_ssh_user": "pgadmin",
+        "database_ssh_host_key": key,
+    }
+    for name in ("lab-provisioning", "compile01.pelab.test-master", "lab-infra-refresh"):
+        resource = resources[name]
+        assert {k: resource.inputs[k] for k in expected} == expected, name
+        assert "database_ssh_known_hosts" not in resource.inputs  # pinned instead
+        assert "database_ssh_private_key" in resource.secret_inputs, name
+
+
+def test_before_2019_7_nothing_about_the_database_is_passed(tmp_path: Path) -> None:
+    variants: list[dict[str, Any]] = [
+        {"pe:version": "2018.1"},
+        {"pe:version": "2018.1", "pe:database": {"host": "puppetdb.pelab.test"}},
+    ]
+    for changes in variants:
+        resources = custom(run(lab_config(tmp_path, **changes)))
+        for resource in resources.values():
+            assert not DATABASE_INPUTS & set(resource.inputs), resource.name
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"pe:database": {"host": "puppetdb.pelab.test", "url": "https://x:5432"}}, "pe:database.url"),
+        ({"pe:database": {"host": "puppetdb.pelab.test", "allowlist": "/x"}}, "pe:database.allowlist"),
+        ({"pe:database": {"host": "pg.example.com"}}, "pe:database.hostKey"),  # no pinned key, no known_hosts entry
+        ({"pe:database": {"host": "bad host"}}, "pe:database.host"),
+        ({"pe:database": {"host": "puppetdb.pelab.test", "port": 0}}, "pe:database.port"),
+        ({"pe:database": {}}, "pe:database.host"),
+        ({"pe:database": "puppetdb.pelab.test"}, "pe:database"),
+    ],
+)
+def test_pe_database_is_host_access_only_and_validated(tmp_path: Path, change: dict[str, Any], key: str) -> None:
+    with pytest.raises(pulumi.RunError) as failed:
+        run(lab_config(tmp_path, **change))
+    assert key in str(failed.value)
+
+
+def test_the_prod_examples_commented_database_section_parses(tmp_path: Path) -> None:
+    """Pulumi.prod.example.yaml shows pe:database commented out; uncommented it is valid."""
+    text = (ROOT / "Pulumi.prod.example.yaml").read_text()
+    lines = text.splitlines()
+    start = lines.index("  # pe:database:")
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith("  #   "):
+            break
+        block.append(line)
+    uncommented = "\n".join(line.replace("  # ", "  ", 1) for line in block)
+    config = yaml.safe_load(text.replace("\n".join(block), uncommented))["config"]
+    config["pe:sshPrivateKey"] = PRIVATE
+    config["pe:rbacToken"] = TOKEN
+    provisioning = custom(run(config))["lab-provisioning"]
+    assert provisioning.inputs["database_host"] == config["pe:database"]["host"]
+    assert provisioning.inputs["database_host"] == config["pe:primary"]["host"]  # standard install: the primary

@@ -120,6 +120,9 @@ def master(**overrides: Any) -> dict[str, Any]:
         "primary_ssh_private_key": KEY,
         "primary_ssh_host_key": HOST_KEY,
         "primary_certname": "primary.example.com",
+        "database_host": NOWHERE,  # PE 2019.7+: PE-PostgreSQL's host
+        "database_ssh_private_key": KEY,
+        "database_ssh_host_key": HOST_KEY,
         "pe_version": "2019.8",
         "classifier_url": f"https://{NOWHERE}:4433",
         "rbac_token": Secret("0token"),
@@ -169,6 +172,9 @@ def refresh(**overrides: Any) -> dict[str, Any]:
         "console_host": NOWHERE,
         "console_ssh_private_key": KEY,
         "console_ssh_host_key": HOST_KEY,
+        # Used only with a database_host (PE-PostgreSQL on a host of its own).
+        "database_ssh_private_key": KEY,
+        "database_ssh_host_key": HOST_KEY,
     }
     return {**props, **overrides}
 
@@ -203,12 +209,14 @@ def check(server: ProviderServer, type_name: str, inputs: dict[str, Any]) -> lis
 Target = tuple[str, Callable[[Any], dict[str, Any]], str]
 
 
-def target(type_name: str, key: str, failure_key: str | None = None, in_list: bool = False) -> Any:
+def target(type_name: str, key: str, failure_key: str | None = None, in_list: bool = False, in_db: bool = False) -> Any:
     build = BUILDERS[type_name]
 
     def place(value: Any, **extra: Any) -> dict[str, Any]:
         if type_name == "InfraRefresh" and key == "masters":
             return build(masters=["compile01.example.com", value], **extra)
+        if in_db:  # InfraRefresh's optional database host: its SSH settings count once it is given
+            return build(database_host="db.example.com", **{key: value}, **extra)
         return build(**{key: ["compile01", value] if in_list else value}, **extra)
 
     shown = failure_key or key
@@ -221,6 +229,7 @@ NAME_TARGETS = [
     target("PeCompileMaster", "dns_alt_names", in_list=True),
     target("PeCompileMaster", "host"),
     target("PeCompileMaster", "primary_host"),
+    target("PeCompileMaster", "database_host"),
     target("CompileMasterBatch", "certname", "masters[0].certname"),
     target("CompileMasterBatch", "dns_alt_names", "masters[0].dns_alt_names", in_list=True),
     target("CompileMasterBatch", "host", "masters[0].host"),
@@ -237,12 +246,14 @@ NAME_TARGETS = [
 USER_TARGETS = [
     target("PeCompileMaster", "ssh_user"),
     target("PeCompileMaster", "primary_ssh_user"),
+    target("PeCompileMaster", "database_ssh_user"),
     target("CompileMasterBatch", "ssh_user", "masters[0].ssh_user"),
     target("PoolMember", "lb_ssh_user"),
     target("FileSync", "ssh_user"),
     target("FileSync", "primary_ssh_user"),
     target("InfraRefresh", "puppetdb_ssh_user"),
     target("InfraRefresh", "console_ssh_user"),
+    target("InfraRefresh", "database_ssh_user", in_db=True),
 ]
 PATH_TARGETS = [
     target("PeCompileMaster", "environmentpath"),
@@ -269,6 +280,7 @@ PATH_TARGETS = [
 PORT_TARGETS = [
     target("PeCompileMaster", "ssh_port"),
     target("PeCompileMaster", "primary_ssh_port"),
+    target("PeCompileMaster", "database_ssh_port"),
     target("CompileMasterBatch", "ssh_port", "masters[0].ssh_port"),
     target("PoolMember", "lb_ssh_port"),
     target("PoolMember", "port"),
@@ -276,6 +288,7 @@ PORT_TARGETS = [
     target("FileSync", "primary_ssh_port"),
     target("InfraRefresh", "puppetdb_ssh_port"),
     target("InfraRefresh", "console_ssh_port"),
+    target("InfraRefresh", "database_ssh_port", in_db=True),
 ]
 
 
@@ -302,6 +315,16 @@ def test_hostile_names_are_refused_by_check_naming_the_key(
 ) -> None:
     good = "10.0.0.12" if key == "address" else "compile02.example.com"
     assert_refused(server, type_name, place, key, good, HOSTILE)
+
+
+def test_infra_refreshs_database_host_is_optional_and_refused_when_hostile(server: ProviderServer) -> None:
+    """InfraRefresh's database_host may be absent ("" too: PE-PostgreSQL on the PuppetDB host)."""
+    assert check(server, "InfraRefresh", refresh(database_host="")) == []
+    assert check(server, "InfraRefresh", refresh(database_host="db.example.com")) == []
+    accepted = [
+        v for v in HOSTILE if v and "database_host" not in dict(check(server, "InfraRefresh", refresh(database_host=v)))
+    ]
+    assert not accepted, accepted
 
 
 @pytest.mark.parametrize(("type_name", "place", "key"), USER_TARGETS)

@@ -145,6 +145,9 @@ def master_inputs(**extra: Any) -> dict[str, Any]:
         "primary_ssh_private_key": Secret(PRIMARY_KEY),
         "primary_ssh_host_key": pinned(host_pkey()),
         "primary_certname": "primary.example.com",
+        "database_host": NOWHERE,  # PE 2019.7+: PE-PostgreSQL's host
+        "database_ssh_private_key": Secret(PRIMARY_KEY),
+        "database_ssh_host_key": pinned(host_pkey()),
         "pe_version": "2019.8",
         "classifier_url": f"https://{NOWHERE}:4433",
         "rbac_token": Secret(TOKEN),
@@ -572,7 +575,7 @@ def test_creates_that_cannot_connect_fail_without_secrets_in_errors_or_progress(
 ) -> None:
     port = closed_port()  # 127.0.0.1: not the lab, and nothing listens
     inputs = build(connect_timeout=1)
-    for prefix in ("", "primary_", "lb_", "puppetdb_", "console_"):
+    for prefix in ("", "primary_", "database_", "lb_", "puppetdb_", "console_"):
         if f"{prefix}host" in inputs:
             inputs.update({f"{prefix}host": "127.0.0.1", f"{prefix}ssh_port": port})
     for entry in inputs.get("masters", []):

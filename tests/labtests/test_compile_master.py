@@ -47,6 +47,11 @@ def master_inputs(lab: LabClient, short: str, pe_version: str = "2019.8", **over
         "run_timeout": 600,
         "service_timeout": 240,
     }
+    if generation_for(pe_version).compiler_puppetdb:  # PE-PostgreSQL is on the PuppetDB host
+        database = lab.host("puppetdb")
+        props["database_host"] = database.fqdn
+        props["database_ssh_private_key"] = Secret(key)
+        props["database_ssh_host_key"] = " ".join(Path(f"{database.paths.host_key}.pub").read_text().split()[:2])
     if generation_for(pe_version).tokens_supported:
         props["rbac_token"] = Secret(lab.token())
     else:

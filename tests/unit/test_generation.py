@@ -82,6 +82,30 @@ def test_generation_boundaries_and_overrides() -> None:
         generation_for("3.3")
 
 
+PG_IDENT_MAPS = (
+    ("pe-puppetdb-pe-puppetdb-map", "pe-puppetdb"),
+    ("pe-puppetdb-pe-puppetdb-migrator-map", "pe-puppetdb-migrator"),
+    ("pe-puppetdb-pe-puppetdb-read-map", "pe-puppetdb-read"),
+)
+
+
+@pytest.mark.parametrize(
+    ("version", "compiler_puppetdb"),
+    [("3.7", F), ("2016.4", F), ("2018.1", F), ("2019.5", F), ("2019.7", T), ("2019.8", T), ("2021.7", T),
+     ("2023.8", T), ("2025.1", T)],
+)  # fmt: skip
+def test_compilers_run_their_own_puppetdb_from_2019_7(version: str, compiler_puppetdb: bool) -> None:
+    """pe-generations.md §6 [S29], peadm plans/add_compiler.pp: the pg_ident.conf maps of
+    PuppetDB's three roles, on PE-PostgreSQL's running cluster, reloaded as pe-postgresql."""
+    g = generation_for(version)
+    assert g.compiler_puppetdb is compiler_puppetdb
+    assert g.pg_ident_maps == (PG_IDENT_MAPS if compiler_puppetdb else ())
+    assert g.postgresql_data_glob == "/opt/puppetlabs/server/data/postgresql/*/data"
+    assert g.postgresql_service == "pe-postgresql"
+    # A node group of one's own does not change what the database needs.
+    assert generation_for(version, node_group="Compilers").compiler_puppetdb is compiler_puppetdb
+
+
 @pytest.mark.parametrize(
     ("version", "command"),
     [

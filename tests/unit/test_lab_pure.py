@@ -152,16 +152,6 @@ def test_unpinning_removes_only_the_named_nodes(console: ModuleType) -> None:
     assert console.Handler.without_pins(["or", ["=", "name", "a"]], {"a"}) is None
 
 
-def test_the_reports_of_a_master_run_name_the_master_class() -> None:
-    puppetdb = inhost_module("puppetdb")
-    import yaml
-
-    report = yaml.load((DATA / "report-master-run.yaml").read_text(), Loader=puppetdb.RubyTolerantLoader)
-    assert report["host"] == "compile05.pelab.test" and report["status"] == "changed"
-    assert "puppet_enterprise::profile::master" in puppetdb.classes_of_report(report)
-    assert "puppet_enterprise::profile::puppetdb" not in puppetdb.classes_of_report(report)
-
-
 def _config_set_module() -> ModuleType:
     from importlib.machinery import SourceFileLoader
     from importlib.util import module_from_spec, spec_from_loader

@@ -1,15 +1,45 @@
-# Lab stand-in for PE's PuppetDB profile: its run rewrites PuppetDB's certificate
-# whitelist from the masters PuppetDB knows (so it must run after a new master's run).
+# Lab stand-in for PE's PuppetDB profile.
+#
+# On the PuppetDB host: PE-PostgreSQL and pe-puppetdb (the real PuppetDB) running, and the
+# certificate allow-list rewritten from the masters PuppetDB knows - so it must run after a
+# new master's run - then PuppetDB refreshed, since it reads the list only at start (PE's
+# file resource notifies Service['pe-puppetdb']).
+#
+# On a PE 2019.7+ compiler (PE Compiler declares this class): the compiler's own
+# pe-puppetdb, against PE-PostgreSQL on the PuppetDB host with the compiler's certificate
+# (pe-generations.md §6 [S6,S29]). Whether PostgreSQL lets it in is pg_ident.conf's
+# business there: this run only starts the service, as PE's does.
 class puppet_enterprise::profile::puppetdb {
-  exec { 'pelab puppetdb run latency':
-    command   => '@INHOST@/bin/pelab-delay puppetdb_run',
-    onlyif    => '@INHOST@/bin/pelab-delay --positive puppetdb_run',
-    logoutput => true,
-    timeout   => 3600,
-  }
-  -> exec { 'puppetdb certificate-whitelist':
-    command   => '@INHOST@/bin/pelab-whitelist write puppetdb',
-    unless    => '@INHOST@/bin/pelab-whitelist check puppetdb',
-    logoutput => true,
+  if $trusted['certname'] == '@PUPPETDB@' {
+    exec { 'pelab puppetdb run latency':
+      command   => '@INHOST@/bin/pelab-delay puppetdb_run',
+      onlyif    => '@INHOST@/bin/pelab-delay --positive puppetdb_run',
+      logoutput => true,
+      timeout   => 3600,
+    }
+    -> exec { 'pe-postgresql running':
+      command => '@INHOST@/bin/pelab-pe-postgresql start',
+      unless  => '@INHOST@/bin/pelab-pe-postgresql status',
+    }
+    -> exec { 'pe-puppetdb running':
+      command => '@INHOST@/bin/pelab-pe-puppetdb start --wait',
+      unless  => '@INHOST@/bin/pelab-pe-puppetdb status',
+      timeout => 600,
+    }
+    -> exec { 'puppetdb certificate-whitelist':
+      command   => '@INHOST@/bin/pelab-whitelist write puppetdb',
+      unless    => '@INHOST@/bin/pelab-whitelist check puppetdb',
+      logoutput => true,
+    }
+    ~> exec { 'pe-puppetdb reload':
+      command     => '@INHOST@/bin/pelab-pe-puppetdb reload',
+      refreshonly => true,
+      timeout     => 600,
+    }
+  } else {
+    exec { 'pe-puppetdb on this compiler':
+      command => '@INHOST@/bin/pelab-pe-puppetdb start',
+      unless  => '@INHOST@/bin/pelab-pe-puppetdb status',
+    }
   }
 }

@@ -10,11 +10,18 @@ Methods (provider/file_sync_plan.py builds every file and command):
 create returns only when the master's environments have the primary's digest, so a master
 never serves stale code; delete removes the job, key or mount and keeps the code unless
 remove_code_on_delete is set.
+
+The global hiera.yaml lives in Puppet's confdir, outside the codedir every method syncs,
+and Puppet Server reads it for every catalog: create and update copy the primary's to the
+master when their sha256 differ (as peadm's add_compiler plan does), refresh reports a
+difference as drift.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shlex
+import threading
 import time
 from contextlib import ExitStack
 from typing import Any, TypedDict
@@ -33,12 +40,22 @@ from pulumi.dynamic import (
 
 from provider import file_sync_plan as plan
 from provider.errors import DeadlineError, ProviderError, SshUnreachableError
+from provider.generation import PUPPET_BINARIES
 from provider.progress import progress, resource_inputs
 from provider.ssh import SshSession, host_keys_for
 
-OUTPUT_KEYS = ("status", "digest", "files", "job", "sync_key", "mount")
+OUTPUT_KEYS = ("status", "digest", "files", "job", "sync_key", "mount", "hiera_digest")
 AUTHORIZED_KEYS_LOCK = "/run/lock/pe-file-sync-authorized-keys.lock"
 FSTAB_LOCK = "/run/lock/pe-file-sync-fstab.lock"
+# `puppet --version` and `puppet config print` are two Ruby start-ups on a busy host.
+HIERA_PROBE_TIMEOUT = 180
+HIERA_FILE_TIMEOUT = 60
+
+# The primary's hiera_config (path and `puppet`), per SSH address, for the life of the
+# provider process (one `pulumi up`): every master's FileSync needs it, and each read is
+# two Ruby start-ups on the primary. Its digest is read afresh every time.
+_primary_hiera: dict[tuple[str, int, str], plan.HieraFile] = {}
+_primary_hiera_lock = threading.Lock()
 
 
 class Sync:
@@ -133,6 +150,91 @@ class Sync:
         changed = self.write_if_changed(plan.CRON_FILE, plan.cron_entry(self.cfg), 0o644)
         self.log("job", f"{plan.CRON_FILE}: `{self.cfg.schedule}`" + (" written" if changed else " unchanged"))
 
+    # --- the global hiera.yaml -----------------------------------------------------------
+    def probe_hiera(self, session: SshSession, fallback: str) -> plan.HieraFile:
+        result = session.run(plan.hiera_probe_command(fallback), timeout=HIERA_PROBE_TIMEOUT)
+        result.check("hiera.yaml", "cannot read Puppet's hiera_config (`puppet config print`) or hash that file")
+        try:
+            return plan.parse_hiera_probe(result.stdout)
+        except ValueError as exc:
+            raise ProviderError(f"[{session.target.label}] hiera.yaml: {exc}") from None
+
+    def hiera_digest_at(self, session: SshSession, path: str) -> str:
+        result = session.run(plan.hiera_digest_command(path), timeout=HIERA_FILE_TIMEOUT)
+        result.check("hiera.yaml", f"cannot hash {path}")
+        try:
+            return plan.parse_hiera_digest(result.stdout)
+        except ValueError as exc:
+            raise ProviderError(f"[{session.target.label}] hiera.yaml: {path}: {exc}") from None
+
+    def primary_hiera(self) -> plan.HieraFile:
+        """The primary's hiera.yaml: its path from its own `puppet` (once per process), its
+        digest now. A PE primary without `puppet` at either path is not one we can read."""
+        target = self.cfg.primary
+        key = (target.host, target.port, target.user)
+        with _primary_hiera_lock:
+            known = _primary_hiera.get(key)
+        if known is not None:
+            return plan.HieraFile(known.path, self.hiera_digest_at(self.primary, known.path), known.puppet)
+        found = self.probe_hiera(self.primary, "")
+        if not found.puppet:
+            raise ProviderError(
+                f"[{target.label}] hiera.yaml: no `puppet` on the primary (neither "
+                + " nor ".join(PUPPET_BINARIES)
+                + "), so its hiera_config is unknown; is this the PE primary?"
+            )
+        with _primary_hiera_lock:
+            _primary_hiera[key] = found
+        return found
+
+    def hiera_files(self) -> tuple[plan.HieraFile, plan.HieraFile]:
+        """(primary's, master's): one command on each host. A master without `puppet` yet
+        (its agent comes after its code) gets the primary's path, PE's path on both."""
+        primary = self.primary_hiera()
+        return primary, self.probe_hiera(self.host, primary.path)
+
+    def read_primary_hiera(self, path: str) -> bytes:
+        """The primary's file; its content is never logged nor put in an error."""
+        result = self.primary.run(plan.hiera_read_command(path), timeout=HIERA_FILE_TIMEOUT)
+        if result.exit_status != 0:
+            raise ProviderError(
+                f"[{self.cfg.primary.label}] hiera.yaml: cannot read {path} (exit {result.exit_status}): "
+                + result.stderr.strip()[-300:]
+            )
+        try:
+            return plan.decode_hiera_read(result.stdout)
+        except ValueError as exc:
+            raise ProviderError(f"[{self.cfg.primary.label}] hiera.yaml: {exc}") from None
+
+    def sync_hiera(self) -> str:
+        """Check both digests, copy only when they differ, verify the copy: safe to repeat.
+        Returns the master's digest ("" when the primary has no hiera.yaml)."""
+        primary, master = self.hiera_files()
+        action = plan.hiera_action(primary, master)
+        if action == "leave":
+            self.log("hiera.yaml", f"the primary has no {primary.path}: the master's {master.path} is left alone")
+            return ""
+        if action == "same":
+            self.log("hiera.yaml", f"{master.path}: sha256 {primary.digest[:16]}, same as the primary's")
+            return primary.digest
+        data = self.read_primary_hiera(primary.path)
+        digest = hashlib.sha256(data).hexdigest()  # the primary may have changed since its probe
+        self.host.run(plan.hiera_write_command(master.path), timeout=HIERA_FILE_TIMEOUT, stdin=data).check(
+            "hiera.yaml", f"cannot write {master.path}"
+        )
+        written = self.hiera_digest_at(self.host, master.path)
+        if written != digest:
+            raise ProviderError(
+                f"[{self.cfg.target.label}] hiera.yaml: {master.path} has sha256 {written or 'none'} after the copy, "
+                f"not the primary's {digest}; is something else writing it?"
+            )
+        self.log(
+            "hiera.yaml",
+            f"{master.path}: copied from {self.cfg.primary.host}:{primary.path}, sha256 "
+            f"{master.digest[:16] or '(none)'} -> {digest[:16]}",
+        )
+        return digest
+
     # --- rsync ---------------------------------------------------------------------------
     def ensure_key(self) -> str:
         cfg = self.cfg
@@ -216,6 +318,7 @@ class Sync:
         listing = self.wait_in_sync()
         if cfg.periodic:
             self.install_job()
+        hiera_digest = self.sync_hiera()
         return {
             "status": "in sync",
             "digest": plan.digest_of(listing),
@@ -223,6 +326,7 @@ class Sync:
             "job": plan.cron_entry(cfg).splitlines()[-1] if cfg.periodic else "",
             "sync_key": public,
             "mount": where,
+            "hiera_digest": hiera_digest,
         }
 
     def remove(self, public: str) -> None:
@@ -251,7 +355,9 @@ class Sync:
             self.host.run(f"find {shlex.quote(cfg.environments)} -mindepth 1 -delete", timeout=600).check("remove code")
             self.log("remove", f"code under {cfg.environments} removed (remove_code_on_delete)")
 
-    def drift(self, props: dict[str, Any]) -> list[str]:
+    def drift(self, props: dict[str, Any]) -> tuple[list[str], str]:
+        """What differs from what create set up, and the master's hiera.yaml digest now
+        ("" when the primary has none, so nothing is kept equal)."""
         cfg = self.cfg
         out = []
         if cfg.periodic:
@@ -270,7 +376,11 @@ class Sync:
         _, diff = self.compare()
         if diff:
             out.append(f"code differs from the primary ({diff[0]})")
-        return out
+        primary, master = self.hiera_files()
+        hiera = plan.hiera_drift(primary, master)
+        if hiera:
+            out.append(hiera)
+        return out, master.digest if primary.digest else ""
 
 
 def _open(cfg: plan.SyncConfig, stack: ExitStack, master_required: bool = True) -> Sync:
@@ -322,11 +432,11 @@ class FileSyncProvider(ResourceProvider):
         cfg = plan.SyncConfig.from_props(props)
         with ExitStack() as stack:
             sync = _open(cfg, stack)
-            drift = sync.drift(props)
+            drift, hiera_digest = sync.drift(props)
             status = "in sync" if not drift else "drifted: " + "; ".join(drift)
             if drift:
                 sync.log("refresh", status)
-        return ReadResult(id_, {**props, "status": status})
+        return ReadResult(id_, {**props, "status": status, "hiera_digest": hiera_digest})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         cfg = plan.SyncConfig.from_props(props)
@@ -380,6 +490,7 @@ class FileSync(Resource):
     job: pulumi.Output[str]
     sync_key: pulumi.Output[str]
     mount: pulumi.Output[str]
+    hiera_digest: pulumi.Output[str]
 
     def __init__(self, name: str, props: FileSyncArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         args = resource_inputs(name, dict(props), plan.SECRET_KEYS, OUTPUT_KEYS)

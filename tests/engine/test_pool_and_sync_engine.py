@@ -170,3 +170,25 @@ def test_file_sync_diff_method_replaces_schedule_updates(server: ProviderServer)
     drifted = existing(server, FileSyncProvider(), "FileSync", sync(), status="drifted: periodic job missing")
     _, diff = drifted.preview(sync())
     assert diff is not None and diff.changes == "some"
+
+
+def test_file_sync_state_from_before_hiera_digest_stays_clean(server: ProviderServer) -> None:
+    """hiera_digest is an output only: a state without it (an `up` before FileSync synced
+    hiera.yaml) diffs to nothing and updates in place, never a replace."""
+    old = existing(server, FileSyncProvider(), "FileSync", sync(), status="in sync", digest="d" * 64, files=3)
+    assert old.state is not None and "hiera_digest" not in old.state.outputs
+    _, diff = old.preview(sync())
+    assert diff is not None and diff.changes == "none"
+    _, diff = old.preview(sync(schedule="*/10 * * * *"))
+    assert diff is not None and diff.changes == "some" and not diff.replaces
+    state = old.up(sync(sync_timeout=120))  # local-only change: answered without a remote call (NOWHERE)
+    assert old.calls[-1] == "update" and state.outputs["status"] == "in sync"
+    assert state.outputs.get("hiera_digest") is None and state.outputs["digest"] == "d" * 64
+    current = existing(server, FileSyncProvider(), "FileSync", sync(), status="in sync", hiera_digest="a" * 64)
+    _, diff = current.preview(sync())
+    assert diff is not None and diff.changes == "none"
+    # refresh found the master's hiera.yaml different: the next `up` converges it in place
+    status = "drifted: hiera.yaml differs from the primary's (/etc/puppetlabs/puppet/hiera.yaml)"
+    drifted = existing(server, FileSyncProvider(), "FileSync", sync(), status=status, hiera_digest="b" * 64)
+    _, diff = drifted.preview(sync())
+    assert diff is not None and diff.changes == "some" and not diff.replaces

@@ -1,6 +1,7 @@
 """FileSync against the lab through the engine-faithful harness: rsync with a restricted
 key, r10k from the lab's control repo, NFS (the lab's simulated mount), each checked by
-what is really on the hosts - files, digests, cron entries, authorized_keys, findmnt."""
+what is really on the hosts - files, digests, cron entries, authorized_keys, findmnt -
+and the global hiera.yaml copied from the primary."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from lab.client import LabClient
+from lab.client import LabClient, sha256_of
 from provider import file_sync_plan as plan
 from provider.file_sync import FileSyncProvider
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret, wait_for
@@ -22,6 +23,7 @@ from tests.harness.provider_server import Engine, ProviderError, ProviderServer,
 pytestmark = pytest.mark.lab
 CODE = "/etc/puppet/code"  # Debian Puppet's code dir (PE's is /etc/puppetlabs/code)
 PRODUCTION = f"{CODE}/environments/production"
+HIERA = "/etc/puppet/hiera.yaml"  # Debian Puppet's hiera_config (PE's is /etc/puppetlabs/puppet/hiera.yaml)
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +206,59 @@ def test_nfs_mount_through_fstab_verified_with_findmnt(lab: LabClient, server: P
         engine.destroy()
     assert host.run(f"findmnt -n --mountpoint {CODE}/environments").exit_status != 0
     assert "pe-file-sync" not in (host.read("/etc/fstab") or "")
+
+
+def test_the_global_hiera_yaml_follows_the_primarys(lab: LabClient, server: ProviderServer) -> None:
+    """peadm's add_compiler copies the primary's hiera.yaml to a new compiler: FileSync does,
+    to a bare master (the primary's path) and to one with an agent (its own hiera_config),
+    only when the digests differ, and leaves the master's alone when the primary has none."""
+    primary, host = lab.host("primary"), lab.host("compile12")
+    engine = Engine(server, FileSyncProvider(), "code-compile12", "FileSync")
+    inputs = sync_inputs(lab, "compile12", "rsync")
+    original, original_master = primary.read(HIERA), host.read(HIERA)
+    assert original is not None
+    marker = f"pelab-hiera-{time.time_ns()}"
+    changed = original + f"# {marker}\n"
+    host.wipe_agent()  # bare: no `puppet` there yet, as before PeCompileMaster installs it
+    try:
+        primary.put(HIERA, changed.encode())
+        state = engine.up(inputs)
+        assert state.outputs["status"] == "in sync" and host.read(HIERA) == changed
+        assert state.outputs["hiera_digest"] == sha256_of(changed)
+        assert host.run(f"stat -c '%a %U:%G' {HIERA}").check().stdout.strip() == "644 root:root"
+        assert "pe-file-sync" not in host.run("ls -A /etc/puppet").check().stdout  # no temp file left
+        assert marker not in server.text()  # digests are logged, never the content
+        refreshed = engine.refresh()
+        assert refreshed is not None and refreshed.outputs["status"] == "in sync"
+        assert refreshed.outputs["hiera_digest"] == sha256_of(changed)
+
+        # With the generation's agent installed, the master's own `puppet config print` names the path.
+        host.run(f"{lab.root}/inhost/bin/pelab-pe-install agent").check()
+        printed = host.run(f"{lab.profile.bin_dir}/puppet config print hiera_config --section server").check()
+        assert printed.stdout.strip() == HIERA
+        host.put(HIERA, original.encode())  # changed behind our back: drift, and `up` copies again
+        drifted = engine.refresh()
+        assert drifted is not None and f"hiera.yaml differs from the primary's ({HIERA})" in drifted.outputs["status"]
+        assert drifted.outputs["hiera_digest"] == sha256_of(original)
+        _, diff = engine.preview(inputs)
+        assert diff is not None and diff.changes == "some" and not diff.replaces
+        state = engine.up(inputs)
+        assert state.outputs["status"] == "in sync" and host.read(HIERA) == changed
+
+        # No hiera.yaml on the primary: the master's is left as it is.
+        primary.run(f"mv {HIERA} {HIERA}.pelab-saved").check()
+        inputs["schedule"] = "*/3 * * * *"  # an update that converges
+        state = engine.up(inputs)
+        assert state.outputs["hiera_digest"] == "" and host.read(HIERA) == changed
+        assert "the primary has no /etc/puppet/hiera.yaml" in server.text()
+    finally:
+        primary.run(f"rm -f {HIERA}.pelab-saved")
+        primary.put(HIERA, original.encode())
+        engine.destroy()
+        host.wipe_agent()
+        if original_master is not None:
+            host.put(HIERA, original_master.encode())
+    assert primary.read(HIERA) == original
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 generation makes is made by the lab too, seen from a non-login SSH shell as the product
 sees it. Each test fails if the lab is made lenient again (Debian's /usr/bin/puppet left
 visible, `puppet ssl` answered on Puppet 5, a whitelist file left on 2021.7, tokens that
-never expire)."""
+never expire, PE-PostgreSQL letting in a certificate that pg_ident.conf does not map)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import pytest
 import requests
 
 from lab.client import LabClient, LabHost
+from lab.generations import profile_for
 from provider.errors import ClassifierError
 from provider.pe_api import Classifier, ClassifierAuth
-from tests.labtests.helpers import PRIMARY, clean_on_ca, install_agent, on_generation, puppetserver
+from tests.harness.provider_server import wait_for
+from tests.labtests.helpers import PRIMARY, clean_on_ca, enroll, install_agent, on_generation, puppetserver
 
 pytestmark = pytest.mark.lab
 
@@ -171,3 +173,50 @@ def test_rbac_tokens_expire(lab: LabClient) -> None:
     with pytest.raises(ClassifierError) as refused, classifier.opened() as opened:
         opened.group_by_name("PE Master")
     assert "has expired" in str(refused.value) and "puppet access login --lifetime" in str(refused.value)
+
+
+def pg_ident_lines(certname: str) -> str:
+    """peadm's three lines for a compiler (plans/add_compiler.pp)."""
+    return "".join(
+        f"pe-puppetdb-pe-puppetdb{suffix}-map {certname} pe-puppetdb{suffix}\n" for suffix in ("", "-migrator", "-read")
+    )
+
+
+def test_a_compiler_puppetdb_without_its_pg_ident_lines_is_refused_by_pe_postgresql(lab: LabClient) -> None:
+    """PE 2019.7+: a compiler's PuppetDB authenticates to PE-PostgreSQL with its Puppet
+    certificate, and only the lines peadm adds to pg_ident.conf let it in."""
+    host = lab.host("compile12")
+    database = lab.host("puppetdb")
+    ident = profile_for("2021.7").postgresql_data + "/pg_ident.conf"
+    pdb = f"{lab.root}/inhost/bin/pelab-pe-puppetdb"
+    with on_generation(lab, "2021.7", host):
+        enroll(lab, host, ["compile12"])
+        try:
+            assert host.fqdn not in (database.read(ident) or "")
+            host.run(f"{pdb} start").check()
+            dsn = (
+                f"host={database.fqdn} dbname=pe-puppetdb user=pe-puppetdb sslmode=verify-full"
+                f" sslrootcert=/etc/puppetlabs/puppetdb/ssl/ca.pem"
+                f" sslcert=/etc/puppetlabs/puppetdb/ssl/{host.fqdn}.cert.pem"
+                f" sslkey=/etc/puppetlabs/puppetdb/ssl/{host.fqdn}.private_key.pem"
+            )
+            refused = host.run(f"psql -X -At -c 'select current_user' {shlex.quote(dsn)}")
+            assert refused.exit_status != 0
+            assert 'certificate authentication failed for user "pe-puppetdb"' in refused.stderr
+            status = requests.get(
+                f"https://{host.fqdn}:8081/status/v1/services/puppetdb-status", verify=lab.ca_file, timeout=30
+            )
+            assert status.status_code == 503 and status.json()["state"] != "running"
+            # peadm's lines and a reload: the same certificate is let in.
+            database.run(f"printf %s {shlex.quote(pg_ident_lines(host.fqdn))} >> {ident}").check()
+            database.run("service pe-postgresql reload").check()
+            assert host.run(f"psql -X -At -c 'select current_user' {shlex.quote(dsn)}").check().stdout.strip() == (
+                "pe-puppetdb"
+            )
+            assert wait_for(lambda: host.run(f"{pdb} ready").exit_status == 0, 30)
+        finally:
+            host.run(f"{pdb} stop")
+            database.run(f"awk '$2 != \"{host.fqdn}\"' {ident} > /tmp/ident && cat /tmp/ident > {ident}").check()
+            database.run("service pe-postgresql reload")
+            host.wipe_agent()
+            clean_on_ca(lab, host.fqdn)

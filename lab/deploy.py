@@ -271,6 +271,8 @@ class Lab:
                         old.rename(wanted)
                     else:
                         old.unlink()
+        if labhosts.running_pid(self.paths("lb")) is not None:
+            self.set_lb_health_check()
         if labhosts.running_pid(self.paths("puppetdb")) is not None:
             # PE-PostgreSQL's data at the generation's path; PuppetDB's allow-list setting
             # named after the generation's file (a reload re-reads both).
@@ -540,12 +542,28 @@ class Lab:
         cfg = etc / "haproxy.cfg"
         if "pelab" not in (cfg.read_text() if cfg.exists() else ""):
             cfg.write_text(haproxy_cfg(p.spec.address))
+        self.set_lb_health_check()
         shutil.copy2(self.ca_file(), etc / "pe-ca.pem")
         if not port_open(p.spec.address, 8140):
             self.run("lb", ["haproxy", "-c", "-q", "-f", "/etc/haproxy/haproxy.cfg"])
             self.run("lb", ["service", "haproxy", "start"])
             wait_until(lambda: port_open(p.spec.address, 8140), 20, "HAProxy did not listen on 8140")
         log("HAProxy 8140 frontend running on lb")
+
+    def set_lb_health_check(self) -> None:
+        """The pool's health check the generation allows (with_health_check), reloading
+        HAProxy if it runs and the check changed (servers saved in the file are kept)."""
+        cfg = self.paths("lb").dir / "etc-haproxy" / "haproxy.cfg"
+        if not cfg.exists():
+            return
+        text = cfg.read_text()
+        wanted = with_health_check(text, self.settings().profile.status_simple)
+        if wanted == text:
+            return
+        cfg.write_text(wanted)
+        if port_open(self.paths("lb").spec.address, 8140):
+            self.run("lb", ["haproxy", "-c", "-q", "-f", "/etc/haproxy/haproxy.cfg"])
+            self.run("lb", ["service", "haproxy", "reload"])
 
     def setup_control_repo(self) -> None:
         """A local git control repo (branch = environment) for r10k, as PE users keep one."""
@@ -662,9 +680,23 @@ class Lab:
         log(f"reset: {self.root} removed")
 
 
+HTTP_CHECK = "    option httpchk GET /status/v1/simple\n    http-check expect string running\n"
+TLS_CHECK = "    # PE 3.x: Puppet Server < 2.6 has no /status/v1/simple; the check is a verified TLS handshake\n"
+
+
+def with_health_check(cfg: str, status_simple: bool) -> str:
+    """The backend's health check for a generation: `GET /status/v1/simple` where Puppet
+    Server has it (2.6.0+, PE 2016.4+), else the TLS handshake that the servers' own
+    `check check-ssl verify required` keywords make without `option httpchk`."""
+    text = cfg.replace(HTTP_CHECK, "").replace(TLS_CHECK, "")
+    anchor = "    balance leastconn\n"
+    return text.replace(anchor, anchor + (HTTP_CHECK if status_simple else TLS_CHECK), 1)
+
+
 def haproxy_cfg(address: str) -> str:
     """HAProxy in front of the compile masters, as PE documents: TCP on 8140, health check
-    `GET /status/v1/simple` over TLS verified against the PE CA, least connections."""
+    `GET /status/v1/simple` over TLS verified against the PE CA (setup_lb adjusts it to
+    the generation), least connections."""
     return f"""# pelab load balancer (HAProxy 2.6): the compile masters' 8140 pool
 global
     log /dev/log local0 warning
@@ -686,8 +718,7 @@ frontend puppet_8140
 
 backend puppet_compilers
     balance leastconn
-    option httpchk GET /status/v1/simple
-    http-check expect string running
+{HTTP_CHECK.rstrip()}
     default-server inter 1s fall 2 rise 1 check check-ssl verify required ca-file /etc/haproxy/pe-ca.pem
 """
 

@@ -128,6 +128,14 @@ class Profile:
         """`nodes/<cn>` -> /v3/nodes/<cn> or /pdb/query/v4/nodes/<cn>."""
         return f"/v3/{endpoint}" if self.puppetdb_legacy_api else f"/pdb/query/v4/{endpoint}"
 
+    # --- Puppet Server's HTTP API on 8140 (§2, [S10,S18]) ---------------------------------
+    @property
+    def status_simple(self) -> bool:
+        """`GET /status/v1/simple`: "Introduced in Puppet Server 2.6.0" (Puppet Server's
+        docs, Status API, Simple endpoint), which PE 2016.4 ships; PE 3.x's Puppet Server
+        1.x has no status service, so a load balancer there checks TCP/TLS only."""
+        return self.pe_version >= (2016, 4)
+
     # --- PE-PostgreSQL and compilers' PuppetDB (§6, [S6,S29]) ------------------------------
     @property
     def postgresql_version(self) -> str:

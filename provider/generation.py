@@ -11,7 +11,7 @@ their sources: shared/facts/pe-generations.md (section numbers below as "§n"):
     from 6) and `puppet config delete` (Puppet 5.4, PE 2018.1);
   * §5: install.bash's `--puppet-service-ensure/-enable` (2016.4) and
     `extension_requests:` (used from 2019.7 for pp_auth_role);
-  * §2: `/status/v1/simple` on 8140 from 2015.3;
+  * §2: `/status/v1/simple` on 8140 from Puppet Server 2.6.0 (PE 2016.4);
   * §6: PuppetDB's command endpoint (2.x `/v3/commands` in PE 3.x, `/pdb/cmd/v1` after),
     the allow-list files (`...whitelist` up to 2019.x, `...allowlist` from 2021.1), and
     compilers' own PuppetDB from 2019.7, admitted by PE-PostgreSQL through pg_ident.conf;
@@ -160,7 +160,9 @@ def generation_for(pe_version: str, node_group: str | None = None) -> Generation
         console_allowlist="/etc/puppetlabs/console-services/rbac-certificate-"
         + ("allowlist" if allowlist else "whitelist"),
         install_service_flags=version >= (2016, 4),
-        status_endpoint=version >= (2015, 3),
+        # /status/v1/simple: "Introduced in Puppet Server 2.6.0" (Puppet Server docs, Simple
+        # endpoint), first shipped in PE 2016.4 (§2 [S10]); PE 2015.2-2016.2 have 2.1-2.4.
+        status_endpoint=version >= (2016, 4),
         token_lifetime_default="1h" if version >= (2019, 7) else ("5m" if version >= (2015, 3) else ""),
         crl_section="server" if puppet_major >= 6 else "master",
         master_class_params=(("enable_ca_proxy", True),) if pe3 else (),

@@ -30,6 +30,8 @@ class Handler(common.JsonHandler):
     def route(self) -> None:
         path = urlparse(self.path).path
         if path == "/status/v1/simple":
+            if not common.profile().status_simple:  # Puppet Server < 2.6 (PE 3.x): no such route
+                return self.reply(404, "Not Found", content_type="text/plain")
             return self.reply(200, "running", content_type="text/plain")
         parts = [unquote(p) for p in path.split("/") if p]
         if parts[:1] == ["puppet-ca"] or parts[1:2] in (["certificate"], ["certificate_revocation_list"]):

@@ -78,6 +78,15 @@ def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> No
         if not profile.aio:  # PE 3.x: enable_ca_proxy set by the product, applied by the master run
             ca = requests.get(f"https://{certname}:8140/production/certificate/ca", verify=lab.ca_file, timeout=30)
             assert ca.status_code == 200 and ca.text == Path(lab.ca_file).read_text()
+        if not profile.status_simple:  # Puppet Server < 2.6: the pool's check is a TLS handshake
+            status = requests.get(f"https://{certname}:8140/status/v1/simple", verify=lab.ca_file, timeout=30)
+            assert status.status_code == 404
+        if profile.compilers_run_puppetdb:  # its own PuppetDB, admitted by PE-PostgreSQL
+            assert pg_ident_entries(lab, certname) == 3
+            pdb = requests.get(
+                f"https://{certname}:8081/status/v1/services/puppetdb-status", verify=lab.ca_file, timeout=30
+            )
+            assert pdb.status_code == 200 and pdb.json()["state"] == "running", pdb.text
         assert lb_stats(lab)[("puppet_compilers", certname)].is_healthy
         assert run.outputs(f"{certname}-pool")["status"] == "UP"
         code = run.outputs(f"{certname}-code")
@@ -99,6 +108,13 @@ def assert_removed(lab: LabClient, run: GraphRun, certname: str, serial: int) ->
     assert not is_pinned(lab.classifier().group("PE Master")["rule"], certname)
     nodes = pdb_node(lab, certname)
     assert nodes is None or nodes.get("deactivated"), nodes
+    assert pg_ident_entries(lab, certname) == 0
+
+
+def pg_ident_entries(lab: LabClient, certname: str) -> int:
+    """Lines of PE-PostgreSQL's pg_ident.conf (on the PuppetDB host) that map certname."""
+    text = lab.host("puppetdb").read(lab.profile.postgresql_data + "/pg_ident.conf") or ""
+    return sum(1 for line in text.splitlines() if line.split()[1:2] == [certname])
 
 
 @pytest.mark.parametrize("version", MATRIX)

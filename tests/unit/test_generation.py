@@ -34,7 +34,9 @@ CERT, PSCA, PM, PC = "puppet-cert", "puppetserver-ca", "PE Master", "PE Compiler
 TABLE: dict[str, tuple[Any, ...]] = {
     "3.7": (3, PE3, "pe-puppet", CERT, PM, "rule", F, F, F, F, F, F, "", "master"),
     "2015.2": (4, AIO, "puppet", CERT, PM, "rule", F, F, F, F, F, F, "", "master"),
-    "2016.4": (4, AIO, "puppet", CERT, PM, "pin", T, F, F, F, T, T, "5m", "master"),
+    "2015.3": (4, AIO, "puppet", CERT, PM, "rule", T, F, F, F, F, F, "5m", "master"),
+    "2016.2": (4, AIO, "puppet", CERT, PM, "pin", T, F, F, F, F, F, "5m", "master"),  # Puppet Server 2.4
+    "2016.4": (4, AIO, "puppet", CERT, PM, "pin", T, F, F, F, T, T, "5m", "master"),  # 2.6: /status/v1/simple
     "2017.3": (5, AIO, "puppet", CERT, PM, "pin", T, F, F, F, T, T, "5m", "master"),
     "2018.1": (5, AIO, "puppet", CERT, PM, "pin", T, F, T, F, T, T, "5m", "master"),
     "2019.8": (6, AIO, "puppet", PSCA, PC, "trusted", T, T, T, F, T, T, "1h", "server"),

@@ -199,3 +199,14 @@ def test_lab_config_set_writes_several_settings_and_refuses_bad_names(tmp_path: 
     assert conf.read_text() == "[main]\nserver = q\n[agent]\ncertname = c\n"
     assert module.main([str(conf), "main", "bad key", "x"]) == 2
     assert module.main([str(conf), "main", "server"]) == 2
+
+
+def test_the_lb_health_check_follows_the_generation() -> None:
+    from lab.deploy import HTTP_CHECK, haproxy_cfg, with_health_check
+
+    cfg = haproxy_cfg("127.0.10.5")
+    assert HTTP_CHECK in cfg
+    tls_only = with_health_check(cfg, status_simple=False)  # PE 3.x: Puppet Server < 2.6
+    assert "httpchk" not in tls_only and "check check-ssl verify required" in tls_only
+    assert with_health_check(tls_only, status_simple=False) == tls_only
+    assert with_health_check(tls_only, status_simple=True) == cfg

@@ -25,14 +25,7 @@ SECRET_KEYS = (
 # provider/database_access.py) and its SSH access. Stacks older than these inputs have none
 # in their state, so a change of any of them is local only: an update that records them,
 # never a replace and never a re-run of the masters' steps (the batch treats them alike).
-DATABASE_KEYS = (
-    "database_host",
-    "database_ssh_port",
-    "database_ssh_user",
-    "database_ssh_private_key",
-    "database_ssh_host_key",
-    "database_ssh_known_hosts",
-)
+DATABASE_KEYS = inputs.ssh_input_keys("database_host", "database_ssh")
 
 # What a change of each input means (diff):
 # Inputs whose change needs no remote work at all (only the recorded value changes).

@@ -69,12 +69,7 @@ LOCAL_ONLY_KEYS = (
     # PE-PostgreSQL's host (PE 2019.7+, when not the PuppetDB host): its run matters once the
     # set of masters changes, so adding it to an existing stack (absent from older state)
     # re-runs nothing.
-    "database_host",
-    "database_ssh_port",
-    "database_ssh_user",
-    "database_ssh_private_key",
-    "database_ssh_host_key",
-    "database_ssh_known_hosts",
+    *inputs.ssh_input_keys("database_host", "database_ssh"),
 )
 INPUT_KEYS = (
     "masters",

@@ -34,6 +34,12 @@ def required_problems(props: dict[str, Any], keys: tuple[str, ...]) -> list[tupl
     return [(k, f"{k} is required") for k in keys if not is_unknown(props.get(k)) and not props.get(k)]
 
 
+def ssh_input_keys(host_key: str, prefix: str) -> tuple[str, ...]:
+    """A host's input keys: `<host_key>` and `<prefix>_port/_user/_private_key/_host_key/
+    _known_hosts` (what ssh_target reads)."""
+    return (host_key, *(f"{prefix}_{k}" for k in ("port", "user", "private_key", "host_key", "known_hosts")))
+
+
 def ssh_defaults(prefix: str) -> dict[str, Any]:
     return {f"{prefix}_port": 22, f"{prefix}_user": "root", f"{prefix}_host_key": "", f"{prefix}_known_hosts": ""}
 

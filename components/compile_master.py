@@ -61,6 +61,25 @@ def master_entry(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
     }
 
 
+def peer_entries(master: MasterSpec, spec: DeploymentSpec) -> list[dict[str, Any]]:
+    """PeCompileMaster's `peer_masters`: the deployment's other masters, whose CRL its delete
+    refreshes (provider/crl_refresh.py). A pinned host key travels with each; otherwise the
+    master's ssh_known_hosts (the stack's, shared) has theirs - copied into the entry only
+    when the master itself is pinned and so has none."""
+    fallback = {"ssh_known_hosts": spec.known_hosts} if master.access.host_key else {}
+    return [
+        {
+            "certname": m.certname,
+            "host": m.access.host,
+            "ssh_port": m.access.port,
+            "ssh_user": m.access.user,
+            **({"ssh_host_key": m.access.host_key} if m.access.host_key else fallback),
+        }
+        for m in spec.masters
+        if m.certname != master.certname
+    ]
+
+
 def shared_master_inputs(spec: DeploymentSpec, creds: Credentials) -> dict[str, Any]:
     """The inputs every master of the deployment shares: primary, PE version, classifier,
     PE-PostgreSQL's host (PE 2019.7+), deadlines."""
@@ -151,7 +170,11 @@ class CompileMaster(pulumi.ComponentResource):
                 {"r10k_remote": sync.r10k_remote, "r10k_cachedir": sync.r10k_cachedir, "r10k_bin": sync.r10k_bin}
             )
         self.file_sync = FileSync(f"{master.name}-code", cast(FileSyncArgs, sync_args), child)
-        master_args: dict[str, Any] = {**master_entry(master, spec), **shared_master_inputs(spec, creds)}
+        master_args: dict[str, Any] = {
+            **master_entry(master, spec),
+            **shared_master_inputs(spec, creds),
+            "peer_masters": peer_entries(master, spec),
+        }
         if batch is not None:
             master_args["batch_provisioned"] = True  # the batch does the long work; this verifies
         self.master = PeCompileMaster(

@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = lab.settings()
             settings.pe_version = args.pe_version
             lab.save_settings(settings)
+            lab.setup_primary(settings)  # its web routes are the generation's
             lab.apply_profile()
         current = lab.settings().profile
         print(

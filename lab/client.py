@@ -262,7 +262,7 @@ class LabClient:
         """Every request and certificate on the real CA (its HTTP API, the primary's
         certificate), whatever CLI the generation has."""
         resp = requests.get(
-            f"https://{host_by_short('primary').fqdn}:8140/puppet-ca/v1/certificate_statuses/any_key",
+            f"https://{host_by_short('primary').fqdn}:{self.profile.lab_ca_port}/puppet-ca/v1/certificate_statuses/any_key",
             cert=self.host("primary").cert_files(),
             verify=self.ca_file,
             timeout=30,
@@ -274,7 +274,7 @@ class LabClient:
         """The real CA's view of a certname (requested, signed, revoked), or None: read over
         its HTTP API with the primary's certificate, whatever CLI the generation has."""
         resp = requests.get(
-            f"https://{host_by_short('primary').fqdn}:8140/puppet-ca/v1/certificate_status/{certname}",
+            f"https://{host_by_short('primary').fqdn}:{self.profile.lab_ca_port}/puppet-ca/v1/certificate_status/{certname}",
             cert=self.host("primary").cert_files(),
             verify=self.ca_file,
             timeout=30,
@@ -292,6 +292,7 @@ class LabClient:
         settings = self.lab.settings()
         settings.pe_version = version
         self.lab.save_settings(settings)
+        self.lab.setup_primary(settings)  # its web routes are the generation's
         self.lab.apply_profile()
 
     @property

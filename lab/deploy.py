@@ -36,7 +36,7 @@ from lab.config import (
     replace_etc_hosts_block,
     roster,
 )
-from lab.generations import other_allowlists
+from lab.generations import LAB_CA_PORT, Profile, other_allowlists
 
 LAB_DIR = Path(__file__).resolve().parent
 ETC_HOSTS = Path("/etc/hosts")
@@ -337,15 +337,21 @@ class Lab:
         if not legacy.exists() or legacy.read_text() != legacy_cfg:
             legacy.write_text(legacy_cfg)
             ca_changed = True
-        (conf_d / "webserver.conf").write_text(
-            "webserver: {\n"
-            "    access-log-config: /etc/puppet/puppetserver/request-logging.xml\n"
-            "    client-auth: want\n"
-            f"    ssl-host: {primary.address}\n"
-            "    ssl-port: 8140\n"
-            f'    static-content: [{{resource: "{self.root}/packages", path: "/packages"}}]\n'
-            "}\n"
-        )
+        # Up to PE 2017.1 the primary serves with the CRL as of its start (web_config). The
+        # very first start makes the CA, so it runs with Puppet's own CRL path, then again.
+        cacrl = etc / "puppetserver" / "ca" / "ca_crl.pem"
+        served_crl = settings.profile.crl_read_at_restart_only and cacrl.exists()
+        if served_crl:
+            served = etc / "puppetserver" / Path(SERVED_CRL).name
+            if not served.exists() or not self.primary_ready(any_port=True):
+                shutil.copyfile(cacrl, served)
+                served.chmod(0o644)
+        web = web_config(primary.address, primary.fqdn, settings.profile, str(self.root / "packages"), served_crl)
+        for name, text in web.items():
+            if (conf_d / name).exists() and (conf_d / name).read_text() == text:
+                continue
+            (conf_d / name).write_text(text)
+            ca_changed = True
         cadir = etc / "puppetserver" / "ca"
         cadir.mkdir(exist_ok=True)
         self.write_code(etc / "code")
@@ -362,11 +368,13 @@ class Lab:
             ],
             check=True,
         )
-        if ca_changed and self.primary_ready():
-            log("ca.conf or the PuppetDB terminus changed: restarting Puppet Server (read at start-up)")
+        if ca_changed and self.primary_ready(any_port=True):
+            log("ca.conf, web routes or the PuppetDB terminus changed: restarting Puppet Server (read at start-up)")
             self.stop_primary()
         if not self.primary_ready():
             self.start_primary()
+        if settings.profile.crl_read_at_restart_only and not served_crl:
+            self.setup_primary(settings)  # the CA exists now: serve with its CRL as of a start
 
     def write_code(self, code: Path) -> None:
         """The production environment: the lab's stand-ins for PE's profiles."""
@@ -383,8 +391,11 @@ class Lab:
         if not site.exists():
             site.write_text("# classification comes from the console (ENC); nothing here\nnode default {}\n")
 
-    def primary_ready(self) -> bool:
-        return status_simple(host_by_short("primary").fqdn, self.ca_file()) == "running"
+    def primary_ready(self, any_port: bool = False) -> bool:
+        """The primary's Puppet Server answers its status service (on the lab's CA port
+        where the generation's 8140 has none; `any_port` while switching generations)."""
+        ports = {8140, LAB_CA_PORT} if any_port else {self.settings().profile.lab_ca_port}
+        return any(status_simple(host_by_short("primary").fqdn, self.ca_file(), port) == "running" for port in ports)
 
     def ca_file(self) -> Path:
         return self.paths("primary").dir / "var-lib-puppet" / "ssl" / "certs" / "ca.pem"
@@ -411,7 +422,7 @@ class Lab:
         self.run("primary", ["pkill", "-TERM", "-f", "puppetserver.jar"], check=False)
         wait_until(
             lambda: (
-                not self.primary_ready()
+                not self.primary_ready(any_port=True)
                 and not self.run("primary", ["pgrep", "-f", "puppetserver.jar"], check=False).stdout.strip()
             ),
             60,
@@ -682,6 +693,87 @@ class Lab:
 
 HTTP_CHECK = "    option httpchk GET /status/v1/simple\n    http-check expect string running\n"
 TLS_CHECK = "    # PE 3.x: Puppet Server < 2.6 has no /status/v1/simple; the check is a verified TLS handshake\n"
+
+
+PUPPETSERVER_SERVICES = {
+    "ca": "puppetlabs.services.ca.certificate-authority-service/certificate-authority-service",
+    "master": "puppetlabs.services.master.master-service/master-service",
+    "legacy": "puppetlabs.services.legacy-routes.legacy-routes-service/legacy-routes-service",
+    "admin": "puppetlabs.services.puppet-admin.puppet-admin-service/puppet-admin-service",
+    "status": "puppetlabs.trapperkeeper.services.status.status-service/status-service",
+    "metrics": "puppetlabs.trapperkeeper.services.metrics.metrics-service/metrics-webservice",
+}
+
+
+def web_config(address: str, fqdn: str, profile: Profile, packages: str, served_crl: bool) -> dict[str, str]:
+    """The primary's webserver.conf and web-routes.conf for a generation.
+
+    PE 3.x's Puppet Server 1.x served neither `/puppet-ca/v1` nor a status service on 8140
+    (pe-generations.md §2 [S15,S16]), so there the CA and status routes move to a second
+    server on the lab's CA port: Trapperkeeper's web routing takes `{route, server}` per
+    service ("Configuring the Webrouting Service", trapperkeeper-webserver-jetty9's docs).
+    Legacy `/<env>/...` routes (the CA's old API) stay on 8140.
+
+    `served_crl`: up to PE 2017.1 Puppet Server re-read the CRL only when restarted or
+    reloaded (PE's node deactivation pages [S38]), while Puppet Server 7's CA updates the
+    CRL it serves with at once; so 8140 verifies clients against the copy taken at start
+    or reload (pelab-compile-service, SERVED_CRL). Puppet Server fills in TLS files from
+    puppet.conf only when none is named, so a server that names one names all four (the
+    same hostcert, hostprivkey and localcacert)."""
+    ssl_dir = "/var/lib/puppet/ssl"
+
+    def tls(crl: str, indent: str) -> str:
+        return "".join(
+            f"{indent}{k}: {v}\n"
+            for k, v in (
+                ("ssl-cert", f"{ssl_dir}/certs/{fqdn}.pem"),
+                ("ssl-key", f"{ssl_dir}/private_keys/{fqdn}.pem"),
+                ("ssl-ca-cert", f"{ssl_dir}/certs/ca.pem"),
+                ("ssl-crl-path", crl),
+            )
+        )
+
+    def main(indent: str) -> str:
+        return (
+            f"{indent}access-log-config: /etc/puppet/puppetserver/request-logging.xml\n"
+            f"{indent}client-auth: want\n"
+            f"{indent}ssl-host: {address}\n"
+            f"{indent}ssl-port: 8140\n"
+            f'{indent}static-content: [{{resource: "{packages}", path: "/packages"}}]\n'
+            + (tls(SERVED_CRL, indent) if served_crl else "")
+        )
+
+    routes = {
+        "ca": '"/puppet-ca"',
+        "master": '"/puppet"',
+        "legacy": '""',
+        "admin": '"/puppet-admin-api"',
+        "status": '"/status"',
+        "metrics": '"/metrics"',
+    }
+    if profile.ca_v1_api:
+        webserver = "webserver: {\n" + main("    ") + "}\n"
+    else:
+        webserver = (
+            "webserver: {\n    default: {\n" + main("        ") + "        default-server: true\n    }\n"
+            "    # the lab's own route to /puppet-ca/v1 and /status (no PE 3.x had them on 8140)\n"
+            f"    lab: {{\n        client-auth: want\n        ssl-host: {address}\n        ssl-port: {LAB_CA_PORT}\n"
+            + tls(f"{ssl_dir}/crl.pem", "        ")
+            + "    }\n}\n"
+        )
+        routes["ca"] = '{route: "/puppet-ca", server: "lab"}'
+        routes["status"] = '{route: "/status", server: "lab"}'
+    web_routes = (
+        f"# written by `lab up` for {profile.label}\nweb-router-service: {{\n"
+        + "".join(f'    "{PUPPETSERVER_SERVICES[k]}": {v}\n' for k, v in routes.items())
+        + "}\n"
+    )
+    return {"webserver.conf": webserver, "web-routes.conf": web_routes}
+
+
+# Inside a host: the copy of the CA's CRL its Puppet Server verifies clients against
+# (lab/inhost/pelab_common.py SERVED_CRL).
+SERVED_CRL = "/etc/puppet/puppetserver/pelab-served-crl.pem"
 
 
 def with_health_check(cfg: str, status_simple: bool) -> str:

@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The profiles the lab is tested with (the README's generation table has one column each).
+# The primary's second HTTPS port on generations whose 8140 lacks `/puppet-ca/v1` (3.x).
+LAB_CA_PORT = 8141
+
 PROFILES = ("3.7", "2016.4", "2018.1", "2019.8", "2021.7", "2023.8")
 
 
@@ -135,6 +138,41 @@ class Profile:
         docs, Status API, Simple endpoint), which PE 2016.4 ships; PE 3.x's Puppet Server
         1.x has no status service, so a load balancer there checks TCP/TLS only."""
         return self.pe_version >= (2016, 4)
+
+    @property
+    def ca_v1_api(self) -> bool:
+        """`/puppet-ca/v1/...` (and the status service) on 8140 from Puppet Server 2.x (PE
+        2015.2); PE 3.x's Puppet Server 1.x answers only `/<env>/certificate...` there
+        (pe-generations.md §2 [S15,S16])."""
+        return self.aio
+
+    @property
+    def lab_ca_port(self) -> int:
+        """Where the lab's own Puppet 7 tools reach the real CA's `/puppet-ca/v1` and
+        `/status`: 8140 where the generation had them, else a second port of the primary's
+        Puppet Server that no PE generation has (the product never uses it)."""
+        return 8140 if self.ca_v1_api else LAB_CA_PORT
+
+    # --- the CRL a Puppet Server serves with (§8 [S38]) ------------------------------------
+    @property
+    def crl_read_at_restart_only(self) -> bool:
+        """Up to PE 2017.1 "the Puppet server process won't re-read the certificate
+        revocation list until the service is restarted" (PE 3.7's node deactivation page;
+        2015.3-2017.1: or reloaded, a HUP), on the primary and every compile master. The
+        lab's servers then serve a copy of the CA's CRL taken at start or reload only."""
+        return self.pe_version < (2017, 2)
+
+    @property
+    def crl_managed_by_puppet(self) -> bool:
+        """From PE 2017.2 "the updated CRL is managed by Puppet and distributed to compile
+        masters": the master profile's run brings the CA's CRL and reloads the server."""
+        return not self.crl_read_at_restart_only
+
+    @property
+    def service_reload(self) -> bool:
+        """`service pe-puppetserver reload` (a HUP) from PE 2015.3 ("you can restart the
+        Puppet server by sending a HUP signal"); before, only a restart re-reads anything."""
+        return self.pe_version >= (2015, 3)
 
     # --- PE-PostgreSQL and compilers' PuppetDB (§6, [S6,S29]) ------------------------------
     @property

@@ -11,7 +11,7 @@ are opened inside each call and closed at its end.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any, TypedDict
 
@@ -212,6 +212,7 @@ class PeCompileMasterProvider(ResourceProvider):
             steps.revoke_and_clean(ctx, serial)
             steps.run_step(ctx, "remove database access", steps.remove_database_access)  # PE 2019.7+
             steps.deactivate_in_puppetdb(ctx)
+            steps.refresh_crl(ctx, serial)  # the masters left refuse the revoked certificate
             if host is not None:
                 steps.uninstall_agent(ctx)
 
@@ -303,6 +304,8 @@ class PeCompileMasterArgs(SharedMasterArgs, total=False):
     keep_agent_on_delete: pulumi.Input[bool]
     adopt: pulumi.Input[bool]
     batch_provisioned: pulumi.Input[bool]
+    # the deployment's other masters: {certname, host, ssh_port, ssh_user[, ssh_host_key]}
+    peer_masters: pulumi.Input[Sequence[pulumi.Input[Mapping[str, Any]]]]
 
 
 class PeCompileMaster(Resource):

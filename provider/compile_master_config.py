@@ -26,6 +26,14 @@ SECRET_KEYS = (
 # in their state, so a change of any of them is local only: an update that records them,
 # never a replace and never a re-run of the masters' steps (the batch treats them alike).
 DATABASE_KEYS = inputs.ssh_input_keys("database_host", "database_ssh")
+# The deployment's other compile masters, each {certname, host, ssh_port, ssh_user,
+# ssh_host_key} (the shared ssh_private_key reaches them; without a pinned key, this
+# master's own ssh_known_hosts must list them, so that text is not copied N times): after this
+# master's certificate is revoked, its delete makes each of them take the new CRL, as PE's
+# removal procedure does (master_steps.refresh_crl). Local only: the set changes with every
+# scale-out or scale-in, and recording it needs no remote work.
+PEER_KEY = "peer_masters"
+PEER_FIELDS = ("certname", "host", "ssh_port", "ssh_user", "ssh_host_key", "ssh_known_hosts")
 
 # What a change of each input means (diff):
 # Inputs whose change needs no remote work at all (only the recorded value changes).
@@ -40,6 +48,7 @@ LOCAL_ONLY_KEYS = (
     "adopt",
     "batch_provisioned",
     *DATABASE_KEYS,
+    PEER_KEY,
 )
 REPLACE_KEYS = ("certname", "host", "dns_alt_names", "primary_host", "primary_certname", "pe_version", "node_group")
 UPDATE_KEYS = (
@@ -92,6 +101,7 @@ DEFAULTS: dict[str, Any] = {
     "keep_agent_on_delete": False,
     "adopt": False,
     "batch_provisioned": False,
+    PEER_KEY: [],
 }
 REQUIRED = (
     "host",
@@ -103,6 +113,20 @@ REQUIRED = (
     "pe_version",
     "classifier_url",
 )
+
+
+@dataclass(frozen=True)
+class PeerMaster:
+    """Another compile master of the deployment, reached with the shared SSH key."""
+
+    certname: str
+    target: SshTarget
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any], private_key: str, known_hosts: str) -> PeerMaster:
+        e = {**inputs.ssh_defaults("ssh"), **{k: v for k, v in entry.items() if v is not None}}
+        e["ssh_known_hosts"] = e.get("ssh_known_hosts") or known_hosts
+        return cls(str(e["certname"]), inputs.ssh_target({**e, "ssh_private_key": private_key}, "ssh", "host"))
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,7 @@ class MasterConfig:
     keep_agent_on_delete: bool
     adopt: bool
     batch_provisioned: bool  # CompileMasterBatch did the long work: create/update only verify
+    peer_masters: tuple[PeerMaster, ...] = ()
 
     @classmethod
     def from_props(cls, props: dict[str, Any]) -> MasterConfig:
@@ -190,6 +215,10 @@ class MasterConfig:
             keep_agent_on_delete=bool(merged["keep_agent_on_delete"]),
             adopt=bool(merged["adopt"]),
             batch_provisioned=bool(merged["batch_provisioned"]),
+            peer_masters=tuple(
+                PeerMaster.from_entry(e, str(merged["ssh_private_key"]), str(merged["ssh_known_hosts"]))
+                for e in merged[PEER_KEY] or []
+            ),
         )
 
     @property
@@ -323,6 +352,7 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     pdb = known.get("puppetdb_url")
     if pdb and not str(pdb).startswith("https://"):
         out.append(("puppetdb_url", "puppetdb_url must be https:// (PuppetDB, port 8081)"))
+    out += peer_problems(props.get(PEER_KEY), known.get("certname"), props.get("ssh_known_hosts"))
     out += inputs.timeout_problems(
         props, ("connect_timeout", "install_timeout", "sign_timeout", "run_timeout", "service_timeout", "api_timeout")
     )
@@ -344,4 +374,43 @@ def database_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     key = props.get("database_ssh_private_key")
     if not inputs.is_unknown(key) and not key:
         out.append(("database_ssh_private_key", "database_ssh_private_key is required with database_host"))
+    return out
+
+
+def peer_problems(peers: Any, certname: Any, known_hosts: Any = None) -> list[tuple[str, str]]:
+    """peer_masters: a list of {certname, host, ssh_port, ssh_user, ssh_host_key}, each
+    certname once and never this master's own; without ssh_host_key, this master's
+    ssh_known_hosts must have the peer's host."""
+    if peers is None or inputs.is_unknown(peers):
+        return []
+    if not isinstance(peers, list):
+        return [(PEER_KEY, f"{PEER_KEY} must be a list of the deployment's other masters")]
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for i, peer in enumerate(peers):
+        where = f"{PEER_KEY}[{i}]"
+        if inputs.is_unknown(peer):
+            continue
+        if not isinstance(peer, dict):
+            out.append((PEER_KEY, f"{where} must be a mapping with {', '.join(PEER_FIELDS)}"))
+            continue
+        unknown_fields = sorted(set(peer) - set(PEER_FIELDS))
+        if unknown_fields:
+            out.append((PEER_KEY, f"{where} has unknown fields: {', '.join(unknown_fields)}"))
+        name = peer.get("certname")
+        if not inputs.is_unknown(name):
+            error = validation.dns_name_error(name, f"{where}.certname") if name else f"{where}.certname is required"
+            if error:
+                out.append((PEER_KEY, error))
+            elif name == certname:
+                out.append((PEER_KEY, f"{where} is this master itself ({name})"))
+            elif name in seen:
+                out.append((PEER_KEY, f"{where}: {name} is listed twice"))
+            seen.add(str(name))
+        if not peer.get("host") and not inputs.is_unknown(peer.get("host")):
+            out.append((PEER_KEY, f"{where}.host is required"))
+        access = dict(peer)
+        if not access.get("ssh_host_key") and not access.get("ssh_known_hosts") and known_hosts:
+            access["ssh_known_hosts"] = known_hosts
+        out += [(PEER_KEY, f"{where}: {reason}") for _, reason in inputs.ssh_problems(access, "ssh", "host")]
     return out

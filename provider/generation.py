@@ -17,7 +17,8 @@ their sources: shared/facts/pe-generations.md (section numbers below as "§n"):
     compilers' own PuppetDB from 2019.7, admitted by PE-PostgreSQL through pg_ident.conf;
   * §7: the node group ("PE Compiler" by pp_auth_role from 2019.7), pinning (pin endpoint
     from 2016.1, rule rewrite before), RBAC tokens (2015.3) and their default lifetime;
-  * §8: PE 3.x's masters group sets enable_ca_proxy on the master profile;
+  * §8: PE 3.x's masters group sets enable_ca_proxy on the master profile; after a
+    revocation the remaining masters restart, reload or run Puppet to take the new CRL;
   * §10: the agent service (`pe-puppet` in 3.x, `puppet` after).
 """
 
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 CaCli = Literal["puppet-cert", "puppetserver-ca"]
 Classification = Literal["rule", "pin", "trusted"]
+CrlRefresh = Literal["restart", "reload", "run"]
 
 # Where the `puppet` binary lives, newest generation first (§1): what a probe tries on a
 # host whose PE version is not an input (InfraRefresh's PuppetDB and console hosts).
@@ -73,6 +75,14 @@ class Generation:
     # PE keeps the cluster under its PostgreSQL major version; upgrades leave old ones behind.
     postgresql_data_glob: str = "/opt/puppetlabs/server/data/postgresql/*/data"
     postgresql_service: str = "pe-postgresql"
+    # After a master's certificate is revoked, how the remaining masters come to refuse it
+    # (§8 [S38], PE's node removal pages): up to 2017.1 a Puppet run on the primary "will copy
+    # the CRL to the correct SSL directory", then Puppet Server re-reads it only when
+    # restarted (3.7-2015.2: `service pe-puppetserver restart`) or reloaded (2015.3-2017.1: a
+    # HUP, `service pe-puppetserver reload`), on the primary and every compile master; from
+    # 2017.2 "the updated CRL is managed by Puppet and distributed to compile masters": a
+    # Puppet run on each compile master, nothing on the primary.
+    crl_refresh: CrlRefresh = "run"
 
     @property
     def label(self) -> str:
@@ -168,4 +178,5 @@ def generation_for(pe_version: str, node_group: str | None = None) -> Generation
         master_class_params=(("enable_ca_proxy", True),) if pe3 else (),
         compiler_puppetdb=compiler_era,
         pg_ident_maps=PUPPETDB_PG_IDENT_MAPS if compiler_era else (),
+        crl_refresh="run" if version >= (2017, 2) else ("reload" if version >= (2015, 3) else "restart"),
     )

@@ -12,6 +12,7 @@ import json
 import shlex
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 
 from provider import agent_runs as runs
 from provider import ca, services
+from provider import crl_refresh as crl
 from provider import database_access as pgident
 from provider.agent_runs import RUN_LOCK_SETTING, file_exists
 from provider.compile_master_config import DATABASE_REQUIRED, MasterConfig
@@ -674,19 +676,23 @@ def master_run(ctx: Context) -> None:
 
 
 def compile_service_probe(ctx: Context, cafile: str) -> tuple[bool, str, str]:
-    """(up, what was asked, last answer): the master's own Puppet Server on 8140 says
-    `running` on /status/v1/simple (PE 2015.3+); before that there is no status endpoint
-    on 8140 (pe-generations.md §2), so up means a TLS handshake verified against the PE CA
-    for its certname, which only a started Puppet Server with its certificate completes."""
-    cfg = ctx.cfg
-    if cfg.generation.status_endpoint:
-        url = f"https://{cfg.certname}:8140/status/v1/simple"
-        result = ctx.host.run(["curl", "-sS", "--max-time", "10", "--cacert", cafile, url], timeout=30)
+    """(up, what was asked, last answer) for the master's own Puppet Server (server_probe)."""
+    return server_probe(ctx.host, ctx.cfg.certname, ctx.cfg.generation, cafile)
+
+
+def server_probe(session: SshSession, certname: str, generation: Generation, cafile: str) -> tuple[bool, str, str]:
+    """(up, what was asked, last answer): a Puppet Server on 8140 says `running` on
+    /status/v1/simple (PE 2016.4+); before that there is no status endpoint on 8140
+    (pe-generations.md §2), so up means a TLS handshake verified against the PE CA for its
+    certname, which only a started Puppet Server with its certificate completes."""
+    if generation.status_endpoint:
+        url = f"https://{certname}:8140/status/v1/simple"
+        result = session.run(["curl", "-sS", "--max-time", "10", "--cacert", cafile, url], timeout=30)
         up = result.exit_status == 0 and result.stdout.strip() == "running"
         return up, f"{url} says running", (result.stdout + result.stderr).strip()
-    result = ctx.host.run(served_certificate_command(cfg.certname, cafile), timeout=30)
+    result = session.run(served_certificate_command(certname, cafile), timeout=30)
     up = result.exit_status == 0 and first_pem_certificate(result.stdout) is not None
-    return up, f"{cfg.certname}:8140 completes a verified TLS handshake", result.tail(3)
+    return up, f"{certname}:8140 completes a verified TLS handshake", result.tail(3)
 
 
 def compile_service(ctx: Context, cafile: str = "") -> None:
@@ -989,6 +995,54 @@ def revoke_and_clean(ctx: Context, serial: int | None) -> None:
         ctx.log("revoke", f"serial {serial} revoked (in the CRL) and the certificate cleaned")
     else:
         ctx.log("revoke", "certificate cleaned on the CA" if entry else "no certificate on the CA: nothing to revoke")
+
+
+def refresh_crl(ctx: Context, serial: int | None) -> None:
+    """The masters that remain take the new CRL, per generation (provider/crl_refresh.py).
+    A peer that is no longer signed on the CA is being removed too: skipped, also when it
+    stops answering half-way (its own delete is uninstalling it)."""
+    cfg = ctx.cfg
+    generation = cfg.generation
+
+    def still_signed(certname: str) -> bool:
+        entry = ca_entries(ctx).get(certname)
+        return entry is not None and entry.state == "signed"
+
+    peers = {p.certname: p for p in cfg.peer_masters if still_signed(p.certname)}
+    gone = [p.certname for p in cfg.peer_masters if p.certname not in peers]
+    if gone:
+        ctx.log("CRL refresh", f"skipping {', '.join(gone)}: not signed on the CA (being removed too)")
+    plan = crl.plan(generation, list(peers))
+    if not plan:
+        ctx.log("CRL refresh", "no other compile master in the deployment: nothing to refresh")
+        return
+
+    def probe(session: SshSession, certname: str, cafile: str) -> bool:
+        return server_probe(session, certname, generation, cafile)[0]
+
+    servers: dict[str, crl.Server] = {}
+    with ExitStack() as stack:
+        for step in plan:
+            try:
+                if step.server not in servers:
+                    if step.server == crl.PRIMARY:
+                        session = ctx.primary
+                        certname = cfg.primary_certname
+                    else:
+                        target = peers[step.server].target
+                        session = stack.enter_context(SshSession(target, cfg.connect_timeout, cfg.secrets))
+                        certname = step.server
+                    servers[step.server] = crl.Server(session, certname, generation, ctx.log, probe)
+                crl.carry_out(step, servers[step.server], serial, serial_revoked, cfg.run_timeout, cfg.service_timeout)
+            except ProviderError as exc:
+                if step.server != crl.PRIMARY and not still_signed(step.server):
+                    ctx.log("CRL refresh", f"{step.server} was removed meanwhile: skipped")
+                    continue
+                raise ProviderError(
+                    f"{exc}\n{cfg.certname} is already revoked and removed from PE; the masters left must still "
+                    f"take the new CRL ({generation.label}: {generation.crl_refresh} on each). Fix that and run "
+                    "`pulumi up` again: the delete is retried, and the steps already done find nothing to do."
+                ) from exc
 
 
 def serial_revoked(crl_pem: bytes, serial: int) -> bool:

@@ -75,3 +75,11 @@ def reload_script(name: str, marker: str = SYSTEMD_MARKER) -> str:
     n = shlex.quote(name)
     unit = shlex.quote(f"{name}.service")
     return f"if {_is_systemd(marker)}; then systemctl reload {unit}; else service {n} reload; fi"
+
+
+def restart_script(name: str, marker: str = SYSTEMD_MARKER) -> str:
+    """Restart `name` (stop, then start: a new process reads everything again): systemctl
+    where systemd is PID 1, else `service <name> restart`; exit status is the restart's."""
+    n = shlex.quote(name)
+    unit = shlex.quote(f"{name}.service")
+    return f"if {_is_systemd(marker)}; then systemctl restart {unit}; else service {n} restart; fi"

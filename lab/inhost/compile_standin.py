@@ -9,6 +9,7 @@ it returns holds the node's classes, not compiled resources.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import uuid
@@ -72,6 +73,8 @@ class Handler(common.JsonHandler):
         without it they fail here, as on a PE 3.7 compile master not configured so."""
         if not CA_PROXY_MARKER.exists() or self.command != "GET":
             return self.error(404, "not-found", f"{path}: no CA on this compile master")
+        if path.startswith("/puppet-ca/") and not common.profile().ca_v1_api:  # Puppet Server 1.x
+            return self.error(404, "not-found", f"{path}: no such route on PE 3.x's Puppet Server")
         status, body = common.https("GET", common.settings()["primary"], 8140, path, headers={"Accept": "text/plain"})
         return self.reply(status, body, content_type="text/plain")
 
@@ -80,8 +83,16 @@ CA_PROXY_MARKER = Path("/etc/puppetlabs/pelab-ca-proxy")
 
 
 def main() -> None:
+    """Serve until stopped; SIGHUP re-reads the CRL (pelab-compile-service takes a copy of
+    the CA's first), as a HUP reloads a PE Puppet Server - never in between."""
     me = common.certname()
-    server = common.TLSServer((common.address_of(me), 8140), Handler, common.server_context())
+    server = common.TLSServer((common.address_of(me), 8140), Handler, common.server_context(crl=common.SERVED_CRL))
+
+    def reload(_signum: int, _frame: object) -> None:
+        server.ctx = common.server_context(crl=common.SERVED_CRL)
+        print("reloaded: CRL re-read", flush=True)
+
+    signal.signal(signal.SIGHUP, reload)
     print(f"compile stand-in listening on {me}:8140", flush=True)
     server.serve_forever()
 

@@ -36,6 +36,21 @@ def profile() -> Any:
     return pelab_generations.profile_for(str(settings()["pe_version"]))
 
 
+# Subcommands of the real Puppet 7 that talk to the CA (certificates, CRL, CSRs).
+CA_SUBCOMMANDS = ("agent", "ssl")
+
+
+def lab_ca_args(args: list[str]) -> list[str]:
+    """`--ca_port <lab CA port>` for a real Puppet 7 agent or `puppet ssl` on a generation
+    whose 8140 has no `/puppet-ca/v1` (PE 3.x: the lab's own Puppet 7 agents keep a route
+    of their own, lab/generations.py lab_ca_port); nothing elsewhere."""
+    words = [a for a in args if not a.startswith("-")]
+    if not words or words[0] not in CA_SUBCOMMANDS or any(a.startswith("--ca_port") for a in args):
+        return []
+    port = profile().lab_ca_port
+    return [] if port == 8140 else ["--ca_port", str(port)]
+
+
 def certname() -> str:
     """This host's certname: Puppet's default, the FQDN (the lab sets hostname = FQDN)."""
     return socket.gethostname()
@@ -50,12 +65,54 @@ def cert_paths(name: str | None = None) -> tuple[Path, Path, Path]:
     return SSLDIR / "certs" / f"{name}.pem", SSLDIR / "private_keys" / f"{name}.pem", SSLDIR / "certs" / "ca.pem"
 
 
-def server_context(name: str | None = None, require_client_cert: bool = False) -> ssl.SSLContext:
+# The CRL a lab Puppet Server (the primary's on PE <= 2017.1, compile01's real one, the
+# stand-ins) verifies clients against: a copy of the CA's CRL taken when the server starts
+# or reloads, or when the master profile's run brings it (PE 2017.2+), never in between -
+# as PE's servers, which re-read it only then (lab/generations.py crl_read_at_restart_only).
+SERVED_CRL = Path("/etc/puppet/puppetserver/pelab-served-crl.pem")
+HOSTCRL = SSLDIR / "crl.pem"
+CACRL = Path("/etc/puppet/puppetserver/ca/ca_crl.pem")
+
+
+def ca_crl() -> bytes:
+    """The CA's current CRL: its own file on the primary, else its HTTP API (lab route)."""
+    if certname() == settings()["primary"]:
+        return CACRL.read_bytes()
+    path = "/puppet-ca/v1/certificate_revocation_list/ca"
+    status, body = https("GET", settings()["primary"], profile().lab_ca_port, path, headers={"Accept": "text/plain"})
+    if status != 200 or b"BEGIN X509 CRL" not in body:
+        raise RuntimeError(f"the CA answered {status} for its CRL: {body[:200]!r}")
+    return body
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Atomically replace path's content (world-readable); False when it was already that."""
+    if path.exists() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+    return True
+
+
+def take_ca_crl() -> bool:
+    """What a Puppet Server reads when it (re)starts or reloads: the CA's CRL, now."""
+    return write_if_changed(SERVED_CRL, ca_crl())
+
+
+def server_context(
+    name: str | None = None, require_client_cert: bool = False, crl: Path | None = None
+) -> ssl.SSLContext:
     cert, key, ca = cert_paths(name)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert), str(key))
     ctx.load_verify_locations(str(ca))
     ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    if crl is not None:  # a revoked client certificate fails the handshake, as on Puppet Server
+        ctx.load_verify_locations(str(crl))
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return ctx
 
 
@@ -207,7 +264,7 @@ def trusted_extensions(node: str, primary: str) -> dict[str, str]:
     """The node's certificate extensions we classify on (pp_auth_role), from the CA."""
     import subprocess
 
-    status, pem = https("GET", primary, 8140, f"/puppet-ca/v1/certificate/{node}")
+    status, pem = https("GET", primary, profile().lab_ca_port, f"/puppet-ca/v1/certificate/{node}")
     if status != 200:
         return {}
     text = subprocess.run(["openssl", "x509", "-noout", "-text"], input=pem, capture_output=True).stdout.decode()

@@ -14,6 +14,7 @@ import yaml
 
 from components.program import main
 from lab.config import roster
+from provider.compile_master_config import LOCAL_ONLY_KEYS
 from tests.harness.mocks import RecordingMocks, Registered, by_name, run_program
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,6 +118,12 @@ def test_adding_or_removing_a_master_touches_only_its_resources(tmp_path: Path) 
             assert [e["server_name"] for e in one[name].inputs["members"]] == ["compile01.pelab.test"]
             continue
         assert one[name].urn == two[name].urn  # same name, same parent: never renamed
+        if name.endswith("-master"):  # a survivor's peers change: recorded, no remote work
+            assert [p["certname"] for p in one[name].inputs["peer_masters"]] == []
+            assert [p["certname"] for p in two[name].inputs["peer_masters"]] == ["compile02.pelab.test"]
+            assert "peer_masters" in LOCAL_ONLY_KEYS
+            assert {**one[name].inputs, "peer_masters": []} == {**two[name].inputs, "peer_masters": []}
+            continue
         assert one[name].inputs == two[name].inputs  # nothing to update for the survivors
 
 

@@ -1,8 +1,9 @@
 """Facts about the lab's generation profiles (lab/generations.py): each refusal a PE
 generation makes is made by the lab too, seen from a non-login SSH shell as the product
 sees it. Each test fails if the lab is made lenient again (Debian's /usr/bin/puppet left
-visible, `puppet ssl` answered on Puppet 5, a whitelist file left on 2021.7, tokens that
-never expire, PE-PostgreSQL letting in a certificate that pg_ident.conf does not map)."""
+visible, `puppet ssl` answered on Puppet 5, `/puppet-ca/v1` on a 3.7 primary's 8140, a
+whitelist file left on 2021.7, tokens that never expire, PE-PostgreSQL letting in a
+certificate that pg_ident.conf does not map)."""
 
 from __future__ import annotations
 
@@ -104,11 +105,32 @@ def test_pe_3_7_has_its_own_layout_no_puppet_ssl_and_an_installer_without_servic
         assert refused.exit_status == 1 and "Unknown Puppet subcommand 'ssl'" in refused.stderr
         assert host.run("puppet --version").check().stdout.strip() == "3.8.7"
         host.run("service pe-puppet stop").check()
+        # Puppet Server 1.x: the CA's old API only; no /puppet-ca/v1, no status service.
+        assert primary_get(lab, "/puppet-ca/v1/certificate/ca").status_code == 404
+        assert primary_get(lab, "/status/v1/simple").status_code == 404
+        old_api = primary_get(lab, "/production/certificate/ca")
+        assert old_api.status_code == 200 and old_api.text == Path(lab.ca_file).read_text()
         # PuppetDB 2.x: /v3/commands, and no /pdb/... API yet.
         assert pdb_post(lab, "/pdb/cmd/v1", deactivate_v3(host.fqdn)).status_code == 404
         assert pdb_post(lab, "/v3/commands", deactivate_v3(host.fqdn)).status_code == 400  # v2 takes a string
         done = pdb_post(lab, "/v3/commands", {"command": "deactivate node", "version": 2, "payload": host.fqdn})
         assert done.status_code == 200
+
+
+def primary_get(lab: LabClient, path: str) -> requests.Response:
+    """A GET on the primary's 8140 with its own certificate (any CA route would allow it)."""
+    return requests.get(
+        f"https://{PRIMARY}:8140{path}",
+        headers={"Accept": "text/plain"},
+        cert=lab.host("primary").cert_files(),
+        verify=lab.ca_file,
+        timeout=30,
+    )
+
+
+def test_puppet_server_2_and_later_serve_puppet_ca_v1_on_8140(lab: LabClient) -> None:
+    assert primary_get(lab, "/puppet-ca/v1/certificate/ca").text == Path(lab.ca_file).read_text()
+    assert primary_get(lab, "/status/v1/simple").text == "running"
 
 
 def deactivate_v3(certname: str) -> dict[str, object]:

@@ -117,20 +117,54 @@ def pg_ident_entries(lab: LabClient, certname: str) -> int:
     return sum(1 for line in text.splitlines() if line.split()[1:2] == [certname])
 
 
+def accepts(url: str, cert: tuple[str, str], ca_file: str) -> bool:
+    """Whether the server at url lets a TLS client with this certificate in."""
+    try:
+        requests.get(url, cert=cert, verify=ca_file, timeout=30)
+        return True
+    except requests.exceptions.ConnectionError:  # a refused client certificate ends the handshake
+        return False
+
+
+def saved_identity(lab: LabClient, short: str, into: Path) -> tuple[str, str]:
+    """A copy of a master's certificate and key (its delete removes the originals)."""
+    paths = []
+    for original in lab.host(short).cert_files():
+        copy = into / f"{short}-{Path(original).name}"
+        copy.write_bytes(Path(original).read_bytes())
+        paths.append(str(copy))
+    return paths[0], paths[1]
+
+
+def assert_refused_everywhere(lab: LabClient, removed: tuple[str, str], servers: list[str]) -> None:
+    """Every remaining Puppet Server refuses the revoked certificate (it took the new CRL the
+    generation's way: a restart, a reload or a Puppet run) and still lets a valid one in."""
+    valid = lab.host("primary").cert_files()
+    for server in servers:
+        url = f"https://{server}:8140/status/v1/simple"
+        assert accepts(url, valid, lab.ca_file), f"{server} does not answer a valid client"
+        assert not accepts(url, removed, lab.ca_file), f"{server} still lets the revoked certificate in"
+
+
 @pytest.mark.parametrize("version", MATRIX)
-def test_program_on_each_generation(lab: LabClient, server: ProviderServer, version: str) -> None:
+def test_program_on_each_generation(lab: LabClient, server: ProviderServer, version: str, tmp_path: Path) -> None:
     shorts = sorted({s for step in SHAPE for s in step})
     bare_masters(lab, shorts)
     run = GraphRun(server)
+    primary = lab.host("primary").fqdn
     with on_generation(lab, version):
         try:
             previous: tuple[str, ...] = ()
             for step in SHAPE:
                 serials = {s: int(run.outputs(f"{s}.pelab.test-master")["cert_serial"]) for s in previous}
+                leaving = {s: saved_identity(lab, s, tmp_path) for s in set(previous) - set(step)}
+                for identity in leaving.values():  # let in before its removal
+                    assert accepts(f"https://{primary}:8140/status/v1/simple", identity, lab.ca_file)
                 up(lab, run, step, version)
                 assert_serving(lab, run, step)
-                for gone in set(previous) - set(step):
+                for gone, identity in leaving.items():
                     assert_removed(lab, run, f"{gone}.pelab.test", serials[gone])
+                    assert_refused_everywhere(lab, identity, [primary, *(f"{s}.pelab.test" for s in step)])
                 previous = step
         finally:
             run.destroy()

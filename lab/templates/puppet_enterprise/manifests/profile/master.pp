@@ -19,6 +19,15 @@ class puppet_enterprise::profile::master (
     command => '@INHOST@/bin/pelab-compile-service start',
     unless  => '@INHOST@/bin/pelab-compile-service status',
   }
+  # PE 2017.2+: "the updated CRL is managed by Puppet and distributed to compile masters"
+  # (PE's node removal page [S38]): the CA's CRL into hostcrl, and the server reloaded to
+  # serve it. Before 2017.2 a server takes the CRL only when restarted or reloaded, so
+  # both commands do nothing there (pelab-compile-service).
+  -> exec { 'pe crl from the CA':
+    command   => '@INHOST@/bin/pelab-compile-service crl-sync',
+    unless    => '@INHOST@/bin/pelab-compile-service crl-current',
+    logoutput => true,
+  }
   # PE 3.x: with enable_ca_proxy a compile master forwards CA requests to the primary;
   # without it they fail there (the lab's compile service reads this marker per request).
   file { '/etc/puppetlabs/pelab-ca-proxy':

@@ -1,0 +1,146 @@
+"""After a compile master's certificate is revoked, the masters that remain take the new
+CRL the way PE's node removal procedure has them do it (Generation.crl_refresh,
+pe-generations.md §8 [S38]):
+
+* up to PE 2017.1 a Puppet run on the primary "will copy the certificate revocation list
+  (CRL) to the correct SSL directory", then pe-puppetserver is restarted (3.7-2015.2) or
+  reloaded (2015.3-2017.1: a HUP) on the primary and on every compile master: "the Puppet
+  server process won't re-read the certificate revocation list until the service is
+  restarted" (PE 3.7's "Deactivating a PE agent node");
+* from PE 2017.2 "the updated CRL is managed by Puppet and distributed to compile
+  masters": a Puppet run on each compile master, nothing on the primary.
+
+The other masters are the deleted master's `peer_masters` input (reached with the shared
+SSH key and their pinned host keys). A peer whose certificate is no longer signed on the
+CA is being removed too (its own delete is running) and is skipped. One server at a
+time, each answering again before the next, so the 8140 pool never loses two at once.
+Each step is verified: after a run, the host's CRL file (`hostcrl`, what its Puppet
+Server's ssl-crl-path names) lists the revoked serial; after a restart or reload, the
+server answers on 8140 again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from provider import agent_runs, services
+from provider.errors import DeadlineError, ProviderError
+from provider.generation import Generation
+from provider.primary import parse_config_print
+from provider.ssh import CommandResult, SshSession
+
+Action = Literal["run", "restart", "reload"]
+PRIMARY = "primary"
+SERVICE = "pe-puppetserver"
+# What each server's check needs, in one `puppet config print` (one Ruby start-up).
+SETTINGS = ("hostcrl", "localcacert", agent_runs.RUN_LOCK_SETTING)
+
+
+@dataclass(frozen=True)
+class CrlStep:
+    server: str  # PRIMARY or a compile master's certname
+    action: Action
+
+
+def plan(generation: Generation, peers: Sequence[str]) -> list[CrlStep]:
+    """The generation's steps, in PE's order: the primary's run and restart/reload first
+    (up to 2017.1), then each remaining compile master."""
+    if generation.crl_refresh == "run":
+        return [CrlStep(p, "run") for p in peers]
+    return [
+        CrlStep(PRIMARY, "run"),
+        CrlStep(PRIMARY, generation.crl_refresh),
+        *(CrlStep(p, generation.crl_refresh) for p in peers),
+    ]
+
+
+def service_action_script(action: Action) -> str:
+    """`restart` or `reload` pe-puppetserver through the host's service manager."""
+    if action == "reload":
+        return services.reload_script(SERVICE)
+    if action == "restart":
+        return services.restart_script(SERVICE)
+    raise ValueError(f"not a service action: {action}")
+
+
+@dataclass
+class Server:
+    """One server the CRL must reach: its session, certname and generation's binaries."""
+
+    session: SshSession
+    certname: str
+    generation: Generation
+    log: Callable[[str, str], None]
+    # (session, certname, cafile) -> 8140 answers as the LB's check sees it
+    probe: Callable[[SshSession, str, str], bool]
+    settings: dict[str, str] | None = None
+
+    def setting(self, name: str) -> str:
+        if self.settings is None:
+            printed = self.session.run(
+                [self.generation.puppet_bin, "config", "print", *SETTINGS, "--section", "agent"], timeout=120
+            )
+            printed.check("CRL refresh", f"read {', '.join(SETTINGS)}")
+            self.settings = parse_config_print(printed.stdout)
+        value = self.settings.get(name, "")
+        if not value.startswith("/"):
+            label = self.session.target.label
+            raise ProviderError(f"[{label}] CRL refresh: `puppet config print {name}` gave {value!r}")
+        return value
+
+    def run(self, timeout: float) -> None:
+        agent_runs.agent_run(
+            self.session,
+            "CRL refresh",
+            timeout,
+            self.log,
+            self.setting(agent_runs.RUN_LOCK_SETTING),
+            self.generation.puppet_bin,
+        )
+
+    def crl(self) -> bytes | None:
+        return self.session.get(self.setting("hostcrl"))
+
+    def service(self, action: Action) -> CommandResult:
+        return self.session.run(service_action_script(action), timeout=300)
+
+    def answers(self) -> bool:
+        return self.probe(self.session, self.certname, self.setting("localcacert"))
+
+
+def carry_out(
+    step: CrlStep,
+    server: Server,
+    serial: int | None,
+    serial_revoked: Callable[[bytes, int], bool],
+    run_timeout: float,
+    service_timeout: float,
+) -> None:
+    """One step, verified: a run leaves the serial in the host's CRL file; a restart or
+    reload leaves the server answering on 8140 within service_timeout."""
+    label = server.session.target.label
+    if step.action == "run":
+        server.run(run_timeout)
+        if serial is not None:
+            crl = server.crl()
+            if crl is None or not serial_revoked(crl, serial):
+                raise ProviderError(
+                    f"[{label}] CRL refresh: after its Puppet run, {server.setting('hostcrl')} does not list serial "
+                    f"{serial}; PE's run should have copied the CA's CRL there - check the host's master profile"
+                )
+        server.log("CRL refresh", f"{server.certname}: Puppet run done, its CRL lists the revoked serial")
+        return
+    server.service(step.action).check("CRL refresh", f"{step.action} {SERVICE}")
+    deadline = time.monotonic() + service_timeout
+    time.sleep(1)  # a reload (HUP) is asynchronous: let it begin before asking
+    while not server.answers():
+        if time.monotonic() > deadline:
+            raise DeadlineError(
+                f"[{label}] CRL refresh: {SERVICE} does not answer on {server.certname}:8140 within "
+                f"{service_timeout:.0f}s of its {step.action}"
+            )
+        time.sleep(2)
+    server.log("CRL refresh", f"{server.certname}: {SERVICE} {step.action}ed and answering again")

@@ -1,0 +1,130 @@
+"""Removal per generation: after a master's certificate is revoked, what the masters left
+do to take the new CRL (provider/crl_refresh.py; PE's node removal pages, §8 [S38]), the
+peers input that names them, and the step verified against a fake host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from provider import crl_refresh as crl
+from provider.compile_master_config import LOCAL_ONLY_KEYS, peer_problems
+from provider.errors import DeadlineError, ProviderError
+from provider.generation import generation_for
+from provider.services import SYSTEMD_MARKER
+from provider.ssh import CommandResult, SshTarget
+from tests.unit.test_services import host, run  # noqa: F401  (fixture and runner)
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB8l0MOV2NRsO2t0cTqDtdoAE2TGHxH2VKQjYqxZwsIN"
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("3.7", [("primary", "run"), ("primary", "restart"), ("a", "restart"), ("b", "restart")]),
+        ("2015.2", [("primary", "run"), ("primary", "restart"), ("a", "restart"), ("b", "restart")]),
+        ("2015.3", [("primary", "run"), ("primary", "reload"), ("a", "reload"), ("b", "reload")]),
+        ("2016.4", [("primary", "run"), ("primary", "reload"), ("a", "reload"), ("b", "reload")]),
+        ("2017.1", [("primary", "run"), ("primary", "reload"), ("a", "reload"), ("b", "reload")]),
+        ("2017.2", [("a", "run"), ("b", "run")]),
+        ("2019.8", [("a", "run"), ("b", "run")]),
+        ("2023.8", [("a", "run"), ("b", "run")]),
+    ],
+)
+def test_the_generation_decides_what_the_masters_left_do(version: str, expected: list[tuple[str, str]]) -> None:
+    steps = crl.plan(generation_for(version), ["a", "b"])
+    assert [(s.server, s.action) for s in steps] == expected
+
+
+def test_without_other_masters_only_the_primary_may_have_work() -> None:
+    assert crl.plan(generation_for("2019.8"), []) == []
+    assert [s.server for s in crl.plan(generation_for("3.7"), [])] == ["primary", "primary"]
+
+
+def test_service_actions_use_the_hosts_service_manager(host: dict[str, str]) -> None:  # noqa: F811
+    code, _, calls = run(host, crl.service_action_script("restart").replace(SYSTEMD_MARKER, "/nope"))
+    assert code == 0 and calls == ["service pe-puppetserver restart"]
+    systemd = crl.service_action_script("reload").replace(SYSTEMD_MARKER, host["marker_present"])
+    code, _, calls = run(host, systemd)
+    assert calls == ["systemctl reload pe-puppetserver.service"]
+    with pytest.raises(ValueError):
+        crl.service_action_script("run")
+
+
+def test_peers_are_validated_before_anything_changes() -> None:
+    good = {"certname": "b.example.com", "host": "10.0.0.2", "ssh_port": 22, "ssh_user": "root"}
+    assert peer_problems([{**good, "ssh_host_key": HOST_KEY}], "a.example.com") == []
+    # without a pinned key the master's own known_hosts must list the peer
+    assert peer_problems([good], "a.example.com", f"10.0.0.2 {HOST_KEY}\n") == []
+    assert "known_hosts has no entry" in peer_problems([good], "a.example.com", f"10.0.0.9 {HOST_KEY}\n")[0][1]
+    assert "pinned" in peer_problems([good], "a.example.com")[0][1]
+    itself = peer_problems([{**good, "certname": "a.example.com", "ssh_host_key": HOST_KEY}], "a.example.com")
+    assert itself == [("peer_masters", "peer_masters[0] is this master itself (a.example.com)")]
+    twice = peer_problems([{**good, "ssh_host_key": HOST_KEY}] * 2, "a.example.com")
+    assert twice == [("peer_masters", "peer_masters[1]: b.example.com is listed twice")]
+    assert peer_problems("b", "a")[0][1].startswith("peer_masters must be a list")
+    assert "unknown fields: password" in peer_problems([{**good, "password": "x"}], "a")[0][1]
+    assert "peer_masters" in LOCAL_ONLY_KEYS  # a new set is recorded without remote work
+
+
+@dataclass
+class FakeHost:
+    """A host as the step sees it over SSH: Puppet's settings, a CRL file, pe-puppetserver."""
+
+    crl_after_run: bytes = b"new"
+    answers_after: int = 0  # probes that fail after a restart/reload before it answers
+    commands: list[str] = field(default_factory=list)
+    crl_file: bytes = b"old"
+    probes: int = 0
+
+    @property
+    def target(self) -> SshTarget:
+        return SshTarget("b.example.com", 22, "root", "", HOST_KEY, "")
+
+    def run(self, command: str | list[str], timeout: float = 600.0, stdin: bytes | None = None) -> CommandResult:
+        text = command if isinstance(command, str) else " ".join(command)
+        self.commands.append(text)
+        if "config print" in text:
+            out = "hostcrl = /ssl/crl.pem\nlocalcacert = /ssl/ca.pem\nagent_catalog_run_lockfile = /lock\n"
+            return CommandResult("b.example.com", text, 0, out, "")
+        if "agent" in text and "--onetime" in text:
+            self.crl_file = self.crl_after_run
+            return CommandResult("b.example.com", text, 2, "", "")
+        if text.startswith("test -s"):
+            return CommandResult("b.example.com", text, 1, "", "")
+        return CommandResult("b.example.com", text, 0, "", "")
+
+    def get(self, path: str) -> bytes | None:
+        return self.crl_file if path == "/ssl/crl.pem" else None
+
+
+def server(fake: FakeHost, version: str) -> crl.Server:
+    def probe(_session: object, _certname: str, cafile: str) -> bool:
+        assert cafile == "/ssl/ca.pem"
+        fake.probes += 1
+        return fake.probes > fake.answers_after
+
+    return crl.Server(fake, "b.example.com", generation_for(version), lambda *_: None, probe)  # type: ignore[arg-type]
+
+
+def lists_serial(crl_pem: bytes, serial: int) -> bool:
+    return crl_pem == b"new" and serial == 7
+
+
+def test_a_run_must_leave_the_serial_in_the_hosts_crl() -> None:
+    fake = FakeHost()
+    crl.carry_out(crl.CrlStep("b", "run"), server(fake, "2019.8"), 7, lists_serial, 60, 60)
+    assert any("--onetime" in c for c in fake.commands)
+    stale = FakeHost(crl_after_run=b"old")
+    with pytest.raises(ProviderError, match="does not list serial 7"):
+        crl.carry_out(crl.CrlStep("b", "run"), server(stale, "2019.8"), 7, lists_serial, 60, 60)
+
+
+def test_a_restart_must_leave_the_server_answering_within_the_deadline() -> None:
+    fake = FakeHost(answers_after=1)
+    crl.carry_out(crl.CrlStep("b", "restart"), server(fake, "3.7"), 7, lists_serial, 60, 60)
+    assert any("pe-puppetserver restart" in c for c in fake.commands) and fake.probes == 2
+    never = FakeHost(answers_after=10**6)
+    with pytest.raises(DeadlineError, match="does not answer"):
+        crl.carry_out(crl.CrlStep("b", "reload"), server(never, "2016.4"), 7, lists_serial, 60, 0.5)

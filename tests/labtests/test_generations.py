@@ -129,8 +129,8 @@ def accepts(url: str, cert: tuple[str, str], ca_file: str) -> bool:
 def saved_identity(lab: LabClient, short: str, into: Path) -> tuple[str, str]:
     """A copy of a master's certificate and key (its delete removes the originals)."""
     paths = []
-    for original in lab.host(short).cert_files():
-        copy = into / f"{short}-{Path(original).name}"
+    for kind, original in zip(("cert", "key"), lab.host(short).cert_files(), strict=True):
+        copy = into / f"{short}-{kind}.pem"
         copy.write_bytes(Path(original).read_bytes())
         paths.append(str(copy))
     return paths[0], paths[1]

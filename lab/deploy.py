@@ -735,7 +735,7 @@ def web_config(address: str, fqdn: str, profile: Profile, packages: str, served_
     (pe-generations.md §2 [S15,S16]), so there the CA and status routes move to a second
     server on the lab's CA port: Trapperkeeper's web routing takes `{route, server}` per
     service ("Configuring the Webrouting Service", trapperkeeper-webserver-jetty9's docs).
-    Legacy `/<env>/...` routes (the CA's old API) stay on 8140.
+    Legacy `/<env>/...` routes (the CA's old API) stay on 8140, with the master's.
 
     `served_crl`: up to PE 2017.1 Puppet Server re-read the CRL only when restarted or
     reloaded (PE's node deactivation pages [S38]), while Puppet Server 7's CA updates the
@@ -757,13 +757,16 @@ def web_config(address: str, fqdn: str, profile: Profile, packages: str, served_
         )
 
     def main(indent: str) -> str:
+        """8140. Named TLS files where it serves a copy of the CRL or is not the default
+        server (which alone Puppet Server fills in)."""
+        named = served_crl or not profile.ca_v1_api
         return (
             f"{indent}access-log-config: /etc/puppet/puppetserver/request-logging.xml\n"
             f"{indent}client-auth: want\n"
             f"{indent}ssl-host: {address}\n"
             f"{indent}ssl-port: 8140\n"
             f'{indent}static-content: [{{resource: "{packages}", path: "/packages"}}]\n'
-            + (tls(SERVED_CRL, indent) if served_crl else "")
+            + (tls(SERVED_CRL if served_crl else f"{ssl_dir}/crl.pem", indent) if named else "")
         )
 
     routes = {
@@ -777,15 +780,19 @@ def web_config(address: str, fqdn: str, profile: Profile, packages: str, served_
     if profile.ca_v1_api:
         webserver = "webserver: {\n" + main("    ") + "}\n"
     else:
+        # The lab's port is the default server: Puppet Server overrides the default server's
+        # TLS files (ssl-crl-path = hostcrl, which its CA rewrites on every revocation and
+        # Jetty then reloads), so 8140, a named server, keeps the served CRL it names.
         webserver = (
-            "webserver: {\n    default: {\n" + main("        ") + "        default-server: true\n    }\n"
+            "webserver: {\n    main: {\n" + main("        ") + "    }\n"
             "    # the lab's own route to /puppet-ca/v1 and /status (no PE 3.x had them on 8140)\n"
             f"    lab: {{\n        client-auth: want\n        ssl-host: {address}\n        ssl-port: {LAB_CA_PORT}\n"
             + tls(f"{ssl_dir}/crl.pem", "        ")
-            + "    }\n}\n"
+            + "        default-server: true\n    }\n}\n"
         )
-        routes["ca"] = '{route: "/puppet-ca", server: "lab"}'
-        routes["status"] = '{route: "/status", server: "lab"}'
+        routes = {k: "{route: " + v + ', server: "main"}' for k, v in routes.items()}
+        routes["ca"] = '"/puppet-ca"'  # the default server: the lab's port
+        routes["status"] = '"/status"'
     web_routes = (
         f"# written by `lab up` for {profile.label}\nweb-router-service: {{\n"
         + "".join(f'    "{PUPPETSERVER_SERVICES[k]}": {v}\n' for k, v in routes.items())

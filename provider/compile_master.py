@@ -37,7 +37,7 @@ from provider.compile_master_config import (
     MasterConfig,
     problems,
 )
-from provider.errors import ClassifierError, ProviderError, SshUnreachableError
+from provider.errors import ClassifierError, ProviderError, SshUnreachableError, at_boundary
 from provider.pe_api import is_pinned
 from provider.progress import progress, resource_inputs
 from provider.ssh import SshSession
@@ -73,6 +73,13 @@ def database_session(cfg: MasterConfig, stack: ExitStack, primary: SshSession) -
     return stack.enter_context(SshSession(target, cfg.connect_timeout, cfg.secrets))
 
 
+def computed_outputs(olds: dict[str, Any]) -> dict[str, Any]:
+    """What an update keeps from the old state: the outputs this provider computed, never
+    old inputs - an input the program no longer sets must leave the state, or every later
+    diff would see it again (Diff's olds are the old outputs)."""
+    return {k: olds[k] for k in OUTPUT_KEYS if k in olds}
+
+
 def _converges(cfg: MasterConfig) -> bool:
     """create/update run the steps themselves (not only verify what the batch did)."""
     return not cfg.adopt and not cfg.batch_provisioned
@@ -96,10 +103,12 @@ def _outputs(props: dict[str, Any], ctx: steps.Context, status: str) -> dict[str
 
 
 class PeCompileMasterProvider(ResourceProvider):
+    @at_boundary
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = [CheckFailure(prop, reason) for prop, reason in problems(news)]
         return CheckResult(news, failures)
 
+    @at_boundary
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only (olds are the old outputs), and no remote call, ever."""
         from provider.compile_master_config import DEFAULTS
@@ -115,6 +124,7 @@ class PeCompileMasterProvider(ResourceProvider):
             changes=bool(changed) or drifted, replaces=replaces, delete_before_replace=True
         )  # a certname cannot exist twice
 
+    @at_boundary
     def create(self, props: dict[str, Any]) -> CreateResult:
         cfg = MasterConfig.from_props(props)
         failures = problems(props)
@@ -132,13 +142,14 @@ class PeCompileMasterProvider(ResourceProvider):
                 steps.converge(ctx)
             return CreateResult(cfg.certname, _outputs(props, ctx, "running"))
 
+    @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         cfg = MasterConfig.from_props(news)
         changed = [k for k in INPUT_KEYS if olds.get(k) != news.get(k)]
         drifted = olds.get("status") not in (None, "running")
         if not drifted and all(k in LOCAL_ONLY_KEYS for k in changed):
             progress(cfg.resource_name)("update", f"{', '.join(changed) or 'nothing'} changed: no remote work needed")
-            return UpdateResult({**olds, **{k: v for k, v in news.items() if k != "__provider"}})
+            return UpdateResult({**computed_outputs(olds), **{k: v for k, v in news.items() if k != "__provider"}})
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
             database = database_session(cfg, stack, primary) if _converges(cfg) else None
@@ -151,9 +162,10 @@ class PeCompileMasterProvider(ResourceProvider):
                 steps.verify_ready(ctx)  # the batch (updated first) converged it
             else:
                 steps.converge(ctx)  # every step checks first: only what differs is done
-            merged = {**olds, **news}
+            merged = {**computed_outputs(olds), **news}
             return UpdateResult(_outputs(merged, ctx, "running"))
 
+    @at_boundary
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Report drift without changing anything; an id of "" (cert gone) drops it."""
         cfg = MasterConfig.from_props(props)
@@ -187,6 +199,7 @@ class PeCompileMasterProvider(ResourceProvider):
                 log("refresh", status)
             return ReadResult(id_, {**props, "status": status, "cert_fingerprint": entry.fingerprint})
 
+    @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         cfg = MasterConfig.from_props(props)
         log = progress(cfg.resource_name)

@@ -39,7 +39,7 @@ from provider import master_steps as steps
 from provider.batch_inputs import EntryList
 from provider.compile_master import SharedMasterArgs, database_session
 from provider.compile_master_config import LOCAL_ONLY_KEYS, SECRET_KEYS, MasterConfig, problems
-from provider.errors import ProviderError, StepFailedError
+from provider.errors import ProviderError, StepFailedError, at_boundary
 from provider.primary import Primary
 from provider.progress import emit, progress, resource_inputs
 from provider.ssh import SshSession
@@ -88,13 +88,16 @@ def batch_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 class CompileMasterBatchProvider(ResourceProvider):
+    @at_boundary
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         return CheckResult(news, [CheckFailure(p, r) for p, r in batch_problems(news)])
 
+    @at_boundary
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only: a new or changed master (or shared input) means converging them."""
         return DiffResult(changes=MASTERS.changed(olds, news), replaces=[], delete_before_replace=False)
 
+    @at_boundary
     def create(self, props: dict[str, Any]) -> CreateResult:
         failures = batch_problems(props)
         if failures:
@@ -102,14 +105,17 @@ class CompileMasterBatchProvider(ResourceProvider):
         done = converge_all(props, MASTERS.entries(props))
         return CreateResult("compile-master-batch", self.outputs(props, done))
 
+    @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         done = converge_all(news, to_converge(olds, news))
         return UpdateResult(self.outputs(news, done))
 
+    @at_boundary
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Nothing of its own to read: each master's PeCompileMaster reports its drift."""
         return ReadResult(id_, props)
 
+    @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Masters are removed by their own PeCompileMaster; nothing to undo here."""
 

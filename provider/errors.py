@@ -3,22 +3,45 @@ the user can do; none carries a secret (SshSession masks them in command output)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from provider.ssh import CommandResult
 
+AGAIN = "then run `pulumi up` again: finished steps are checked and skipped, nothing is done twice."
+
 
 class ProviderError(Exception):
-    """Base of every error this project's providers raise on purpose."""
+    """Base of every error this project's providers raise on purpose. A kind whose cause
+    is the same whichever step meets it says what to do in `advice` (else the step does)."""
+
+    advice = ""
 
 
 class SshUnreachableError(ProviderError):
-    pass
+    advice = (
+        "the SSH connection to the host was lost or refused: check that the host is up and its sshd answers with "
+        "the pinned host key (a command cut off there is stopped on the host at its deadline); " + AGAIN
+    )
 
 
 class HostKeyMismatchError(ProviderError):
-    pass
+    advice = (
+        "the host did not prove the pinned SSH host key, so nothing was sent to it. If the host was rebuilt on "
+        "purpose, put its new key in the stack config (`ssh-keyscan -t ed25519 <host>`, compared out of band); "
+        "otherwise treat it as someone else answering at that address."
+    )
+
+
+class PrivateKeyError(ProviderError):
+    advice = (
+        "give the SSH private key itself (the text of an unencrypted Ed25519, ECDSA or RSA key, "
+        "`-----BEGIN OPENSSH PRIVATE KEY-----` ...), set as a secret: `pulumi config set --secret`, or a key file "
+        "named in the stack config."
+    )
 
 
 class RemoteCommandError(ProviderError):
@@ -37,13 +60,31 @@ class RemoteCommandError(ProviderError):
 class ForeignAgentError(ProviderError):
     """The host already runs a Puppet agent configured for someone else."""
 
+    advice = (
+        "this host's Puppet agent is not one this stack installed: decommission it first (PE requires a host "
+        "without an agent), or if it is this very master, healthy and already in PE, set `adopt: true` for it; "
+        "check the host and pe_version in the stack config, then run `pulumi up` again."
+    )
+
 
 class SanMismatchError(ProviderError):
     """A pending CSR asks for other SANs than requested: never sign someone else's CSR."""
 
+    advice = (
+        "the certificate request or certificate on the CA is not the one this stack asked for, so it was not "
+        "signed or used; find out who made it (`puppetserver ca list --all`), clean it on the CA if it is stale, "
+        "then run `pulumi up` again."
+    )
+
 
 class CaRefusedError(ProviderError):
     """The CA would not sign (e.g. allow-subject-alt-names is off)."""
+
+    advice = (
+        "the CA refused to sign: with DNS alt names it must allow them (`allow-subject-alt-names: true` in the "
+        "certificate-authority section of the CA's puppetserver conf.d, then reload pe-puppetserver), and with "
+        "extensions `allow-authorization-extensions`; " + AGAIN
+    )
 
 
 class ClassifierError(ProviderError):
@@ -68,3 +109,45 @@ class StepFailedError(ProviderError):
             text = f"[{host}] step '{step}' failed: {text[len(own) :] if text.startswith(own) else text}"
         self.summary = text.splitlines()[0]
         super().__init__(f"{text}\nWhat to do: {advice}")
+
+
+class ProviderFailure(Exception):  # noqa: N818 - the name the user reads in the engine's output
+    """What reaches the engine: one message, advice included, no chained cause (the SDK
+    prints `traceback.format_exc()`, so the frames below the boundary stay out)."""
+
+
+def user_message(exc: BaseException) -> str:
+    """The text a user reads for a failure: ours say what, where and what to do; anything
+    else is a bug of ours, named with the place it happened."""
+    if isinstance(exc, StepFailedError):
+        return str(exc)
+    if isinstance(exc, ProviderError):
+        text = str(exc).strip() or type(exc).__name__
+        return f"{text}\nWhat to do: {exc.advice}" if exc.advice and "What to do:" not in text else text
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename.rsplit('/', 2)[-1]}:{frames[-1].lineno}" if frames else ""
+    return (
+        f"unexpected {type(exc).__name__}{where}: {exc}\n"
+        "What to do: this is a bug in pe-compile-masters (nothing more is known); report it with this message. "
+        "What was done before it is checked and skipped when `pulumi up` runs again."
+    )
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def at_boundary(method: F) -> F:
+    """A provider method as the engine calls it: any failure leaves as one ProviderFailure
+    with the user's message, its cause cut off (`from None`)."""
+
+    @functools.wraps(method)
+    def boundary(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except ProviderFailure:
+            raise
+        except Exception as exc:  # every failure leaves through here
+            message = user_message(exc)
+        raise ProviderFailure(message) from None
+
+    return boundary  # type: ignore[return-value]

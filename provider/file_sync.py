@@ -39,7 +39,7 @@ from pulumi.dynamic import (
 )
 
 from provider import file_sync_plan as plan
-from provider.errors import DeadlineError, ProviderError, SshUnreachableError
+from provider.errors import DeadlineError, ProviderError, SshUnreachableError, at_boundary
 from provider.generation import PUPPET_BINARIES
 from provider.progress import progress, resource_inputs
 from provider.ssh import SshSession, host_keys_for
@@ -395,9 +395,11 @@ def _open(cfg: plan.SyncConfig, stack: ExitStack, master_required: bool = True) 
 
 
 class FileSyncProvider(ResourceProvider):
+    @at_boundary
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         return CheckResult(news, [CheckFailure(p, r) for p, r in plan.problems(news)])
 
+    @at_boundary
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only, no remote call: a new method/place replaces; schedule etc. update."""
 
@@ -410,6 +412,7 @@ class FileSyncProvider(ResourceProvider):
         drifted = olds.get("status") not in (None, "in sync")
         return DiffResult(changes=bool(changed) or drifted, replaces=replaces, delete_before_replace=True)
 
+    @at_boundary
     def create(self, props: dict[str, Any]) -> CreateResult:
         failures = plan.problems(props)
         if failures:
@@ -419,6 +422,7 @@ class FileSyncProvider(ResourceProvider):
             outputs = _open(cfg, stack).converge()
         return CreateResult(f"{cfg.target.host}:{cfg.environments}", self.merged(props, outputs))
 
+    @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         cfg = plan.SyncConfig.from_props(news)
         changed = [k for k in plan.INPUT_KEYS if olds.get(k) != news.get(k)]
@@ -428,6 +432,7 @@ class FileSyncProvider(ResourceProvider):
             outputs = _open(cfg, stack).converge()
         return UpdateResult(self.merged(news, outputs))
 
+    @at_boundary
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         cfg = plan.SyncConfig.from_props(props)
         with ExitStack() as stack:
@@ -438,6 +443,7 @@ class FileSyncProvider(ResourceProvider):
                 sync.log("refresh", status)
         return ReadResult(id_, {**props, "status": status, "hiera_digest": hiera_digest})
 
+    @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         cfg = plan.SyncConfig.from_props(props)
         with ExitStack() as stack:

@@ -37,7 +37,7 @@ from pulumi.dynamic import (
 )
 
 from provider import agent_runs, inputs, validation
-from provider.errors import ProviderError
+from provider.errors import ProviderError, at_boundary
 from provider.progress import progress, resource_inputs
 from provider.ssh import SshSession, SshTarget
 
@@ -230,15 +230,18 @@ class Refresh:
 
 
 class InfraRefreshProvider(ResourceProvider):
+    @at_boundary
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         return CheckResult(news, [CheckFailure(p, r) for p, r in problems(news)])
 
+    @at_boundary
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """The set of masters (order-free) and the hosts: a change means one more pair of runs."""
         changed = changed_keys(olds, news)
         drifted = olds.get("status") not in (None, "whitelisted")
         return DiffResult(changes=bool(changed) or drifted, replaces=[], delete_before_replace=False)
 
+    @at_boundary
     def create(self, props: dict[str, Any]) -> CreateResult:
         failures = problems(props)
         if failures:
@@ -247,6 +250,7 @@ class InfraRefreshProvider(ResourceProvider):
         runs = Refresh(cfg).run_all()
         return CreateResult("infra-refresh", self.outputs(props, runs))
 
+    @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         changed = changed_keys(olds, news)  # the masters compared as a set
         if olds.get("status") == "whitelisted" and all(k in LOCAL_ONLY_KEYS for k in changed):
@@ -254,6 +258,7 @@ class InfraRefreshProvider(ResourceProvider):
         runs = Refresh(RefreshConfig.from_props(news)).run_all()
         return UpdateResult(self.outputs(news, runs))
 
+    @at_boundary
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         refresh = Refresh(RefreshConfig.from_props(props))
         drift = refresh.drift()
@@ -262,6 +267,7 @@ class InfraRefreshProvider(ResourceProvider):
             refresh.log("refresh", status)
         return ReadResult(id_, {**props, "status": status})
 
+    @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         Refresh(RefreshConfig.from_props(props)).log(
             "delete", "nothing to undo; removed masters leave the allowlists with the next runs there"

@@ -26,6 +26,7 @@ from provider import database_access as pgident
 from provider.agent_runs import RUN_LOCK_SETTING, file_exists
 from provider.compile_master_config import DATABASE_REQUIRED, MasterConfig
 from provider.errors import (
+    AGAIN,
     CaRefusedError,
     ClassifierError,
     DeadlineError,
@@ -767,7 +768,6 @@ CREATE_STEPS: tuple[tuple[str, Callable[[Context], None]], ...] = (
     ("compile service", compile_service),
     ("compiler PuppetDB", compiler_puppetdb),  # PE 2019.7+ only
 )
-AGAIN = "then run `pulumi up` again: finished steps are checked and skipped, nothing is done twice."
 ADVICE = {
     "preflight": "make the host reachable over SSH with the configured key and pinned host key; " + AGAIN,
     "agent service": "check the agent service on the host (`puppet`; `pe-puppet` on PE 3.x: `systemctl status <name>` "
@@ -792,10 +792,6 @@ ADVICE = {
     "edit its data directory's pg_ident.conf (root); what the delete did already is checked and skipped: run "
     "`pulumi up` (or `destroy`) again.",
 }
-SSH_ADVICE = (
-    "the SSH connection to the host was lost or refused: check that the host is up and its sshd answers with the "
-    "pinned host key (a command cut off there is stopped on the host at its deadline); " + AGAIN
-)
 
 
 def run_step(ctx: Context, name: str, step: Callable[[Context], None]) -> None:
@@ -805,8 +801,9 @@ def run_step(ctx: Context, name: str, step: Callable[[Context], None]) -> None:
     except StepFailedError:
         raise
     except ProviderError as exc:
-        advice = SSH_ADVICE if isinstance(exc, SshUnreachableError) else ADVICE[name]
-        raise StepFailedError(ctx.cfg.host, name, exc, advice) from exc
+        # The failure's own advice where its cause is the same in any step (an unreachable
+        # host, a foreign agent, a refusing CA), else the step's.
+        raise StepFailedError(ctx.cfg.host, name, exc, exc.advice or ADVICE[name]) from exc
 
 
 def converge(ctx: Context) -> None:

@@ -32,7 +32,7 @@ from pulumi.dynamic import (
 )
 
 from provider.batch_inputs import EntryList
-from provider.errors import ProviderError
+from provider.errors import ProviderError, at_boundary
 from provider.pool_member import LOCAL_ONLY_KEYS, SECRET_KEYS, MemberConfig, PoolMemberArgs, admit, problems
 from provider.progress import emit, progress, resource_inputs
 
@@ -82,13 +82,16 @@ def admit_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]
 
 
 class PoolAdmissionProvider(ResourceProvider):
+    @at_boundary
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         return CheckResult(news, [CheckFailure(p, r) for p, r in admission_problems(news)])
 
+    @at_boundary
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only, no remote call: a new or changed member (or shared input)."""
         return DiffResult(changes=MEMBERS.changed(olds, news), replaces=[], delete_before_replace=False)
 
+    @at_boundary
     def create(self, props: dict[str, Any]) -> CreateResult:
         failures = admission_problems(props)
         if failures:
@@ -96,13 +99,16 @@ class PoolAdmissionProvider(ResourceProvider):
         done = admit_all(props, MEMBERS.entries(props))
         return CreateResult("pool-admission", self.outputs(props, done))
 
+    @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult(self.outputs(news, admit_all(news, to_admit(olds, news))))
 
+    @at_boundary
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Nothing of its own to read: each member's PoolMember reports its drift."""
         return ReadResult(id_, props)
 
+    @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Members are drained and removed by their own PoolMember; nothing to undo here."""
 

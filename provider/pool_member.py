@@ -29,7 +29,7 @@ from pulumi.dynamic import (
 )
 
 from provider import inputs, validation
-from provider.errors import DeadlineError, ProviderError
+from provider.errors import DeadlineError, PrivateKeyError, ProviderError, at_boundary
 from provider.haproxy import member_problems
 from provider.pool_drivers import DRIVERS, HaproxyRuntimeDriver, MemberSpec, MemberState, PoolDriver
 from provider.progress import progress, resource_inputs
@@ -269,6 +269,7 @@ def ensure_member(cfg: MemberConfig, driver: PoolDriver, log: Any) -> MemberStat
 
 
 class PoolMemberProvider(ResourceProvider):
+    @at_boundary
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = [CheckFailure(prop, reason) for prop, reason in problems(news)]
         if not failures:
@@ -289,13 +290,14 @@ class PoolMemberProvider(ResourceProvider):
         try:
             with cfg.session(connect_timeout=min(cfg.connect_timeout, 5.0)) as session:  # preview: be brief
                 cfg.driver_on(session).require_backend(cfg.spec.backend)
-        except ValueError as exc:  # the key itself is unusable
+        except PrivateKeyError as exc:  # the key itself is unusable
             return [CheckFailure("lb_ssh_private_key", str(exc))]
         except ProviderError as exc:
             if "no `backend" in str(exc):
                 return [CheckFailure("backend", str(exc))]
         return []
 
+    @at_boundary
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only, no remote call. A replacement under the same server name (new
         address) must remove the old one first; a new name can be added first."""
@@ -312,6 +314,7 @@ class PoolMemberProvider(ResourceProvider):
             changes=bool(changed) or drifted, replaces=replaces, delete_before_replace=bool(replaces) and same_name
         )
 
+    @at_boundary
     def create(self, props: dict[str, Any]) -> CreateResult:
         failures = problems(props)
         if failures:
@@ -321,15 +324,17 @@ class PoolMemberProvider(ResourceProvider):
             state = ensure_member(cfg, cfg.driver_on(session), progress(cfg.resource_name))
         return CreateResult(f"{cfg.spec.backend}/{cfg.spec.server}", self.outputs(props, state))
 
+    @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         cfg = MemberConfig.from_props(news)
         changed = [k for k in INPUT_KEYS if olds.get(k) != news.get(k)]
         if olds.get("status") == "UP" and all(k in LOCAL_ONLY_KEYS for k in changed):
-            return UpdateResult({**olds, **self.outputs(news, None), "status": "UP"})
+            return UpdateResult({**self.outputs(news, None), "status": "UP"})  # current inputs only
         with cfg.session() as session:
             state = ensure_member(cfg, cfg.driver_on(session), progress(cfg.resource_name))
         return UpdateResult(self.outputs(news, state))
 
+    @at_boundary
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         cfg = MemberConfig.from_props(props)
         with cfg.session() as session:
@@ -340,6 +345,7 @@ class PoolMemberProvider(ResourceProvider):
             progress(cfg.resource_name)("refresh", status)
         return ReadResult(id_, {**props, "status": status})
 
+    @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         cfg = MemberConfig.from_props(props)
         log = progress(cfg.resource_name)

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from provider.errors import HostKeyMismatchError, ProviderError, RemoteCommandError, SshUnreachableError
+from provider.errors import (
+    HostKeyMismatchError,
+    PrivateKeyError,
+    ProviderError,
+    RemoteCommandError,
+    SshUnreachableError,
+)
 from provider.progress import emit
 
 # Seconds between the remote deadline's TERM and KILL, and the extra time we wait to hear
@@ -89,7 +95,7 @@ def load_private_key(pem: str) -> paramiko.PKey:
             return cls.from_private_key(io.StringIO(pem))
         except (paramiko.SSHException, ValueError) as exc:
             errors.append(f"{cls.__name__}: {exc}")
-    raise ValueError("the SSH private key is not an unencrypted Ed25519, ECDSA or RSA key in PEM/OpenSSH form")
+    raise PrivateKeyError("the SSH private key is not an unencrypted Ed25519, ECDSA or RSA key in PEM/OpenSSH form")
 
 
 def parse_host_key(line: str) -> paramiko.PKey:
@@ -130,8 +136,7 @@ class _PinnedPolicy(paramiko.MissingHostKeyPolicy):
         expected = ", ".join(f"{k.get_name()} {k.fingerprint}" for k in self.allowed)
         raise HostKeyMismatchError(
             f"{self.target.label}: the host key it presented ({key.get_name()} {key.fingerprint}) is not the "
-            f"pinned one ({expected}); a different machine may be answering this address. Check the host and update "
-            "the pinned key only if the host was really reinstalled."
+            f"pinned one ({expected}); a different machine may be answering this address"
         )
 
 

@@ -4,12 +4,16 @@ loopback port, so any SSH or HTTPS attempt would fail the call)."""
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from provider.compile_master import PeCompileMasterProvider
 from tests.harness.provider_server import UNKNOWN, Engine, ProviderServer, Secret, StateEntry
+from tests.harness.provider_server import ProviderError as HarnessProviderError
 
 NOWHERE = "127.0.10.250"  # nothing listens here: a remote call would fail loudly
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvL2tzZOBSbRBlc+ubhaqz4zYl6XYp5oIcGZfQ1f2p5"
@@ -296,3 +300,37 @@ def test_the_batch_records_the_database_inputs_of_an_old_state_without_provision
     state = engine.up(new, timeout=60)
     assert engine.calls[-1] == "update" and state.outputs["converged_now"] == []
     assert state.outputs["database_host"] == NOWHERE
+
+
+def test_an_input_the_program_no_longer_sets_leaves_the_state(server: ProviderServer) -> None:
+    """Diff's olds are the old outputs: an update that kept an old input the program dropped
+    (a deadline, peer list) would show `~ update` on every later preview."""
+    engine = Engine(server, PeCompileMasterProvider(), "m", "PeCompileMaster")
+    with_timeout = good_inputs(connect_timeout=5, peer_masters=[])
+    plain, secret = engine._plain(with_timeout)
+    engine.state = StateEntry("compile01.example.com", plain, state_from(plain), secret)
+    state = engine.up(good_inputs(), timeout=60)  # connect_timeout and peer_masters removed
+    assert engine.calls[-1] == "update"
+    assert "connect_timeout" not in state.outputs and "peer_masters" not in state.outputs
+    assert state.outputs["cert_fingerprint"] == state_from(plain)["cert_fingerprint"]  # computed outputs kept
+    _, diff = engine.preview(good_inputs())
+    assert diff is not None and diff.changes == "none"
+
+
+def test_a_failure_reaches_the_user_as_one_message_with_advice_for_its_kind(server: ProviderServer) -> None:
+    """An unreachable host (nothing listens on NOWHERE): the SDK's traceback holds the
+    boundary frame and one message that says what to do about SSH, no chained cause."""
+    engine = Engine(server, PeCompileMasterProvider(), "m", "PeCompileMaster")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{tmp}/k"], check=True)
+        key = Path(f"{tmp}/k").read_text()
+    with pytest.raises(HarnessProviderError) as failed:
+        engine.up(good_inputs(connect_timeout=2, ssh_private_key=Secret(key)), timeout=60)
+    message = failed.value.message
+    assert message.startswith(f"{NOWHERE}") or message.startswith(f"[{NOWHERE}"), message
+    assert "What to do: the SSH connection to the host was lost or refused" in message
+    assert key.splitlines()[1] not in failed.value.details
+
+    with pytest.raises(HarnessProviderError) as failed:  # a key that is no key: the input's advice
+        engine.up(good_inputs(), timeout=60)
+    assert "What to do: give the SSH private key itself" in failed.value.message

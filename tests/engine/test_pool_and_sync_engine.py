@@ -192,3 +192,14 @@ def test_file_sync_state_from_before_hiera_digest_stays_clean(server: ProviderSe
     drifted = existing(server, FileSyncProvider(), "FileSync", sync(), status=status, hiera_digest="b" * 64)
     _, diff = drifted.preview(sync())
     assert diff is not None and diff.changes == "some" and not diff.replaces
+
+
+def test_pool_member_drops_an_input_the_program_no_longer_sets(server: ProviderServer) -> None:
+    """Diff's olds are the old outputs: a deadline removed from the program leaves the state
+    in one update (no remote work: the LB is unreachable here), then previews are clean."""
+    engine = existing(server, PoolMemberProvider(), "PoolMember", member(connect_timeout=5), status="UP")
+    state = engine.up(member(), timeout=60)
+    assert engine.calls[-1] == "update" and "connect_timeout" not in state.outputs
+    assert state.outputs["status"] == "UP"
+    _, diff = engine.preview(member())
+    assert diff is not None and diff.changes == "none"

@@ -13,7 +13,7 @@ import pytest
 
 from lab.client import LabClient
 from provider.compile_master import PeCompileMasterProvider
-from provider.errors import ForeignAgentError
+from provider.errors import CaRefusedError, ForeignAgentError, HostKeyMismatchError, SanMismatchError
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret
 from tests.labtests.helpers import puppetserver
 from tests.labtests.test_compile_master import bare, master_inputs
@@ -55,8 +55,9 @@ def test_a_wrong_ssh_key_or_another_host_answering_is_refused_before_any_change(
     other_key = " ".join(Path(f"{other.paths.host_key}.pub").read_text().split()[:2])
     with pytest.raises(ProviderError) as err:
         engine.up(master_inputs(lab, short, ssh_host_key=other_key))
-    details = err.value.details
-    assert "HostKeyMismatchError" in details and "is not the pinned one" in details and host.fqdn in details
+    message = err.value.message  # one message, advice for this failure (not the step's)
+    assert "is not the pinned one" in message and host.fqdn in message
+    assert f"What to do: {HostKeyMismatchError.advice}" in message
     untouched(lab, short)
     assert engine.state is None
 
@@ -74,7 +75,8 @@ def test_refusals_change_nothing(lab: LabClient, server: ProviderServer) -> None
     engine = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
     with pytest.raises(ProviderError) as err:
         engine.up(master_inputs(lab, short))
-    assert ForeignAgentError.__name__ in err.value.details and "not ours" in err.value.details
+    message = err.value.message
+    assert "not ours" in message and f"What to do: {ForeignAgentError.advice}" in message
     assert "other-primary.example.com" in (host.read("/etc/puppet/puppet.conf") or "")
     assert lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {host.fqdn}").exit_status != 0
     bare(lab, short)
@@ -91,7 +93,7 @@ def test_refusals_csr_with_other_sans_and_ca_refusing_alt_names(lab: LabClient, 
     engine = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
     with pytest.raises(ProviderError) as err:
         engine.up(master_inputs(lab, short))
-    assert "SanMismatchError" in err.value.details and "refusing to sign" in err.value.details
+    assert "refusing to sign" in err.value.message and f"What to do: {SanMismatchError.advice}" in err.value.message
     listed = lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {host.fqdn}").stdout
     assert "Requested Certificates" in listed  # still only requested: nothing signed
     assert engine.state is None
@@ -102,7 +104,8 @@ def test_refusals_csr_with_other_sans_and_ca_refusing_alt_names(lab: LabClient, 
     try:
         with pytest.raises(ProviderError) as err:
             engine.up(master_inputs(lab, short))
-        assert "CaRefusedError" in err.value.details and "allow-subject-alt-names" in err.value.details
+        message = err.value.message
+        assert "allow-subject-alt-names" in message and f"What to do: {CaRefusedError.advice}" in message
         assert (
             "Signed Certificates"
             not in lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {host.fqdn}").stdout

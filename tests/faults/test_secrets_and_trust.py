@@ -53,7 +53,13 @@ from provider import (
     pe_api,
     pool_member,
 )
-from provider.errors import ClassifierError, HostKeyMismatchError, RemoteCommandError, SshUnreachableError
+from provider.errors import (
+    ClassifierError,
+    HostKeyMismatchError,
+    RemoteCommandError,
+    SshUnreachableError,
+    user_message,
+)
 from provider.ssh import SshSession, SshTarget, _PinnedPolicy, host_keys_for
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import PROVIDER_KEY, Engine, ProviderError, ProviderServer, Secret, StateEntry
@@ -401,9 +407,9 @@ def test_a_host_presenting_another_key_is_refused_naming_host_fingerprint_and_wh
         target = SshTarget("127.0.0.1", server.port, "root", SSH_KEY, pinned(real))
         with pytest.raises(HostKeyMismatchError) as failed:
             SshSession(target, connect_deadline=5.0, secrets=[SSH_KEY]).connect()
-        message = str(failed.value)
+        message = user_message(failed.value)  # what the provider boundary sends the engine
         assert f"127.0.0.1:{server.port}" in message and impostor.fingerprint in message
-        assert "update the pinned key only if the host was really reinstalled" in message
+        assert "put its new key in the stack config" in message
         assert not leaks(message) and server.said == []  # never logged in, never ran anything
     finally:
         server.close()
@@ -785,9 +791,9 @@ def test_only_the_pinned_key_is_accepted_and_a_mismatch_says_what_to_do() -> Non
     for presented in (other, rsa):
         with pytest.raises(HostKeyMismatchError) as failed:
             policy.missing_host_key(paramiko.SSHClient(), "[compile01.example.com]:2222", presented)
-        message = str(failed.value)
+        message = user_message(failed.value)  # what the provider boundary sends the engine
         assert "compile01.example.com:2222" in message and presented.fingerprint in message
-        assert "a different machine may be answering" in message and "update the pinned key" in message
+        assert "a different machine may be answering" in message and "put its new key in the stack config" in message
 
 
 def test_a_mismatch_also_names_the_pinned_fingerprint() -> None:

@@ -432,7 +432,7 @@ def test_a_delete_whose_database_host_is_unreachable_fails_before_anything_chang
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from provider import compile_master
-    from provider.errors import SshUnreachableError
+    from provider.errors import ProviderFailure, SshUnreachableError
 
     opened: list[str] = []
 
@@ -459,7 +459,7 @@ def test_a_delete_whose_database_host_is_unreachable_fails_before_anything_chang
         "database_ssh_private_key": "k",
         "cert_serial": "7",
     }
-    with pytest.raises(ProviderError) as failed:
+    with pytest.raises(ProviderFailure) as failed:  # what the engine receives: one message
         compile_master.PeCompileMasterProvider().delete("c1.example.com", props)
     assert opened == ["primary.example.com", "db.example.com"]
     assert str(failed.value).startswith("[db.example.com] delete: the database host is unreachable")

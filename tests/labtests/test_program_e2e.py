@@ -143,10 +143,14 @@ def scale_out_and_in(lab: LabClient, server: ProviderServer, run: GraphRun) -> N
         f"compile03.pelab.test-{s}" for s in ("code", "master", "pool")
     }
     assert sorted(name for op, name in ops if op == "update") == [
+        "compile01.pelab.test-master",  # their peer_masters gain compile03: recorded only
+        "compile02.pelab.test-master",
         "lab-infra-refresh",
         "lab-pool-admission",
         "lab-provisioning",
     ]
+    for short in SHORTS[:2]:
+        assert f"[{short}.pelab.test-master] update: peer_masters changed: no remote work needed" in server.text()
     assert "[lab-provisioning] batch: provisioning 1 master(s)" in server.text()
     assert "[lab-pool-admission] admission: adding 1 member(s)" in server.text()
     assert server.text().count("[lab-infra-refresh] PuppetDB run: done") == 2

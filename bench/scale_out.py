@@ -17,20 +17,17 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from components.program import main as program
 from lab.client import LabClient
 from lab.config import roster
 from lab.deploy import Lab
-from tests.harness.echo_provider import EchoFileProvider
-from tests.harness.graph import GraphRun, engine_inputs
+from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
-from tests.harness.provider_server import Engine, ProviderServer, StateEntry
+from tests.harness.provider_server import ProviderServer
 from tests.labtests.helpers import bare_masters, lab_stack_config
 
 STACK = "bench"
@@ -179,26 +176,14 @@ def no_change_preview(client: LabClient, masters: int) -> tuple[float, int, int,
         "pool-admission": {"status": "admitted"},
     }
     with ProviderServer(env=TRACE) as server:
-        engines = []
-        for resource in (r for r in mocks.resources.values() if r.custom):
-            inputs, blob = engine_inputs(resource)
-            engine = Engine(server, EchoFileProvider(), resource.name, "dynamic:Resource")  # blob replaced below
-            engine.provider_blob = blob
-            plain, secret = engine._plain(inputs)
-            outputs = next(v for k, v in done.items() if resource.name.endswith(k))
-            engine.state = StateEntry("id", plain, {**plain, **outputs}, secret)
-            engines.append((engine, inputs))
-
-        def preview(pair: tuple[Engine, dict[str, Any]]) -> bool:
-            _, diff = pair[0].preview(pair[1])
-            return diff is None or diff.changes != "none"
-
+        run = GraphRun(server)
+        run.seed(mocks, lambda name: next(v for k, v in done.items() if name.endswith(k)))
         t0 = time.monotonic()
-        with ThreadPoolExecutor(32) as pool:  # the engine previews resources in parallel
-            changed = sum(pool.map(preview, engines))
+        plan = run.preview(mocks)  # Check and Diff one resource at a time, as the engine does
         seconds = time.monotonic() - t0
         remote = server.text().count("[trace] ssh-connect")
-    return seconds, remote, len(engines), changed
+    changed = sum(1 for op in plan.values() if op != "same")
+    return seconds, remote, len(plan), changed
 
 
 def main() -> None:

@@ -187,7 +187,17 @@ class CompileMaster(pulumi.ComponentResource):
         """The 8140 pool member, after code, master, the deployment-wide refresh and (when
         given) the PoolAdmission that added and health-gated every new member at once."""
         spec, master = self.spec, self.master_spec
-        member_args = {**member_entry(master), **shared_member_inputs(spec, self.creds)}
+        member_args = {
+            **member_entry(master),
+            **shared_member_inputs(spec, self.creds),
+            # The master's own output (the same certname): a *property* dependency, so when the
+            # engine replaces the master (delete before replace), its calculateDependentReplacements
+            # asks this member's Diff with server_name unknown - answered "replace" - and deletes
+            # (drains) the member before the master's delete revokes its certificate; the member
+            # is created again after the master. pulumi/pulumi pkg/resource/deploy/step_generator.go
+            # (calculateDependentReplacements); depends_on alone never pulls a dependent in.
+            "server_name": self.master.certname,
+        }
         self.member = PoolMember(
             f"{master.name}-pool",
             cast(PoolMemberArgs, member_args),

@@ -20,6 +20,9 @@ class EntryList:
     own_keys: tuple[str, ...]  # the batch's own inputs and outputs: neither shared nor per entry
     local_only_keys: tuple[str, ...]  # shared inputs whose change needs no remote work (deadlines)
     default_name: str  # prefix of the item's progress name when the batch has none
+    # keys (per entry or shared) whose change makes the engine replace the item resource:
+    # the batch leaves such an entry to that replacement (see to_converge)
+    replace_keys: tuple[str, ...] = ()
 
     def shared(self, props: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in props.items() if k not in (self.list_key, "__provider", *self.own_keys)}
@@ -68,13 +71,39 @@ class EntryList:
         return self._by_name(olds) != self._by_name(news)
 
     def to_converge(self, olds: dict[str, Any], news: dict[str, Any]) -> list[dict[str, Any]]:
-        """New or changed entries; all of them when a shared input that matters changed."""
+        """New or changed entries; all of them when a shared input that matters changed.
+        Never an existing entry whose replace keys changed: its item resource is replaced
+        by the engine (delete before replace, dependents such as its pool member first), and
+        converging it here, earlier in the same `up`, would change it while its dependents
+        still use it - and the replacement's delete would then undo that work."""
+        return self.converge_plan(olds, news)[0]
+
+    def converge_plan(self, olds: dict[str, Any], news: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+        """(entries to converge, names left to their item's replacement)."""
         keys = set(self.shared(olds)) | set(self.shared(news))
         shared_changed = any(
             olds.get(k) != news.get(k) for k in keys if k not in (*self.local_only_keys, "resource_name")
         )
+        replaced = self.replaced(olds, news)
         before = self._by_name(olds)
-        return [e for e in self.entries(news) if shared_changed or before.get(e[self.name_key]) != e]
+        todo = [
+            e
+            for e in self.entries(news)
+            if e[self.name_key] not in replaced and (shared_changed or before.get(e[self.name_key]) != e)
+        ]
+        return todo, sorted(replaced)
+
+    def replaced(self, olds: dict[str, Any], news: dict[str, Any]) -> set[str]:
+        """Names of existing entries whose item resource the engine will replace."""
+        shared = [k for k in self.replace_keys if k not in self.entry_keys]
+        if any(olds.get(k) != news.get(k) for k in shared):
+            return set(self._by_name(olds)) & set(self._by_name(news))
+        before = self._by_name(olds)
+        return {
+            name
+            for name, entry in self._by_name(news).items()
+            if name in before and any(before[name].get(k) != entry.get(k) for k in self.replace_keys)
+        }
 
     def _by_name(self, props: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {e[self.name_key]: e for e in self.entries(props)}

@@ -80,9 +80,23 @@ def computed_outputs(olds: dict[str, Any]) -> dict[str, Any]:
     return {k: olds[k] for k in OUTPUT_KEYS if k in olds}
 
 
-def _converges(cfg: MasterConfig) -> bool:
-    """create/update run the steps themselves (not only verify what the batch did)."""
-    return not cfg.adopt and not cfg.batch_provisioned
+def provision(ctx: steps.Context, drifted: bool = False) -> None:
+    """The one provisioning path: master_steps.converge, every step checking first. A
+    batch-provisioned master only verifies what CompileMasterBatch did in this `up` - unless
+    the batch did not touch it: re-created after `refresh` dropped it (certificate revoked
+    or gone), replaced (the batch leaves replacements to it), or drifted (refresh found it
+    unpinned, its compile service stopped, its certificate re-issued). Then it converges
+    itself, so whatever refresh reports, the next `up` repairs."""
+    if not ctx.cfg.batch_provisioned or drifted:
+        steps.converge(ctx)
+        return
+    try:
+        steps.verify_ready(ctx)
+    except SshUnreachableError:
+        raise  # converging would meet the same closed door
+    except ProviderError as exc:
+        ctx.log("verify", f"not ready ({str(exc).splitlines()[0]}): converging it here")
+        steps.converge(ctx)
 
 
 def _outputs(props: dict[str, Any], ctx: steps.Context, status: str) -> dict[str, Any]:
@@ -132,14 +146,12 @@ class PeCompileMasterProvider(ResourceProvider):
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
-            database = database_session(cfg, stack, primary) if _converges(cfg) else None
+            database = None if cfg.adopt else database_session(cfg, stack, primary)
             ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name), database=database)
             if cfg.adopt:
                 adopt(ctx)
-            elif cfg.batch_provisioned:
-                steps.verify_ready(ctx)
             else:
-                steps.converge(ctx)
+                provision(ctx)
             return CreateResult(cfg.certname, _outputs(props, ctx, "running"))
 
     @at_boundary
@@ -152,16 +164,13 @@ class PeCompileMasterProvider(ResourceProvider):
             return UpdateResult({**computed_outputs(olds), **{k: v for k, v in news.items() if k != "__provider"}})
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
-            database = database_session(cfg, stack, primary) if _converges(cfg) else None
+            database = database_session(cfg, stack, primary)
             ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name), database=database)
             if cfg.environmentpath and olds.get("environmentpath") != cfg.environmentpath:
                 puppet = cfg.generation.puppet_bin  # never on a non-login shell's PATH as `puppet` alone
                 setting = [puppet, "config", "set", "--section", "main", "environmentpath", cfg.environmentpath]
                 host.run(setting, timeout=120).check("set environmentpath")
-            if cfg.batch_provisioned:
-                steps.verify_ready(ctx)  # the batch (updated first) converged it
-            else:
-                steps.converge(ctx)  # every step checks first: only what differs is done
+            provision(ctx, drifted)
             merged = {**computed_outputs(olds), **news}
             return UpdateResult(_outputs(merged, ctx, "running"))
 

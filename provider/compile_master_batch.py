@@ -38,8 +38,8 @@ from pulumi.dynamic import (
 from provider import master_steps as steps
 from provider.batch_inputs import EntryList
 from provider.compile_master import SharedMasterArgs, database_session
-from provider.compile_master_config import LOCAL_ONLY_KEYS, SECRET_KEYS, MasterConfig, problems
-from provider.errors import ProviderError, StepFailedError, at_boundary
+from provider.compile_master_config import LOCAL_ONLY_KEYS, REPLACE_KEYS, SECRET_KEYS, MasterConfig, problems
+from provider.errors import ProviderError, at_boundary, brief_message
 from provider.primary import Primary
 from provider.progress import emit, progress, resource_inputs
 from provider.ssh import SshSession
@@ -66,12 +66,43 @@ MASTERS = EntryList(
     own_keys=("parallelism", *OUTPUT_KEYS),
     local_only_keys=LOCAL_ONLY_KEYS,
     default_name="batch",
+    replace_keys=REPLACE_KEYS,
 )
 master_props = MASTERS.item_props
 to_converge = MASTERS.to_converge
 
 
 PLACEHOLDER_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOEowio8pRLYoxQ+/rTQ7Pf6XFR87vdEcZZT0yAY9UM+"
+
+
+def renamed_on_same_host(olds: dict[str, Any], news: dict[str, Any]) -> list[tuple[str, str]]:
+    """A master whose certname changes on the same host (SSH address and port) is refused:
+    resources are named by certname, so the engine would install the new identity (in this
+    batch, first) while the old one still holds the host and its pool member (deleted only
+    at the end of the `up`) - and the old agent makes the host look foreign."""
+    before: dict[tuple[Any, Any], set[str]] = {}
+    for e in MASTERS.entries(olds):
+        before.setdefault((e.get("host"), e.get("ssh_port", 22)), set()).add(str(e.get("certname")))
+    entries = [e for e in MASTERS.entries(news) if isinstance(e, dict)]
+    names = {e.get("certname") for e in entries}
+    known = {name for names_on_host in before.values() for name in names_on_host}
+    out = []
+    for i, entry in enumerate(MASTERS.entries(news)):
+        if not isinstance(entry, dict) or entry.get("certname") in known:
+            continue
+        gone = sorted(before.get((entry.get("host"), entry.get("ssh_port", 22)), set()) - names)
+        if gone:
+            old = gone[0]
+            out.append(
+                (
+                    f"masters[{i}].certname",
+                    f"{entry.get('host')} is compile master {old} in this stack; a new certname on the same host "
+                    f"({entry.get('certname')}) is not done in one `pulumi up`. Remove {old} from the stack config "
+                    "and run `pulumi up` (it is drained, revoked and uninstalled), then add the host again as "
+                    f"{entry.get('certname')} and run `pulumi up`.",
+                )
+            )
+    return out
 
 
 def batch_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
@@ -89,8 +120,9 @@ def batch_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
 
 class CompileMasterBatchProvider(ResourceProvider):
     @at_boundary
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        return CheckResult(news, [CheckFailure(p, r) for p, r in batch_problems(news)])
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        found = batch_problems(news) or renamed_on_same_host(olds, news)
+        return CheckResult(news, [CheckFailure(p, r) for p, r in found])
 
     @at_boundary
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -107,7 +139,14 @@ class CompileMasterBatchProvider(ResourceProvider):
 
     @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        done = converge_all(news, to_converge(olds, news))
+        todo, replaced = MASTERS.converge_plan(olds, news)
+        if replaced:
+            _say(
+                str(news.get("resource_name") or "batch"),
+                f"{', '.join(replaced)}: replaced by the engine (pool member drained first), provisioned by its "
+                "own PeCompileMaster",
+            )
+        done = converge_all(news, todo)
         return UpdateResult(self.outputs(news, done))
 
     @at_boundary
@@ -158,13 +197,8 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
                 with SshSession(cfg.target, cfg.connect_timeout, cfg.secrets) as host:
                     steps.converge(steps.Context(cfg, host, primary, log, ca=shared_ca, database=database))
             except Exception as exc:  # collected: one master's failure must not hide the others'
-                first_line = str(exc).splitlines()[0] if str(exc) else ""
-                if isinstance(exc, StepFailedError):
-                    first_line = f"{exc.summary}\n  What to do: {exc.advice}"
-                elif not isinstance(exc, ProviderError):  # unexpected: say what and where
-                    first_line = f"[{cfg.host}] {type(exc).__name__}: {first_line}"
                 with lock:
-                    errors[cfg.certname] = first_line
+                    errors[cfg.certname] = brief_message(exc)
 
         with ThreadPoolExecutor(min(parallelism, len(configs))) as pool:
             list(pool.map(one, configs))

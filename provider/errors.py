@@ -133,6 +133,14 @@ def user_message(exc: BaseException) -> str:
     )
 
 
+def brief_message(exc: BaseException) -> str:
+    """user_message in two lines (what and where; what to do), for a list of failures such
+    as CompileMasterBatch's: the command output each carries would bury the others."""
+    lines = user_message(exc).splitlines()
+    advice = next((line for line in lines if line.startswith("What to do:")), "")
+    return lines[0] + (f"\n  {advice}" if advice and advice != lines[0] else "") if lines else type(exc).__name__
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

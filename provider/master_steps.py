@@ -859,7 +859,7 @@ def verify_served_identity(ctx: Context, cafile: str) -> None:
     if entry is None or entry.state != "signed":
         raise ProviderError(
             f"[{cfg.primary_host}] verify: {cfg.certname} has no signed certificate on the CA "
-            f"({entry.state if entry else 'none'}) - CompileMasterBatch provisions it; run `pulumi up` again"
+            f"({entry.state if entry else 'none'})"
         )
     result = ctx.host.run(served_certificate_command(cfg.certname, cafile), timeout=60)
     pem = first_pem_certificate(result.stdout)

@@ -211,9 +211,38 @@ def test_batch_converges_only_new_or_changed_masters() -> None:
 
     olds = batch_inputs(entry(1), entry(2))
     assert to_converge(olds, batch_inputs(entry(1), entry(2), entry(3))) == [entry(3)]
-    assert to_converge(olds, batch_inputs(entry(1), entry(2, dns_alt_names=["x"]))) == [entry(2, dns_alt_names=["x"])]
+    assert to_converge(olds, batch_inputs(entry(1), entry(2, environmentpath="/x"))) == [entry(2, environmentpath="/x")]
     assert to_converge(olds, {**olds, "run_timeout": 99}) == []  # a deadline: nothing to redo
-    assert len(to_converge(olds, {**olds, "pe_version": "2018.1"})) == 2  # the dialect: all of them
+    assert len(to_converge(olds, {**olds, "classifier_url": "https://x:4433"})) == 2  # shared, in place: all
+
+
+def test_batch_leaves_masters_the_engine_replaces_to_their_replacement() -> None:
+    """Alt names, host, pe_version, primary: PeCompileMaster's diff answers replace, so the
+    engine deletes its pool member (drained) and the master before re-creating it. The
+    batch, updated earlier in the same `up`, must not re-sign such a master first."""
+    from provider.compile_master_batch import MASTERS, to_converge
+
+    olds = batch_inputs(entry(1), entry(2))
+    new = batch_inputs(entry(1), entry(2, dns_alt_names=["x"]), entry(3))
+    assert to_converge(olds, new) == [entry(3)]
+    assert MASTERS.converge_plan(olds, new)[1] == ["compile02.example.com"]
+    upgraded = {**batch_inputs(entry(1), entry(2), entry(3)), "pe_version": "2018.1"}
+    assert to_converge(olds, upgraded) == [entry(3)]  # only the new one: the others are replaced
+
+
+def test_batch_check_refuses_a_new_certname_on_the_same_host(server: ProviderServer) -> None:
+    from provider.compile_master_batch import CompileMasterBatchProvider
+
+    engine = Engine(server, CompileMasterBatchProvider(), "b", "CompileMasterBatch")
+    plain, secret = engine._plain(batch_inputs(entry(1), entry(2)))
+    engine.state = StateEntry("batch", plain, {**plain, "status": "provisioned"}, secret)
+    renamed = {**entry(2), "certname": "renamed.example.com"}
+    checked = engine.check(batch_inputs(entry(1), renamed))
+    assert [prop for prop, _ in checked.failures] == ["masters[1].certname"]
+    reason = checked.failures[0][1]
+    assert "compile02.example.com" in reason and "renamed.example.com" in reason and "Remove" in reason
+    assert not engine.check(batch_inputs(entry(1))).failures  # removal alone is fine
+    assert not engine.check(batch_inputs(entry(1), entry(2), entry(3))).failures
 
 
 def test_batch_old_outputs_do_not_count_as_changed_inputs() -> None:

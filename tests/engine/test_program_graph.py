@@ -66,6 +66,9 @@ def test_each_member_waits_for_its_master_its_code_and_the_one_refresh(tmp_path:
         assert master.urn in refresh.dependencies
         assert master.urn in refresh.property_dependencies["masters"]
         assert member.inputs["server_name"] == certname and member.inputs["address"].startswith("127.0.10.1")
+        # a property dependency (not only depends_on): the engine's delete-before-replace of the
+        # master then pulls the member in (drained first) - see tests/engine/test_replacement.py
+        assert member.property_dependencies["server_name"] == [master.urn]
         assert master.inputs["dns_alt_names"] == [certname.split(".")[0], "puppet", "puppet.pelab.test"]
         assert master.inputs["pe_version"] == "2019.8"
         assert code.inputs["method"] == "rsync" and code.inputs["code_dir"] == "/etc/puppet/code"

@@ -31,6 +31,7 @@ class Registered:
     additional_secret_outputs: list[str]
     custom: bool
     secret_inputs: set[str] = field(default_factory=set)
+    delete_before_replace_defined: bool = False  # the option was set (True or False) by the program
 
 
 class RecordingMocks(Mocks):
@@ -74,6 +75,7 @@ def _install_recorder(mocks: RecordingMocks) -> None:
                 additional_secret_outputs=list(request.additionalSecretOutputs),
                 custom=bool(request.custom),
                 secret_inputs=secret,
+                delete_before_replace_defined=bool(request.deleteBeforeReplaceDefined),
             )
         return response
 

@@ -1,5 +1,5 @@
 """Scale-out benchmark: N compile masters against the lab, driven the way the engine drives
-the program (tests/harness/graph.py: unbounded engine parallelism, the SDK's own provider
+the program (tests/harness/graph.py: the engine's rules and default parallelism, the SDK's own provider
 server with its 4-call limit), plus a no-change preview of 50 masters.
 
     .venv/bin/python -m bench.scale_out [--sizes 1,4,16] [--knobs install=8,master_run=8,...]

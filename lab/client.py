@@ -273,6 +273,12 @@ class LabClient:
     def ca_state(self, certname: str) -> str | None:
         """The real CA's view of a certname (requested, signed, revoked), or None: read over
         its HTTP API with the primary's certificate, whatever CLI the generation has."""
+        entry = self.ca_entry(certname)
+        return None if entry is None else str(entry["state"])
+
+    def ca_entry(self, certname: str) -> dict[str, Any] | None:
+        """The CA's certificate_status of a certname (state, serial_number, fingerprint,
+        dns_alt_names), or None when the CA has nothing for it."""
         resp = requests.get(
             f"https://{host_by_short('primary').fqdn}:{self.profile.lab_ca_port}/puppet-ca/v1/certificate_status/{certname}",
             cert=self.host("primary").cert_files(),
@@ -282,7 +288,7 @@ class LabClient:
         if resp.status_code == 404:
             return None
         resp.raise_for_status()
-        return str(resp.json()["state"])
+        return dict(resp.json())
 
     def settings(self) -> dict[str, Any]:
         return dict(json.loads((self.root / "lab.json").read_text()))

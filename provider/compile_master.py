@@ -194,6 +194,7 @@ class PeCompileMasterProvider(ResourceProvider):
             if props.get("cert_fingerprint") and entry.fingerprint != props["cert_fingerprint"]:
                 drift.append("certificate re-issued")
             steps.read_agent(ctx)
+            serial = host_serial(ctx, entry.fingerprint) or props.get("cert_serial", "")
             steps.fetch_ca_pem(ctx)
             drift += classification_drift(ctx)
             up, _, _ = steps.compile_service_probe(ctx, ctx.agent.get("localcacert", ""))
@@ -206,7 +207,8 @@ class PeCompileMasterProvider(ResourceProvider):
             status = "running" if not drift else "drifted: " + "; ".join(drift)
             if drift:
                 log("refresh", status)
-            return ReadResult(id_, {**props, "status": status, "cert_fingerprint": entry.fingerprint})
+            current = {"status": status, "cert_fingerprint": entry.fingerprint, "cert_serial": serial}
+            return ReadResult(id_, {**props, **current})
 
     @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
@@ -237,6 +239,17 @@ class PeCompileMasterProvider(ResourceProvider):
             steps.refresh_crl(ctx, serial)  # the masters left refuse the revoked certificate
             if host is not None:
                 steps.uninstall_agent(ctx)
+
+
+def host_serial(ctx: steps.Context, fingerprint: str) -> str | None:
+    """The serial of the host's own certificate when it is the one the CA signed (a
+    re-issued certificate has a new serial: delete checks that serial in the CRL)."""
+    path = ctx.agent.get("hostcert", "")
+    pem = ctx.host.get(path) if path else None
+    if not pem:
+        return None
+    issued = steps.IssuedCert.from_pem(pem)
+    return str(issued.serial) if issued.fingerprint == fingerprint else None
 
 
 def classification_drift(ctx: steps.Context) -> list[str]:

@@ -696,23 +696,56 @@ def server_probe(session: SshSession, certname: str, generation: Generation, caf
     return up, f"{certname}:8140 completes a verified TLS handshake", result.tail(3)
 
 
-def compile_service(ctx: Context, cafile: str = "") -> None:
-    """The new master's own Puppet Server answers on 8140 (compile_service_probe)."""
+def compile_service(ctx: Context, cafile: str = "", check_served: bool = True) -> None:
+    """The new master's own Puppet Server answers on 8140 (compile_service_probe) with the
+    certificate the CA issued to it. Puppet Server reads its certificate only when it
+    starts: after a re-issue (alt names changed, a revoked certificate repaired) a running
+    one still serves the old, revoked one until pe-puppetserver restarts - which this step
+    then does, once, and checks again. (From PE 2017.2 the master run's CRL update reloads
+    it anyway; before, nothing else would.)"""
     cfg = ctx.cfg
     cafile = cafile or ctx.agent.get("localcacert", "")
+    restarted = False
+    while True:
+        wait_for_compile_service(ctx, cafile)
+        served = served_fingerprint(ctx, cafile) if check_served and ctx.issued else None
+        if served is None or ctx.issued is None or served == ctx.issued.fingerprint:
+            ctx.installed["compile_service"] = True
+            return
+        if restarted:
+            raise ProviderError(
+                f"[{cfg.host}] step 'compile service': 8140 still serves certificate {served[:23]}... after a "
+                f"restart of {crl.SERVICE}, not the one the CA issued ({ctx.issued.fingerprint[:23]}...)"
+            )
+        ctx.log("compile service", f"serves the previous certificate ({served[:23]}...): restarting {crl.SERVICE}")
+        ctx.host.run(services.restart_script(crl.SERVICE), timeout=cfg.service_timeout).check(
+            "compile service", f"restart {crl.SERVICE} so it serves the re-issued certificate"
+        )
+        restarted = True
+
+
+def wait_for_compile_service(ctx: Context, cafile: str) -> None:
+    cfg = ctx.cfg
     deadline = time.monotonic() + cfg.service_timeout
     what, last = "", ""
     while time.monotonic() < deadline:
         up, what, last = compile_service_probe(ctx, cafile)
         if up:
             ctx.log("compile service", what)
-            ctx.installed["compile_service"] = True
             return
         time.sleep(2)
     raise DeadlineError(
         f"[{cfg.host}] step 'compile service': not up within {cfg.service_timeout:.0f}s: expected {what or '?'} "
         f"(last answer: {last[:200]!r})"
     )
+
+
+def served_fingerprint(ctx: Context, cafile: str) -> str | None:
+    """SHA-256 of the certificate the host's 8140 serves (a handshake verified against the
+    PE CA and the certname, made on the host), or None when no handshake completes."""
+    result = ctx.host.run(served_certificate_command(ctx.cfg.certname, cafile), timeout=60)
+    pem = first_pem_certificate(result.stdout)
+    return IssuedCert.from_pem(pem).fingerprint if result.exit_status == 0 and pem else None
 
 
 PUPPETDB_LOG = "/var/log/puppetlabs/puppetdb/puppetdb.log"
@@ -903,7 +936,7 @@ def verify_ready(ctx: Context) -> None:
             if ctx.group_id not in classifier.classified_groups(cfg.certname, trusted):
                 raise ClassifierError(f"step 'verify': {cfg.certname} is not classified in {cfg.generation.node_group}")
         ctx.log("verify", f"classified in {cfg.generation.node_group}")
-        compile_service(ctx, cafile)
+        compile_service(ctx, cafile, check_served=False)  # verify_served_identity did
         compiler_puppetdb(ctx, cafile)  # PE 2019.7+: its own PuppetDB, admitted by PE-PostgreSQL
     finally:
         ctx.host.run(["rm", "-f", cafile], timeout=30)

@@ -75,3 +75,25 @@ def test_a_master_update_leaves_the_pool_member_alone(server: ProviderServer, tm
     assert plan["compile01.pelab.test-master"] == "update"
     assert {n for n, op in plan.items() if op == "replace"} == set()
     assert plan["compile01.pelab.test-pool"] == "same"
+
+
+def test_what_a_preview_shows_on_scale_out_and_scale_in(server: ProviderServer, tmp_path: Path) -> None:
+    """README, "The main job": the operations a preview lists when a master is added or removed."""
+    graph = seeded(server, tmp_path)
+    out = graph.preview(run(lab_config(tmp_path, masters=3)))
+    assert {n: op for n, op in out.items() if op != "same"} == {
+        **{f"compile03.pelab.test-{r}": "create" for r in ("code", "master", "pool")},
+        "lab-provisioning": "update",  # masters gains compile03 (provisioned there)
+        "lab-infra-refresh": "update",  # masters gains it: PuppetDB and console run once more
+        "lab-pool-admission": "update",  # members gains it (added and health-gated there)
+        "compile01.pelab.test-master": "update",  # peer_masters gains it: recorded, no remote work
+        "compile02.pelab.test-master": "update",
+    }
+    out = graph.preview(run(lab_config(tmp_path, masters=1)))
+    assert {n: op for n, op in out.items() if op != "same"} == {
+        **{f"compile02.pelab.test-{r}": "delete" for r in ("code", "master", "pool")},
+        "lab-provisioning": "update",
+        "lab-infra-refresh": "update",
+        "lab-pool-admission": "update",
+        "compile01.pelab.test-master": "update",
+    }

@@ -6,9 +6,10 @@ resource with its inputs and its explicit and property dependencies. `GraphRun` 
 with that graph and the state of the previous run what the engine does, following its
 rules (pulumi/pulumi, read at HEAD 1b5949891b):
 
-* Step generation is serial: Check and Diff of one registration at a time (the engine's
-  step generator; parallel Diff only with PULUMI_PARALLEL_DIFF). Creates, updates and
-  deletes then run in parallel, at most `parallelism` at once: the CLI's default is
+* Step generation is serial: Check and Diff of one registration at a time, in the
+  program's order (the engine's step generator; parallel Diff only with
+  PULUMI_PARALLEL_DIFF); a Check failure stops the run. Creates, updates and deletes
+  then run in parallel, at most `parallelism` at once: the CLI's default is
   4 x GOMAXPROCS (pkg/cmd/pulumi/operations/up.go, defaultParallel).
 * No change: the new inputs are stored ("same" step). Update: Update(olds = old outputs).
 * Replace (pkg/resource/deploy/step_generator.go): Check again with no olds, then
@@ -31,6 +32,7 @@ Pulumi's own lifecycle tests (pkg/engine/lifecycletest).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -100,6 +102,7 @@ class Plan:
     diff: DiffResponse | None = None
     delete_before_replace: bool = False
     dependents: list[str] = field(default_factory=list)  # pulled into a delete-before-replace
+    started: float = 0.0  # monotonic: when its Check began (bench/ shows where time goes)
 
 
 class GraphRun:
@@ -185,13 +188,20 @@ class GraphRun:
         return out
 
     def up(self, mocks: RecordingMocks) -> None:
+        """Layer by layer (each resource after everything it depends on): step generation
+        for the layer's registrations one at a time in the program's order - a Check
+        failure stops the run before any of the layer's steps - then the steps at once."""
         resources, deps, props = self._graph(mocks)
+        order = {name: i for i, name in enumerate(resources)}  # registration order
         self._registered = set()
         self._replaced_olds = []
         old_deps, old_props = dict(self.deps), dict(self.property_deps)
         try:
             for layer in waves(set(resources), deps):
-                self._run_layer(lambda name: self._up_one(resources[name], old_deps, old_props), layer)
+                plans: dict[str, Plan] = {}
+                for name in sorted(layer, key=order.__getitem__):
+                    plans[name] = self._plan_one(resources[name], old_deps, old_props)
+                self._run_layer(functools.partial(self._execute_planned, plans), list(plans))
         finally:
             for name in resources:
                 if name in self.engines and self.engines[name].state is not None:
@@ -232,19 +242,24 @@ class GraphRun:
         with self.lock:
             self.log.append((op, name))
 
-    def _up_one(
+    def _plan_one(
         self, resource: Registered, old_deps: dict[str, set[str]], old_props: dict[str, dict[str, set[str]]]
-    ) -> None:
+    ) -> Plan:
+        started = time.monotonic()
         inputs, blob = engine_inputs(resource)
         engine = self._engine(resource)
-        started = time.monotonic()
         with self.step_generator:
             engine.provider_blob = blob
             plan = self._plan(engine, resource, inputs, old_deps, old_props)
             self._registered.add(resource.name)
-        self._execute(engine, plan)
+        plan.started = started
+        return plan
+
+    def _execute_planned(self, plans: dict[str, Plan], name: str) -> None:
+        plan = plans[name]
+        self._execute(self.engines[name], plan)
         with self.lock:
-            self.timeline.append((resource.name, started, time.monotonic()))
+            self.timeline.append((name, plan.started, time.monotonic()))
 
     def _plan(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,8 @@ import requests
 import yaml
 
 from lab.client import LabClient, LabHost
-from provider import haproxy
+from provider import haproxy, pe_api
+from provider.master_steps import IssuedCert
 
 PRIMARY = "primary.pelab.test"
 DEFAULT_GENERATION = "2019.8"  # lab.config.LabSettings' default profile
@@ -78,6 +80,35 @@ def clean_on_ca(lab: LabClient, certname: str) -> None:
         lab.host("primary").run(f"puppet cert clean {shlex.quote(certname)}")
     else:
         lab.host("primary").run(f"{puppetserver(lab)} ca clean --certname {shlex.quote(certname)}")
+
+
+def revoke_on_ca(lab: LabClient, certname: str) -> None:
+    """Revoke (not clean) a certificate with the generation's CA CLI, as an admin would."""
+    if lab.profile.has_puppet_cert:
+        lab.host("primary").run(f"puppet cert revoke {shlex.quote(certname)}").check()
+    else:
+        lab.host("primary").run(f"{puppetserver(lab)} ca revoke --certname {shlex.quote(certname)}").check()
+
+
+def unpin(lab: LabClient, certname: str, group_name: str, endpoint: bool) -> None:
+    """Take a node out of a group's pins by hand: PE's unpin endpoint (2016.1+), or before it
+    the group's rule rewritten without the node."""
+    classifier = lab.classifier()
+    if endpoint:
+        classifier.unpin(group_name, [certname]).raise_for_status()
+        return
+    group = classifier.group(group_name)
+    body: dict[str, Any] = {"rule": pe_api.unpin_rule(group.get("rule"), certname)}
+    if "serial_number" in group:
+        body["serial_number"] = group["serial_number"]
+    classifier.request("POST", f"groups/{group['id']}", json=body).raise_for_status()
+
+
+def served_fingerprint(lab: LabClient, short: str) -> str:
+    """The SHA-256 fingerprint of the certificate the host's 8140 serves (as the output
+    cert_fingerprint writes it)."""
+    pem = ssl.get_server_certificate((lab.host(short).address, 8140), timeout=30)
+    return IssuedCert.from_pem(pem.encode()).fingerprint
 
 
 def sign(lab: LabClient, certname: str) -> None:

@@ -19,11 +19,21 @@ import requests
 from components.program import main
 from lab.client import LabClient
 from provider import file_sync_plan as plan
+from provider.generation import generation_for
 from provider.pe_api import is_pinned
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import ProviderServer
-from tests.labtests.helpers import bare_masters, lab_stack_config, lb_stats, on_generation, pdb_node
+from tests.labtests.helpers import (
+    bare_masters,
+    lab_stack_config,
+    lb_stats,
+    on_generation,
+    pdb_node,
+    revoke_on_ca,
+    served_fingerprint,
+    unpin,
+)
 
 pytestmark = pytest.mark.lab
 PP_AUTH_ROLE = "1.3.6.1.4.1.34380.1.3.13"
@@ -146,6 +156,43 @@ def assert_refused_everywhere(lab: LabClient, removed: tuple[str, str], servers:
         assert not accepts(url, removed, lab.ca_file), f"{server} still lets the revoked certificate in"
 
 
+def drift_then_repair(lab: LabClient, run: GraphRun, step: tuple[str, ...], version: str) -> None:
+    """What `pulumi refresh` reports, the next `pulumi up` repairs, through the program (one
+    provisioning path); then an `up` changes nothing. The drift: a master unpinned from its
+    group (where the generation pins) with its compile service stopped; then its certificate
+    revoked on the CA (refresh drops it from the state; `up` creates it again)."""
+    short = step[0]
+    certname, master = f"{short}.pelab.test", f"{short}.pelab.test-master"
+    generation = generation_for(version)
+    pins = generation.classification != "trusted"
+    if pins:
+        unpin(lab, certname, generation.node_group, endpoint=generation.classification == "pin")
+        assert not is_pinned(lab.classifier().group(generation.node_group)["rule"], certname)
+    lab.host(short).run(f"{lab.root}/inhost/bin/pelab-compile-service stop").check()
+    status = run.refresh()[master]
+    assert status.startswith("drifted:") and "compile service not running" in status, status
+    assert ("not pinned" in status) == pins, status
+    start = len(run.log)
+    up(lab, run, step, version)
+    assert ("update", master) in run.operations(start)
+    assert_serving(lab, run, step)
+
+    serial = int(run.outputs(master)["cert_serial"])
+    revoke_on_ca(lab, certname)
+    assert run.refresh()[master] == ""  # gone from the state
+    start = len(run.log)
+    up(lab, run, step, version)
+    assert ("create", master) in run.operations(start)
+    entry = lab.ca_entry(certname)
+    assert entry is not None and entry["state"] == "signed" and int(entry["serial_number"]) != serial
+    assert served_fingerprint(lab, short) == run.outputs(master)["cert_fingerprint"]  # the new one
+    assert_serving(lab, run, step)
+
+    start = len(run.log)
+    up(lab, run, step, version)
+    assert {op for op, _ in run.operations(start)} == {"same"}, run.operations(start)
+
+
 @pytest.mark.parametrize("version", MATRIX)
 def test_program_on_each_generation(lab: LabClient, server: ProviderServer, version: str, tmp_path: Path) -> None:
     shorts = sorted({s for step in SHAPE for s in step})
@@ -162,6 +209,8 @@ def test_program_on_each_generation(lab: LabClient, server: ProviderServer, vers
                     assert accepts(f"https://{primary}:8140/status/v1/simple", identity, lab.ca_file)
                 up(lab, run, step, version)
                 assert_serving(lab, run, step)
+                if not previous:  # the first step: refresh -> up repairs (issue 15 (a))
+                    drift_then_repair(lab, run, step, version)
                 for gone, identity in leaving.items():
                     assert_removed(lab, run, f"{gone}.pelab.test", serials[gone])
                     assert_refused_everywhere(lab, identity, [primary, *(f"{s}.pelab.test" for s in step)])

@@ -23,7 +23,7 @@ from provider.generation import generation_for
 from provider.pe_api import is_pinned
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
-from tests.harness.provider_server import ProviderServer
+from tests.harness.provider_server import ProviderServer, wait_for
 from tests.labtests.helpers import (
     bare_masters,
     lab_stack_config,
@@ -97,7 +97,10 @@ def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> No
                 f"https://{certname}:8081/status/v1/services/puppetdb-status", verify=lab.ca_file, timeout=30
             )
             assert pdb.status_code == 200 and pdb.json()["state"] == "running", pdb.text
-        assert lb_stats(lab)[("puppet_compilers", certname)].is_healthy
+        # A repair that restarted the compile service (a re-issued certificate) leaves HAProxy
+        # to see it fail a check and pass again: its own rise/fall, within a minute.
+        member = ("puppet_compilers", certname)
+        assert wait_for(lambda member=member: lb_stats(lab)[member].is_healthy, 60, 1.0)
         assert run.outputs(f"{certname}-pool")["status"] == "UP"
         code = run.outputs(f"{certname}-code")
         assert code["status"] == "in sync" and code["digest"] == primary_digest

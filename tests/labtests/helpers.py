@@ -16,6 +16,7 @@ import yaml
 from lab.client import LabClient, LabHost
 from provider import haproxy, pe_api
 from provider.master_steps import IssuedCert
+from tests.harness.provider_server import wait_for
 
 PRIMARY = "primary.pelab.test"
 DEFAULT_GENERATION = "2019.8"  # lab.config.LabSettings' default profile
@@ -102,6 +103,19 @@ def unpin(lab: LabClient, certname: str, group_name: str, endpoint: bool) -> Non
     if "serial_number" in group:
         body["serial_number"] = group["serial_number"]
     classifier.request("POST", f"groups/{group['id']}", json=body).raise_for_status()
+
+
+def stop_compile_service(lab: LabClient, short: str) -> None:
+    """Take a master's compile service down and keep it down, as an admin does for
+    maintenance: the agent daemon first (its run applies the master profile, which starts
+    pe-puppetserver again; the daemon's first run follows every provisioning), then any run
+    still in flight, then the service; verified not answering."""
+    host = lab.host(short)
+    host.run(f"service {lab.profile.agent_service} stop").check()
+    in_flight = "pgrep -f '[p]uppet agent|[p]elab-compile-service (start|restart)'"  # [p]: not this shell
+    assert wait_for(lambda: host.run(in_flight).exit_status != 0, 180, 1.0), "an agent run did not end"
+    host.run(f"{lab.root}/inhost/bin/pelab-compile-service stop").check()
+    assert host.run(f"{lab.root}/inhost/bin/pelab-compile-service ready").exit_status != 0
 
 
 def served_fingerprint(lab: LabClient, short: str) -> str:

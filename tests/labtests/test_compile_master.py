@@ -14,7 +14,7 @@ from lab.client import LabClient
 from provider.compile_master import PeCompileMasterProvider
 from provider.generation import generation_for
 from tests.harness.provider_server import Engine, ProviderServer, Secret
-from tests.labtests.helpers import clean_on_ca, pdb_node, puppetserver
+from tests.labtests.helpers import clean_on_ca, pdb_node, puppetserver, stop_compile_service
 
 pytestmark = pytest.mark.lab
 MASTER_CLASS = "puppet_enterprise::profile::master"
@@ -133,7 +133,7 @@ def test_create_refresh_delete_on_pe_2019_8(lab: LabClient, server: ProviderServ
     assert f"[master-{short}] verify certificate: 8140 serves serial {cert.serial}" in server.text()
     # Not ready (nothing answers on 8140) and not just converged by the batch (re-created
     # after a refresh dropped it, or replaced): it says why and converges itself.
-    host.run(f"{lab.root}/inhost/bin/pelab-compile-service stop").check()
+    stop_compile_service(lab, short)
     mark = len(server.text())
     repaired = Engine(server, PeCompileMasterProvider(), f"verify-{short}", "PeCompileMaster").up(
         {**inputs, "batch_provisioned": True}

@@ -32,6 +32,7 @@ from tests.labtests.helpers import (
     pdb_node,
     revoke_on_ca,
     served_fingerprint,
+    stop_compile_service,
     unpin,
 )
 
@@ -171,7 +172,7 @@ def drift_then_repair(lab: LabClient, run: GraphRun, step: tuple[str, ...], vers
     if pins:
         unpin(lab, certname, generation.node_group, endpoint=generation.classification == "pin")
         assert not is_pinned(lab.classifier().group(generation.node_group)["rule"], certname)
-    lab.host(short).run(f"{lab.root}/inhost/bin/pelab-compile-service stop").check()
+    stop_compile_service(lab, short)
     status = run.refresh()[master]
     assert status.startswith("drifted:") and "compile service not running" in status, status
     assert ("not pinned" in status) == pins, status

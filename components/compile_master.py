@@ -19,6 +19,7 @@ from provider.compile_master import PeCompileMaster, PeCompileMasterArgs
 from provider.file_sync import FileSync, FileSyncArgs
 from provider.generation import generation_for
 from provider.pool_member import PoolMember, PoolMemberArgs
+from provider.ssh import known_hosts_lines
 
 TYPE = "pe:index:CompileMaster"
 
@@ -32,14 +33,23 @@ class Credentials:
     classifier_client_key: pulumi.Input[str] | None = None
 
 
+def trust(prefix: str, access: HostAccess, spec: DeploymentSpec) -> dict[str, str]:
+    """`<prefix>_host_key` when pinned, else `<prefix>_known_hosts` with the stack's
+    known_hosts lines for this host only: a host key added for another host changes no
+    resource's inputs, and a 50-master stack's state does not carry the file 300 times."""
+    if access.host_key:
+        return {f"{prefix}_host_key": access.host_key}
+    lines = known_hosts_lines(spec.known_hosts, access.host, access.port)
+    return {f"{prefix}_known_hosts": "".join(f"{line}\n" for line in lines)}
+
+
 def ssh_inputs(prefix: str, access: HostAccess, spec: DeploymentSpec, key: pulumi.Input[str]) -> dict[str, Any]:
     """`<prefix>_port/_user/_private_key/_host_key|_known_hosts` for a resource's inputs."""
-    pinned = {f"{prefix}_host_key": access.host_key} if access.host_key else {}
     return {
         f"{prefix}_port": access.port,
         f"{prefix}_user": access.user,
         f"{prefix}_private_key": key,
-        **(pinned or {f"{prefix}_known_hosts": spec.known_hosts}),
+        **trust(prefix, access, spec),
     }
 
 
@@ -50,30 +60,26 @@ def _timeouts(spec: DeploymentSpec, mapping: dict[str, str]) -> dict[str, float]
 def master_entry(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
     """A PeCompileMaster's per-master inputs (also one entry of CompileMasterBatch's `masters`)."""
     access = master.access
-    pinned = {"ssh_host_key": access.host_key} if access.host_key else {"ssh_known_hosts": spec.known_hosts}
     return {
         "certname": master.certname,
         "host": access.host,
         "ssh_port": access.port,
         "ssh_user": access.user,
-        **pinned,
+        **trust("ssh", access, spec),
         "dns_alt_names": master.dns_alt_names,
     }
 
 
 def peer_entries(master: MasterSpec, spec: DeploymentSpec) -> list[dict[str, Any]]:
     """PeCompileMaster's `peer_masters`: the deployment's other masters, whose CRL its delete
-    refreshes (provider/crl_refresh.py). A pinned host key travels with each; otherwise the
-    master's ssh_known_hosts (the stack's, shared) has theirs - copied into the entry only
-    when the master itself is pinned and so has none."""
-    fallback = {"ssh_known_hosts": spec.known_hosts} if master.access.host_key else {}
+    refreshes (provider/crl_refresh.py), each with its own pinned key or known_hosts lines."""
     return [
         {
             "certname": m.certname,
             "host": m.access.host,
             "ssh_port": m.access.port,
             "ssh_user": m.access.user,
-            **({"ssh_host_key": m.access.host_key} if m.access.host_key else fallback),
+            **trust("ssh", m.access, spec),
         }
         for m in spec.masters
         if m.certname != master.certname

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from provider.inputs import trust_view
+
 Problems = list[tuple[str, str]]
 
 
@@ -64,7 +66,9 @@ class EntryList:
         return out
 
     def changed(self, olds: dict[str, Any], news: dict[str, Any]) -> bool:
-        """Diff, inputs only: an entry added, removed or changed, or a shared input changed."""
+        """Diff, inputs only: an entry added, removed or changed, or a shared input changed
+        (what an SSH connection trusts, not known_hosts text: inputs.trust_view)."""
+        olds, news = trust_view(olds), trust_view(news)
         keys = (set(self.shared(olds)) | set(self.shared(news))) - {"resource_name"}
         if any(olds.get(k) != news.get(k) for k in keys):
             return True
@@ -79,7 +83,10 @@ class EntryList:
         return self.converge_plan(olds, news)[0]
 
     def converge_plan(self, olds: dict[str, Any], news: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
-        """(entries to converge, names left to their item's replacement)."""
+        """(entries to converge, names left to their item's replacement). The entries are
+        `news`' own, as the item resources get them."""
+        given = {e[self.name_key]: e for e in self.entries(news)}
+        olds, news = trust_view(olds), trust_view(news)
         keys = set(self.shared(olds)) | set(self.shared(news))
         shared_changed = any(
             olds.get(k) != news.get(k) for k in keys if k not in (*self.local_only_keys, "resource_name")
@@ -87,7 +94,7 @@ class EntryList:
         replaced = self.replaced(olds, news)
         before = self._by_name(olds)
         todo = [
-            e
+            given[e[self.name_key]]
             for e in self.entries(news)
             if e[self.name_key] not in replaced and (shared_changed or before.get(e[self.name_key]) != e)
         ]
@@ -95,6 +102,7 @@ class EntryList:
 
     def replaced(self, olds: dict[str, Any], news: dict[str, Any]) -> set[str]:
         """Names of existing entries whose item resource the engine will replace."""
+        olds, news = trust_view(olds), trust_view(news)
         shared = [k for k in self.replace_keys if k not in self.entry_keys]
         if any(olds.get(k) != news.get(k) for k in shared):
             return set(self._by_name(olds)) & set(self._by_name(news))

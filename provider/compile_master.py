@@ -28,6 +28,7 @@ from pulumi.dynamic import (
 )
 
 from provider import database_access as pgident
+from provider import inputs
 from provider import master_steps as steps
 from provider.compile_master_config import (
     LOCAL_ONLY_KEYS,
@@ -131,6 +132,7 @@ class PeCompileMasterProvider(ResourceProvider):
             v = props.get(key, DEFAULTS.get(key))
             return DEFAULTS.get(key) if v is None else v
 
+        olds, news = inputs.trust_view(olds), inputs.trust_view(news)
         changed = [k for k in INPUT_KEYS if value(olds, k) != value(news, k)]
         replaces = [k for k in changed if k in REPLACE_KEYS]
         drifted = olds.get("status") not in (None, "running")  # refresh found drift: let `up` repair it

@@ -39,6 +39,7 @@ from pulumi.dynamic import (
 )
 
 from provider import file_sync_plan as plan
+from provider import inputs
 from provider.errors import DeadlineError, ProviderError, SshUnreachableError, at_boundary
 from provider.generation import PUPPET_BINARIES
 from provider.progress import progress, resource_inputs
@@ -407,6 +408,7 @@ class FileSyncProvider(ResourceProvider):
             v = props.get(key)
             return plan.DEFAULTS.get(key) if v is None else v
 
+        olds, news = inputs.trust_view(olds), inputs.trust_view(news)
         changed = [k for k in plan.INPUT_KEYS if value(olds, k) != value(news, k)]
         replaces = [k for k in changed if k in plan.REPLACE_KEYS]
         drifted = olds.get("status") not in (None, "in sync")

@@ -167,6 +167,7 @@ def input_value(props: dict[str, Any], key: str) -> Any:
 
 
 def changed_keys(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
+    olds, news = inputs.trust_view(olds), inputs.trust_view(news)
     return [k for k in INPUT_KEYS if input_value(olds, k) != input_value(news, k)]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from provider import validation
-from provider.ssh import SshTarget, host_keys_for
+from provider.ssh import SshTarget, host_keys_for, pinned_keys
 
 
 def is_unknown(value: Any) -> bool:
@@ -91,6 +91,30 @@ def ssh_problems(props: dict[str, Any], prefix: str, host_key: str) -> list[tupl
                 out.append((f"{prefix}_known_hosts", f"{prefix}_known_hosts has no entry for {host}"))
         except (ValueError, TypeError) as exc:
             out.append((key_name, f"{key_name} is not a public key line: {exc}"))
+    return out
+
+
+def trust_view(props: dict[str, Any], parent_known_hosts: Any = None) -> dict[str, Any]:
+    """`props` with each `<prefix>_known_hosts` text reduced to the keys it pins for its host
+    (`<x>_ssh_known_hosts` for `<x>_host`, `ssh_known_hosts` for `host`), in entry lists too,
+    for diffs: what a connection trusts is the input, not the file's other lines. So a host
+    key added for a new master, or a state written when every input carried the whole file,
+    is no change. An entry with a host and neither pinned key nor known_hosts has its
+    parent's (PeCompileMaster's peer_masters take the master's own, as PeerMaster does)."""
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        if isinstance(value, list):
+            value = [trust_view(v, props.get("ssh_known_hosts")) if isinstance(v, dict) else v for v in value]
+        out[key] = value
+    if parent_known_hosts and out.get("host") and not out.get("ssh_host_key") and not out.get("ssh_known_hosts"):
+        out["ssh_known_hosts"] = parent_known_hosts
+    for key, value in list(out.items()):
+        prefix = key[: -len("_known_hosts")]
+        if not key.endswith("ssh_known_hosts") or not isinstance(value, str) or not value:
+            continue
+        host, port = out.get(prefix[: -len("ssh")] + "host"), out.get(f"{prefix}_port", 22)
+        if isinstance(host, str) and host and validation.port_error(port) is None:
+            out[key] = "\n".join(pinned_keys(value, host, int(port)))
     return out
 
 

@@ -306,6 +306,7 @@ class PoolMemberProvider(ResourceProvider):
             v = props.get(key)
             return DEFAULTS.get(key) if v is None else v
 
+        olds, news = inputs.trust_view(olds), inputs.trust_view(news)
         changed = [k for k in INPUT_KEYS if value(olds, k) != value(news, k)]
         replaces = [k for k in changed if k in REPLACE_KEYS]
         same_name = not any(k in replaces for k in ("lb_host", "backend", "server_name"))

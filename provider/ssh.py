@@ -106,20 +106,29 @@ def parse_host_key(line: str) -> paramiko.PKey:
     return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
 
 
+def known_hosts_lines(text: str, host: str, port: int) -> list[str]:
+    """The known_hosts lines naming this host (`host` or `[host]:port`, as OpenSSH writes
+    them; hashed names and patterns are not read), each as "names keytype base64"."""
+    names = {host, f"[{host}]:{port}"}
+    out = []
+    for raw in text.splitlines():
+        fields = raw.split()
+        if len(fields) >= 3 and not fields[0].startswith("#") and names & set(fields[0].split(",")):
+            out.append(" ".join(fields[:3]))
+    return out
+
+
+def pinned_keys(text: str, host: str, port: int) -> list[str]:
+    """The "keytype base64" keys known_hosts text pins for one host, sorted: what the text
+    means for a connection to it, whatever else it lists."""
+    return sorted({" ".join(line.split()[1:3]) for line in known_hosts_lines(text, host, port)})
+
+
 def host_keys_for(target: SshTarget) -> list[paramiko.PKey]:
     """The keys this target may present: the pinned one, or its known_hosts entries."""
     if target.host_key:
         return [parse_host_key(target.host_key)]
-    keys = []
-    names = {target.host, f"[{target.host}]:{target.port}"}
-    for raw in target.known_hosts.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split()
-        if len(fields) >= 3 and names & set(fields[0].split(",")):
-            keys.append(parse_host_key(" ".join(fields[1:3])))
-    return keys
+    return [parse_host_key(key) for key in pinned_keys(target.known_hosts, target.host, target.port)]
 
 
 class _PinnedPolicy(paramiko.MissingHostKeyPolicy):

@@ -266,7 +266,10 @@ def test_from_2019_7_every_master_gets_the_database_host_default_the_puppetdb_ho
     batch = resources["lab-provisioning"]
     assert batch.inputs["database_host"] == "puppetdb.pelab.test"
     assert (batch.inputs["database_ssh_port"], batch.inputs["database_ssh_user"]) == (22, "root")
-    assert batch.inputs["database_ssh_known_hosts"] == batch.inputs["primary_ssh_known_hosts"]
+    # Each host's trust is its own known_hosts lines (components.compile_master.trust).
+    assert [line.split()[0] for line in batch.inputs["database_ssh_known_hosts"].splitlines()] == [
+        "puppetdb.pelab.test,127.0.10.4"
+    ]
     assert "database_ssh_private_key" in batch.secret_inputs
     for certname in ("compile01.pelab.test", "compile02.pelab.test"):
         master = resources[f"{certname}-master"]

@@ -7,6 +7,7 @@ their own top-level keys so the engine keeps them secret in outputs (same key).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -412,5 +413,21 @@ def peer_problems(peers: Any, certname: Any, known_hosts: Any = None) -> list[tu
         access = dict(peer)
         if not access.get("ssh_host_key") and not access.get("ssh_known_hosts") and known_hosts:
             access["ssh_known_hosts"] = known_hosts
-        out += [(PEER_KEY, f"{where}: {reason}") for _, reason in inputs.ssh_problems(access, "ssh", "host")]
+        out += [(PEER_KEY, f"{where}: {reason}") for reason in peer_access_problems(access)]
     return out
+
+
+def peer_access_problems(access: dict[str, Any]) -> tuple[str, ...]:
+    """ssh_problems of one peer's access. A deployment of N masters lists each master as a
+    peer N - 1 times and checking a host key parses it: the answer is remembered per access
+    (a no-change preview of 50 masters checked 2,450 peers for 50 distinct ones)."""
+    items = tuple(sorted(access.items()))
+    try:
+        return _peer_access_problems(items)
+    except TypeError:  # a value that cannot be a key (a list where a string belongs): not worth remembering
+        return tuple(reason for _, reason in inputs.ssh_problems(access, "ssh", "host"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer_access_problems(items: tuple[tuple[str, Any], ...]) -> tuple[str, ...]:
+    return tuple(reason for _, reason in inputs.ssh_problems(dict(items), "ssh", "host"))

@@ -10,6 +10,7 @@ the command, the exit status and the last lines of output, with secrets masked.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
 import os
@@ -118,10 +119,12 @@ def known_hosts_lines(text: str, host: str, port: int) -> list[str]:
     return out
 
 
-def pinned_keys(text: str, host: str, port: int) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def pinned_keys(text: str, host: str, port: int) -> tuple[str, ...]:
     """The "keytype base64" keys known_hosts text pins for one host, sorted: what the text
-    means for a connection to it, whatever else it lists."""
-    return sorted({" ".join(line.split()[1:3]) for line in known_hosts_lines(text, host, port)})
+    means for a connection to it, whatever else it lists. Remembered: diffs ask it of the
+    same peer entries once per master."""
+    return tuple(sorted({" ".join(line.split()[1:3]) for line in known_hosts_lines(text, host, port)}))
 
 
 def host_keys_for(target: SshTarget) -> list[paramiko.PKey]:

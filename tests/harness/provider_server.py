@@ -118,6 +118,7 @@ class ProviderServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
         self.stub: Any = None
+        self.rpc_seconds: dict[str, float] = {}  # per method: time spent in gRPC calls
 
     def __enter__(self) -> ProviderServer:
         self.start()
@@ -173,10 +174,13 @@ class ProviderServer:
             return "\n".join(self.output)
 
     def _call(self, method: str, request: Any, timeout: float | None) -> Any:
+        started = time.perf_counter()
         try:
             return getattr(self.stub, method)(request, timeout=timeout)
         except grpc.RpcError as err:
             raise ProviderError(method, err.code(), err.details() or "") from None
+        finally:  # the provider server's share of a run, without this harness's own (de)serializing
+            self.rpc_seconds[method] = self.rpc_seconds.get(method, 0.0) + time.perf_counter() - started
 
     # --- the protocol, one method per RPC --------------------------------------------
     def check(

@@ -6,7 +6,9 @@ resource and deletes them all. The lab's hosts are first brought to what the sta
 describes (the current program's `up` of the same stack config).
 
 PELAB_WRITE_STATE=1 writes the file anew from that `up` (only with a migration: README,
-"State contract")."""
+"State contract"). `<lab:known_hosts>` stands for the whole known_hosts file, as v1 held
+it; current inputs hold each host's own lines, so a new write needs a placeholder per
+host's lines first (state_file replaces whole texts only)."""
 
 from __future__ import annotations
 
@@ -43,7 +45,9 @@ def lab_values(lab: LabClient, mocks: RecordingMocks) -> dict[str, str]:
     return {
         "ssh_private_key": plain("ssh_private_key"),
         "rbac_token": plain("rbac_token"),
-        "known_hosts": plain("ssh_known_hosts"),
+        # The whole file the stack config names: stack-state-v1.json's inputs held it in every
+        # SSH input (since 53cf611 each holds only its own host's lines; diffs compare keys).
+        "known_hosts": lab.known_hosts.read_text(),
         "root": str(lab.root),
     }
 

@@ -31,6 +31,7 @@ from provider import database_access as pgident
 from provider import inputs
 from provider import master_steps as steps
 from provider.compile_master_config import (
+    DEFAULTS,
     LOCAL_ONLY_KEYS,
     REPLACE_KEYS,
     SECRET_KEYS,
@@ -126,14 +127,7 @@ class PeCompileMasterProvider(ResourceProvider):
     @at_boundary
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only (olds are the old outputs), and no remote call, ever."""
-        from provider.compile_master_config import DEFAULTS
-
-        def value(props: dict[str, Any], key: str) -> Any:
-            v = props.get(key, DEFAULTS.get(key))
-            return DEFAULTS.get(key) if v is None else v
-
-        olds, news = inputs.trust_view(olds), inputs.trust_view(news)
-        changed = [k for k in INPUT_KEYS if value(olds, k) != value(news, k)]
+        changed = inputs.changed_keys(INPUT_KEYS, olds, news, DEFAULTS)
         replaces = [k for k in changed if k in REPLACE_KEYS]
         drifted = olds.get("status") not in (None, "running")  # refresh found drift: let `up` repair it
         return DiffResult(
@@ -159,7 +153,7 @@ class PeCompileMasterProvider(ResourceProvider):
     @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         cfg = MasterConfig.from_props(news)
-        changed = [k for k in INPUT_KEYS if olds.get(k) != news.get(k)]
+        changed = inputs.changed_keys(INPUT_KEYS, olds, news, DEFAULTS)
         drifted = olds.get("status") not in (None, "running")
         if not drifted and all(k in LOCAL_ONLY_KEYS for k in changed):
             progress(cfg.resource_name)("update", f"{', '.join(changed) or 'nothing'} changed: no remote work needed")

@@ -403,13 +403,7 @@ class FileSyncProvider(ResourceProvider):
     @at_boundary
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only, no remote call: a new method/place replaces; schedule etc. update."""
-
-        def value(props: dict[str, Any], key: str) -> Any:
-            v = props.get(key)
-            return plan.DEFAULTS.get(key) if v is None else v
-
-        olds, news = inputs.trust_view(olds), inputs.trust_view(news)
-        changed = [k for k in plan.INPUT_KEYS if value(olds, k) != value(news, k)]
+        changed = inputs.changed_keys(plan.INPUT_KEYS, olds, news, plan.DEFAULTS)
         replaces = [k for k in changed if k in plan.REPLACE_KEYS]
         drifted = olds.get("status") not in (None, "in sync")
         return DiffResult(changes=bool(changed) or drifted, replaces=replaces, delete_before_replace=True)
@@ -427,7 +421,7 @@ class FileSyncProvider(ResourceProvider):
     @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         cfg = plan.SyncConfig.from_props(news)
-        changed = [k for k in plan.INPUT_KEYS if olds.get(k) != news.get(k)]
+        changed = inputs.changed_keys(plan.INPUT_KEYS, olds, news, plan.DEFAULTS)
         if olds.get("status") == "in sync" and all(k in plan.LOCAL_ONLY_KEYS for k in changed):
             return UpdateResult(self.merged(news, {k: olds.get(k) for k in OUTPUT_KEYS}))
         with ExitStack() as stack:

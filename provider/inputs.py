@@ -118,6 +118,20 @@ def trust_view(props: dict[str, Any], parent_known_hosts: Any = None) -> dict[st
     return out
 
 
+def changed_keys(
+    keys: tuple[str, ...] | list[str], olds: dict[str, Any], news: dict[str, Any], defaults: dict[str, Any]
+) -> list[str]:
+    """The inputs that differ, as a provider's diff and update both compare them: a missing
+    or null input is its default, and SSH trust is the keys pinned for the host (trust_view)."""
+    olds, news = trust_view(olds), trust_view(news)
+
+    def value(props: dict[str, Any], key: str) -> Any:
+        v = props.get(key)
+        return defaults.get(key) if v is None else v
+
+    return [k for k in keys if value(olds, k) != value(news, k)]
+
+
 def timeout_problems(props: dict[str, Any], keys: tuple[str, ...]) -> list[tuple[str, str]]:
     present = known(props)
     return [

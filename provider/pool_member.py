@@ -301,13 +301,7 @@ class PoolMemberProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only, no remote call. A replacement under the same server name (new
         address) must remove the old one first; a new name can be added first."""
-
-        def value(props: dict[str, Any], key: str) -> Any:
-            v = props.get(key)
-            return DEFAULTS.get(key) if v is None else v
-
-        olds, news = inputs.trust_view(olds), inputs.trust_view(news)
-        changed = [k for k in INPUT_KEYS if value(olds, k) != value(news, k)]
+        changed = inputs.changed_keys(INPUT_KEYS, olds, news, DEFAULTS)
         replaces = [k for k in changed if k in REPLACE_KEYS]
         same_name = not any(k in replaces for k in ("lb_host", "backend", "server_name"))
         drifted = olds.get("status") not in (None, "UP")
@@ -328,7 +322,7 @@ class PoolMemberProvider(ResourceProvider):
     @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         cfg = MemberConfig.from_props(news)
-        changed = [k for k in INPUT_KEYS if olds.get(k) != news.get(k)]
+        changed = inputs.changed_keys(INPUT_KEYS, olds, news, DEFAULTS)
         if olds.get("status") == "UP" and all(k in LOCAL_ONLY_KEYS for k in changed):
             return UpdateResult({**self.outputs(news, None), "status": "UP"})  # current inputs only
         with cfg.session() as session:

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine.test_program_graph import custom, lab_config, run
-from tests.engine.test_replacement import healthy
-from tests.harness.graph import GraphRun
+from tests.engine.test_replacement import seeded
 from tests.harness.provider_server import ProviderServer
 
 OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherHostKeyxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
@@ -24,12 +23,6 @@ OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherHostKeyxxxxxxxxxxxxxxxxxx
 def server() -> Iterator[ProviderServer]:
     with ProviderServer(env={"PE_COMPILE_MASTERS_TRACE": "1"}) as srv:
         yield srv
-
-
-def seeded(server: ProviderServer, tmp_path: Path) -> GraphRun:
-    graph = GraphRun(server)
-    graph.seed(run(lab_config(tmp_path, masters=2)), healthy)
-    return graph
 
 
 def test_every_known_hosts_input_holds_its_own_hosts_lines_only(tmp_path: Path) -> None:

@@ -27,8 +27,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from provider import database_access as pgident
-from provider import inputs
+from provider import inputs, master_removal
 from provider import master_steps as steps
 from provider.compile_master_config import (
     DEFAULTS,
@@ -42,6 +41,7 @@ from provider.compile_master_config import (
 from provider.errors import ClassifierError, ProviderError, SshUnreachableError, at_boundary
 from provider.pe_api import is_pinned
 from provider.progress import progress, resource_inputs
+from provider.retirement import RETIREMENT
 from provider.ssh import SshSession
 
 INPUT_KEYS = (*REPLACE_KEYS, *UPDATE_KEYS)
@@ -61,18 +61,6 @@ def _sessions(cfg: MasterConfig, stack: ExitStack) -> tuple[SshSession, SshSessi
     host = stack.enter_context(SshSession(cfg.target, cfg.connect_timeout, cfg.secrets))
     primary = stack.enter_context(SshSession(cfg.primary_target, cfg.connect_timeout, cfg.secrets))
     return host, primary
-
-
-def database_session(cfg: MasterConfig, stack: ExitStack, primary: SshSession) -> SshSession | None:
-    """PE-PostgreSQL's host for the database steps (PE 2019.7+), opened up front so an
-    unreachable one fails before anything changes; the primary's session when it is the
-    same host (a standard installation). None when there is no database host."""
-    target = cfg.database_target
-    if not cfg.generation.compiler_puppetdb or target is None:
-        return None
-    if target == primary.target:
-        return primary
-    return stack.enter_context(SshSession(target, cfg.connect_timeout, cfg.secrets))
 
 
 def computed_outputs(olds: dict[str, Any]) -> dict[str, Any]:
@@ -140,9 +128,10 @@ class PeCompileMasterProvider(ResourceProvider):
         failures = problems(props)
         if failures:
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
+        RETIREMENT.present(cfg.certname)
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
-            database = None if cfg.adopt else database_session(cfg, stack, primary)
+            database = None if cfg.adopt else steps.database_session(cfg, stack, primary)
             ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name), database=database)
             if cfg.adopt:
                 adopt(ctx)
@@ -153,6 +142,7 @@ class PeCompileMasterProvider(ResourceProvider):
     @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         cfg = MasterConfig.from_props(news)
+        RETIREMENT.present(cfg.certname)
         changed = inputs.changed_keys(INPUT_KEYS, olds, news, DEFAULTS)
         drifted = olds.get("status") not in (None, "running")
         if not drifted and all(k in LOCAL_ONLY_KEYS for k in changed):
@@ -160,7 +150,7 @@ class PeCompileMasterProvider(ResourceProvider):
             return UpdateResult({**computed_outputs(olds), **{k: v for k, v in news.items() if k != "__provider"}})
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
-            database = database_session(cfg, stack, primary)
+            database = steps.database_session(cfg, stack, primary)
             ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name), database=database)
             if cfg.environmentpath and olds.get("environmentpath") != cfg.environmentpath:
                 puppet = cfg.generation.puppet_bin  # never on a non-login shell's PATH as `puppet` alone
@@ -190,7 +180,7 @@ class PeCompileMasterProvider(ResourceProvider):
             if props.get("cert_fingerprint") and entry.fingerprint != props["cert_fingerprint"]:
                 drift.append("certificate re-issued")
             steps.read_agent(ctx)
-            serial = host_serial(ctx, entry.fingerprint) or props.get("cert_serial", "")
+            serial = steps.host_serial(ctx, entry.fingerprint) or props.get("cert_serial", "")
             steps.fetch_ca_pem(ctx)
             drift += classification_drift(ctx)
             up, _, _ = steps.compile_service_probe(ctx, ctx.agent.get("localcacert", ""))
@@ -208,44 +198,10 @@ class PeCompileMasterProvider(ResourceProvider):
 
     @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Drain comes first (its PoolMember is deleted before it); see master_removal."""
         cfg = MasterConfig.from_props(props)
-        log = progress(cfg.resource_name)
         serial = int(props["cert_serial"]) if str(props.get("cert_serial") or "").isdigit() else None
-        with ExitStack() as stack:
-            primary = stack.enter_context(SshSession(cfg.primary_target, cfg.connect_timeout, cfg.secrets))
-            try:  # before anything changes: the compiler's pg_ident.conf lines must go too (PE 2019.7+)
-                database = database_session(cfg, stack, primary)
-            except SshUnreachableError as exc:
-                raise ProviderError(
-                    f"[{cfg.database_host}] delete: the database host is unreachable ({exc}); {cfg.certname}'s "
-                    f"{pgident.IDENT_FILE} lines must be removed there, so nothing was changed. Make it reachable "
-                    "and run `pulumi up` (or `destroy`) again."
-                ) from exc
-            try:
-                host: SshSession | None = stack.enter_context(SshSession(cfg.target, cfg.connect_timeout, cfg.secrets))
-            except SshUnreachableError as exc:
-                log("delete", f"host unreachable ({exc}); removing it from PE anyway, host cleanup skipped")
-                host = None
-            ctx = steps.Context(cfg, host or primary, primary, log, database=database)
-            steps.fetch_ca_pem(ctx)
-            steps.unclassify(ctx)
-            steps.revoke_and_clean(ctx, serial)
-            steps.run_step(ctx, "remove database access", steps.remove_database_access)  # PE 2019.7+
-            steps.deactivate_in_puppetdb(ctx)
-            steps.refresh_crl(ctx, serial)  # the masters left refuse the revoked certificate
-            if host is not None:
-                steps.uninstall_agent(ctx)
-
-
-def host_serial(ctx: steps.Context, fingerprint: str) -> str | None:
-    """The serial of the host's own certificate when it is the one the CA signed (a
-    re-issued certificate has a new serial: delete checks that serial in the CRL)."""
-    path = ctx.agent.get("hostcert", "")
-    pem = ctx.host.get(path) if path else None
-    if not pem:
-        return None
-    issued = steps.IssuedCert.from_pem(pem)
-    return str(issued.serial) if issued.fingerprint == fingerprint else None
+        master_removal.delete(cfg, serial)
 
 
 def classification_drift(ctx: steps.Context) -> list[str]:

@@ -37,11 +37,12 @@ from pulumi.dynamic import (
 
 from provider import master_steps as steps
 from provider.batch_inputs import EntryList
-from provider.compile_master import SharedMasterArgs, database_session
+from provider.compile_master import SharedMasterArgs
 from provider.compile_master_config import LOCAL_ONLY_KEYS, REPLACE_KEYS, SECRET_KEYS, MasterConfig, problems
 from provider.errors import ProviderError, at_boundary, brief_message
 from provider.primary import Primary
 from provider.progress import emit, progress, resource_inputs
+from provider.retirement import RETIREMENT
 from provider.ssh import SshSession
 
 # Per-master keys in each entry of `masters`; every other PeCompileMaster input is shared.
@@ -134,11 +135,16 @@ class CompileMasterBatchProvider(ResourceProvider):
         failures = batch_problems(props)
         if failures:
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
+        RETIREMENT.stack_changed({}, [e["certname"] for e in MASTERS.entries(props)])
         done = converge_all(props, MASTERS.entries(props))
         return CreateResult("compile-master-batch", self.outputs(props, done))
 
     @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        # Updates run before deletes: the masters leaving the config are known to their deletes.
+        staying = {e["certname"] for e in MASTERS.entries(news)}
+        leaving = {e["certname"]: master_props(olds, e) for e in MASTERS.entries(olds) if e["certname"] not in staying}
+        RETIREMENT.stack_changed(leaving, staying)
         todo, replaced = MASTERS.converge_plan(olds, news)
         if replaced:
             _say(
@@ -189,7 +195,7 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
         shared_ca = Primary(primary, first.generation, first.primary_certname)
         # PE 2019.7+: one connection to PE-PostgreSQL's host for every thread, like the primary's
         # (the same one when the primary holds the database); opened before any master's work.
-        database = database_session(first, stack, primary)
+        database = steps.database_session(first, stack, primary)
 
         def one(cfg: MasterConfig) -> None:
             log = progress(cfg.resource_name)

@@ -12,18 +12,24 @@ pe-generations.md §8 [S38]):
 
 The other masters are the deleted master's `peer_masters` input (reached with the shared
 SSH key and their pinned host keys). A peer whose certificate is no longer signed on the
-CA is being removed too (its own delete is running) and is skipped. One server at a
-time, each answering again before the next, so the 8140 pool never loses two at once.
-Each step is verified: after a run, the host's CRL file (`hostcrl`, what its Puppet
-Server's ssl-crl-path names) lists the revoked serial; after a restart or reload, the
-server answers on 8140 again.
+CA, or that leaves the stack in this `up` (provider/retirement.py), is being removed too
+and is skipped. One server at a time, each answering again before the next, so the 8140
+pool never loses two at once - across the provider process too: restarts and reloads
+take one lock (`Ledger`). Each step checks first and is verified: a run is skipped when
+the host's CRL file (`hostcrl`, what its Puppet Server's ssl-crl-path names) already
+lists the revoked serials, and must leave them listed; a restart or reload is skipped
+when one of that server began after the revocation (in this process: single flight, so
+sixteen removals in flight restart each server left once), and must leave the server
+answering on 8140.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Literal
 
 from provider import agent_runs, services
@@ -67,6 +73,37 @@ def service_action_script(action: Action) -> str:
 
 
 @dataclass
+class Ledger:
+    """The CRL steps carried out in this provider process: one at a time per server (two
+    deletes never run Puppet on the same host at once), every restart or reload under one
+    lock (never two servers out of the pool), and when each began."""
+
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _began: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    @contextmanager
+    def holding(self, step: CrlStep) -> Iterator[None]:
+        key = step.server if step.action == "run" else "service actions"
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def covers(self, step: CrlStep, since: float) -> bool:
+        """A `step.action` of that server began after `since` (the revocation) and ended well."""
+        with self._guard:
+            return self._began.get((step.server, step.action), float("-inf")) >= since
+
+    def record(self, step: CrlStep, began: float) -> None:
+        with self._guard:
+            self._began[(step.server, step.action)] = began
+
+
+LEDGER = Ledger()
+
+
+@dataclass
 class Server:
     """One server the CRL must reach: its session, certname and generation's binaries."""
 
@@ -104,6 +141,11 @@ class Server:
     def crl(self) -> bytes | None:
         return self.session.get(self.setting("hostcrl"))
 
+    def unlisted(self, serials: Sequence[int], serial_revoked: Callable[[bytes, int], bool]) -> list[int]:
+        """The serials the host's CRL file does not list yet."""
+        crl = self.crl()
+        return [s for s in serials if crl is None or not serial_revoked(crl, s)]
+
     def service(self, action: Action) -> CommandResult:
         return self.session.run(service_action_script(action), timeout=300)
 
@@ -114,33 +156,45 @@ class Server:
 def carry_out(
     step: CrlStep,
     server: Server,
-    serial: int | None,
+    serials: Sequence[int],
     serial_revoked: Callable[[bytes, int], bool],
     run_timeout: float,
     service_timeout: float,
+    since: float,
+    ledger: Ledger = LEDGER,
 ) -> None:
-    """One step, verified: a run leaves the serial in the host's CRL file; a restart or
-    reload leaves the server answering on 8140 within service_timeout."""
+    """One step, checked first and verified: a run leaves the serials in the host's CRL
+    file; a restart or reload leaves the server answering on 8140 within service_timeout.
+    `since`: when the revocations were done (time.monotonic())."""
     label = server.session.target.label
-    if step.action == "run":
-        server.run(run_timeout)
-        if serial is not None:
-            crl = server.crl()
-            if crl is None or not serial_revoked(crl, serial):
+    with ledger.holding(step):
+        if step.action == "run":
+            if serials and not server.unlisted(serials, serial_revoked):
+                server.log("CRL refresh", f"{server.certname}: its CRL already lists the revoked serial(s): no run")
+                return
+            server.run(run_timeout)
+            missing = server.unlisted(serials, serial_revoked)
+            if missing:
                 raise ProviderError(
                     f"[{label}] CRL refresh: after its Puppet run, {server.setting('hostcrl')} does not list serial "
-                    f"{serial}; PE's run should have copied the CA's CRL there - check the host's master profile"
+                    f"{', '.join(map(str, missing))}; PE's run should have copied the CA's CRL there - check the "
+                    "host's master profile"
                 )
-        server.log("CRL refresh", f"{server.certname}: Puppet run done, its CRL lists the revoked serial")
-        return
-    server.service(step.action).check("CRL refresh", f"{step.action} {SERVICE}")
-    deadline = time.monotonic() + service_timeout
-    time.sleep(1)  # a reload (HUP) is asynchronous: let it begin before asking
-    while not server.answers():
-        if time.monotonic() > deadline:
-            raise DeadlineError(
-                f"[{label}] CRL refresh: {SERVICE} does not answer on {server.certname}:8140 within "
-                f"{service_timeout:.0f}s of its {step.action}"
-            )
-        time.sleep(2)
+            server.log("CRL refresh", f"{server.certname}: Puppet run done, its CRL lists the revoked serial(s)")
+            return
+        if ledger.covers(step, since):
+            server.log("CRL refresh", f"{server.certname}: a {step.action} began after the revocation: not repeated")
+            return
+        began = time.monotonic()
+        server.service(step.action).check("CRL refresh", f"{step.action} {SERVICE}")
+        deadline = time.monotonic() + service_timeout
+        time.sleep(1)  # a reload (HUP) is asynchronous: let it begin before asking
+        while not server.answers():
+            if time.monotonic() > deadline:
+                raise DeadlineError(
+                    f"[{label}] CRL refresh: {SERVICE} does not answer on {server.certname}:8140 within "
+                    f"{service_timeout:.0f}s of its {step.action}"
+                )
+            time.sleep(2)
+        ledger.record(step, began)
     server.log("CRL refresh", f"{server.certname}: {SERVICE} {step.action}ed and answering again")

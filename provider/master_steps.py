@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -292,6 +292,29 @@ def agent_run(ctx: Context, session: SshSession, step: str, timeout: float) -> C
     if not lock:  # never guess: the lock's path differs between generations (§4)
         raise ProviderError(f"[{ctx.cfg.host}] step '{step}': the agent's settings name no {RUN_LOCK_SETTING}")
     return runs.agent_run(session, step, timeout, ctx.log, lock, ctx.cfg.generation.puppet_bin)
+
+
+def database_session(cfg: MasterConfig, stack: ExitStack, primary: SshSession) -> SshSession | None:
+    """PE-PostgreSQL's host for the database steps (PE 2019.7+), opened up front so an
+    unreachable one fails before anything changes; the primary's session when it is the
+    same host (a standard installation). None when there is no database host."""
+    target = cfg.database_target
+    if not cfg.generation.compiler_puppetdb or target is None:
+        return None
+    if target == primary.target:
+        return primary
+    return stack.enter_context(SshSession(target, cfg.connect_timeout, cfg.secrets))
+
+
+def host_serial(ctx: Context, fingerprint: str) -> str | None:
+    """The serial of the host's own certificate when it is the one the CA signed (a
+    re-issued certificate has a new serial: delete checks that serial in the CRL)."""
+    path = ctx.agent.get("hostcert", "")
+    pem = ctx.host.get(path) if path else None
+    if not pem:
+        return None
+    issued = IssuedCert.from_pem(pem)
+    return str(issued.serial) if issued.fingerprint == fingerprint else None
 
 
 # --- create / update steps ---------------------------------------------------------------
@@ -1027,10 +1050,11 @@ def revoke_and_clean(ctx: Context, serial: int | None) -> None:
         ctx.log("revoke", "certificate cleaned on the CA" if entry else "no certificate on the CA: nothing to revoke")
 
 
-def refresh_crl(ctx: Context, serial: int | None) -> None:
+def refresh_crl(ctx: Context, serials: Sequence[int], leaving: Collection[str] = ()) -> None:
     """The masters that remain take the new CRL, per generation (provider/crl_refresh.py).
-    A peer that is no longer signed on the CA is being removed too: skipped, also when it
-    stops answering half-way (its own delete is uninstalling it)."""
+    A peer that is no longer signed on the CA, or that is `leaving` (removed in this call
+    or leaving the stack in this `up`), is being removed too: skipped, also when it stops
+    answering half-way (its own delete is uninstalling it)."""
     cfg = ctx.cfg
     generation = cfg.generation
 
@@ -1038,8 +1062,11 @@ def refresh_crl(ctx: Context, serial: int | None) -> None:
         entry = ca_entries(ctx).get(certname)
         return entry is not None and entry.state == "signed"
 
-    peers = {p.certname: p for p in cfg.peer_masters if still_signed(p.certname)}
-    gone = [p.certname for p in cfg.peer_masters if p.certname not in peers]
+    staying = [p for p in cfg.peer_masters if p.certname not in leaving]
+    peers = {p.certname: p for p in staying if still_signed(p.certname)}
+    gone = [p.certname for p in staying if p.certname not in peers]
+    if len(staying) < len(cfg.peer_masters):
+        ctx.log("CRL refresh", f"skipping {len(cfg.peer_masters) - len(staying)} master(s) leaving the stack")
     if gone:
         ctx.log("CRL refresh", f"skipping {', '.join(gone)}: not signed on the CA (being removed too)")
     plan = crl.plan(generation, list(peers))
@@ -1051,6 +1078,9 @@ def refresh_crl(ctx: Context, serial: int | None) -> None:
         return server_probe(session, certname, generation, cafile)[0]
 
     servers: dict[str, crl.Server] = {}
+    # A restart or reload that began after this moment serves the new CRL (up to 2017.1 the
+    # primary's run copies it first: the moment moves past that run).
+    since = time.monotonic()
     with ExitStack() as stack:
         for step in plan:
             try:
@@ -1063,7 +1093,11 @@ def refresh_crl(ctx: Context, serial: int | None) -> None:
                         session = stack.enter_context(SshSession(target, cfg.connect_timeout, cfg.secrets))
                         certname = step.server
                     servers[step.server] = crl.Server(session, certname, generation, ctx.log, probe)
-                crl.carry_out(step, servers[step.server], serial, serial_revoked, cfg.run_timeout, cfg.service_timeout)
+                crl.carry_out(
+                    step, servers[step.server], serials, serial_revoked, cfg.run_timeout, cfg.service_timeout, since
+                )
+                if step.action == "run" and step.server == crl.PRIMARY:
+                    since = time.monotonic()
             except ProviderError as exc:
                 if step.server != crl.PRIMARY and not still_signed(step.server):
                     ctx.log("CRL refresh", f"{step.server} was removed meanwhile: skipped")

@@ -33,6 +33,7 @@ from provider.errors import DeadlineError, PrivateKeyError, ProviderError, at_bo
 from provider.haproxy import member_problems
 from provider.pool_drivers import DRIVERS, HaproxyRuntimeDriver, MemberSpec, MemberState, PoolDriver
 from provider.progress import progress, resource_inputs
+from provider.retirement import RETIREMENT
 from provider.ssh import SshSession, SshTarget
 
 SECRET_KEYS = ("lb_ssh_private_key",)
@@ -204,6 +205,8 @@ def admit(
     edit. A member this call added that never turns healthy is taken out again (no half
     member left behind). `log_for(server)` gives that member's progress logger."""
     out = Admission()
+    for spec in specs:  # in the pool again: no longer drained for a removal (provider/retirement.py)
+        RETIREMENT.draining(spec.server)
     for backend in sorted({spec.backend for spec in specs}):
         driver.require_backend(backend)
     current = driver.states(specs)
@@ -345,6 +348,7 @@ class PoolMemberProvider(ResourceProvider):
         cfg = MemberConfig.from_props(props)
         log = progress(cfg.resource_name)
         spec = cfg.spec
+        RETIREMENT.draining(spec.server)
         with cfg.session() as session:
             driver = cfg.driver_on(session)
             state = driver.state(spec)
@@ -358,6 +362,9 @@ class PoolMemberProvider(ResourceProvider):
                 force = drain(driver, spec, cfg.drain_timeout, log)
             driver.remove(spec, force)
             log("remove", f"{spec.backend}/{spec.server} removed from the pool and the configuration")
+        # Out of the pool: if its master leaves the stack, the first master delete to run may
+        # remove it with the others (provider/retirement.py).
+        RETIREMENT.drained(spec.server)
 
     @staticmethod
     def outputs(props: dict[str, Any], state: MemberState | None) -> dict[str, Any]:

@@ -158,7 +158,16 @@ def scale_out_and_in(lab: LabClient, server: ProviderServer, run: GraphRun) -> N
 
     # 3 -> 1: members drained and removed first, then the masters, then their file sync.
     serials = {s: run.outputs(f"{s}.pelab.test-master")["cert_serial"] for s in SHORTS[1:]}
+    before = len(server.text())
     start = up(lab, run, SHORTS[:1])
+    # Both leave in one removal: the first master delete to run takes the other (drained,
+    # leaving) one along, and compile01 takes the new CRL once (provider/retirement.py).
+    text = server.text()[before:]
+    leads = [s for s in SHORTS[1:] if f"[{s}.pelab.test-master] delete: removing 2 masters leaving" in text]
+    assert len(leads) == 1, text
+    (other,) = set(SHORTS[1:]) - set(leads)
+    assert f"[{other}.pelab.test-master] delete: removed (in {leads[0]}.pelab.test's delete)" in text
+    assert text.count("compile01.pelab.test: Puppet run done, its CRL lists the revoked serial(s)") == 1, text
     deletes = [name for op, name in run.operations(start) if op == "delete"]
     assert set(deletes) == {f"{s}.pelab.test-{r}" for s in SHORTS[1:] for r in ("code", "master", "pool")}
     for short in SHORTS[1:]:

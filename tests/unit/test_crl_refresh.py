@@ -114,17 +114,19 @@ def lists_serial(crl_pem: bytes, serial: int) -> bool:
 
 def test_a_run_must_leave_the_serial_in_the_hosts_crl() -> None:
     fake = FakeHost()
-    crl.carry_out(crl.CrlStep("b", "run"), server(fake, "2019.8"), 7, lists_serial, 60, 60)
+    crl.carry_out(crl.CrlStep("b", "run"), server(fake, "2019.8"), [7], lists_serial, 60, 60, 0.0, crl.Ledger())
     assert any("--onetime" in c for c in fake.commands)
     stale = FakeHost(crl_after_run=b"old")
     with pytest.raises(ProviderError, match="does not list serial 7"):
-        crl.carry_out(crl.CrlStep("b", "run"), server(stale, "2019.8"), 7, lists_serial, 60, 60)
+        crl.carry_out(crl.CrlStep("b", "run"), server(stale, "2019.8"), [7], lists_serial, 60, 60, 0.0, crl.Ledger())
 
 
 def test_a_restart_must_leave_the_server_answering_within_the_deadline() -> None:
     fake = FakeHost(answers_after=1)
-    crl.carry_out(crl.CrlStep("b", "restart"), server(fake, "3.7"), 7, lists_serial, 60, 60)
+    crl.carry_out(crl.CrlStep("b", "restart"), server(fake, "3.7"), [7], lists_serial, 60, 60, 0.0, crl.Ledger())
     assert any("pe-puppetserver restart" in c for c in fake.commands) and fake.probes == 2
     never = FakeHost(answers_after=10**6)
     with pytest.raises(DeadlineError, match="does not answer"):
-        crl.carry_out(crl.CrlStep("b", "reload"), server(never, "2016.4"), 7, lists_serial, 60, 0.5)
+        crl.carry_out(
+            crl.CrlStep("b", "reload"), server(never, "2016.4"), [7], lists_serial, 60, 0.5, 0.0, crl.Ledger()
+        )

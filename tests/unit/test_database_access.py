@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from provider import database_access as pgident
+from provider import master_removal
 from provider import master_steps as steps
 from provider.errors import DeadlineError, ProviderError
 from provider.generation import generation_for
@@ -452,7 +453,8 @@ def test_a_delete_whose_database_host_is_unreachable_fails_before_anything_chang
         def run(self, *args: Any, **kwargs: Any) -> Any:
             raise AssertionError(f"nothing may run: {args}")
 
-    monkeypatch.setattr(compile_master, "SshSession", Unchanged)
+    monkeypatch.setattr(master_removal, "SshSession", Unchanged)
+    monkeypatch.setattr(steps, "SshSession", Unchanged)
     props = {
         **{k: v for k, v in vars(master_config()).items() if k != "resource_name"},
         "database_host": "db.example.com",

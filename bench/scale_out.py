@@ -17,11 +17,12 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import cpu
 from components.program import main as program
 from lab.client import LabClient
 from lab.config import roster
@@ -46,11 +47,13 @@ class Row:
     peak_mib: float
     scale_in_seconds: float  # `up` with every master removed from the config (drain, unpin, revoke, uninstall)
     scale_in_removals: int  # master removals that ran in the first delete call's group (the rest: alone)
+    scale_in_phases: dict[str, tuple[float, float, int]]
     destroy_seconds: float  # `destroy` of what is left (batch, refresh, admission: no master)
     cpu_seconds: float  # busy CPU time of the whole machine (every lab host, the provider) during `up`
     phases: dict[str, tuple[float, float, int]]  # kind -> (first start, last end) in s from the up's start, count
     provider_cpu: float  # CPU-seconds of the provider server process during `up`
     primary_cpu: float  # CPU-seconds of the primary's Puppet Server (CA, catalog compiles) during `up`
+    cpu_roles: dict[str, float]  # CPU-seconds during `up` by lab host role and process kind (bench/cpu.py)
 
 
 # Resource kinds of the program, by name suffix, in the order an `up` reaches them.
@@ -64,9 +67,22 @@ PHASES = (
 )
 
 
-def phases(timeline: list[tuple[str, float, float]], t0: float) -> dict[str, tuple[float, float, int]]:
+# ... and the order a scale-in reaches them: updates first, then deletes, dependents first.
+SCALE_IN_PHASES = (
+    ("-provisioning", "CompileMasterBatch update (records who leaves)"),
+    ("-infra-refresh", "InfraRefresh update (PuppetDB, then console)"),
+    ("-pool-admission", "PoolAdmission update"),
+    ("-pool", "PoolMember delete (drain, remove: per master)"),
+    ("-master", "PeCompileMaster delete (the first removes the group)"),
+    ("-code", "FileSync delete (per master)"),
+)
+
+
+def phases(
+    timeline: list[tuple[str, float, float]], t0: float, kinds: tuple[tuple[str, str], ...] = PHASES
+) -> dict[str, tuple[float, float, int]]:
     out = {}
-    for suffix, _ in PHASES:
+    for suffix, _ in kinds:
         spans = [(start, end) for name, start, end in timeline if name.endswith(suffix)]
         if spans:
             out[suffix] = (min(s for s, _ in spans) - t0, max(e for _, e in spans) - t0, len(spans))
@@ -127,8 +143,10 @@ def scale_out(client: LabClient, n: int) -> Row:
         mocks = run_program(program, stack=STACK, config=lab_stack_config(client, shorts))
         t0, busy0, primary0 = time.monotonic(), machine_busy_seconds(), puppetserver_cpu_seconds()
         provider0 = process_cpu_seconds(server.pid)
+        roles0 = cpu.snapshot()
         run.up(mocks)
         seconds = time.monotonic() - t0
+        roles = cpu.spent(roles0, cpu.snapshot())
         spans = phases(run.timeline, t0)
         cpu_seconds = machine_busy_seconds() - busy0
         provider_cpu = process_cpu_seconds(server.pid) - provider0
@@ -138,10 +156,11 @@ def scale_out(client: LabClient, n: int) -> Row:
         connects = re.findall(r"\[trace\] ssh-connect (\S+)", text)
         per_master = sum(1 for a in connects if a in addresses) / n
         peak = peak_rss_mib(server.pid)
-        before = len(server.text())
+        before, steps_before = len(server.text()), len(run.timeline)
         t1 = time.monotonic()
         run.up(run_program(program, stack=STACK, config=lab_stack_config(client, [])))  # scale-in: all leave
         scale_in_seconds = time.monotonic() - t1
+        scale_in_spans = phases(run.timeline[steps_before:], t1, SCALE_IN_PHASES)
         grouped = re.findall(r"delete: removing (\d+) masters leaving the stack", server.text()[before:])
         t2 = time.monotonic()
         run.destroy()
@@ -155,11 +174,13 @@ def scale_out(client: LabClient, n: int) -> Row:
         peak,
         scale_in_seconds,
         max((int(g) for g in grouped), default=1),
+        scale_in_spans,
         destroy_seconds,
         cpu_seconds,
         spans,
         provider_cpu,
         primary_cpu,
+        roles,
     )
 
 
@@ -245,14 +266,7 @@ def main() -> None:
         )
     print()
     print("Where the time goes (seconds from the start of `up`: first start - last end, resources):")
-    print("| resource | " + " | ".join(f"N={r.n}" for r in rows) + " |")
-    print("|---|" + "---|" * len(rows))
-    for suffix, label in PHASES:
-        cells = []
-        for r in rows:
-            start, end, count = r.phases.get(suffix, (0.0, 0.0, 0))
-            cells.append(f"{start:.1f}-{end:.1f} ({count})" if count else "-")
-        print(f"| {label} | " + " | ".join(cells) + " |")
+    print_phases(rows, PHASES, lambda r: r.phases)
     print()
     print(
         "| scale-in: N masters removed from the config | wall (s) | ratio to N=1 | largest group removed in one call "
@@ -265,6 +279,9 @@ def main() -> None:
             f"{r.scale_in_removals} | {r.destroy_seconds:.1f} |"
         )
     print()
+    print("Where the scale-in's time goes (seconds from its start: first start - last end, resources):")
+    print_phases(rows, SCALE_IN_PHASES, lambda r: r.scale_in_phases)
+    print()
     print(
         f"no-change preview of {args.preview_masters} masters: {preview.resources} resources checked and diffed "
         f"one at a time in {preview.seconds:.2f}s, of which {preview.rpc_seconds:.2f}s in the provider server "
@@ -273,6 +290,19 @@ def main() -> None:
     )
     print()
     print_goals(rows, knobs, preview, args.preview_masters)
+
+
+def print_phases(
+    rows: list[Row], kinds: tuple[tuple[str, str], ...], spans: Callable[[Row], dict[str, tuple[float, float, int]]]
+) -> None:
+    print("| resource | " + " | ".join(f"N={r.n}" for r in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for suffix, label in kinds:
+        cells = []
+        for r in rows:
+            start, end, count = spans(r).get(suffix, (0.0, 0.0, 0))
+            cells.append(f"{start:.1f}-{end:.1f} ({count})" if count else "-")
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 PE_LIKE_KNOBS = {"install": 60.0, "master_run": 60.0, "puppetdb_run": 30.0, "console_run": 30.0}

@@ -73,12 +73,15 @@ def master_entry(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
 def peer_entries(master: MasterSpec, spec: DeploymentSpec) -> list[dict[str, Any]]:
     """PeCompileMaster's `peer_masters`: the deployment's other masters, whose CRL its delete
     refreshes (provider/crl_refresh.py), each with its own pinned key or known_hosts lines."""
+    own = master.access
     return [
         {
             "certname": m.certname,
             "host": m.access.host,
-            "ssh_port": m.access.port,
-            "ssh_user": m.access.user,
+            # left out when the master's own (PeerMaster takes them from it): N masters list
+            # N - 1 peers each, and the engine (de)serializes every field at every preview
+            **({"ssh_port": m.access.port} if m.access.port != own.port else {}),
+            **({"ssh_user": m.access.user} if m.access.user != own.user else {}),
             **trust("ssh", m.access, spec),
         }
         for m in spec.masters

@@ -124,9 +124,12 @@ class PeerMaster:
     target: SshTarget
 
     @classmethod
-    def from_entry(cls, entry: dict[str, Any], private_key: str, known_hosts: str) -> PeerMaster:
-        e = {**inputs.ssh_defaults("ssh"), **{k: v for k, v in entry.items() if v is not None}}
-        e["ssh_known_hosts"] = e.get("ssh_known_hosts") or known_hosts
+    def from_entry(cls, entry: dict[str, Any], master: dict[str, Any]) -> PeerMaster:
+        """A peer entry's SSH port, user and known_hosts default to the master's own (the
+        program leaves them out when equal: each of N masters lists N - 1 peers, and the
+        engine (de)serializes every field of them at every preview)."""
+        e = {**inputs.ssh_defaults("ssh"), **peer_access(entry, master)}
+        private_key = str(master["ssh_private_key"])
         return cls(str(e["certname"]), inputs.ssh_target({**e, "ssh_private_key": private_key}, "ssh", "host"))
 
 
@@ -216,10 +219,7 @@ class MasterConfig:
             keep_agent_on_delete=bool(merged["keep_agent_on_delete"]),
             adopt=bool(merged["adopt"]),
             batch_provisioned=bool(merged["batch_provisioned"]),
-            peer_masters=tuple(
-                PeerMaster.from_entry(e, str(merged["ssh_private_key"]), str(merged["ssh_known_hosts"]))
-                for e in merged[PEER_KEY] or []
-            ),
+            peer_masters=tuple(PeerMaster.from_entry(e, merged) for e in merged[PEER_KEY] or []),
         )
 
     @property
@@ -353,7 +353,7 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     pdb = known.get("puppetdb_url")
     if pdb and not str(pdb).startswith("https://"):
         out.append(("puppetdb_url", "puppetdb_url must be https:// (PuppetDB, port 8081)"))
-    out += peer_problems(props.get(PEER_KEY), known.get("certname"), props.get("ssh_known_hosts"))
+    out += peer_problems(props.get(PEER_KEY), known.get("certname"), known)
     out += inputs.timeout_problems(
         props, ("connect_timeout", "install_timeout", "sign_timeout", "run_timeout", "service_timeout", "api_timeout")
     )
@@ -378,10 +378,22 @@ def database_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def peer_problems(peers: Any, certname: Any, known_hosts: Any = None) -> list[tuple[str, str]]:
-    """peer_masters: a list of {certname, host, ssh_port, ssh_user, ssh_host_key}, each
-    certname once and never this master's own; without ssh_host_key, this master's
-    ssh_known_hosts must have the peer's host."""
+def peer_access(entry: dict[str, Any], master: dict[str, Any]) -> dict[str, Any]:
+    """A peer entry with what it leaves out taken from its master's inputs: ssh_port,
+    ssh_user, and (with no pinned key) ssh_known_hosts."""
+    out = {k: v for k, v in entry.items() if v is not None}
+    for key in ("ssh_port", "ssh_user"):
+        if key not in out and master.get(key) is not None:
+            out[key] = master[key]
+    if not out.get("ssh_host_key") and not out.get("ssh_known_hosts") and master.get("ssh_known_hosts"):
+        out["ssh_known_hosts"] = master["ssh_known_hosts"]
+    return out
+
+
+def peer_problems(peers: Any, certname: Any, master: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """peer_masters: a list of {certname, host[, ssh_port, ssh_user, ssh_host_key]}, each
+    certname once and never this master's own; what an entry leaves out is the master's
+    own (port, user; without ssh_host_key, its ssh_known_hosts must have the peer's host)."""
     if peers is None or inputs.is_unknown(peers):
         return []
     if not isinstance(peers, list):
@@ -410,9 +422,7 @@ def peer_problems(peers: Any, certname: Any, known_hosts: Any = None) -> list[tu
             seen.add(str(name))
         if not peer.get("host") and not inputs.is_unknown(peer.get("host")):
             out.append((PEER_KEY, f"{where}.host is required"))
-        access = dict(peer)
-        if not access.get("ssh_host_key") and not access.get("ssh_known_hosts") and known_hosts:
-            access["ssh_known_hosts"] = known_hosts
+        access = peer_access(peer, master or {})
         out += [(PEER_KEY, f"{where}: {reason}") for reason in peer_access_problems(access)]
     return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from provider import validation
-from provider.ssh import SshTarget, host_keys_for, pinned_keys
+from provider.ssh import SshTarget, host_key_lines, pinned_keys
 
 
 def is_unknown(value: Any) -> bool:
@@ -87,27 +87,34 @@ def ssh_problems(props: dict[str, Any], prefix: str, host_key: str) -> list[tupl
     if host and not is_unknown(host) and validation.port_error(port) is None:
         try:
             target = SshTarget(str(host), int(port), "x", "", str(pinned or ""), str(known_hosts or ""))
-            if not host_keys_for(target):
+            if not host_key_lines(target):
                 out.append((f"{prefix}_known_hosts", f"{prefix}_known_hosts has no entry for {host}"))
         except (ValueError, TypeError) as exc:
             out.append((key_name, f"{key_name} is not a public key line: {exc}"))
     return out
 
 
-def trust_view(props: dict[str, Any], parent_known_hosts: Any = None) -> dict[str, Any]:
+def trust_view(props: dict[str, Any], parent: dict[str, Any] | None = None) -> dict[str, Any]:
     """`props` with each `<prefix>_known_hosts` text reduced to the keys it pins for its host
     (`<x>_ssh_known_hosts` for `<x>_host`, `ssh_known_hosts` for `host`), in entry lists too,
     for diffs: what a connection trusts is the input, not the file's other lines. So a host
     key added for a new master, or a state written when every input carried the whole file,
-    is no change. An entry with a host and neither pinned key nor known_hosts has its
-    parent's (PeCompileMaster's peer_masters take the master's own, as PeerMaster does)."""
+    is no change. An entry with a host takes what it leaves out - ssh_port, ssh_user, and
+    with neither pinned key nor known_hosts, ssh_known_hosts - from its parent's inputs
+    (PeCompileMaster's peer_masters, as PeerMaster does), so an entry written out in full
+    (every state before 2026-12-02) and one that leaves them out are the same."""
     out: dict[str, Any] = {}
     for key, value in props.items():
         if isinstance(value, list):
-            value = [trust_view(v, props.get("ssh_known_hosts")) if isinstance(v, dict) else v for v in value]
+            value = [trust_view(v, props) if isinstance(v, dict) else v for v in value]
         out[key] = value
-    if parent_known_hosts and out.get("host") and not out.get("ssh_host_key") and not out.get("ssh_known_hosts"):
-        out["ssh_known_hosts"] = parent_known_hosts
+    if parent is not None and out.get("host"):
+        for key in ("ssh_port", "ssh_user"):
+            if out.get(key) is None and parent.get(key) is not None:
+                out[key] = parent[key]
+        known_hosts = parent.get("ssh_known_hosts")
+        if known_hosts and not out.get("ssh_host_key") and not out.get("ssh_known_hosts"):
+            out["ssh_known_hosts"] = known_hosts
     for key, value in list(out.items()):
         prefix = key[: -len("_known_hosts")]
         if not key.endswith("ssh_known_hosts") or not isinstance(value, str) or not value:

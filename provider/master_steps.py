@@ -16,9 +16,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-
 from provider import agent_runs as runs
 from provider import ca, services
 from provider import crl_refresh as crl
@@ -59,6 +56,9 @@ AGENT_CONFIG_SECTIONS = ("main", "agent")
 
 
 def fingerprint_of_pem(pem: bytes) -> str:
+    from cryptography import x509  # here, not at the top: a preview (check, diff) parses no certificate
+    from cryptography.hazmat.primitives import hashes
+
     cert = x509.load_pem_x509_certificate(pem)
     digest = cert.fingerprint(hashes.SHA256()).hex().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
@@ -88,6 +88,8 @@ class IssuedCert:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> IssuedCert:
+        from cryptography import x509
+
         cert = x509.load_pem_x509_certificate(pem)
         try:
             names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -1113,6 +1115,8 @@ def serial_revoked(crl_pem: bytes, serial: int) -> bool:
     for block in crl_pem.split(b"-----END X509 CRL-----"):
         if b"BEGIN X509 CRL" not in block:
             continue
+        from cryptography import x509
+
         crl = x509.load_pem_x509_crl(block + b"-----END X509 CRL-----\n")
         if crl.get_revoked_certificate_by_serial_number(serial) is not None:
             return True

@@ -14,11 +14,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from provider.errors import ClassifierError
+
+if TYPE_CHECKING:  # requests is imported where a request is made: a preview makes none
+    import requests
 
 
 def pin_rule(rule: Any, certname: str) -> list[Any]:
@@ -71,6 +72,8 @@ class Classifier:
         self.refused_hint = refused_hint or (
             "check the RBAC token, or that the client certificate is in the console's rbac certificate allowlist"
         )
+        import requests
+
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy or CA bundle from the environment
         self._dir_path = ""
@@ -95,6 +98,8 @@ class Classifier:
                 self.session.close()
 
     def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        import requests
+
         headers = dict(kw.pop("headers", {}))
         if self.auth.token:
             headers["X-Authentication"] = self.auth.token

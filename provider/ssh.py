@@ -20,8 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from provider.errors import (
     HostKeyMismatchError,
@@ -31,6 +30,9 @@ from provider.errors import (
     SshUnreachableError,
 )
 from provider.progress import emit
+
+if TYPE_CHECKING:
+    import paramiko
 
 # Seconds between the remote deadline's TERM and KILL, and the extra time we wait to hear
 # the exit status after the deadline.
@@ -90,6 +92,8 @@ class CommandResult:
 
 
 def load_private_key(pem: str) -> paramiko.PKey:
+    import paramiko  # here, not at the top: a preview (check, diff) never connects, and pays no import
+
     errors = []
     for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
@@ -99,12 +103,26 @@ def load_private_key(pem: str) -> paramiko.PKey:
     raise PrivateKeyError("the SSH private key is not an unencrypted Ed25519, ECDSA or RSA key in PEM/OpenSSH form")
 
 
-def parse_host_key(line: str) -> paramiko.PKey:
-    """'ssh-ed25519 AAAA... [comment]' -> a public key paramiko can compare."""
+def host_key_blob(line: str) -> tuple[str, bytes]:
+    """'ssh-ed25519 AAAA... [comment]' -> (key type, key blob), checked the way a preview
+    can afford (no paramiko): valid base64 whose SSH wire form names the same key type."""
     parts = line.split()
     if len(parts) < 2:
         raise ValueError("a pinned host key looks like 'ssh-ed25519 AAAA...'")
-    return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
+    blob = base64.b64decode(parts[1], validate=True)
+    size = int.from_bytes(blob[:4], "big")
+    named = blob[4 : 4 + size].decode("ascii", "replace")
+    if len(blob) < 4 + size or named != parts[0]:
+        raise ValueError(f"the key data is not a {parts[0]} key (it names {named!r})")
+    return parts[0], blob
+
+
+def parse_host_key(line: str) -> paramiko.PKey:
+    """'ssh-ed25519 AAAA... [comment]' -> a public key paramiko can compare."""
+    import paramiko
+
+    kind, blob = host_key_blob(line)
+    return paramiko.PKey.from_type_string(kind, blob)
 
 
 def known_hosts_lines(text: str, host: str, port: int) -> list[str]:
@@ -127,29 +145,36 @@ def pinned_keys(text: str, host: str, port: int) -> tuple[str, ...]:
     return tuple(sorted({" ".join(line.split()[1:3]) for line in known_hosts_lines(text, host, port)}))
 
 
+def host_key_lines(target: SshTarget) -> list[str]:
+    """The "keytype base64" keys this target may present: the pinned one, or its known_hosts
+    entries; each checked (ValueError) - what check() needs, without paramiko."""
+    lines = [target.host_key] if target.host_key else list(pinned_keys(target.known_hosts, target.host, target.port))
+    for line in lines:
+        host_key_blob(line)
+    return lines
+
+
 def host_keys_for(target: SshTarget) -> list[paramiko.PKey]:
-    """The keys this target may present: the pinned one, or its known_hosts entries."""
-    if target.host_key:
-        return [parse_host_key(target.host_key)]
-    return [parse_host_key(key) for key in pinned_keys(target.known_hosts, target.host, target.port)]
+    """The keys this target may present, as paramiko compares them."""
+    return [parse_host_key(line) for line in host_key_lines(target)]
 
 
-class _PinnedPolicy(paramiko.MissingHostKeyPolicy):
+def pinned_policy(target: SshTarget, allowed: Sequence[paramiko.PKey]) -> paramiko.MissingHostKeyPolicy:
     """Accept exactly the pinned keys; anything else is a HostKeyMismatchError."""
+    import paramiko
 
-    def __init__(self, target: SshTarget, allowed: Sequence[paramiko.PKey]):
-        self.target = target
-        self.allowed = allowed
+    class PinnedPolicy(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+            for pinned in allowed:
+                if pinned.get_name() == key.get_name() and pinned.asbytes() == key.asbytes():
+                    return
+            expected = ", ".join(f"{k.get_name()} {k.fingerprint}" for k in allowed)
+            raise HostKeyMismatchError(
+                f"{target.label}: the host key it presented ({key.get_name()} {key.fingerprint}) is not the "
+                f"pinned one ({expected}); a different machine may be answering this address"
+            )
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        for pinned in self.allowed:
-            if pinned.get_name() == key.get_name() and pinned.asbytes() == key.asbytes():
-                return
-        expected = ", ".join(f"{k.get_name()} {k.fingerprint}" for k in self.allowed)
-        raise HostKeyMismatchError(
-            f"{self.target.label}: the host key it presented ({key.get_name()} {key.fingerprint}) is not the "
-            f"pinned one ({expected}); a different machine may be answering this address"
-        )
+    return PinnedPolicy()
 
 
 class SshSession:
@@ -174,6 +199,8 @@ class SshSession:
         self.close()
 
     def connect(self) -> None:
+        import paramiko
+
         allowed = host_keys_for(self.target)
         if not allowed:
             raise HostKeyMismatchError(f"{self.target.label}: no pinned host key and no known_hosts entry for it")
@@ -183,7 +210,7 @@ class SshSession:
         while True:
             attempt += 1
             client = paramiko.SSHClient()
-            client.set_missing_host_key_policy(_PinnedPolicy(self.target, allowed))
+            client.set_missing_host_key_policy(pinned_policy(self.target, allowed))
             remaining = max(1.0, deadline - time.monotonic())
             try:
                 client.connect(
@@ -235,6 +262,8 @@ class SshSession:
             return self._run(command, timeout, stdin)
 
     def _run(self, command: str | Sequence[str], timeout: float, stdin: bytes | None) -> CommandResult:
+        import paramiko
+
         assert self.client is not None, "not connected"
         line = command if isinstance(command, str) else shlex.join(command)
         transport = self.client.get_transport()
@@ -348,6 +377,8 @@ class SshSession:
             chan.close()
 
     def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        import paramiko
+
         assert self.client is not None, "not connected"
         tmp = f"{path}.pe-compile-masters.tmp"
         try:
@@ -360,6 +391,8 @@ class SshSession:
             raise self._sftp_error("write", path, exc) from None
 
     def get(self, path: str) -> bytes | None:
+        import paramiko
+
         assert self.client is not None, "not connected"
         try:
             with self.channels, self.client.open_sftp() as sftp, sftp.file(path, "rb") as f:

@@ -5,6 +5,7 @@ loopback port, so any SSH or HTTPS attempt would fail the call)."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -363,3 +364,29 @@ def test_a_failure_reaches_the_user_as_one_message_with_advice_for_its_kind(serv
     with pytest.raises(HarnessProviderError) as failed:  # a key that is no key: the input's advice
         engine.up(good_inputs(), timeout=60)
     assert "What to do: give the SSH private key itself" in failed.value.message
+
+
+def test_a_preview_loads_no_ssh_https_or_x509_library() -> None:
+    """check() and diff() run in a fresh provider server at every `pulumi preview`: the
+    libraries only a remote step needs (paramiko, requests, cryptography's x509: ~0.18 s
+    to import) are imported by the step, not by the resource modules."""
+    script = """
+import json, sys
+import provider.compile_master, provider.compile_master_batch, provider.file_sync
+import provider.infra_refresh, provider.pool_admission, provider.pool_member
+from provider.compile_master import PeCompileMasterProvider
+news = {k: getattr(v, "value", v) for k, v in good_inputs().items()}
+assert not PeCompileMasterProvider().check({}, news).failures
+assert PeCompileMasterProvider().diff("x", {**news, "status": "running"}, news).changes is False
+print(json.dumps(sorted(m for m in ("paramiko", "requests", "cryptography.x509") if m in sys.modules)))
+"""
+    source = Path(__file__).read_text()
+    helpers = source[source.index("NOWHERE = ") : source.index("@pytest.fixture")]
+    head = (
+        "from __future__ import annotations\nfrom typing import Any\nfrom tests.harness.provider_server import Secret\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", head + helpers + script], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

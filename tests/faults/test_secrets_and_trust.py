@@ -60,7 +60,7 @@ from provider.errors import (
     SshUnreachableError,
     user_message,
 )
-from provider.ssh import SshSession, SshTarget, _PinnedPolicy, host_keys_for
+from provider.ssh import SshSession, SshTarget, host_keys_for, pinned_policy
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import PROVIDER_KEY, Engine, ProviderError, ProviderServer, Secret, StateEntry
 
@@ -786,7 +786,7 @@ def test_only_the_pinned_key_is_accepted_and_a_mismatch_says_what_to_do() -> Non
     real, other = host_pkey(), host_pkey()
     rsa = paramiko.RSAKey.generate(1024)
     target = SshTarget("compile01.example.com", 2222, "root", "", pinned(real))
-    policy = _PinnedPolicy(target, host_keys_for(target))
+    policy = pinned_policy(target, host_keys_for(target))
     policy.missing_host_key(paramiko.SSHClient(), "[compile01.example.com]:2222", real)  # the control
     for presented in (other, rsa):
         with pytest.raises(HostKeyMismatchError) as failed:
@@ -800,7 +800,7 @@ def test_a_mismatch_also_names_the_pinned_fingerprint() -> None:
     real, other = host_pkey(), host_pkey()
     target = SshTarget("compile01.example.com", 22, "root", "", pinned(real))
     with pytest.raises(HostKeyMismatchError) as failed:
-        _PinnedPolicy(target, host_keys_for(target)).missing_host_key(paramiko.SSHClient(), "h", other)
+        pinned_policy(target, host_keys_for(target)).missing_host_key(paramiko.SSHClient(), "h", other)
     assert real.fingerprint in str(failed.value)
 
 

@@ -376,6 +376,14 @@ class GraphRun:
         self._record("delete-replaced", name)
 
     def _delete_one(self, key: str, condemned: dict[str, tuple[str, StateEntry]]) -> None:
+        started = time.monotonic()
+        try:
+            self._delete(key, condemned)
+        finally:
+            with self.lock:
+                self.timeline.append((condemned[key][0] if key in condemned else key, started, time.monotonic()))
+
+    def _delete(self, key: str, condemned: dict[str, tuple[str, StateEntry]]) -> None:
         if key in condemned:  # a create-before-delete replacement's old resource
             name, state = condemned[key]
             engine = self.engines[name]

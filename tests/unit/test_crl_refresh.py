@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from provider import crl_refresh as crl
-from provider.compile_master_config import LOCAL_ONLY_KEYS, peer_problems
+from provider import inputs
+from provider.compile_master_config import LOCAL_ONLY_KEYS, PeerMaster, peer_problems
 from provider.errors import DeadlineError, ProviderError
 from provider.generation import generation_for
 from provider.services import SYSTEMD_MARKER
@@ -56,8 +57,11 @@ def test_peers_are_validated_before_anything_changes() -> None:
     good = {"certname": "b.example.com", "host": "10.0.0.2", "ssh_port": 22, "ssh_user": "root"}
     assert peer_problems([{**good, "ssh_host_key": HOST_KEY}], "a.example.com") == []
     # without a pinned key the master's own known_hosts must list the peer
-    assert peer_problems([good], "a.example.com", f"10.0.0.2 {HOST_KEY}\n") == []
-    assert "known_hosts has no entry" in peer_problems([good], "a.example.com", f"10.0.0.9 {HOST_KEY}\n")[0][1]
+    assert peer_problems([good], "a.example.com", {"ssh_known_hosts": f"10.0.0.2 {HOST_KEY}\n"}) == []
+    assert (
+        "known_hosts has no entry"
+        in peer_problems([good], "a.example.com", {"ssh_known_hosts": f"10.0.0.9 {HOST_KEY}\n"})[0][1]
+    )
     assert "pinned" in peer_problems([good], "a.example.com")[0][1]
     itself = peer_problems([{**good, "certname": "a.example.com", "ssh_host_key": HOST_KEY}], "a.example.com")
     assert itself == [("peer_masters", "peer_masters[0] is this master itself (a.example.com)")]
@@ -66,6 +70,21 @@ def test_peers_are_validated_before_anything_changes() -> None:
     assert peer_problems("b", "a")[0][1].startswith("peer_masters must be a list")
     assert "unknown fields: password" in peer_problems([{**good, "password": "x"}], "a")[0][1]
     assert "peer_masters" in LOCAL_ONLY_KEYS  # a new set is recorded without remote work
+
+
+def test_a_peer_entry_takes_what_it_leaves_out_from_its_master() -> None:
+    master = {"ssh_port": 2222, "ssh_user": "admin", "ssh_private_key": "k", "ssh_known_hosts": f"10.0.0.2 {HOST_KEY}"}
+    peer = PeerMaster.from_entry({"certname": "b.example.com", "host": "10.0.0.2"}, master)
+    assert (peer.target.port, peer.target.user, peer.target.private_key) == (2222, "admin", "k")
+    own = PeerMaster.from_entry({"certname": "b.example.com", "host": "10.0.0.2", "ssh_port": 22}, master)
+    assert own.target.port == 22
+    # a state written before entries left them out is no change (no update at the next `up`)
+    full = {"certname": "b.example.com", "host": "10.0.0.2", "ssh_port": 2222, "ssh_user": "admin"}
+    olds = {**master, "peer_masters": [full]}
+    news = {**master, "peer_masters": [{"certname": "b.example.com", "host": "10.0.0.2"}]}
+    assert inputs.changed_keys(["peer_masters"], olds, news, {}) == []
+    moved = {**master, "peer_masters": [{**full, "ssh_port": 22}]}
+    assert inputs.changed_keys(["peer_masters"], olds, moved, {}) == ["peer_masters"]
 
 
 @dataclass

@@ -268,6 +268,14 @@ def main() -> None:
     print("Where the time goes (seconds from the start of `up`: first start - last end, resources):")
     print_phases(rows, PHASES, lambda r: r.phases)
     print()
+    print("Where the machine's CPU goes during `up`, CPU-s per added master (bench/cpu.py; under 0.1 left out):")
+    print("| host: process | " + " | ".join(f"N={r.n}" for r in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    last = rows[-1].cpu_roles
+    shown = sorted({k for r in rows for k, v in r.cpu_roles.items() if v / r.n >= 0.1}, key=lambda k: -last.get(k, 0))
+    for role in shown:
+        print(f"| {role} | " + " | ".join(f"{r.cpu_roles.get(role, 0.0) / r.n:.1f}" for r in rows) + " |")
+    print()
     print(
         "| scale-in: N masters removed from the config | wall (s) | ratio to N=1 | largest group removed in one call "
         "| then `destroy` of the rest (s) |"

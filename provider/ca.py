@@ -136,6 +136,19 @@ def api_sign_command(client: ApiClient, certname: str) -> tuple[list[str], bytes
     return argv, json.dumps({"desired_state": "signed"}).encode()
 
 
+def api_clean_commands(client: ApiClient, certname: str, signed: bool) -> list[tuple[list[str], bytes | None]]:
+    """(argv, stdin) pairs: what `puppetserver ca clean` sends (puppetlabs/puppetserver-ca-cli,
+    action/clean.rb: revoke a signed certificate, then delete it) - without its Ruby
+    start-up on the primary. A request that was never signed is only deleted."""
+    out: list[tuple[list[str], bytes | None]] = []
+    status = client.url(f"certificate_status/{certname}")
+    if signed:
+        revoke = client.curl("-X", "PUT", "-H", "Content-Type: application/json", "--data-binary", "@-", status)
+        out.append((revoke, json.dumps({"desired_state": "revoked"}).encode()))
+    out.append((client.curl("-X", "DELETE", status), None))
+    return out
+
+
 def download_cert_script(url: str, certname: str, localcacert: str, hostcert: str, hostprivkey: str) -> str:
     """Shell for the agent host: what `puppet ssl download_cert` does, without a Ruby
     start-up - fetch the signed certificate from the CA's public endpoint `url`

@@ -55,7 +55,6 @@ class Generation:
     puppet_major: int
     bin_dir: str
     agent_service: str
-    config_delete: bool
     puppetdb_allowlist: str
     console_allowlist: str
     install_service_flags: bool
@@ -165,7 +164,6 @@ def generation_for(pe_version: str, node_group: str | None = None) -> Generation
         puppet_major=puppet_major,
         bin_dir="/opt/puppet/bin" if pe3 else "/opt/puppetlabs/bin",
         agent_service="pe-puppet" if pe3 else "puppet",
-        config_delete=version >= (2018, 1),
         puppetdb_allowlist="/etc/puppetlabs/puppetdb/certificate-" + ("allowlist" if allowlist else "whitelist"),
         console_allowlist="/etc/puppetlabs/console-services/rbac-certificate-"
         + ("allowlist" if allowlist else "whitelist"),

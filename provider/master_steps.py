@@ -48,6 +48,7 @@ AGENT_SETTINGS = (
     RUN_LOCK_SETTING,
     "csr_attributes",
     "ssldir",
+    "config",  # puppet.conf: delete strips what install.bash wrote there
 )
 IDENTITY_FILES = ("hostcert", "hostprivkey", "hostcsr")  # each `<dir>/<certname>.pem` by default
 # What install.bash writes into puppet.conf for a master, removed again on delete.
@@ -177,13 +178,6 @@ def remove_stale_script(paths: dict[str, str]) -> str:
     return "set -e; " + "; ".join(parts) if parts else "true"
 
 
-def config_delete_script(puppet_bin: str, keys: tuple[str, ...], sections: tuple[str, ...]) -> str:
-    """`puppet config delete` of each key in each section (Puppet 5.4+, PE 2018.1+,
-    pe-generations.md §4), in one SSH command; a key that is not set is not an error."""
-    commands = [shlex.join([puppet_bin, "config", "delete", "--section", s, k]) for k in keys for s in sections]
-    return "set -e; " + "; ".join(commands)
-
-
 # Lines before the first [section] are [main]'s; a key line is `name = value`.
 _STRIP_AWK = (
     r'BEGIN { n = split(keys, k, " "); for (i = 1; i <= n; i++) drop[k[i]] = 1; '
@@ -197,8 +191,8 @@ _STRIP_AWK = (
 
 def puppet_conf_strip_script(conf: str, keys: tuple[str, ...], sections: tuple[str, ...]) -> str:
     """Remove these keys from these sections of puppet.conf in place (owner and mode kept):
-    what `puppet config delete` does, for Puppet < 5.4 which lacks it - one awk, not a
-    Ruby start-up per key. A missing file has nothing to remove."""
+    what `puppet config delete` does (Puppet 5.4+ only), in one awk on every generation,
+    not a Ruby start-up per key and section. A missing file has nothing to remove."""
     q = shlex.quote
     awk = shlex.join(["awk", "-v", f"keys={' '.join(keys)}", "-v", f"sections={' '.join(sections)}", _STRIP_AWK])
     return (
@@ -1031,16 +1025,11 @@ def revoke_and_clean(ctx: Context, serial: int | None) -> None:
         raise ProviderError("refusing to touch the primary's own certificate")
     entry = ca_entries(ctx).get(cfg.certname)
     if entry is not None:
-        ctx.primary.run(clean_on_ca_command(cfg), timeout=cfg.sign_timeout).check("revoke and clean on the CA")
+        ctx.primary_ca.clean(cfg.certname, entry.state == "signed", cfg.sign_timeout)
     if ca_entries(ctx).get(cfg.certname) is not None:
         raise ProviderError(f"[{cfg.primary_host}] step 'revoke': {cfg.certname} is still on the CA after cleaning")
     if serial is not None:
-        generation = cfg.generation  # [master] up to Puppet 5, [server] from 6; the path is Puppet's own
-        crl_path = ctx.primary.run(
-            [generation.puppet_bin, "config", "print", "cacrl", "--section", generation.crl_section], timeout=120
-        )
-        crl_path.check("locate the CRL")
-        crl_pem = ctx.primary.get(crl_path.stdout.strip())
+        crl_pem = ctx.primary.get(ctx.primary_ca.cacrl())
         revoked = crl_pem is not None and serial_revoked(crl_pem, serial)
         if not revoked:
             raise ProviderError(
@@ -1127,7 +1116,7 @@ def uninstall_agent(ctx: Context) -> None:
     cfg = ctx.cfg
     if cfg.keep_agent_on_delete:
         ctx.log("uninstall", "keep_agent_on_delete: agent and its configuration left in place (service stopped)")
-    agent = read_agent(ctx)
+    agent = ctx.agent or read_agent(ctx)  # read earlier in this call (the serial), or now
     generation = cfg.generation
     ctx.host.run(services.service_script(generation.agent_service, "stopped", enable=False), timeout=120)
     ctx.host.run(services.service_script("pe-puppetserver", "stopped", enable=False), timeout=180)
@@ -1139,14 +1128,12 @@ def uninstall_agent(ctx: Context) -> None:
         ctx.log("uninstall", f"the host's agent is now {agent.get('certname')}: left alone")
         return
     clean_host_identity(ctx)
-    if generation.config_delete:
-        script = config_delete_script(generation.puppet_bin, AGENT_CONFIG_KEYS, AGENT_CONFIG_SECTIONS)
-    else:  # no `puppet config delete` before Puppet 5.4 (§4): edit the file Puppet reads
-        conf = ctx.host.run([generation.puppet_bin, "config", "print", "config"], timeout=120)
-        path = conf.check("locate puppet.conf").stdout.strip()
-        if not path.startswith("/"):
-            raise ProviderError(f"[{cfg.host}] `{generation.puppet_bin} config print config` printed {path!r}")
-        script = puppet_conf_strip_script(path, AGENT_CONFIG_KEYS, AGENT_CONFIG_SECTIONS)
+    # One awk over the puppet.conf Puppet named, not `puppet config delete` (Puppet 5.4+, §4):
+    # that is one Ruby start-up (~1 CPU-s) per key and section, eight per master.
+    path = agent.get("config", "")
+    if not path.startswith("/"):
+        raise ProviderError(f"[{cfg.host}] `{generation.puppet_bin} config print config` printed {path!r}")
+    script = puppet_conf_strip_script(path, AGENT_CONFIG_KEYS, AGENT_CONFIG_SECTIONS)
     ctx.host.run(script, timeout=120).check("remove the agent's configuration")
     if agent.get("csr_attributes"):
         ctx.host.run(["rm", "-f", agent["csr_attributes"]], timeout=60)

@@ -26,6 +26,7 @@ SSL_SETTINGS = ("hostcert", "hostprivkey", "localcacert")
 CA_LIST_ATTEMPTS = 5
 
 _ssl_memo: dict[tuple[str, int, str], dict[str, str]] = {}
+_crl_memo: dict[tuple[str, int, str, str], str] = {}
 _ssl_memo_lock = threading.Lock()
 
 
@@ -114,6 +115,35 @@ class Primary:
             return self.session.run(ca.sign_command(self.cli, self.generation.ca_bin, certname), timeout=timeout)
         argv, body = ca.api_sign_command(self.api(), certname)
         return self.session.run(argv, timeout=timeout, stdin=body)
+
+    def clean(self, certname: str, signed: bool, timeout: float) -> None:
+        """Revoke (if signed) and remove a certificate or request on the CA: the CA's HTTP
+        API where PE signs through it (puppetserver-ca generations), else `puppet cert clean`."""
+        if self.cli == "puppet-cert":
+            argv = ca.clean_command(self.cli, self.generation.ca_bin, certname)
+            self.session.run(argv, timeout=timeout).check("revoke and clean on the CA")
+            return
+        for argv, body in ca.api_clean_commands(self.api(), certname, signed):
+            self.session.run(argv, timeout=timeout, stdin=body).check("revoke and clean on the CA")
+
+    def cacrl(self) -> str:
+        """The CA's CRL file (`cacrl`: [master] up to Puppet 5, [server] from 6), remembered
+        for the provider process like the SSL settings."""
+        target = self.session.target
+        key = (target.host, target.port, target.user, "cacrl")
+        with _ssl_memo_lock:
+            if key in _crl_memo:
+                return _crl_memo[key]
+        printed = self.session.run(
+            [self.generation.puppet_bin, "config", "print", "cacrl", "--section", self.generation.crl_section],
+            timeout=120,
+        )
+        path = printed.check("locate the CRL").stdout.strip()
+        if not path.startswith("/"):
+            raise ProviderError(f"[{target.label}] `puppet config print cacrl` printed {path!r}")
+        with _ssl_memo_lock:
+            _crl_memo[key] = path
+        return path
 
     @property
     def sign_method(self) -> str:

@@ -30,25 +30,25 @@ RBAC = "/etc/puppetlabs/console-services/rbac-certificate-"
 T, F = True, False
 CERT, PSCA, PM, PC = "puppet-cert", "puppetserver-ca", "PE Master", "PE Compiler"
 # version: (puppet_major, bin_dir, agent_service, ca_cli, node_group, classification, tokens,
-#           extension_requests?, config_delete, allowlists?, service_flags, status, lifetime, crl_section)
+#           extension_requests?, allowlists?, service_flags, status, lifetime, crl_section)
 TABLE: dict[str, tuple[Any, ...]] = {
-    "3.7": (3, PE3, "pe-puppet", CERT, PM, "rule", F, F, F, F, F, F, "", "master"),
-    "2015.2": (4, AIO, "puppet", CERT, PM, "rule", F, F, F, F, F, F, "", "master"),
-    "2015.3": (4, AIO, "puppet", CERT, PM, "rule", T, F, F, F, F, F, "5m", "master"),
-    "2016.2": (4, AIO, "puppet", CERT, PM, "pin", T, F, F, F, F, F, "5m", "master"),  # Puppet Server 2.4
-    "2016.4": (4, AIO, "puppet", CERT, PM, "pin", T, F, F, F, T, T, "5m", "master"),  # 2.6: /status/v1/simple
-    "2017.3": (5, AIO, "puppet", CERT, PM, "pin", T, F, F, F, T, T, "5m", "master"),
-    "2018.1": (5, AIO, "puppet", CERT, PM, "pin", T, F, T, F, T, T, "5m", "master"),
-    "2019.8": (6, AIO, "puppet", PSCA, PC, "trusted", T, T, T, F, T, T, "1h", "server"),
-    "2021.7": (7, AIO, "puppet", PSCA, PC, "trusted", T, T, T, T, T, T, "1h", "server"),
-    "2023.8": (8, AIO, "puppet", PSCA, PC, "trusted", T, T, T, T, T, T, "1h", "server"),
-    "2025.1": (8, AIO, "puppet", PSCA, PC, "trusted", T, T, T, T, T, T, "1h", "server"),
+    "3.7": (3, PE3, "pe-puppet", CERT, PM, "rule", F, F, F, F, F, "", "master"),
+    "2015.2": (4, AIO, "puppet", CERT, PM, "rule", F, F, F, F, F, "", "master"),
+    "2015.3": (4, AIO, "puppet", CERT, PM, "rule", T, F, F, F, F, "5m", "master"),
+    "2016.2": (4, AIO, "puppet", CERT, PM, "pin", T, F, F, F, F, "5m", "master"),  # Puppet Server 2.4
+    "2016.4": (4, AIO, "puppet", CERT, PM, "pin", T, F, F, T, T, "5m", "master"),  # 2.6: /status/v1/simple
+    "2017.3": (5, AIO, "puppet", CERT, PM, "pin", T, F, F, T, T, "5m", "master"),
+    "2018.1": (5, AIO, "puppet", CERT, PM, "pin", T, F, F, T, T, "5m", "master"),
+    "2019.8": (6, AIO, "puppet", PSCA, PC, "trusted", T, T, F, T, T, "1h", "server"),
+    "2021.7": (7, AIO, "puppet", PSCA, PC, "trusted", T, T, T, T, T, "1h", "server"),
+    "2023.8": (8, AIO, "puppet", PSCA, PC, "trusted", T, T, T, T, T, "1h", "server"),
+    "2025.1": (8, AIO, "puppet", PSCA, PC, "trusted", T, T, T, T, T, "1h", "server"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("version", sorted(TABLE))
 def test_the_generation_table(version: str) -> None:
-    (major, bin_dir, service, cli, group, classification, tokens, extensions, config_delete, allowlist, flags,
+    (major, bin_dir, service, cli, group, classification, tokens, extensions, allowlist, flags,
      status, lifetime, crl) = TABLE[version]  # fmt: skip
     g = generation_for(version)
     assert g.label == f"PE {version}" and g.pe_version == tuple(int(p) for p in version.split("."))
@@ -57,7 +57,6 @@ def test_the_generation_table(version: str) -> None:
     assert (g.ca_cli, g.node_group, g.classification, g.tokens_supported) == (cli, group, classification, tokens)
     assert g.ca_bin == (g.puppetserver_bin if cli == "puppetserver-ca" else g.puppet_bin)
     assert g.extension_requests == ((("pp_auth_role", "pe_compiler"),) if extensions else ())
-    assert g.config_delete is config_delete
     assert (g.puppetdb_allowlist, g.console_allowlist) == (
         (PDB_AL, RBAC + "allowlist") if allowlist else (PDB_WL, RBAC + "whitelist")
     )
@@ -71,7 +70,6 @@ def test_generation_boundaries_and_overrides() -> None:
     ]  # fmt: skip
     assert generation_for("2015.3").tokens_supported and generation_for("2015.3").token_lifetime_default == "5m"
     assert generation_for("2016.1").classification == "pin" and not generation_for("2016.1").install_service_flags
-    assert not generation_for("2017.3").config_delete and generation_for("2018.1").config_delete
     assert (
         generation_for("2019.5").node_group == "PE Master" and generation_for("2019.5").token_lifetime_default == "5m"
     )
@@ -138,6 +136,17 @@ def test_ca_commands_run_the_ca_cli_by_its_absolute_path() -> None:
     assert ca.sign_command(new.ca_cli, new.ca_bin, "c1") == [f"{AIO}/puppetserver", "ca", "sign", "--certname", "c1"]
     assert ca.clean_command(new.ca_cli, new.ca_bin, "c1") == [f"{AIO}/puppetserver", "ca", "clean", "--certname", "c1"]
     assert ca.list_command(new.ca_cli, new.ca_bin) == [f"{AIO}/puppetserver", "ca", "list", "--all"]
+
+
+def test_cleaning_through_the_ca_api_revokes_a_signed_certificate_then_deletes_it() -> None:
+    """What `puppetserver ca clean` sends, with the primary's own certificate (never -k)."""
+    client = ca.ApiClient("primary.example.com", "/ssl/cert.pem", "/ssl/key.pem", "/ssl/ca.pem")
+    url = "https://primary.example.com:8140/puppet-ca/v1/certificate_status/c1"
+    (revoke, body), (delete, nothing) = ca.api_clean_commands(client, "c1", signed=True)
+    assert revoke[-1] == url and revoke[revoke.index("-X") + 1] == "PUT" and "--cacert" in revoke
+    assert json.loads(body or b"") == {"desired_state": "revoked"}
+    assert delete[-3:] == ["-X", "DELETE", url] and nothing is None
+    assert [argv[-2:] for argv, _ in ca.api_clean_commands(client, "c1", signed=False)] == [["DELETE", url]]
 
 
 def test_the_signed_certificate_is_fetched_where_the_generations_ca_serves_it() -> None:
@@ -240,6 +249,7 @@ SETTINGS = {
     "agent_catalog_run_lockfile": "/opt/puppetlabs/puppet/cache/state/agent_catalog_run.lock",
     "csr_attributes": "/etc/puppetlabs/puppet/csr_attributes.yaml",
     "ssldir": "/etc/puppetlabs/puppet/ssl",
+    "config": "/etc/puppetlabs/puppet/puppet.conf",
 }
 PRINTED = "".join(f"{k} = {v}\n" for k, v in SETTINGS.items())
 
@@ -419,8 +429,9 @@ certname = keep.example.com
 """
 
 
-def test_puppet_conf_is_stripped_without_puppet_config_delete(tmp_path: Path) -> None:
-    """PE before 2018.1 has no `puppet config delete`: one awk removes exactly those keys
+def test_puppet_conf_is_stripped_in_one_command(tmp_path: Path) -> None:
+    """Every generation (PE before 2018.1 has no `puppet config delete`, and from then it is a
+    Ruby start-up per key and section): one awk removes exactly those keys
     from [main] and [agent] (lines before the first header are [main]'s), keeping the
     rest, comments, other sections and the file's mode."""
     conf = tmp_path / "puppet dir" / "puppet.conf"
@@ -437,14 +448,6 @@ def test_puppet_conf_is_stripped_without_puppet_config_delete(tmp_path: Path) ->
     assert oct(conf.stat().st_mode & 0o777) == "0o640" and list(conf.parent.iterdir()) == [conf]  # no temp left
     missing = steps.puppet_conf_strip_script(str(tmp_path / "none.conf"), ("server",), ("main",))
     assert subprocess.run(["sh", "-c", missing], check=False).returncode == 0
-
-
-def test_config_delete_is_one_command_with_the_absolute_path() -> None:
-    script = steps.config_delete_script(f"{AIO}/puppet", ("server", "certname"), ("main", "agent"))
-    assert script == (
-        f"set -e; {AIO}/puppet config delete --section main server; {AIO}/puppet config delete --section agent server; "
-        f"{AIO}/puppet config delete --section main certname; {AIO}/puppet config delete --section agent certname"
-    )
 
 
 def test_generation_is_frozen_data() -> None:

@@ -14,8 +14,9 @@ removal that failed half-way is finished by the next `up`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,7 +126,9 @@ def remove(group: list[Leaving], log: Any) -> dict[str, BaseException]:
             cfg = member.cfg
             mlog = progress(cfg.resource_name) if member is not group[0] else log
             try:
-                member.host = stack.enter_context(SshSession(cfg.target, cfg.connect_timeout, cfg.secrets))
+                session = SshSession(cfg.target, cfg.connect_timeout, cfg.secrets).__enter__()
+                with lock:  # the ExitStack closes it with the others; threads take turns adding to it
+                    member.host = stack.enter_context(closing_session(session))
             except SshUnreachableError as exc:
                 mlog("delete", f"host unreachable ({exc}); removing it from PE anyway, host cleanup skipped")
             ctx = steps.Context(cfg, member.host or primary, primary, mlog, ca=shared_ca, database=database)
@@ -156,6 +159,16 @@ def remove(group: list[Leaving], log: Any) -> dict[str, BaseException]:
             return errors
         each(uninstall, [m for m in revoked if m.host is not None])
     return errors
+
+
+@contextmanager
+def closing_session(session: SshSession) -> Iterator[SshSession]:
+    """An SSH session opened outside the ExitStack's lock (connecting takes seconds),
+    closed by it."""
+    try:
+        yield session
+    finally:
+        session.__exit__(None, None, None)
 
 
 def uninstall(member: Leaving) -> None:

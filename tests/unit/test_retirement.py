@@ -4,11 +4,17 @@ steps' single flight (provider/crl_refresh.Ledger): the pure rules, no hosts."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
 
 from provider import crl_refresh as crl
+from provider import master_removal
 from provider.errors import ProviderError
 from provider.retirement import Retirement
 from tests.unit.test_crl_refresh import FakeHost, lists_serial, server
+from tests.unit.test_generation import master_config
 
 
 def leaving(*names: str) -> dict[str, dict[str, str]]:
@@ -96,3 +102,33 @@ def test_a_restart_that_began_after_the_revocation_covers_it() -> None:
     later = time.monotonic()  # a revocation after that restart began needs one of its own
     crl.carry_out(step, server(again, "3.7"), [9], lists_serial, 60, 60, later, ledger)
     assert any("pe-puppetserver restart" in c for c in again.commands)
+
+
+def test_the_first_delete_removes_the_group_and_the_others_report_its_outcome(monkeypatch: Any) -> None:
+    """master_removal.delete with the remote work stubbed: who removes whom, and what each
+    master's own delete call then says to the engine."""
+    registry = Retirement()
+    monkeypatch.setattr(master_removal, "RETIREMENT", registry)
+    groups: list[list[str]] = []
+    outcome: dict[str, BaseException] = {}
+
+    def remove(group: list[master_removal.Leaving], _log: object) -> dict[str, BaseException]:
+        groups.append([m.cfg.certname for m in group])
+        return dict(outcome)
+
+    monkeypatch.setattr(master_removal, "remove", remove)
+    props = {k: v for k, v in vars(master_config()).items() if k not in ("resource_name", "peer_masters")}
+    registry.stack_changed({n: {**props, "certname": n} for n in ("b.example.com", "c.example.com")}, staying=[])
+    registry.drained("b.example.com")
+    registry.drained("c.example.com")
+    outcome["c.example.com"] = ProviderError("[c.example.com] revoke failed")
+    master_removal.delete(replace(master_config(), certname="a.example.com"), 7)  # a itself is fine
+    assert groups == [["a.example.com", "b.example.com", "c.example.com"]]
+    master_removal.delete(replace(master_config(), certname="b.example.com"), 8)  # done by a's call
+    assert len(groups) == 1
+    outcome.clear()  # c's own call tries again, alone, and this time it goes through
+    master_removal.delete(replace(master_config(), certname="c.example.com"), 9)
+    assert groups[1:] == [["c.example.com"]]
+    outcome["d.example.com"] = ProviderError("[d.example.com] unreachable")
+    with pytest.raises(ProviderError, match="unreachable"):
+        master_removal.delete(replace(master_config(), certname="d.example.com"), None)

@@ -128,7 +128,7 @@ class PeerMaster:
         """A peer entry's SSH port, user and known_hosts default to the master's own (the
         program leaves them out when equal: each of N masters lists N - 1 peers, and the
         engine (de)serializes every field of them at every preview)."""
-        e = {**inputs.ssh_defaults("ssh"), **peer_access(entry, master)}
+        e = {**inputs.ssh_defaults("ssh"), **inputs.inherit_access(entry, master)}
         private_key = str(master["ssh_private_key"])
         return cls(str(e["certname"]), inputs.ssh_target({**e, "ssh_private_key": private_key}, "ssh", "host"))
 
@@ -378,18 +378,6 @@ def database_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def peer_access(entry: dict[str, Any], master: dict[str, Any]) -> dict[str, Any]:
-    """A peer entry with what it leaves out taken from its master's inputs: ssh_port,
-    ssh_user, and (with no pinned key) ssh_known_hosts."""
-    out = {k: v for k, v in entry.items() if v is not None}
-    for key in ("ssh_port", "ssh_user"):
-        if key not in out and master.get(key) is not None:
-            out[key] = master[key]
-    if not out.get("ssh_host_key") and not out.get("ssh_known_hosts") and master.get("ssh_known_hosts"):
-        out["ssh_known_hosts"] = master["ssh_known_hosts"]
-    return out
-
-
 def peer_problems(peers: Any, certname: Any, master: dict[str, Any] | None = None) -> list[tuple[str, str]]:
     """peer_masters: a list of {certname, host[, ssh_port, ssh_user, ssh_host_key]}, each
     certname once and never this master's own; what an entry leaves out is the master's
@@ -422,7 +410,7 @@ def peer_problems(peers: Any, certname: Any, master: dict[str, Any] | None = Non
             seen.add(str(name))
         if not peer.get("host") and not inputs.is_unknown(peer.get("host")):
             out.append((PEER_KEY, f"{where}.host is required"))
-        access = peer_access(peer, master or {})
+        access = inputs.inherit_access(peer, master or {})
         out += [(PEER_KEY, f"{where}: {reason}") for reason in peer_access_problems(access)]
     return out
 

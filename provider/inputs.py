@@ -94,6 +94,19 @@ def ssh_problems(props: dict[str, Any], prefix: str, host_key: str) -> list[tupl
     return out
 
 
+def inherit_access(entry: dict[str, Any], parent: dict[str, Any]) -> dict[str, Any]:
+    """An entry of a list input (PeCompileMaster's peer_masters) with what it leaves out -
+    ssh_port, ssh_user, and with neither pinned key nor known_hosts, ssh_known_hosts - taken
+    from its parent's inputs. A null value is left out."""
+    out = {k: v for k, v in entry.items() if v is not None}
+    for key in ("ssh_port", "ssh_user"):
+        if key not in out and parent.get(key) is not None:
+            out[key] = parent[key]
+    if not out.get("ssh_host_key") and not out.get("ssh_known_hosts") and parent.get("ssh_known_hosts"):
+        out["ssh_known_hosts"] = parent["ssh_known_hosts"]
+    return out
+
+
 def trust_view(props: dict[str, Any], parent: dict[str, Any] | None = None) -> dict[str, Any]:
     """`props` with each `<prefix>_known_hosts` text reduced to the keys it pins for its host
     (`<x>_ssh_known_hosts` for `<x>_host`, `ssh_known_hosts` for `host`), in entry lists too,
@@ -109,12 +122,7 @@ def trust_view(props: dict[str, Any], parent: dict[str, Any] | None = None) -> d
             value = [trust_view(v, props) if isinstance(v, dict) else v for v in value]
         out[key] = value
     if parent is not None and out.get("host"):
-        for key in ("ssh_port", "ssh_user"):
-            if out.get(key) is None and parent.get(key) is not None:
-                out[key] = parent[key]
-        known_hosts = parent.get("ssh_known_hosts")
-        if known_hosts and not out.get("ssh_host_key") and not out.get("ssh_known_hosts"):
-            out["ssh_known_hosts"] = known_hosts
+        out = inherit_access(out, parent)
     for key, value in list(out.items()):
         prefix = key[: -len("_known_hosts")]
         if not key.endswith("ssh_known_hosts") or not isinstance(value, str) or not value:

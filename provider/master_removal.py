@@ -14,9 +14,8 @@ removal that failed half-way is finished by the next `up`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,9 +125,11 @@ def remove(group: list[Leaving], log: Any) -> dict[str, BaseException]:
             cfg = member.cfg
             mlog = progress(cfg.resource_name) if member is not group[0] else log
             try:
-                session = SshSession(cfg.target, cfg.connect_timeout, cfg.secrets).__enter__()
-                with lock:  # the ExitStack closes it with the others; threads take turns adding to it
-                    member.host = stack.enter_context(closing_session(session))
+                session = SshSession(cfg.target, cfg.connect_timeout, cfg.secrets)
+                session.connect()  # in parallel; then the call's ExitStack closes it with the others
+                with lock:
+                    stack.callback(session.close)
+                member.host = session
             except SshUnreachableError as exc:
                 mlog("delete", f"host unreachable ({exc}); removing it from PE anyway, host cleanup skipped")
             ctx = steps.Context(cfg, member.host or primary, primary, mlog, ca=shared_ca, database=database)
@@ -159,16 +160,6 @@ def remove(group: list[Leaving], log: Any) -> dict[str, BaseException]:
             return errors
         each(uninstall, [m for m in revoked if m.host is not None])
     return errors
-
-
-@contextmanager
-def closing_session(session: SshSession) -> Iterator[SshSession]:
-    """An SSH session opened outside the ExitStack's lock (connecting takes seconds),
-    closed by it."""
-    try:
-        yield session
-    finally:
-        session.__exit__(None, None, None)
 
 
 def uninstall(member: Leaving) -> None:

@@ -70,23 +70,43 @@ def master_entry(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
     }
 
 
-def peer_entries(master: MasterSpec, spec: DeploymentSpec) -> list[dict[str, Any]]:
-    """PeCompileMaster's `peer_masters`: the deployment's other masters, whose CRL its delete
-    refreshes (provider/crl_refresh.py), each with its own pinned key or known_hosts lines."""
+def peer_inputs(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
+    """PeCompileMaster's `peer_masters` - the deployment's other masters, whose CRL its delete
+    refreshes (provider/crl_refresh.py) - and the `ssh_known_hosts` that reaches them.
+
+    A peer reached as this master is (same SSH port and user, keys from the stack's
+    known_hosts) is one string, "certname host", and its known_hosts lines join the master's
+    own; any other peer is a mapping with what differs. N masters list N - 1 peers each and
+    the engine (de)serializes every value at every preview: strings keep a 50-master
+    preview under a second (README, "Performance"). Diffs compare what a connection
+    trusts (provider/inputs.py, trust_view), so a line added here changes nothing."""
     own = master.access
-    return [
-        {
-            "certname": m.certname,
-            "host": m.access.host,
-            # left out when the master's own (PeerMaster takes them from it): N masters list
-            # N - 1 peers each, and the engine (de)serializes every field at every preview
-            **({"ssh_port": m.access.port} if m.access.port != own.port else {}),
-            **({"ssh_user": m.access.user} if m.access.user != own.user else {}),
-            **trust("ssh", m.access, spec),
-        }
-        for m in spec.masters
-        if m.certname != master.certname
-    ]
+    entries: list[Any] = []
+    listed: list[HostAccess] = []  # whose known_hosts lines the master's own text carries
+    for m in spec.masters:
+        access = m.access
+        if m.certname == master.certname:
+            listed.append(access)
+        elif (access.port, access.user) == (own.port, own.user) and not access.host_key and not own.host_key:
+            entries.append(f"{m.certname} {access.host}")
+            listed.append(access)
+        else:
+            entries.append(
+                {
+                    "certname": m.certname,
+                    "host": access.host,
+                    **({"ssh_port": access.port} if access.port != own.port else {}),
+                    **({"ssh_user": access.user} if access.user != own.user else {}),
+                    **trust("ssh", access, spec),
+                }
+            )
+    out: dict[str, Any] = {"peer_masters": entries}
+    if len(listed) > 1:
+        # In the deployment's order, so masters reached alike share one text: a preview parses
+        # it once per host (provider/ssh.py pinned_keys), not once per master and peer.
+        lines = [line for a in listed for line in known_hosts_lines(spec.known_hosts, a.host, a.port)]
+        out["ssh_known_hosts"] = "".join(f"{line}\n" for line in dict.fromkeys(lines))
+    return out
 
 
 def shared_master_inputs(spec: DeploymentSpec, creds: Credentials) -> dict[str, Any]:
@@ -182,7 +202,7 @@ class CompileMaster(pulumi.ComponentResource):
         master_args: dict[str, Any] = {
             **master_entry(master, spec),
             **shared_master_inputs(spec, creds),
-            "peer_masters": peer_entries(master, spec),
+            **peer_inputs(master, spec),
         }
         if batch is not None:
             master_args["batch_provisioned"] = True  # the batch does the long work; this verifies

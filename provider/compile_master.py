@@ -37,6 +37,7 @@ from provider.compile_master_config import (
     UPDATE_KEYS,
     MasterConfig,
     problems,
+    with_peer_mappings,
 )
 from provider.errors import ClassifierError, ProviderError, SshUnreachableError, at_boundary
 from provider.pe_api import is_pinned
@@ -115,7 +116,7 @@ class PeCompileMasterProvider(ResourceProvider):
     @at_boundary
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only (olds are the old outputs), and no remote call, ever."""
-        changed = inputs.changed_keys(INPUT_KEYS, olds, news, DEFAULTS)
+        changed = inputs.changed_keys(INPUT_KEYS, with_peer_mappings(olds), with_peer_mappings(news), DEFAULTS)
         replaces = [k for k in changed if k in REPLACE_KEYS]
         drifted = olds.get("status") not in (None, "running")  # refresh found drift: let `up` repair it
         return DiffResult(
@@ -143,7 +144,7 @@ class PeCompileMasterProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         cfg = MasterConfig.from_props(news)
         RETIREMENT.present(cfg.certname)
-        changed = inputs.changed_keys(INPUT_KEYS, olds, news, DEFAULTS)
+        changed = inputs.changed_keys(INPUT_KEYS, with_peer_mappings(olds), with_peer_mappings(news), DEFAULTS)
         drifted = olds.get("status") not in (None, "running")
         if not drifted and all(k in LOCAL_ONLY_KEYS for k in changed):
             progress(cfg.resource_name)("update", f"{', '.join(changed) or 'nothing'} changed: no remote work needed")

@@ -36,6 +36,29 @@ DATABASE_KEYS = inputs.ssh_input_keys("database_host", "database_ssh")
 PEER_KEY = "peer_masters"
 PEER_FIELDS = ("certname", "host", "ssh_port", "ssh_user", "ssh_host_key", "ssh_known_hosts")
 
+
+def peer_mapping(entry: Any) -> Any:
+    """A peer_masters entry as a mapping. The short form is one string, "certname host":
+    a peer reached as its master is (SSH port, user and known_hosts - which then lists the
+    peer's keys too). Each of N masters lists N - 1 peers and the engine (de)serializes
+    every value of them at every preview: one string is a quarter of a three-field mapping's
+    cost. Anything else (a mapping, a malformed entry) is returned as it is."""
+    if isinstance(entry, str):
+        words = entry.split()
+        if len(words) == 2:
+            return {"certname": words[0], "host": words[1]}
+    return entry
+
+
+def with_peer_mappings(props: dict[str, Any]) -> dict[str, Any]:
+    """props with every peer_masters entry a mapping: diffs compare the short and the full
+    form (all that states held before the short one) by what they mean."""
+    peers = props.get(PEER_KEY)
+    if not isinstance(peers, list):
+        return props
+    return {**props, PEER_KEY: [peer_mapping(e) for e in peers]}
+
+
 # What a change of each input means (diff):
 # Inputs whose change needs no remote work at all (only the recorded value changes).
 LOCAL_ONLY_KEYS = (
@@ -124,11 +147,11 @@ class PeerMaster:
     target: SshTarget
 
     @classmethod
-    def from_entry(cls, entry: dict[str, Any], master: dict[str, Any]) -> PeerMaster:
+    def from_entry(cls, entry: str | dict[str, Any], master: dict[str, Any]) -> PeerMaster:
         """A peer entry's SSH port, user and known_hosts default to the master's own (the
         program leaves them out when equal: each of N masters lists N - 1 peers, and the
         engine (de)serializes every field of them at every preview)."""
-        e = {**inputs.ssh_defaults("ssh"), **inputs.inherit_access(entry, master)}
+        e = {**inputs.ssh_defaults("ssh"), **inputs.inherit_access(peer_mapping(entry), master)}
         private_key = str(master["ssh_private_key"])
         return cls(str(e["certname"]), inputs.ssh_target({**e, "ssh_private_key": private_key}, "ssh", "host"))
 
@@ -379,9 +402,10 @@ def database_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def peer_problems(peers: Any, certname: Any, master: dict[str, Any] | None = None) -> list[tuple[str, str]]:
-    """peer_masters: a list of {certname, host[, ssh_port, ssh_user, ssh_host_key]}, each
-    certname once and never this master's own; what an entry leaves out is the master's
-    own (port, user; without ssh_host_key, its ssh_known_hosts must have the peer's host)."""
+    """peer_masters: a list of "certname host" strings or {certname, host[, ssh_port,
+    ssh_user, ssh_host_key, ssh_known_hosts]} mappings, each certname once and never this
+    master's own; what an entry leaves out is the master's own (port, user; without a key
+    of its own, the master's ssh_known_hosts must have the peer's host)."""
     if peers is None or inputs.is_unknown(peers):
         return []
     if not isinstance(peers, list):
@@ -392,8 +416,11 @@ def peer_problems(peers: Any, certname: Any, master: dict[str, Any] | None = Non
         where = f"{PEER_KEY}[{i}]"
         if inputs.is_unknown(peer):
             continue
+        peer = peer_mapping(peer)
         if not isinstance(peer, dict):
-            out.append((PEER_KEY, f"{where} must be a mapping with {', '.join(PEER_FIELDS)}"))
+            out.append(
+                (PEER_KEY, f'{where} must be "certname host" or a mapping with {", ".join(PEER_FIELDS)}: {peer!r}')
+            )
             continue
         unknown_fields = sorted(set(peer) - set(PEER_FIELDS))
         if unknown_fields:

@@ -10,7 +10,7 @@ import pytest
 
 from provider import crl_refresh as crl
 from provider import inputs
-from provider.compile_master_config import LOCAL_ONLY_KEYS, PeerMaster, peer_problems
+from provider.compile_master_config import LOCAL_ONLY_KEYS, PeerMaster, peer_problems, with_peer_mappings
 from provider.errors import DeadlineError, ProviderError
 from provider.generation import generation_for
 from provider.services import SYSTEMD_MARKER
@@ -18,6 +18,7 @@ from provider.ssh import CommandResult, SshTarget
 from tests.unit.test_services import host, run  # noqa: F401  (fixture and runner)
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB8l0MOV2NRsO2t0cTqDtdoAE2TGHxH2VKQjYqxZwsIN"
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherHostKeyxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 
 
 @pytest.mark.parametrize(
@@ -85,6 +86,52 @@ def test_a_peer_entry_takes_what_it_leaves_out_from_its_master() -> None:
     assert inputs.changed_keys(["peer_masters"], olds, news, {}) == []
     moved = {**master, "peer_masters": [{**full, "ssh_port": 22}]}
     assert inputs.changed_keys(["peer_masters"], olds, moved, {}) == ["peer_masters"]
+
+
+def test_a_peer_entry_may_be_one_string_reached_as_its_master() -> None:
+    """ "certname host": the master's port, user and known_hosts (which lists the peer too)."""
+    peer_line = f"b.example.com,10.0.0.2 {HOST_KEY}\n"
+    master = {"ssh_port": 2222, "ssh_user": "admin", "ssh_private_key": "k", "ssh_known_hosts": peer_line}
+    peer = PeerMaster.from_entry("b.example.com 10.0.0.2", master)
+    assert (peer.certname, peer.target.host, peer.target.port, peer.target.user) == (
+        "b.example.com",
+        "10.0.0.2",
+        2222,
+        "admin",
+    )
+    assert peer.target.known_hosts == peer_line
+    assert peer_problems(["b.example.com 10.0.0.2"], "a.example.com", master) == []
+    assert "no entry for 10.0.0.9" in peer_problems(["b.example.com 10.0.0.9"], "a.example.com", master)[0][1]
+    bad = peer_problems(["b.example.com"], "a.example.com", master)
+    assert bad[0][1].startswith('peer_masters[0] must be "certname host" or a mapping'), bad
+    twice = peer_problems(["b.example.com 10.0.0.2", {"certname": "b.example.com", "host": "10.0.0.2"}], "a", master)
+    assert twice == [("peer_masters", "peer_masters[1]: b.example.com is listed twice")]
+
+
+def test_a_state_with_full_peer_mappings_diffs_as_the_short_form_means() -> None:
+    """Every state before the short form holds mappings with the peer's own known_hosts:
+    the same peers as strings, the master's text listing them, are no change; a peer whose
+    key changed is one."""
+    own, peer_line = f"a.example.com,10.0.0.1 {HOST_KEY}\n", f"b.example.com,10.0.0.2 {HOST_KEY}\n"
+    full = {"certname": "b.example.com", "host": "10.0.0.2", "ssh_port": 22, "ssh_user": "root"}
+    olds = {
+        "host": "10.0.0.1",
+        "ssh_port": 22,
+        "ssh_user": "root",
+        "ssh_known_hosts": own,
+        "peer_masters": [{**full, "ssh_known_hosts": peer_line}],
+    }
+    news = {
+        "host": "10.0.0.1",
+        "ssh_port": 22,
+        "ssh_user": "root",
+        "ssh_known_hosts": own + peer_line,
+        "peer_masters": ["b.example.com 10.0.0.2"],
+    }
+    keys = ["ssh_known_hosts", "peer_masters"]
+    assert inputs.changed_keys(keys, with_peer_mappings(olds), with_peer_mappings(news), {}) == []
+    rekeyed = {**news, "ssh_known_hosts": own + peer_line.replace(HOST_KEY, OTHER_KEY)}
+    assert inputs.changed_keys(keys, with_peer_mappings(olds), with_peer_mappings(rekeyed), {}) == ["peer_masters"]
 
 
 @dataclass

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 TICK = os.sysconf("SC_CLK_TCK")
 Snapshot = dict[tuple[int, int], tuple[str, float]]  # (pid, start time) -> (role, CPU-s so far)
@@ -80,3 +83,102 @@ def spent(before: Snapshot, after: Snapshot) -> dict[str, float]:
         if delta > 0:
             out[role] = out.get(role, 0.0) + delta
     return out
+
+
+# What a compile host's command buys, by its command line (first match). The sampler below
+# reads each process's own CPU: the listener's reaped total cannot tell one command from another.
+PURPOSES = (
+    (re.compile(r"puppet agent --onetime"), "agent runs in the foreground (first run, master run)"),
+    (re.compile(r"puppet agent: applying"), "the agent service's own run at its start"),
+    (re.compile(r"puppet agent\b"), "the agent service's start-up (PE leaves it running)"),
+    (re.compile(r"puppet (ssl submit_request|certificate generate)"), "CSR submission (`puppet ssl`)"),
+    (re.compile(r"config print csr_attributes certname hostcert"), "install.bash stand-in (lab)"),
+    (re.compile(r"puppet config print"), "agent settings read (`puppet config print`)"),
+    (re.compile(r"pelab-(pe-install|delay|config-set)|install\.bash"), "install.bash stand-in (lab)"),
+    (re.compile(r"pelab-compile-service|compile_standin"), "compile service (lab stand-in) and its checks"),
+    (re.compile(r"pelab-pe-puppetdb|compiler_puppetdb"), "compiler PuppetDB (lab stand-in) and its checks"),
+    (re.compile(r"psql"), "PE-PostgreSQL access checks (psql)"),
+    (re.compile(r"^(ssh|rsync) "), "code sync (ssh, rsync)"),
+    (re.compile(r"^(curl|openssl) "), "TLS probes and downloads (curl, openssl)"),
+    (re.compile(r"^sshd"), "SSH sessions (sshd)"),
+)
+
+
+def purpose_of(cmdline: str) -> str:
+    return next((label for pattern, label in PURPOSES if pattern.search(cmdline)), "other commands")
+
+
+def sample(out: Path, interval: float = 0.2, host_prefix: str = "compile") -> None:
+    """Until SIGTERM: every `interval` s, the own CPU time (utime + stime) of each process in
+    a lab host whose name starts with host_prefix; then {purpose: CPU-s} as JSON into `out`.
+    A process that lives less than `interval` may be missed (cheap ones: the caller compares
+    with the listeners' reaped total). The command line is read once per process."""
+    import json
+    import signal
+    import time
+
+    stopped = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopped
+        stopped = True
+
+    signal.signal(signal.SIGTERM, stop)
+    seen: dict[tuple[int, int], list[Any]] = {}  # (pid, start) -> [(namespace, cmdline) or None, CPU-s, at start]
+    hosts: dict[str, bool] = {}  # mount namespace -> is one of the sampled hosts
+    first = True
+    while not stopped:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                key = (int(stat.parent.name), int(fields[19]))
+                entry = seen.get(key)
+                if entry is None:
+                    cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    ns = os.readlink(stat.parent / "ns" / "mnt")
+                    listener = LISTENER.search(cmdline)
+                    if listener:
+                        hosts[ns] = listener.group(1).startswith(host_prefix)
+                    entry = seen[key] = [None if listener else (ns, cmdline.strip()), 0.0, 0.0]
+                entry[1] = (int(fields[11]) + int(fields[12])) / TICK
+                if first:
+                    entry[2] = entry[1]  # running before the phase: only what it spends from now
+            except (OSError, IndexError, ValueError):
+                continue  # ended meanwhile, or a kernel thread
+        first = False
+        time.sleep(interval)
+    totals: dict[str, float] = {}
+    for what, cpu, before in seen.values():
+        if what is not None and hosts.get(what[0]) and what[1]:
+            label = purpose_of(what[1])
+            totals[label] = totals.get(label, 0.0) + cpu - before
+    out.write_text(json.dumps(totals))
+
+
+@contextmanager
+def sampling(out: Path) -> Iterator[dict[str, float]]:
+    """sample() in a process of its own (the harness's threads keep the GIL) for the block;
+    the dict yielded is filled when the block ends, with the sampler's own CPU-s under SAMPLER."""
+    import json
+    import subprocess
+    import sys
+
+    out.unlink(missing_ok=True)
+    child = subprocess.Popen([sys.executable, "-m", "bench.cpu", str(out)])
+    found: dict[str, float] = {}
+    try:
+        yield found
+    finally:
+        fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        child.terminate()
+        child.wait(30)
+        found.update(json.loads(out.read_text()) if out.exists() else {})
+        found[SAMPLER] = (int(fields[11]) + int(fields[12])) / TICK
+
+
+SAMPLER = "the sampler itself (bench)"
+
+if __name__ == "__main__":
+    import sys
+
+    sample(Path(sys.argv[1]))

@@ -54,6 +54,7 @@ class Row:
     provider_cpu: float  # CPU-seconds of the provider server process during `up`
     primary_cpu: float  # CPU-seconds of the primary's Puppet Server (CA, catalog compiles) during `up`
     cpu_roles: dict[str, float]  # CPU-seconds during `up` by lab host role and process kind (bench/cpu.py)
+    purposes: dict[str, float]  # compile hosts' CPU-seconds during `up` by what the command is for (cpu.sample)
 
 
 # Resource kinds of the program, by name suffix, in the order an `up` reaches them.
@@ -144,11 +145,12 @@ def scale_out(client: LabClient, n: int) -> Row:
         t0, busy0, primary0 = time.monotonic(), machine_busy_seconds(), puppetserver_cpu_seconds()
         provider0 = process_cpu_seconds(server.pid)
         roles0 = cpu.snapshot()
-        run.up(mocks)
+        with cpu.sampling(Path(client.root) / "state" / "bench-purposes.json") as purposes:
+            run.up(mocks)
         seconds = time.monotonic() - t0
         roles = cpu.spent(roles0, cpu.snapshot())
         spans = phases(run.timeline, t0)
-        cpu_seconds = machine_busy_seconds() - busy0
+        cpu_seconds = machine_busy_seconds() - busy0 - purposes[cpu.SAMPLER]  # the product's and the lab's
         provider_cpu = process_cpu_seconds(server.pid) - provider0
         primary_cpu = puppetserver_cpu_seconds() - primary0
         text = server.text()
@@ -181,6 +183,7 @@ def scale_out(client: LabClient, n: int) -> Row:
         provider_cpu,
         primary_cpu,
         roles,
+        purposes,
     )
 
 
@@ -285,6 +288,8 @@ def main() -> None:
     for role in shown:
         print(f"| {role} | " + " | ".join(f"{r.cpu_roles.get(role, 0.0) / r.n:.1f}" for r in rows) + " |")
     print()
+    print_purposes(rows)
+    print()
     print(
         "| scale-in: N masters removed from the config | wall (s) | ratio to N=1 | largest group removed in one call "
         "| then `destroy` of the rest (s) |"
@@ -309,6 +314,27 @@ def main() -> None:
     )
     print()
     print_goals(rows, knobs, preview, args.preview_masters)
+
+
+def print_purposes(rows: list[Row]) -> None:
+    """The compile hosts' share of the CPU table above, by what each command buys."""
+    print(
+        "What the compile hosts' CPU buys during `up`, CPU-s per added master (each process sampled every "
+        f"0.2 s by bench/cpu.py; the sampler's own CPU, {rows[-1].purposes.get(cpu.SAMPLER, 0):.1f} s at "
+        f"N={rows[-1].n}, is left out of every figure):"
+    )
+    print("| command's purpose | " + " | ".join(f"N={r.n}" for r in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    last = rows[-1].purposes
+    labels = sorted((k for k in last if k != cpu.SAMPLER), key=lambda k: -last[k])
+    for label in labels:
+        print(f"| {label} | " + " | ".join(f"{r.purposes.get(label, 0.0) / r.n:.2f}" for r in rows) + " |")
+    cells = []
+    for r in rows:
+        hosts = sum(v for k, v in r.cpu_roles.items() if k.startswith("compile hosts"))
+        sampled = sum(v for k, v in r.purposes.items() if k != cpu.SAMPLER)
+        cells.append(f"{(hosts - sampled) / r.n:.2f}")
+    print("| not sampled: processes shorter than 0.2 s, the hosts' SSH listeners | " + " | ".join(cells) + " |")
 
 
 def print_phases(

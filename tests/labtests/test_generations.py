@@ -25,10 +25,10 @@ from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import ProviderServer, wait_for
 from tests.labtests.helpers import (
+    DEFAULT_GENERATION,
     bare_masters,
     lab_stack_config,
     lb_stats,
-    on_generation,
     pdb_node,
     revoke_on_ca,
     served_fingerprint,
@@ -48,6 +48,16 @@ SHAPE = (("compile02", "compile03"), ("compile02",), ()) if FULL else (("compile
 def server() -> Iterator[ProviderServer]:
     with ProviderServer() as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def generations(lab: LabClient) -> Iterator[None]:
+    """Each test switches the lab to its generation straight from the last one's (a switch
+    is ~9 s: six of them, not twelve); the default profile is back after the module."""
+    try:
+        yield
+    finally:
+        lab.set_pe_version(DEFAULT_GENERATION)
 
 
 def up(lab: LabClient, run: GraphRun, shorts: tuple[str, ...], version: str) -> None:
@@ -198,26 +208,28 @@ def drift_then_repair(lab: LabClient, run: GraphRun, step: tuple[str, ...], vers
 
 
 @pytest.mark.parametrize("version", MATRIX)
-def test_program_on_each_generation(lab: LabClient, server: ProviderServer, version: str, tmp_path: Path) -> None:
+def test_program_on_each_generation(
+    lab: LabClient, server: ProviderServer, generations: None, version: str, tmp_path: Path
+) -> None:
     shorts = sorted({s for step in SHAPE for s in step})
     bare_masters(lab, shorts)
     run = GraphRun(server)
     primary = lab.host("primary").fqdn
-    with on_generation(lab, version):
-        try:
-            previous: tuple[str, ...] = ()
-            for step in SHAPE:
-                serials = {s: int(run.outputs(f"{s}.pelab.test-master")["cert_serial"]) for s in previous}
-                leaving = {s: saved_identity(lab, s, tmp_path) for s in set(previous) - set(step)}
-                for identity in leaving.values():  # let in before its removal
-                    assert accepts(f"https://{primary}:8140/status/v1/simple", identity, lab.ca_file)
-                up(lab, run, step, version)
-                assert_serving(lab, run, step)
-                if not previous:  # the first step: refresh -> up repairs (issue 15 (a))
-                    drift_then_repair(lab, run, step, version)
-                for gone, identity in leaving.items():
-                    assert_removed(lab, run, f"{gone}.pelab.test", serials[gone])
-                    assert_refused_everywhere(lab, identity, [primary, *(f"{s}.pelab.test" for s in step)])
-                previous = step
-        finally:
-            run.destroy()
+    lab.set_pe_version(version)
+    try:
+        previous: tuple[str, ...] = ()
+        for step in SHAPE:
+            serials = {s: int(run.outputs(f"{s}.pelab.test-master")["cert_serial"]) for s in previous}
+            leaving = {s: saved_identity(lab, s, tmp_path) for s in set(previous) - set(step)}
+            for identity in leaving.values():  # let in before its removal
+                assert accepts(f"https://{primary}:8140/status/v1/simple", identity, lab.ca_file)
+            up(lab, run, step, version)
+            assert_serving(lab, run, step)
+            if not previous:  # the first step: refresh -> up repairs (issue 15 (a))
+                drift_then_repair(lab, run, step, version)
+            for gone, identity in leaving.items():
+                assert_removed(lab, run, f"{gone}.pelab.test", serials[gone])
+                assert_refused_everywhere(lab, identity, [primary, *(f"{s}.pelab.test" for s in step)])
+            previous = step
+    finally:
+        run.destroy()

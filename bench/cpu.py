@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +109,18 @@ def purpose_of(cmdline: str) -> str:
     return next((label for pattern, label in PURPOSES if pattern.search(cmdline)), "other commands")
 
 
+def machine_busy_seconds() -> float:
+    """Busy CPU-seconds of the machine since boot (/proc/stat: all but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK
+
+
 def sample(out: Path, interval: float = 0.2, host_prefix: str = "compile") -> None:
-    """Until SIGTERM: every `interval` s, the own CPU time (utime + stime) of each process in
-    a lab host whose name starts with host_prefix; then {purpose: CPU-s} as JSON into `out`.
-    A process that lives less than `interval` may be missed (cheap ones: the caller compares
-    with the listeners' reaped total). The command line is read once per process."""
+    """Until SIGTERM, every `interval` s: the own CPU time (utime + stime) of each process in
+    a lab host whose name starts with host_prefix, and the machine's busy CPU-seconds; then
+    {"purposes": {purpose: CPU-s}, "busy": [[monotonic time, busy CPU-s], ...]} as JSON into
+    `out`. A process that lives less than `interval` may be missed (cheap ones: the caller
+    compares with the listeners' reaped total). A command line is read once per process."""
     import json
     import signal
     import time
@@ -126,8 +134,10 @@ def sample(out: Path, interval: float = 0.2, host_prefix: str = "compile") -> No
     signal.signal(signal.SIGTERM, stop)
     seen: dict[tuple[int, int], list[Any]] = {}  # (pid, start) -> [(namespace, cmdline) or None, CPU-s, at start]
     hosts: dict[str, bool] = {}  # mount namespace -> is one of the sampled hosts
+    busy: list[tuple[float, float]] = []
     first = True
     while not stopped:
+        busy.append((time.monotonic(), machine_busy_seconds()))
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
@@ -147,36 +157,53 @@ def sample(out: Path, interval: float = 0.2, host_prefix: str = "compile") -> No
                 continue  # ended meanwhile, or a kernel thread
         first = False
         time.sleep(interval)
+    busy.append((time.monotonic(), machine_busy_seconds()))
     totals: dict[str, float] = {}
     for what, cpu, before in seen.values():
         if what is not None and hosts.get(what[0]) and what[1]:
             label = purpose_of(what[1])
             totals[label] = totals.get(label, 0.0) + cpu - before
-    out.write_text(json.dumps(totals))
+    out.write_text(json.dumps({"purposes": totals, "busy": busy}))
+
+
+@dataclass
+class Sampled:
+    """What sample() saw during a block (filled when the block ends)."""
+
+    purposes: dict[str, float] = field(default_factory=dict)  # compile hosts' CPU-s by purpose
+    busy: list[tuple[float, float]] = field(default_factory=list)  # (monotonic time, machine busy CPU-s)
+    own_cpu: float = 0.0  # the sampler's own CPU-s (to leave out of every figure)
+
+    def busy_between(self, start: float, end: float) -> float:
+        """The machine's busy CPU-s between two monotonic times (the nearest samples)."""
+
+        def at(t: float) -> float:
+            return min(self.busy, key=lambda sample: abs(sample[0] - t))[1] if self.busy else 0.0
+
+        return at(end) - at(start)
 
 
 @contextmanager
-def sampling(out: Path) -> Iterator[dict[str, float]]:
-    """sample() in a process of its own (the harness's threads keep the GIL) for the block;
-    the dict yielded is filled when the block ends, with the sampler's own CPU-s under SAMPLER."""
+def sampling(out: Path) -> Iterator[Sampled]:
+    """sample() in a process of its own (the harness's threads keep the GIL) for the block."""
     import json
     import subprocess
     import sys
 
     out.unlink(missing_ok=True)
     child = subprocess.Popen([sys.executable, "-m", "bench.cpu", str(out)])
-    found: dict[str, float] = {}
+    found = Sampled()
     try:
         yield found
     finally:
         fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
         child.terminate()
         child.wait(30)
-        found.update(json.loads(out.read_text()) if out.exists() else {})
-        found[SAMPLER] = (int(fields[11]) + int(fields[12])) / TICK
+        data = json.loads(out.read_text()) if out.exists() else {}
+        found.purposes = data.get("purposes", {})
+        found.busy = [(t, b) for t, b in data.get("busy", [])]
+        found.own_cpu = (int(fields[11]) + int(fields[12])) / TICK
 
-
-SAMPLER = "the sampler itself (bench)"
 
 if __name__ == "__main__":
     import sys

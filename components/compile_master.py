@@ -17,9 +17,9 @@ import pulumi
 from components.settings import DeploymentSpec, HostAccess, MasterSpec
 from provider.compile_master import PeCompileMaster, PeCompileMasterArgs
 from provider.file_sync import FileSync, FileSyncArgs
-from provider.generation import generation_for
+from provider.pe.generation import generation_for
 from provider.pool_member import PoolMember, PoolMemberArgs
-from provider.ssh import known_hosts_lines
+from provider.ssh.trust import known_hosts_lines
 
 TYPE = "pe:index:CompileMaster"
 
@@ -72,14 +72,14 @@ def master_entry(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
 
 def peer_inputs(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
     """PeCompileMaster's `peer_masters` - the deployment's other masters, whose CRL its delete
-    refreshes (provider/crl_refresh.py) - and the `ssh_known_hosts` that reaches them.
+    refreshes (provider/pe/crl_refresh.py) - and the `ssh_known_hosts` that reaches them.
 
     A peer reached as this master is (same SSH port and user, keys from the stack's
     known_hosts) is one string, "certname host", and its known_hosts lines join the master's
     own; any other peer is a mapping with what differs. N masters list N - 1 peers each and
     the engine (de)serializes every value at every preview: strings keep a 50-master
     preview under a second (README, "Performance"). Diffs compare what a connection
-    trusts (provider/inputs.py, trust_view), so a line added here changes nothing."""
+    trusts (provider/core/inputs.py, trust_view), so a line added here changes nothing."""
     own = master.access
     entries: list[Any] = []
     listed: list[HostAccess] = []  # whose known_hosts lines the master's own text carries
@@ -103,7 +103,7 @@ def peer_inputs(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"peer_masters": entries}
     if len(listed) > 1:
         # In the deployment's order, so masters reached alike share one text: a preview parses
-        # it once per host (provider/ssh.py pinned_keys), not once per master and peer.
+        # it once per host (provider/ssh/ pinned_keys), not once per master and peer.
         lines = [line for a in listed for line in known_hosts_lines(spec.known_hosts, a.host, a.port)]
         out["ssh_known_hosts"] = "".join(f"{line}\n" for line in dict.fromkeys(lines))
     return out

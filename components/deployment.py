@@ -23,8 +23,8 @@ from components.compile_master import (
 )
 from components.settings import DeploymentSpec
 from provider.compile_master_batch import CompileMasterBatch, CompileMasterBatchArgs
-from provider.generation import generation_for
 from provider.infra_refresh import InfraRefresh, InfraRefreshArgs
+from provider.pe.generation import generation_for
 from provider.pool_admission import PoolAdmission, PoolAdmissionArgs
 
 TYPE = "pe:index:PeDeployment"

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provider import validation
-from provider.file_sync_plan import METHODS, schedule_error
-from provider.generation import generation_for, parse_pe_version
+from provider.codesync.plan import METHODS, schedule_error
+from provider.core import validation
+from provider.pe.generation import generation_for, parse_pe_version
 
 NAMESPACE = "pe"
 # Structured values (objects, lists) ...

@@ -5,7 +5,7 @@ from a non-login SSH shell, and what they refuse.
 newest generation not newer than X. Every fact cites shared/facts/pe-generations.md
 (section and its sources [Sn]); the lab's own code never reads these to be lenient,
 only to refuse what a generation lacked. This module is pure and independent of the
-product's own generation model (provider/generation.py), so the lab checks the product
+product's own generation model (provider/pe/generation.py), so the lab checks the product
 instead of agreeing with it by construction.
 """
 

@@ -2,7 +2,7 @@
 
 Steps 2-4 of PE's "Additional Puppet Master Installation" for one host (install with
 alt names, sign on the CA, first run, pin to the masters' group, the master's full run,
-its 8140 health) - see provider/master_steps.py. The PuppetDB and console runs that
+its 8140 health) - see provider/master/steps.py. The PuppetDB and console runs that
 must follow belong to the deployment-wide InfraRefresh, once per batch.
 
 Nothing is kept on the provider instance (it is pickled into the state): connections
@@ -27,9 +27,13 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from provider import inputs, master_removal
-from provider import master_steps as steps
-from provider.compile_master_config import (
+from provider.core import inputs
+from provider.core.errors import ClassifierError, ProviderError, SshUnreachableError, at_boundary
+from provider.core.progress import progress, resource_inputs
+from provider.core.retirement import RETIREMENT
+from provider.master import removal as master_removal
+from provider.master import steps
+from provider.master.config import (
     DEFAULTS,
     LOCAL_ONLY_KEYS,
     REPLACE_KEYS,
@@ -39,11 +43,8 @@ from provider.compile_master_config import (
     problems,
     with_peer_mappings,
 )
-from provider.errors import ClassifierError, ProviderError, SshUnreachableError, at_boundary
-from provider.pe_api import is_pinned
-from provider.progress import progress, resource_inputs
-from provider.retirement import RETIREMENT
-from provider.ssh import SshSession
+from provider.pe.classifier import is_pinned
+from provider.ssh.session import SshSession
 
 INPUT_KEYS = (*REPLACE_KEYS, *UPDATE_KEYS)
 OUTPUT_KEYS = (
@@ -72,7 +73,7 @@ def computed_outputs(olds: dict[str, Any]) -> dict[str, Any]:
 
 
 def provision(ctx: steps.Context, drifted: bool = False) -> None:
-    """The one provisioning path: master_steps.converge, every step checking first. A
+    """The one provisioning path: provider/master/steps.py converge, every step checking first. A
     batch-provisioned master only verifies what CompileMasterBatch did in this `up` - unless
     the batch did not touch it: re-created after `refresh` dropped it (certificate revoked
     or gone), replaced (the batch leaves replacements to it), or drifted (refresh found it
@@ -256,7 +257,7 @@ class SharedMasterArgs(TypedDict, total=False):
     primary_ssh_host_key: pulumi.Input[str]
     primary_ssh_known_hosts: pulumi.Input[str]
     primary_certname: pulumi.Input[str]
-    # PE-PostgreSQL's host, PE 2019.7+ (compilers' PuppetDB; provider/database_access.py)
+    # PE-PostgreSQL's host, PE 2019.7+ (compilers' PuppetDB; provider/pe/database_access.py)
     database_host: pulumi.Input[str]
     database_ssh_port: pulumi.Input[int]
     database_ssh_user: pulumi.Input[str]

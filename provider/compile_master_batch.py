@@ -3,7 +3,7 @@
 Why it exists: the SDK's dynamic provider server runs at most 4 calls at once for every
 dynamic resource of a deployment. With install + sign + two agent runs inside each
 master's own create, 16 masters would run in 4 waves. This resource runs PeCompileMaster's
-steps (provider/master_steps.py, unchanged: every step checks first) for all masters that
+steps (provider/master/steps.py, unchanged: every step checks first) for all masters that
 are new or changed, in threads, inside one create/update call - one SSH connection per
 master host and one shared connection to the primary (and, PE 2019.7+, to PE-PostgreSQL's
 host). Each master's own PeCompileMaster (with `batch_provisioned`) then only verifies,
@@ -35,15 +35,15 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from provider import master_steps as steps
-from provider.batch_inputs import EntryList
 from provider.compile_master import SharedMasterArgs
-from provider.compile_master_config import LOCAL_ONLY_KEYS, REPLACE_KEYS, SECRET_KEYS, MasterConfig, problems
-from provider.errors import ProviderError, at_boundary, brief_message
-from provider.primary import Primary
-from provider.progress import emit, progress, resource_inputs
-from provider.retirement import RETIREMENT
-from provider.ssh import SshSession
+from provider.core.batch_inputs import EntryList
+from provider.core.errors import ProviderError, at_boundary, brief_message
+from provider.core.progress import emit, progress, resource_inputs
+from provider.core.retirement import RETIREMENT
+from provider.master import steps
+from provider.master.config import LOCAL_ONLY_KEYS, REPLACE_KEYS, SECRET_KEYS, MasterConfig, problems
+from provider.pe.primary import Primary
+from provider.ssh.session import SshSession
 
 # Per-master keys in each entry of `masters`; every other PeCompileMaster input is shared.
 MASTER_KEYS = (

@@ -1,6 +1,6 @@
 """FileSync: a compile master's code kept in sync with the primary, as a dynamic resource.
 
-Methods (provider/file_sync_plan.py builds every file and command):
+Methods (provider/codesync/plan.py builds every file and command):
 - rsync: a dedicated key made on the master, authorized on the primary for a read-only
   rsync of the environments only (`restrict,command="rrsync -ro ..."`); the same sync
   script runs once at create and then from cron;
@@ -38,12 +38,12 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from provider import file_sync_plan as plan
-from provider import inputs
-from provider.errors import DeadlineError, ProviderError, SshUnreachableError, at_boundary
-from provider.generation import PUPPET_BINARIES
-from provider.progress import progress, resource_inputs
-from provider.ssh import SshSession, host_keys_for
+from provider.codesync import plan
+from provider.core import inputs
+from provider.core.errors import DeadlineError, ProviderError, SshUnreachableError, at_boundary
+from provider.core.progress import progress, resource_inputs
+from provider.pe.generation import PUPPET_BINARIES
+from provider.ssh.session import SshSession, host_keys_for
 
 OUTPUT_KEYS = ("status", "digest", "files", "job", "sync_key", "mount", "hiera_digest")
 AUTHORIZED_KEYS_LOCK = "/run/lock/pe-file-sync-authorized-keys.lock"

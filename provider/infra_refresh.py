@@ -36,10 +36,12 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from provider import agent_runs, inputs, validation
-from provider.errors import ProviderError, at_boundary
-from provider.progress import progress, resource_inputs
-from provider.ssh import SshSession, SshTarget
+from provider.core import inputs, validation
+from provider.core.errors import ProviderError, at_boundary
+from provider.core.progress import progress, resource_inputs
+from provider.pe import agent_runs
+from provider.ssh.session import SshSession
+from provider.ssh.trust import SshTarget
 
 SECRET_KEYS = ("puppetdb_ssh_private_key", "console_ssh_private_key", "database_ssh_private_key")
 DEFAULTS: dict[str, Any] = {

@@ -31,10 +31,10 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from provider.batch_inputs import EntryList
-from provider.errors import ProviderError, at_boundary
+from provider.core.batch_inputs import EntryList
+from provider.core.errors import ProviderError, at_boundary
+from provider.core.progress import emit, progress, resource_inputs
 from provider.pool_member import LOCAL_ONLY_KEYS, SECRET_KEYS, MemberConfig, PoolMemberArgs, admit, problems
-from provider.progress import emit, progress, resource_inputs
 
 # Per-member keys in each entry of `members`; every other PoolMember input is shared.
 MEMBER_KEYS = ("server_name", "address", "port", "weight")

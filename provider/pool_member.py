@@ -1,6 +1,6 @@
 """PoolMember: a compile master in the load balancer's 8140 pool, as a dynamic resource.
 
-The policy lives here; the load balancer's mechanics in provider/pool_drivers.py:
+The policy lives here; the load balancer's mechanics in provider/lb/drivers.py:
 - create is health-gated: it returns when the load balancer itself reports the server UP
   after a passing check, or fails at the deadline and removes what it added;
 - delete drains: no new connections, wait for open ones to finish (or the drain deadline,
@@ -28,13 +28,14 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from provider import inputs, validation
-from provider.errors import DeadlineError, PrivateKeyError, ProviderError, at_boundary
-from provider.haproxy import member_problems
-from provider.pool_drivers import DRIVERS, HaproxyRuntimeDriver, MemberSpec, MemberState, PoolDriver
-from provider.progress import progress, resource_inputs
-from provider.retirement import RETIREMENT
-from provider.ssh import SshSession, SshTarget
+from provider.core import inputs, validation
+from provider.core.errors import DeadlineError, PrivateKeyError, ProviderError, at_boundary
+from provider.core.progress import progress, resource_inputs
+from provider.core.retirement import RETIREMENT
+from provider.lb.drivers import DRIVERS, HaproxyRuntimeDriver, MemberSpec, MemberState, PoolDriver
+from provider.lb.haproxy import member_problems
+from provider.ssh.session import SshSession
+from provider.ssh.trust import SshTarget
 
 SECRET_KEYS = ("lb_ssh_private_key",)
 # A change of these names another server: replace (see diff for the order).
@@ -205,7 +206,7 @@ def admit(
     edit. A member this call added that never turns healthy is taken out again (no half
     member left behind). `log_for(server)` gives that member's progress logger."""
     out = Admission()
-    for spec in specs:  # in the pool again: no longer drained for a removal (provider/retirement.py)
+    for spec in specs:  # in the pool again: no longer drained for a removal (provider/core/retirement.py)
         RETIREMENT.draining(spec.server)
     for backend in sorted({spec.backend for spec in specs}):
         driver.require_backend(backend)
@@ -363,7 +364,7 @@ class PoolMemberProvider(ResourceProvider):
             driver.remove(spec, force)
             log("remove", f"{spec.backend}/{spec.server} removed from the pool and the configuration")
         # Out of the pool: if its master leaves the stack, the first master delete to run may
-        # remove it with the others (provider/retirement.py).
+        # remove it with the others (provider/core/retirement.py).
         RETIREMENT.drained(spec.server)
 
     @staticmethod

@@ -14,9 +14,9 @@ import yaml
 
 from components.program import main
 from lab.config import roster
-from provider import inputs
 from provider.compile_master import INPUT_KEYS
-from provider.compile_master_config import LOCAL_ONLY_KEYS
+from provider.core import inputs
+from provider.master.config import LOCAL_ONLY_KEYS
 from tests.harness.mocks import RecordingMocks, Registered, by_name, run_program
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """What an SSH connection trusts is a resource's input, not the stack's known_hosts file:
 each resource gets its host's lines only (components.compile_master.trust), and every diff
-compares the keys pinned for the host (provider.inputs.trust_view). Driven through the real
+compares the keys pinned for the host (provider.core.inputs.trust_view). Driven through the real
 provider server on the program's real graph, every resource's state seeded healthy; no call
 here may reach a host.
 """

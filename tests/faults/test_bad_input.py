@@ -28,14 +28,17 @@ import pulumi
 import pytest
 
 from components.settings import ConfigError, parse
-from provider import ca, file_sync_plan, haproxy, validation
+from provider.codesync import plan as file_sync_plan
 from provider.compile_master import PeCompileMasterProvider
 from provider.compile_master_batch import CompileMasterBatchProvider
-from provider.compile_master_config import MasterConfig
+from provider.core import validation
 from provider.file_sync import FileSyncProvider
-from provider.generation import generation_for, parse_pe_version
 from provider.infra_refresh import InfraRefreshProvider
-from provider.master_steps import install_arguments
+from provider.lb import haproxy
+from provider.master.config import MasterConfig
+from provider.master.steps import install_arguments
+from provider.pe import ca
+from provider.pe.generation import generation_for, parse_pe_version
 from provider.pool_member import PoolMemberProvider
 from tests.harness.provider_server import Engine, ProviderServer, Secret
 
@@ -620,7 +623,7 @@ def test_ca_commands_are_argument_lists_with_the_certname_as_one_word(hostile: s
 
 @pytest.mark.parametrize("hostile", HOSTILE[:-1])
 def test_agent_side_commands_keep_the_certname_and_paths_one_word(hostile: str) -> None:
-    from provider.master_steps import puppet_conf_strip_script, remove_stale_script
+    from provider.master.steps import puppet_conf_strip_script, remove_stale_script
 
     for version in ("3.7", "2018.1", "2019.8"):
         command = generation_for(version).csr_command(hostile)
@@ -708,7 +711,7 @@ def test_install_arguments_carry_each_hostile_value_as_one_word(hostile: str) ->
         {**props, "certname": hostile, "dns_alt_names": [hostile], "environmentpath": f"/e/{hostile}"}
     )
     args = install_arguments(cfg)
-    command = ["bash", "/tmp/install.bash", *args]  # how master_steps runs it (a list: shlex.join)
+    command = ["bash", "/tmp/install.bash", *args]  # how provider/master/steps.py runs it (a list: shlex.join)
     for word in (f"main:certname={hostile}", f"main:dns_alt_names={hostile}", f"main:environmentpath=/e/{hostile}"):
         assert args.count(word) == 1 and one_token(command, word)
     assert args[-4:] == ["--puppet-service-ensure", "stopped", "--puppet-service-enable", "false"]

@@ -13,7 +13,7 @@ import pytest
 
 from lab.client import LabClient
 from provider.compile_master import PeCompileMasterProvider
-from provider.errors import CaRefusedError, ForeignAgentError, HostKeyMismatchError, SanMismatchError
+from provider.core.errors import CaRefusedError, ForeignAgentError, HostKeyMismatchError, SanMismatchError
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret
 from tests.labtests.helpers import puppetserver
 from tests.labtests.test_compile_master import bare, master_inputs

@@ -13,7 +13,7 @@
   verify=False, no curl -k, no check_hostname=False / CERT_NONE, no
   StrictHostKeyChecking=no; every requests call passes `verify=` a CA path. The checker
   is itself tested on bad snippets.
-* Host key pinning (provider/ssh.py): only the pinned key is accepted.
+* Host key pinning (provider/ssh/): only the pinned key is accepted.
 """
 
 from __future__ import annotations
@@ -43,24 +43,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from provider import (
-    compile_master,
-    compile_master_batch,
-    compile_master_config,
-    file_sync,
-    file_sync_plan,
-    infra_refresh,
-    pe_api,
-    pool_member,
-)
-from provider.errors import (
+from provider import compile_master, compile_master_batch, file_sync, infra_refresh, pool_member
+from provider.codesync import plan as file_sync_plan
+from provider.core.errors import (
     ClassifierError,
     HostKeyMismatchError,
     RemoteCommandError,
     SshUnreachableError,
     user_message,
 )
-from provider.ssh import SshSession, SshTarget, host_keys_for, pinned_policy
+from provider.master import config as compile_master_config
+from provider.pe import classifier as pe_api
+from provider.ssh.session import SshSession, host_keys_for, pinned_policy
+from provider.ssh.trust import SshTarget
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import PROVIDER_KEY, Engine, ProviderError, ProviderServer, Secret, StateEntry
 
@@ -746,7 +741,7 @@ def test_the_requests_checker_finds_calls_without_a_ca() -> None:
 
 def test_product_code_never_skips_tls_or_host_key_verification() -> None:
     files = product_python()
-    assert ROOT / "provider" / "ssh.py" in files and ROOT / "provider" / "pe_api.py" in files
+    assert ROOT / "provider" / "ssh" / "session.py" in files and ROOT / "provider" / "pe" / "classifier.py" in files
     problems = {str(p.relative_to(ROOT)): found for p in files if (found := trust_problems(p.read_text()))}
     scripts = [p for p in (ROOT / "scripts").rglob("*") if p.is_file() and p.suffix != ".py"]
     assert scripts, "scripts/ has no shell scripts any more: update this test"
@@ -777,7 +772,7 @@ def test_every_requests_call_in_product_code_verifies_against_a_ca_file() -> Non
             problems[str(path.relative_to(ROOT))] = bad
     assert total >= 1, "no requests call found: the checker no longer sees the classifier client"
     assert not problems, problems
-    pe_source = (ROOT / "provider" / "pe_api.py").read_text()
+    pe_source = (ROOT / "provider" / "pe" / "classifier.py").read_text()
     assert "trust_env = False" in pe_source  # no CA bundle or proxy from the environment
 
 

@@ -55,12 +55,12 @@ class ProviderError(Exception):
     @property
     def message(self) -> str:
         """What the user reads: the SDK sends `traceback.format_exc()`; the provider's
-        boundary (provider.errors.at_boundary) makes it the SDK's frames, the boundary's
+        boundary (provider.core.errors.at_boundary) makes it the SDK's frames, the boundary's
         own and one ProviderFailure - no chained cause. Asserts that shape."""
         text = self.details
         assert text.count("Traceback (most recent call last)") == 1, text
         assert "direct cause" not in text and "During handling" not in text, text
-        head, marker, message = text.partition("provider.errors.ProviderFailure: ")
+        head, marker, message = text.partition("provider.core.errors.ProviderFailure: ")
         assert marker, text
         ours = [line for line in head.splitlines() if line.strip().startswith('File "') and "/provider/" in line]
         assert len(ours) == 1 and "errors.py" in ours[0], text  # the boundary frame only

@@ -14,8 +14,9 @@ import requests
 import yaml
 
 from lab.client import LabClient, LabHost
-from provider import haproxy, pe_api
-from provider.master_steps import IssuedCert
+from provider.lb import haproxy
+from provider.master.steps import IssuedCert
+from provider.pe import classifier as pe_api
 from tests.harness.provider_server import wait_for
 
 PRIMARY = "primary.pelab.test"

@@ -12,7 +12,7 @@ import pytest
 
 from lab.client import LabClient
 from provider.compile_master import PeCompileMasterProvider
-from provider.generation import generation_for
+from provider.pe.generation import generation_for
 from tests.harness.provider_server import Engine, ProviderServer, Secret
 from tests.labtests.helpers import clean_on_ca, pdb_node, puppetserver, stop_compile_service
 

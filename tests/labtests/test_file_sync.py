@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from lab.client import LabClient, sha256_of
-from provider import file_sync_plan as plan
+from provider.codesync import plan
 from provider.file_sync import FileSyncProvider
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret, wait_for
 

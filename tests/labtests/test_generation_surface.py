@@ -16,8 +16,8 @@ import requests
 
 from lab.client import LabClient, LabHost
 from lab.generations import profile_for
-from provider.errors import ClassifierError
-from provider.pe_api import Classifier, ClassifierAuth
+from provider.core.errors import ClassifierError
+from provider.pe.classifier import Classifier, ClassifierAuth
 from tests.harness.provider_server import wait_for
 from tests.labtests.helpers import PRIMARY, clean_on_ca, enroll, install_agent, on_generation, puppetserver
 

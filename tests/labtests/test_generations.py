@@ -18,9 +18,9 @@ import requests
 
 from components.program import main
 from lab.client import LabClient
-from provider import file_sync_plan as plan
-from provider.generation import generation_for
-from provider.pe_api import is_pinned
+from provider.codesync import plan
+from provider.pe.classifier import is_pinned
+from provider.pe.generation import generation_for
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import ProviderServer, wait_for

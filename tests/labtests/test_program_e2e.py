@@ -16,8 +16,8 @@ import pytest
 
 from components.program import main
 from lab.client import LabClient
-from provider import file_sync_plan as plan
-from provider.pe_api import is_pinned
+from provider.codesync import plan
+from provider.pe.classifier import is_pinned
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import ProviderServer
@@ -161,7 +161,7 @@ def scale_out_and_in(lab: LabClient, server: ProviderServer, run: GraphRun) -> N
     before = len(server.text())
     start = up(lab, run, SHORTS[:1])
     # Both leave in one removal: the first master delete to run takes the other (drained,
-    # leaving) one along, and compile01 takes the new CRL once (provider/retirement.py).
+    # leaving) one along, and compile01 takes the new CRL once (provider/core/retirement.py).
     text = server.text()[before:]
     leads = [s for s in SHORTS[1:] if f"[{s}.pelab.test-master] delete: removing 2 masters leaving" in text]
     assert len(leads) == 1, text

@@ -1,5 +1,5 @@
 """Removal per generation: after a master's certificate is revoked, what the masters left
-do to take the new CRL (provider/crl_refresh.py; PE's node removal pages, §8 [S38]), the
+do to take the new CRL (provider/pe/crl_refresh.py; PE's node removal pages, §8 [S38]), the
 peers input that names them, and the step verified against a fake host."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from provider import crl_refresh as crl
-from provider import inputs
-from provider.compile_master_config import LOCAL_ONLY_KEYS, PeerMaster, peer_problems, with_peer_mappings
-from provider.errors import DeadlineError, ProviderError
-from provider.generation import generation_for
-from provider.services import SYSTEMD_MARKER
-from provider.ssh import CommandResult, SshTarget
+from provider.core import inputs
+from provider.core.errors import DeadlineError, ProviderError
+from provider.master.config import LOCAL_ONLY_KEYS, PeerMaster, peer_problems, with_peer_mappings
+from provider.pe import crl_refresh as crl
+from provider.pe.generation import generation_for
+from provider.pe.services import SYSTEMD_MARKER
+from provider.ssh.session import CommandResult
+from provider.ssh.trust import SshTarget
 from tests.unit.test_services import host, run  # noqa: F401  (fixture and runner)
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB8l0MOV2NRsO2t0cTqDtdoAE2TGHxH2VKQjYqxZwsIN"

@@ -1,4 +1,4 @@
-"""PE 2019.7+ compilers' access to PE-PostgreSQL (provider/database_access.py): the probe,
+"""PE 2019.7+ compilers' access to PE-PostgreSQL (provider/pe/database_access.py): the probe,
 ensure and remove scripts run for real by /bin/sh against temporary data directories, with
 stand-in `systemctl` and `service` on PATH that record each call; then the steps that run
 them (scripted hosts) and InfraRefresh's database stage."""
@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from provider import database_access as pgident
-from provider import master_removal
-from provider import master_steps as steps
-from provider.errors import DeadlineError, ProviderError
-from provider.generation import generation_for
+from provider.core.errors import DeadlineError, ProviderError
 from provider.infra_refresh import RefreshConfig
+from provider.master import removal as master_removal
+from provider.master import steps
+from provider.pe import database_access as pgident
+from provider.pe.generation import generation_for
 from tests.unit.test_generation import ScriptedHost, context, master_config, session
 
 MAPS = generation_for("2019.8").pg_ident_maps
@@ -359,7 +359,7 @@ def puppetdb_answers(*bodies: str) -> ScriptedHost:
 
 
 def test_the_compiler_puppetdb_step_waits_for_running(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("provider.master_steps.time", SimpleNamespace(sleep=lambda _s: None, monotonic=time.monotonic))
+    monkeypatch.setattr("provider.master.steps.time", SimpleNamespace(sleep=lambda _s: None, monotonic=time.monotonic))
     host = puppetdb_answers('{"state":"starting"}', '{"state":"running","status":{"read_db_up?":true}}')
     ctx = context(host)
     log = logged(ctx)
@@ -371,7 +371,7 @@ def test_the_compiler_puppetdb_step_waits_for_running(monkeypatch: pytest.Monkey
 def test_a_compiler_puppetdb_that_never_runs_names_pg_ident_and_its_log(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter(range(0, 10_000, 200))  # 200 s per look: the 600 s deadline passes after a few
     fake = SimpleNamespace(sleep=lambda _s: None, monotonic=lambda: float(next(clock)))
-    monkeypatch.setattr("provider.master_steps.time", fake)
+    monkeypatch.setattr("provider.master.steps.time", fake)
     host = puppetdb_answers('{"state":"error","status":{"read_db_up?":false,"write_db_up?":false}}')
     ctx = context(host)
     ctx.cfg = master_config(database_host="db.example.com")
@@ -433,7 +433,7 @@ def test_a_delete_whose_database_host_is_unreachable_fails_before_anything_chang
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from provider import compile_master
-    from provider.errors import ProviderFailure, SshUnreachableError
+    from provider.core.errors import ProviderFailure, SshUnreachableError
 
     opened: list[str] = []
 

@@ -17,9 +17,10 @@ from typing import Any, cast
 import pytest
 
 from provider import file_sync
-from provider import file_sync_plan as plan
-from provider.errors import ProviderError
-from provider.ssh import CommandResult, SshSession, SshTarget
+from provider.codesync import plan
+from provider.core.errors import ProviderError
+from provider.ssh.session import CommandResult, SshSession
+from provider.ssh.trust import SshTarget
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvL2tzZOBSbRBlc+ubhaqz4zYl6XYp5oIcGZfQ1f2p5"

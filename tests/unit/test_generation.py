@@ -1,4 +1,4 @@
-"""The PE generation model (provider/generation.py) and what the steps build from it:
+"""The PE generation model (provider/pe/generation.py) and what the steps build from it:
 the table per PE version, command builders with absolute paths, install.bash arguments,
 PuppetDB payloads, and the decisions read_agent, the sign step and InfraRefresh's probe
 make from what a host answers (a scripted stand-in session: no host needed)."""
@@ -13,13 +13,14 @@ from typing import Any, cast
 
 import pytest
 
-from provider import agent_runs, ca
-from provider import master_steps as steps
-from provider.compile_master_config import MasterConfig
-from provider.errors import ForeignAgentError, ProviderError, SanMismatchError
-from provider.generation import PUPPET_BINARIES, Generation, generation_for, puppet_major_for
-from provider.primary import Primary
-from provider.ssh import CommandResult, SshSession, SshTarget
+from provider.core.errors import ForeignAgentError, ProviderError, SanMismatchError
+from provider.master import steps
+from provider.master.config import MasterConfig
+from provider.pe import agent_runs, ca
+from provider.pe.generation import PUPPET_BINARIES, Generation, generation_for, puppet_major_for
+from provider.pe.primary import Primary
+from provider.ssh.session import CommandResult, SshSession
+from provider.ssh.trust import SshTarget
 from tests.unit.certs import key_and_cert
 
 AIO = "/opt/puppetlabs/bin"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provider import haproxy
+from provider.lb import haproxy
 
 HEADER = (
     "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,"
@@ -101,7 +101,7 @@ def test_member_input_is_refused_before_anything_changes(
 
 
 def test_member_drift_names_what_is_wrong() -> None:
-    from provider.pool_drivers import MemberSpec, MemberState
+    from provider.lb.drivers import MemberSpec, MemberState
     from provider.pool_member import member_drift
 
     spec = MemberSpec("puppet_compilers", "c1", "10.0.0.1", 8140, 100, "/etc/haproxy/pe-ca.pem", 2000)

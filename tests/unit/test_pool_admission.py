@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from provider.errors import DeadlineError, ProviderError
+from provider.core.errors import DeadlineError, ProviderError
+from provider.lb.drivers import MemberSpec, MemberState
 from provider.pool_admission import to_admit
-from provider.pool_drivers import MemberSpec, MemberState
 from provider.pool_member import admit
 
 

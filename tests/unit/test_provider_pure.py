@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from provider import ca, validation
-from provider.compile_master_config import MasterConfig
-from provider.master_steps import install_arguments
-from provider.pe_api import is_pinned, pin_rule, unpin_rule
-from provider.primary import parse_config_print
+from provider.core import validation
+from provider.master.config import MasterConfig
+from provider.master.steps import install_arguments
+from provider.pe import ca
+from provider.pe.classifier import is_pinned, pin_rule, unpin_rule
+from provider.pe.primary import parse_config_print
 from tests.unit.certs import key_and_cert
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -121,7 +122,7 @@ def test_remote_deadline_stops_the_command_and_its_children_on_the_host(tmp_path
     import subprocess
     import time
 
-    from provider.ssh import DEADLINE_EXIT_STATUSES, with_remote_deadline
+    from provider.ssh.session import DEADLINE_EXIT_STATUSES, with_remote_deadline
 
     pidfile = tmp_path / "child.pid"
     line = f"sleep 60 & echo $! > {pidfile}; wait; echo 'never; $(id)'"
@@ -234,7 +235,7 @@ def test_served_certificate_command_verifies_ca_and_name_and_prints_the_served_c
     """Run the command for real against a local TLS server (port substituted for 8140)."""
     import subprocess
 
-    from provider.master_steps import first_pem_certificate, served_certificate_command
+    from provider.master.steps import first_pem_certificate, served_certificate_command
 
     port, cafile, pem = _tls_server(tmp_path, "localhost")
 
@@ -259,7 +260,7 @@ def test_agent_settings_derived_after_install_are_what_puppet_itself_prints(tmp_
     alt names, CSR attributes), in a scratch confdir: the derivation must agree."""
     import subprocess
 
-    from provider.master_steps import AGENT_SETTINGS, agent_after_install
+    from provider.master.steps import AGENT_SETTINGS, agent_after_install
 
     dirs = ["--confdir", str(tmp_path / "conf"), "--vardir", str(tmp_path / "var")]
     (tmp_path / "conf").mkdir()

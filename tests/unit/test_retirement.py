@@ -1,4 +1,4 @@
-"""Which masters one delete call removes together (provider/retirement.py), and the CRL
+"""Which masters one delete call removes together (provider/core/retirement.py), and the CRL
 steps' single flight (provider/crl_refresh.Ledger): the pure rules, no hosts."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from provider import crl_refresh as crl
-from provider import master_removal
-from provider.errors import ProviderError
-from provider.retirement import Retirement
+from provider.core.errors import ProviderError
+from provider.core.retirement import Retirement
+from provider.master import removal as master_removal
+from provider.pe import crl_refresh as crl
 from tests.unit.test_crl_refresh import FakeHost, lists_serial, server
 from tests.unit.test_generation import master_config
 

@@ -1,4 +1,4 @@
-"""provider.services' scripts run for real by sh, against stand-in service managers on
+"""provider.pe.services' scripts run for real by sh, against stand-in service managers on
 PATH that keep their state in files: what is called, in which order, and that a service
 that does not reach the wanted state fails the script."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from provider.services import service_script, service_state_script
+from provider.pe.services import service_script, service_state_script
 
 SYSV = """#!/bin/sh
 echo "service $*" >> "$CALLS"

@@ -11,9 +11,9 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from provider import inputs, validation
-from provider.generation import Generation, generation_for, parse_pe_version
-from provider.ssh import SshTarget
+from provider.core import inputs, validation
+from provider.pe.generation import Generation, generation_for, parse_pe_version
+from provider.ssh.trust import SshTarget
 
 SECRET_KEYS = (
     "ssh_private_key",
@@ -23,7 +23,7 @@ SECRET_KEYS = (
     "classifier_client_key",
 )
 # The host of PE-PostgreSQL (PE 2019.7+: compilers' PuppetDB authenticates there, see
-# provider/database_access.py) and its SSH access. Stacks older than these inputs have none
+# provider/pe/database_access.py) and its SSH access. Stacks older than these inputs have none
 # in their state, so a change of any of them is local only: an update that records them,
 # never a replace and never a re-run of the masters' steps (the batch treats them alike).
 DATABASE_KEYS = inputs.ssh_input_keys("database_host", "database_ssh")
@@ -31,7 +31,7 @@ DATABASE_KEYS = inputs.ssh_input_keys("database_host", "database_ssh")
 # ssh_host_key} (the shared ssh_private_key reaches them; without a pinned key, this
 # master's own ssh_known_hosts must list them, so that text is not copied N times): after this
 # master's certificate is revoked, its delete makes each of them take the new CRL, as PE's
-# removal procedure does (master_steps.refresh_crl). Local only: the set changes with every
+# removal procedure does (provider/master/steps.py, refresh_crl). Local only: the set changes with every
 # scale-out or scale-in, and recording it needs no remote work.
 PEER_KEY = "peer_masters"
 PEER_FIELDS = ("certname", "host", "ssh_port", "ssh_user", "ssh_host_key", "ssh_known_hosts")
@@ -247,7 +247,7 @@ class MasterConfig:
 
     @property
     def generation(self) -> Generation:
-        """What this PE version does differently (paths, CLIs, endpoints): provider.generation."""
+        """What this PE version does differently (paths, CLIs, endpoints): provider.pe.generation."""
         return generation_for(self.pe_version, self.node_group or None)
 
     @property

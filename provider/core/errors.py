@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from provider.ssh import CommandResult
+    from provider.ssh.session import CommandResult
 
 AGAIN = "then run `pulumi up` again: finished steps are checked and skipped, nothing is done twice."
 

@@ -12,7 +12,7 @@ pe-generations.md §8 [S38]):
 
 The other masters are the deleted master's `peer_masters` input (reached with the shared
 SSH key and their pinned host keys). A peer whose certificate is no longer signed on the
-CA, or that leaves the stack in this `up` (provider/retirement.py), is being removed too
+CA, or that leaves the stack in this `up` (provider/core/retirement.py), is being removed too
 and is skipped. One server at a time, each answering again before the next, so the 8140
 pool never loses two at once - across the provider process too: restarts and reloads
 take one lock (`Ledger`). Each step checks first and is verified: a run is skipped when
@@ -32,11 +32,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
-from provider import agent_runs, services
-from provider.errors import DeadlineError, ProviderError
-from provider.generation import Generation
-from provider.primary import parse_config_print
-from provider.ssh import CommandResult, SshSession
+from provider.core.errors import DeadlineError, ProviderError
+from provider.pe import agent_runs, services
+from provider.pe.generation import Generation
+from provider.pe.primary import parse_config_print
+from provider.ssh.session import CommandResult, SshSession
 
 Action = Literal["run", "restart", "reload"]
 PRIMARY = "primary"

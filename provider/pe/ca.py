@@ -1,7 +1,7 @@
 """The Puppet CA as the providers reach it from the CA host: command builders and output
 parsers (golden-tested against the lab's real CA).
 
-Two CA CLIs (provider.generation, pe-generations.md §3); every command runs the CLI by
+Two CA CLIs (provider.pe.generation, pe-generations.md §3); every command runs the CLI by
 its absolute path on the CA host (`puppetserver` is never on PATH, §1):
 - `puppet cert` (Puppet <= 5, PE 3.7-2018.1): its HTTP API could not sign CSRs with SANs
   at all, so reading and signing go through the CLI on the CA host;
@@ -20,7 +20,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Literal
 
-from provider.generation import CaCli
+from provider.pe.generation import CaCli
 
 CertState = Literal["requested", "signed", "revoked"]
 

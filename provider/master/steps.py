@@ -16,13 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from provider import agent_runs as runs
-from provider import ca, services
-from provider import crl_refresh as crl
-from provider import database_access as pgident
-from provider.agent_runs import RUN_LOCK_SETTING, file_exists
-from provider.compile_master_config import DATABASE_REQUIRED, MasterConfig
-from provider.errors import (
+from provider.core.errors import (
     AGAIN,
     CaRefusedError,
     ClassifierError,
@@ -33,10 +27,16 @@ from provider.errors import (
     SshUnreachableError,
     StepFailedError,
 )
-from provider.generation import PUPPET_BINARIES, Generation
-from provider.pe_api import Classifier, ClassifierAuth
-from provider.primary import Primary, parse_config_print
-from provider.ssh import CommandResult, SshSession
+from provider.master.config import DATABASE_REQUIRED, MasterConfig
+from provider.pe import agent_runs as runs
+from provider.pe import ca, services
+from provider.pe import crl_refresh as crl
+from provider.pe import database_access as pgident
+from provider.pe.agent_runs import RUN_LOCK_SETTING, file_exists
+from provider.pe.classifier import Classifier, ClassifierAuth
+from provider.pe.generation import PUPPET_BINARIES, Generation
+from provider.pe.primary import Primary, parse_config_print
+from provider.ssh.session import CommandResult, SshSession
 
 AGENT_SETTINGS = (
     "server",
@@ -272,7 +272,7 @@ def read_agent(ctx: Context) -> dict[str, str]:
 
 
 def ca_entries(ctx: Context) -> dict[str, ca.CaEntry]:
-    """The CA's certificates and requests (retried: see provider.primary)."""
+    """The CA's certificates and requests (retried: see provider.pe.primary)."""
     return ctx.primary_ca.entries(ctx.cfg.sign_timeout, ctx.log)
 
 
@@ -1012,7 +1012,7 @@ def unclassify(ctx: Context) -> None:
         group = classifier.group_by_name(generation.node_group)
         classifier.unpin(group, cfg.certname, endpoint=generation.classification == "pin")
         again = classifier.group_by_name(generation.node_group)
-        from provider.pe_api import is_pinned
+        from provider.pe.classifier import is_pinned
 
         if is_pinned(again.get("rule"), cfg.certname):
             raise ClassifierError(f"step 'unclassify': {cfg.certname} is still pinned to {generation.node_group}")
@@ -1042,7 +1042,7 @@ def revoke_and_clean(ctx: Context, serial: int | None) -> None:
 
 
 def refresh_crl(ctx: Context, serials: Sequence[int], leaving: Collection[str] = ()) -> None:
-    """The masters that remain take the new CRL, per generation (provider/crl_refresh.py).
+    """The masters that remain take the new CRL, per generation (provider/pe/crl_refresh.py).
     A peer that is no longer signed on the CA, or that is `leaving` (removed in this call
     or leaving the stack in this `up`), is being removed too: skipped, also when it stops
     answering half-way (its own delete is uninstalling it)."""

@@ -18,8 +18,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from provider import services
-from provider.errors import ProviderError
+from provider.core.errors import ProviderError
+from provider.pe import services
 
 IDENT_FILE = "pg_ident.conf"
 # Host-local, and on tmpfs on current distributions: a reboot restarts PostgreSQL, which

@@ -14,9 +14,9 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 
-from provider.errors import DeadlineError, ProviderError, RemoteCommandError
-from provider.generation import PUPPET_BINARIES
-from provider.ssh import CommandResult, SshSession
+from provider.core.errors import DeadlineError, ProviderError, RemoteCommandError
+from provider.pe.generation import PUPPET_BINARIES
+from provider.ssh.session import CommandResult, SshSession
 
 RUN_FLAGS = ["--onetime", "--no-daemonize", "--no-usecacheonfailure", "--no-splay", "--detailed-exitcodes", "--verbose"]
 RUN_LOCK_SETTING = "agent_catalog_run_lockfile"  # every generation; default $statedir/agent_catalog_run.lock

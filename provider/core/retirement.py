@@ -9,7 +9,7 @@ delete depends on), and a master's PoolMember depends on the master: every membe
 deleted - drained and out of the pool - in an antichain before the one that holds the
 masters' deletes. So when the first master's delete runs, every other leaving master
 whose member's delete succeeded is out of the pool too, and can be removed in the same
-call, in threads, with one CRL refresh for all of them (provider/master_removal.py).
+call, in threads, with one CRL refresh for all of them (provider/master/removal.py).
 
 What this provider process knows (the engine starts one per operation):
 * leaving: masters CompileMasterBatch's update saw leave the stack config (olds - news),

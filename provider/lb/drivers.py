@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from provider import haproxy
-from provider.errors import ProviderError
-from provider.ssh import SshSession
+from provider.core.errors import ProviderError
+from provider.lb import haproxy
+from provider.ssh.session import SshSession
 
 
 @dataclass(frozen=True)

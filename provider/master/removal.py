@@ -1,6 +1,6 @@
 """Removing compile masters: PeCompileMaster's delete, for its own master and - when it is
 the first delete call to run - every other master leaving the stack whose pool member is
-already drained (provider/retirement.py says which, and why the engine's delete order
+already drained (provider/core/retirement.py says which, and why the engine's delete order
 makes that safe).
 
 Each master, in threads: unpin (one classifier write at a time: before PE 2018.1 a pin
@@ -19,14 +19,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from provider import database_access as pgident
-from provider import master_steps as steps
-from provider.compile_master_config import MasterConfig
-from provider.errors import DeadlineError, ProviderError, SshUnreachableError
-from provider.primary import Primary
-from provider.progress import progress
-from provider.retirement import RETIREMENT, Removal
-from provider.ssh import SshSession
+from provider.core.errors import DeadlineError, ProviderError, SshUnreachableError
+from provider.core.progress import progress
+from provider.core.retirement import RETIREMENT, Removal
+from provider.master import steps
+from provider.master.config import MasterConfig
+from provider.pe import database_access as pgident
+from provider.pe.primary import Primary
+from provider.ssh.session import SshSession
 
 
 @dataclass

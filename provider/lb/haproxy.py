@@ -16,7 +16,7 @@ import io
 import shlex
 from dataclasses import dataclass
 
-from provider.validation import host_error, port_error, server_name_error
+from provider.core.validation import host_error, port_error, server_name_error
 
 
 @dataclass(frozen=True)

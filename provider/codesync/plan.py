@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 import yaml
 
-from provider import inputs, validation
-from provider.generation import PUPPET_BINARIES
-from provider.ssh import SshTarget
+from provider.core import inputs, validation
+from provider.pe.generation import PUPPET_BINARIES
+from provider.ssh.trust import SshTarget
 
 METHODS = ("rsync", "r10k", "nfs")
 SECRET_KEYS = ("ssh_private_key", "primary_ssh_private_key")

@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from provider import ca
-from provider.errors import ProviderError
-from provider.generation import Generation
-from provider.ssh import CommandResult, SshSession
+from provider.core.errors import ProviderError
+from provider.pe import ca
+from provider.pe.generation import Generation
+from provider.ssh.session import CommandResult, SshSession
 
 SSL_SETTINGS = ("hostcert", "hostprivkey", "localcacert")
 # Reads of the CA are retried: Puppet Server's listing fails (HTTP 500,

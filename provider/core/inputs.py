@@ -13,8 +13,8 @@ from typing import Any
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
-from provider import validation
-from provider.ssh import SshTarget, host_key_lines, pinned_keys
+from provider.core import validation
+from provider.ssh.trust import SshTarget, host_key_lines, pinned_keys
 
 
 def is_unknown(value: Any) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from provider.inputs import trust_view
+from provider.core.inputs import trust_view
 
 Problems = list[tuple[str, str]]
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from provider.errors import ClassifierError
+from provider.core.errors import ClassifierError
 
 if TYPE_CHECKING:  # requests is imported where a request is made: a preview makes none
     import requests

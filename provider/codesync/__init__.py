@@ -1,0 +1,1 @@
+"""Code sync between masters (rsync, r10k, NFS): planning, pure; the resource runs it."""

@@ -1,0 +1,1 @@
+"""The load balancer: HAProxy's config and runtime API (haproxy) and the pool drivers."""

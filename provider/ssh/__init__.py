@@ -1,0 +1,1 @@
+"""The SSH transport: pinned trust without paramiko (trust), sessions with it (session)."""

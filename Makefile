@@ -40,7 +40,7 @@ test: deps lint typecheck
 matrix: deps
 	PELAB_MATRIX=full $(PY) -m pytest -q -p no:cacheprovider tests/labtests/test_generations.py
 
-## Scale-out benchmark against the lab (prints a table; see README, "Performance").
+## Scale-out benchmark against the lab (prints a table; see docs/performance.md).
 bench: deps
 	$(PY) -m lab up
 	$(PY) -m bench.scale_out

@@ -1,1 +1,1 @@
-"""Benchmarks that print tables (never timed assertions): see README, "Performance"."""
+"""Benchmarks that print tables (never timed assertions): see docs/performance.md."""

@@ -78,7 +78,7 @@ def peer_inputs(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
     known_hosts) is one string, "certname host", and its known_hosts lines join the master's
     own; any other peer is a mapping with what differs. N masters list N - 1 peers each and
     the engine (de)serializes every value at every preview: strings keep a 50-master
-    preview under a second (README, "Performance"). Diffs compare what a connection
+    preview under a second (docs/performance.md). Diffs compare what a connection
     trusts (provider/core/inputs.py, trust_view), so a line added here changes nothing."""
     own = master.access
     entries: list[Any] = []

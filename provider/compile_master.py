@@ -280,7 +280,7 @@ class SharedMasterArgs(TypedDict, total=False):
 
 
 class PeCompileMasterArgs(SharedMasterArgs, total=False):
-    """The inputs (see README, "The PeCompileMaster resource"); validated in check()."""
+    """The inputs (see docs/resources/pe-compile-master.md); validated in check()."""
 
     host: pulumi.Input[str]
     ssh_port: pulumi.Input[int]
@@ -298,7 +298,7 @@ class PeCompileMasterArgs(SharedMasterArgs, total=False):
 
 
 class PeCompileMaster(Resource):
-    """A compile master of PE. Inputs: see README ("PeCompileMaster"); secrets
+    """A compile master of PE. Inputs: see docs/resources/pe-compile-master.md; secrets
     (ssh_private_key, primary_ssh_private_key, database_ssh_private_key, rbac_token,
     classifier_client_key) are wrapped as Pulumi secrets here, so they stay secret in state."""
 

@@ -451,7 +451,7 @@ class FileSyncProvider(ResourceProvider):
 
 
 class FileSyncArgs(TypedDict, total=False):
-    """The inputs (see README, "FileSync"); validated in check()."""
+    """The inputs (see docs/resources/file-sync.md); validated in check()."""
 
     method: pulumi.Input[str]
     host: pulumi.Input[str]

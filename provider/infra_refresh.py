@@ -282,7 +282,7 @@ class InfraRefreshProvider(ResourceProvider):
 
 
 class InfraRefreshArgs(TypedDict, total=False):
-    """The inputs (see README, "InfraRefresh"); validated in check()."""
+    """The inputs (see docs/resources/infra-refresh.md); validated in check()."""
 
     masters: pulumi.Input[list[pulumi.Input[str]]]
     puppetdb_host: pulumi.Input[str]

@@ -412,7 +412,7 @@ def member_drift(spec: MemberSpec, state: MemberState | None) -> list[str]:
 
 
 class PoolMemberArgs(TypedDict, total=False):
-    """The inputs (see README, "PoolMember"); validated in check()."""
+    """The inputs (see docs/resources/pool-member.md); validated in check()."""
 
     lb_host: pulumi.Input[str]
     lb_ssh_port: pulumi.Input[int]

@@ -3,7 +3,7 @@ each resource's `__provider` names `provider.<module>.<Class>`; resources are na
 certname (`<certname>-master|-code|-pool`) and deployment (`<stack>-provisioning|-infra-
 refresh|-pool-admission`) under the component types `pe:index:PeDeployment` and
 `pe:index:CompileMaster`. Renaming any of them makes existing stacks replace or orphan
-their resources (README, "State contract"). This pins them for the lab stack's program
+their resources (docs/state-contract.md). This pins them for the lab stack's program
 against tests/data/state-contract.json; change that file only with a migration."""
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ each stored `__provider` blob (by reference to provider.<module>.<Class>), refre
 resource and deletes them all. The lab's hosts are first brought to what the state
 describes (the current program's `up` of the same stack config).
 
-PELAB_WRITE_STATE=1 writes the file anew from that `up` (only with a migration: README,
-"State contract"). `<lab:known_hosts>` stands for the whole known_hosts file, as v1 held
+PELAB_WRITE_STATE=1 writes the file anew from that `up` (only with a migration:
+docs/state-contract.md). `<lab:known_hosts>` stands for the whole known_hosts file, as v1 held
 it; current inputs hold each host's own lines, so a new write needs a placeholder per
 host's lines first (state_file replaces whole texts only)."""
 

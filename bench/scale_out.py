@@ -384,12 +384,14 @@ def print_goals(rows: list[Row], knobs: dict[str, float], preview: Preview, prev
     cores = os.cpu_count() or 1
     batch = {r.n: r.phases.get("-provisioning", (0.0, 0.0, 0)) for r in (first, last)}
     batch_wall = {n: end - start for n, (start, end, _) in batch.items()}
-    # The batch of N masters cannot end sooner than its CPU-s spread over every core, nor
-    # sooner than one master's batch; what follows it (refresh, admission) is as measured.
+    # A lower bound from the CPU alone: the batch of N masters cannot end sooner than its
+    # CPU-s spread over every core, nor sooner than one master's batch; what follows it
+    # (refresh, admission) as measured. Not binding when the work cannot overlap the knobs'
+    # sleeps (every master sleeps at the same time, then they share the cores).
     floor = max(last.batch_cpu / cores, batch_wall[first.n]) + last.seconds - batch_wall[last.n]
     floor_text = (
-        f"; floor on {cores} cores {floor / first.seconds:.2f} (the batch's {last.batch_cpu:.0f} CPU-s / {cores}, "
-        "then the rest as measured)"
+        f"; lower bound from the CPU on {cores} cores {floor / first.seconds:.2f} (the batch's "
+        f"{last.batch_cpu:.0f} CPU-s / {cores}, then the rest as measured)"
     )
     goals = [
         (

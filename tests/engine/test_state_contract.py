@@ -43,3 +43,37 @@ def contract_of(mocks: RecordingMocks) -> dict[str, dict[str, str]]:
 
 def test_provider_paths_resource_names_and_types_are_unchanged(tmp_path: Path) -> None:
     assert contract_of(run(lab_config(tmp_path, masters=2))) == json.loads(CONTRACT.read_text())
+
+
+STORED = Path(__file__).resolve().parents[1] / "data" / "stack-state-v1.json"
+RESOURCE_MODULES = {
+    "provider.compile_master",
+    "provider.compile_master_batch",
+    "provider.file_sync",
+    "provider.infra_refresh",
+    "provider.pool_admission",
+    "provider.pool_member",
+}
+
+
+def stored_provider_blobs(node: Any) -> list[str]:
+    """Every `__provider` blob of a state file (`{"plaintext": "\\"<base64>\\""}` in a stack export)."""
+    if isinstance(node, list):
+        return [b for item in node for b in stored_provider_blobs(item)]
+    if not isinstance(node, dict):
+        return []
+    found = []
+    for key, value in node.items():
+        if key == "__provider" and isinstance(value, dict) and "plaintext" in value:
+            found.append(json.loads(value["plaintext"]))
+        else:
+            found += stored_provider_blobs(value)
+    return found
+
+
+def test_a_state_written_before_the_provider_subpackages_unpickles_with_this_code() -> None:
+    """A state written before provider/ had subpackages (issue 17) names only the six
+    resource modules, which did not move: every blob still imports to its class."""
+    blobs = stored_provider_blobs(json.loads(STORED.read_text()))
+    paths = {provider_path(blob) for blob in blobs}
+    assert blobs and {p.rsplit(".", 1)[0] for p in paths} == RESOURCE_MODULES, paths

@@ -103,7 +103,7 @@ def peer_inputs(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"peer_masters": entries}
     if len(listed) > 1:
         # In the deployment's order, so masters reached alike share one text: a preview parses
-        # it once per host (provider/ssh/ pinned_keys), not once per master and peer.
+        # it once per host (provider/ssh/trust.py, pinned_keys), not once per master and peer.
         lines = [line for a in listed for line in known_hosts_lines(spec.known_hosts, a.host, a.port)]
         out["ssh_known_hosts"] = "".join(f"{line}\n" for line in dict.fromkeys(lines))
     return out

@@ -108,6 +108,12 @@ def _outputs(props: dict[str, Any], ctx: steps.Context, status: str) -> dict[str
     }
 
 
+def changed_inputs(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
+    """The inputs diff and update both see as changed: peer entries compared as mappings
+    (a state's full mappings and the program's "certname host" strings mean the same)."""
+    return inputs.changed_keys(INPUT_KEYS, with_peer_mappings(olds), with_peer_mappings(news), DEFAULTS)
+
+
 class PeCompileMasterProvider(ResourceProvider):
     @at_boundary
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
@@ -117,7 +123,7 @@ class PeCompileMasterProvider(ResourceProvider):
     @at_boundary
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only (olds are the old outputs), and no remote call, ever."""
-        changed = inputs.changed_keys(INPUT_KEYS, with_peer_mappings(olds), with_peer_mappings(news), DEFAULTS)
+        changed = changed_inputs(olds, news)
         replaces = [k for k in changed if k in REPLACE_KEYS]
         drifted = olds.get("status") not in (None, "running")  # refresh found drift: let `up` repair it
         return DiffResult(
@@ -145,7 +151,7 @@ class PeCompileMasterProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         cfg = MasterConfig.from_props(news)
         RETIREMENT.present(cfg.certname)
-        changed = inputs.changed_keys(INPUT_KEYS, with_peer_mappings(olds), with_peer_mappings(news), DEFAULTS)
+        changed = changed_inputs(olds, news)
         drifted = olds.get("status") not in (None, "running")
         if not drifted and all(k in LOCAL_ONLY_KEYS for k in changed):
             progress(cfg.resource_name)("update", f"{', '.join(changed) or 'nothing'} changed: no remote work needed")

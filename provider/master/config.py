@@ -27,9 +27,10 @@ SECRET_KEYS = (
 # in their state, so a change of any of them is local only: an update that records them,
 # never a replace and never a re-run of the masters' steps (the batch treats them alike).
 DATABASE_KEYS = inputs.ssh_input_keys("database_host", "database_ssh")
-# The deployment's other compile masters, each {certname, host, ssh_port, ssh_user,
-# ssh_host_key} (the shared ssh_private_key reaches them; without a pinned key, this
-# master's own ssh_known_hosts must list them, so that text is not copied N times): after this
+# The deployment's other compile masters, each "certname host" (reached as this master is)
+# or {certname, host, ssh_port, ssh_user, ssh_host_key | ssh_known_hosts} (peer_mapping; the
+# shared ssh_private_key reaches them; without a key of its own, this master's
+# ssh_known_hosts must list them, so that text is not copied N times): after this
 # master's certificate is revoked, its delete makes each of them take the new CRL, as PE's
 # removal procedure does (provider/master/steps.py, refresh_crl). Local only: the set changes with every
 # scale-out or scale-in, and recording it needs no remote work.

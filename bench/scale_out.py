@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import cpu
+from bench import by_hand, cpu
 from components.program import main as program
 from lab.client import LabClient
 from lab.config import roster
@@ -244,6 +244,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,4,16")
     parser.add_argument("--knobs", default=",".join(f"{k}={v:g}" for k, v in DEFAULT_KNOBS.items()))
     parser.add_argument("--preview-masters", type=int, default=50)
+    parser.add_argument(
+        "--no-by-hand", action="store_true", help="skip PE's procedure by hand (bench/by_hand.py), the floors"
+    )
     args = parser.parse_args()
     knobs = {k: float(v) for k, v in (pair.split("=") for pair in args.knobs.split(","))}
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -260,6 +263,12 @@ def main() -> None:
             rows.append(scale_out(client, n))
             spans = ", ".join(f"{k.strip('-')} {a:.1f}-{b:.1f}" for k, (a, b, _) in rows[-1].phases.items())
             print(f"N={n}: {rows[-1].seconds:.1f}s ({spans})", flush=True)
+        hands = []
+        if not args.no_by_hand and client.profile.pe_version >= (2019, 7):
+            for n in sorted({sizes[0], sizes[-1]}):
+                hands.append(by_hand.run(client, n, Path(client.root) / "state"))
+                by_hand.undo(client, n)
+                print(f"by hand N={n}: {hands[-1].seconds:.1f}s", flush=True)
     base = rows[0].seconds
     print()
     profile = client.profile
@@ -314,7 +323,8 @@ def main() -> None:
         f"{preview.changed} with changes"
     )
     print()
-    print_goals(rows, knobs, preview, args.preview_masters)
+    print_by_hand(hands)
+    print_goals(rows, knobs, preview, args.preview_masters, hands)
 
 
 # The compile hosts' work PE's procedure itself asks for: the agent runs on the new master
@@ -366,19 +376,61 @@ def print_phases(
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 
+def print_by_hand(hands: list[by_hand.ByHand]) -> None:
+    """PE's procedure alone (bench/by_hand.py): the floors the product is judged against."""
+    if not hands:
+        print("PE's procedure by hand: not run (--no-by-hand, or a generation before 2019.7)\n")
+        return
+    print(
+        "PE's procedure by hand (bench/by_hand.py: the documented commands in a script, no product; the same "
+        "hosts, knobs and sampler):"
+    )
+    print("| N | wall (s) | ratio to N=1 | machine CPU-s | CPU-s per compiler |")
+    print("|---|---|---|---|---|")
+    for h in hands:
+        print(
+            f"| {h.n} | {h.seconds:.1f} | {h.seconds / hands[0].seconds:.2f} | {h.cpu_seconds:.0f} | "
+            f"{h.cpu_seconds / h.n:.1f} |"
+        )
+    print()
+    print("| step | " + " | ".join(f"N={h.n} (s)" for h in hands) + " |")
+    print("|---|" + "---|" * len(hands))
+    for step in hands[-1].steps:
+        print(f"| {step} | " + " | ".join(f"{h.steps.get(step, 0.0):.1f}" for h in hands) + " |")
+    print()
+    print("What the compile hosts' CPU buys by hand, CPU-s per compiler (sampled as above):")
+    print("| command's purpose | " + " | ".join(f"N={h.n}" for h in hands) + " |")
+    print("|---|" + "---|" * len(hands))
+    last = hands[-1].purposes
+    for label in sorted(last, key=lambda k: -last[k]):
+        print(f"| {label} | " + " | ".join(f"{h.purposes.get(label, 0.0) / h.n:.2f}" for h in hands) + " |")
+    print()
+
+
 PE_LIKE_KNOBS = {"install": 60.0, "master_run": 60.0, "puppetdb_run": 30.0, "console_run": 30.0}
 
 
-def print_goals(rows: list[Row], knobs: dict[str, float], preview: Preview, preview_masters: int) -> None:
-    """Issue 16's goals, each figure beside its target (a goal this run cannot judge says why)."""
+def print_goals(
+    rows: list[Row], knobs: dict[str, float], preview: Preview, preview_masters: int, hands: list[by_hand.ByHand]
+) -> None:
+    """Issue 16's goals, each figure beside its target (a goal this run cannot judge says why),
+    and where the procedure by hand ran, its figure: the floor of that goal on this machine."""
     first, last = rows[0], rows[-1]
+    hand_ratio = hand_cpu = ""
+    if len(hands) > 1:
+        hand_ratio = (
+            f"; PE's procedure by hand {hands[-1].seconds / hands[0].seconds:.2f} "
+            f"({hands[-1].seconds:.0f} / {hands[0].seconds:.0f} s)"
+        )
+    if hands:
+        hand_cpu = f"; PE's procedure by hand {hands[-1].cpu_seconds / hands[-1].n:.1f} at N={hands[-1].n}"
     ratio = f"{last.seconds / first.seconds:.2f} (N={last.n} / N={first.n})"
     pe_like = knobs == PE_LIKE_KNOBS
     knob_text = ",".join(f"{k}={v:g}" for k, v in PE_LIKE_KNOBS.items())
     procedure = sum(last.purposes.get(k, 0.0) for k in PROCEDURE) / last.n
     cpu = (
         f"{last.cpu_seconds / last.n:.1f} at N={last.n} (provider {last.provider_cpu / last.n:.1f}; PE's procedure "
-        f"on the compile host alone {procedure:.1f}: see the purposes table)"
+        f"on the compile host alone {procedure:.1f}: see the purposes table){hand_cpu}"
     )
     scale_in = f"{last.scale_in_seconds / first.scale_in_seconds:.2f} (N={last.n} / N={first.n}, through the program)"
     cores = os.cpu_count() or 1
@@ -391,7 +443,7 @@ def print_goals(rows: list[Row], knobs: dict[str, float], preview: Preview, prev
     floor = max(last.batch_cpu / cores, batch_wall[first.n]) + last.seconds - batch_wall[last.n]
     floor_text = (
         f"; lower bound from the CPU on {cores} cores {floor / first.seconds:.2f} (the batch's "
-        f"{last.batch_cpu:.0f} CPU-s / {cores}, then the rest as measured)"
+        f"{last.batch_cpu:.0f} CPU-s / {cores}, then the rest as measured){hand_ratio}"
     )
     goals = [
         (

@@ -1,5 +1,8 @@
-"""PeCompileMaster against the lab, through the engine-faithful harness: what really
-happened on the hosts after create, refresh and delete, for the PE dialects."""
+"""PeCompileMaster driven on its own (not through the program) against the lab on its default
+generation, through the engine-faithful harness: what really happened on the hosts after
+create, refresh, update, adopt and delete. Each generation's own ways (the CA's dialect,
+pinning by rule rewrite or the pin endpoint, a revoked certificate re-issued) go through the
+program in the generation matrix (test_generations.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ from tests.harness.provider_server import Engine, ProviderServer, Secret
 from tests.labtests.helpers import clean_on_ca, pdb_node, puppetserver, stop_compile_service
 
 pytestmark = pytest.mark.lab
-MASTER_CLASS = "puppet_enterprise::profile::master"
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +146,24 @@ def test_create_refresh_delete_on_pe_2019_8(lab: LabClient, server: ProviderServ
     assert repaired.outputs["status"] == "running" and repaired.outputs["cert_fingerprint"] == cert.fingerprint_sha256
     assert host.run(f"ls /tmp/pe-compile-masters-{host.fqdn}-verify-ca.pem").exit_status != 0  # cleaned up
 
+    # An in-place update: environmentpath changes puppet.conf and is verified by a run.
+    moved = {**inputs, "environmentpath": "/etc/puppet/code/environments"}
+    _, diff = engine.preview(moved)
+    assert diff is not None and diff.changes == "some" and not diff.replaces
+    engine.up(moved)
+    assert engine.calls[-1] == "update"
+    assert "environmentpath = /etc/puppet/code/environments" in (host.read("/etc/puppet/puppet.conf") or "")
+
+    # adopt: another stack takes over the healthy master without reinstalling.
+    mark = len(server.text())
+    adopted = Engine(server, PeCompileMasterProvider(), f"adopt-{short}", "PeCompileMaster").up(
+        {**moved, "resource_name": f"adopt-{short}", "adopt": True}
+    )
+    assert adopted.outputs["cert_fingerprint"] == cert.fingerprint_sha256
+    log = server.text()[mark:]
+    assert f"[adopt-{short}] adopt: healthy master taken over without reinstalling" in log
+    assert f"[adopt-{short}] install" not in log
+
     engine.destroy()
     listed = lab.host("primary").run(f"{puppetserver(lab)} ca list --certname {host.fqdn}")
     assert listed.exit_status != 0  # cleaned on the CA
@@ -154,80 +174,3 @@ def test_create_refresh_delete_on_pe_2019_8(lab: LabClient, server: ProviderServ
     assert host.cert() is None  # the host's identity is removed too
     # Deleting again (already gone) succeeds.
     again.destroy()
-
-
-def test_pe_2016_pins_through_the_endpoint_and_refresh_detects_unpinning(
-    lab: LabClient, server: ProviderServer
-) -> None:
-    short = "compile15"
-    host = lab.host(short)
-    bare(lab, short)
-    lab.set_pe_version("2016.4")
-    try:
-        engine = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
-        inputs = master_inputs(lab, short, pe_version="2016.4")
-        state = engine.up(inputs)
-        group = lab.classifier().group("PE Master")
-        assert ["=", "name", host.fqdn] in group["rule"][1:]
-        assert state.outputs["group_id"] == group["id"]
-        assert "pin endpoint" in server.text()
-        assert MASTER_CLASS in lab.catalog(short).json()["classes"]
-
-        lab.classifier().unpin("PE Master", [host.fqdn])
-        refreshed = engine.refresh()
-        assert refreshed is not None and refreshed.outputs["status"].startswith("drifted: not pinned")
-        _, diff = engine.preview(inputs)
-        assert diff is not None and diff.changes == "some" and not diff.replaces
-        repaired = engine.up(inputs)
-        assert repaired.outputs["status"] == "running"
-        assert ["=", "name", host.fqdn] in lab.classifier().group("PE Master")["rule"][1:]
-
-        # An in-place update: environmentpath changes puppet.conf and is verified by a run.
-        moved = {**inputs, "environmentpath": "/etc/puppet/code/environments"}
-        _, diff = engine.preview(moved)
-        assert diff is not None and diff.changes == "some" and not diff.replaces
-        engine.up(moved)
-        assert engine.calls[-1] == "update"
-        assert "environmentpath = /etc/puppet/code/environments" in (host.read("/etc/puppet/puppet.conf") or "")
-
-        # A revoked certificate: refresh drops the master, the next up re-creates it
-        # (cleaning the revoked certificate and requesting a new one).
-        old_serial = repaired.outputs["cert_serial"]
-        lab.host("primary").run(f"puppet cert revoke {host.fqdn}").check()
-        assert engine.refresh() is None
-        recreated = engine.up(moved)
-        assert recreated.outputs["cert_serial"] != old_serial and recreated.outputs["status"] == "running"
-        assert "revoked: cleaning it on the CA" in server.text()
-
-        engine.destroy()
-        assert ["=", "name", host.fqdn] not in (lab.classifier().group("PE Master")["rule"] or [])[1:]
-    finally:
-        lab.set_pe_version("2019.8")
-
-
-def test_pe_3_7_pins_by_rule_rewrite_with_a_whitelisted_certificate_and_adopt(
-    lab: LabClient, server: ProviderServer
-) -> None:
-    short = "compile11"
-    host = lab.host(short)
-    bare(lab, short)
-    lab.set_pe_version("3.7")
-    try:
-        inputs = master_inputs(lab, short, pe_version="3.7")
-        assert "rbac_token" not in inputs and "classifier_client_cert" in inputs
-        engine = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
-        state = engine.up(inputs)
-        assert "rule rewrite" in server.text()
-        assert ["=", "name", host.fqdn] in lab.classifier(token=False).group("PE Master")["rule"][1:]
-        assert MASTER_CLASS in lab.catalog(short).json()["classes"]
-        assert "puppet cert" in server.text()  # the Puppet <= 5 CA dialect signed it
-        # adopt: another stack takes over the healthy master without reinstalling.
-        adopter = Engine(server, PeCompileMasterProvider(), f"adopt-{short}", "PeCompileMaster")
-        adopted = adopter.up({**inputs, "resource_name": f"adopt-{short}", "adopt": True})
-        assert adopted.outputs["cert_fingerprint"] == state.outputs["cert_fingerprint"]
-        assert f"[adopt-{short}] adopt: healthy master taken over without reinstalling" in server.text()
-        assert f"[adopt-{short}] install" not in server.text()
-        engine.destroy()
-        assert ["=", "name", host.fqdn] not in (lab.classifier(token=False).group("PE Master")["rule"] or [])[1:]
-    finally:
-        lab.set_pe_version("2019.8")

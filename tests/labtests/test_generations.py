@@ -38,6 +38,7 @@ from tests.labtests.helpers import (
 
 pytestmark = pytest.mark.lab
 PP_AUTH_ROLE = "1.3.6.1.4.1.34380.1.3.13"
+MASTER_CLASS = "puppet_enterprise::profile::master"
 # Profiles the product passes on today (README, "Supported PE generations").
 MATRIX = ("3.7", "2016.4", "2018.1", "2019.8", "2021.7", "2023.8")
 FULL = os.environ.get("PELAB_MATRIX") == "full"
@@ -115,7 +116,8 @@ def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> No
         assert run.outputs(f"{certname}-pool")["status"] == "UP"
         code = run.outputs(f"{certname}-code")
         assert code["status"] == "in sync" and code["digest"] == primary_digest
-        assert lab.catalog(short).status_code == 200
+        catalog = lab.catalog(short)
+        assert catalog.status_code == 200 and MASTER_CLASS in catalog.json()["classes"]
     certnames = {f"{s}.pelab.test" for s in shorts}
     for short, path in (("puppetdb", profile.puppetdb_allowlist), ("console", profile.console_allowlist)):
         listed = allowlist(lab, short, path)
@@ -170,7 +172,24 @@ def assert_refused_everywhere(lab: LabClient, removed: tuple[str, str], servers:
         assert not accepts(url, removed, lab.ca_file), f"{server} still lets the revoked certificate in"
 
 
-def drift_then_repair(lab: LabClient, run: GraphRun, step: tuple[str, ...], version: str) -> None:
+def assert_dialect(log: str, version: str) -> None:
+    """The generation's own ways, as the progress lines name them: how the CA signs (`puppet
+    cert` up to 2018.1, its HTTP API from 2019) and how the master is classified (a rule
+    rewrite before 2016.1, the pin endpoint, or from 2019.7 PE Compiler by the certificate's
+    pp_auth_role, nothing pinned). The lab refuses the other ways (test_generation_surface.py)."""
+    generation = generation_for(version)
+    signer = "puppet cert --allow-dns-alt-names sign" if generation.ca_cli == "puppet-cert" else "the CA's HTTP API"
+    assert f"SANs ({signer})" in log, log
+    if generation.classification == "trusted":
+        assert "pinned to" not in log, log
+    else:
+        how = "pin endpoint" if generation.classification == "pin" else "rule rewrite"
+        assert f"pinned to {generation.node_group} ({how}), verified" in log, log
+
+
+def drift_then_repair(
+    lab: LabClient, server: ProviderServer, run: GraphRun, step: tuple[str, ...], version: str
+) -> None:
     """What `pulumi refresh` reports, the next `pulumi up` repairs, through the program (one
     provisioning path); then an `up` changes nothing. The drift: a master unpinned from its
     group (where the generation pins) with its compile service stopped; then its certificate
@@ -194,9 +213,10 @@ def drift_then_repair(lab: LabClient, run: GraphRun, step: tuple[str, ...], vers
     serial = int(run.outputs(master)["cert_serial"])
     revoke_on_ca(lab, certname)
     assert run.refresh()[master] == ""  # gone from the state
-    start = len(run.log)
+    start, mark = len(run.log), len(server.text())
     up(lab, run, step, version)
     assert ("create", master) in run.operations(start)
+    assert "certificate revoked: cleaning it on the CA and requesting a new one" in server.text()[mark:]
     entry = lab.ca_entry(certname)
     assert entry is not None and entry["state"] == "signed" and int(entry["serial_number"]) != serial
     assert served_fingerprint(lab, short) == run.outputs(master)["cert_fingerprint"]  # the new one
@@ -223,10 +243,12 @@ def test_program_on_each_generation(
             leaving = {s: saved_identity(lab, s, tmp_path) for s in set(previous) - set(step)}
             for identity in leaving.values():  # let in before its removal
                 assert accepts(f"https://{primary}:8140/status/v1/simple", identity, lab.ca_file)
+            mark = len(server.text())
             up(lab, run, step, version)
             assert_serving(lab, run, step)
             if not previous:  # the first step: refresh -> up repairs (issue 15 (a))
-                drift_then_repair(lab, run, step, version)
+                assert_dialect(server.text()[mark:], version)
+                drift_then_repair(lab, server, run, step, version)
             for gone, identity in leaving.items():
                 assert_removed(lab, run, f"{gone}.pelab.test", serials[gone])
                 assert_refused_everywhere(lab, identity, [primary, *(f"{s}.pelab.test" for s in step)])

@@ -49,6 +49,7 @@ AGENT_SETTINGS = (
     "csr_attributes",
     "ssldir",
     "config",  # puppet.conf: delete strips what install.bash wrote there
+    "classfile",  # the classes of the catalog the last run applied (master_run checks it)
 )
 IDENTITY_FILES = ("hostcert", "hostprivkey", "hostcsr")  # each `<dir>/<certname>.pem` by default
 # What install.bash writes into puppet.conf for a master, removed again on delete.
@@ -231,6 +232,8 @@ class Context:
     issued: IssuedCert | None = None
     group_id: str = ""
     installed: dict[str, Any] = field(default_factory=dict)
+    first_run_classes: frozenset[str] = frozenset()  # what the first agent run's catalog applied
+    reclassified: bool = False  # classify pinned the master or set class parameters after that run
 
     def __post_init__(self) -> None:
         if self.ca is None:
@@ -649,12 +652,29 @@ def remove_database_access(ctx: Context) -> None:
     ctx.log(step, f"{pgident.IDENT_FILE}: {did}{reloaded} ({session.target.label}:{data_dir})")
 
 
+MASTER_CLASS = "puppet_enterprise::profile::master"
+
+
 def first_run(ctx: Context) -> None:
     agent_run(ctx, ctx.host, "first agent run", ctx.cfg.run_timeout)
-    ctx.log("first agent run", "done")
+    path = ctx.agent.get("classfile", "")
+    ctx.first_run_classes = applied_classes((ctx.host.get(path) or b"").decode(errors="replace") if path else "")
+    ctx.log("first agent run", "done" + (f" ({MASTER_CLASS} applied)" if MASTER_CLASS in ctx.first_run_classes else ""))
 
 
-MASTER_CLASS = "puppet_enterprise::profile::master"
+def applied_classes(classfile: str) -> frozenset[str]:
+    """The classes in an agent's classfile (`classes.txt`: one per line, written by every run
+    that applies a catalog)."""
+    return frozenset(line.strip() for line in classfile.splitlines() if line.strip())
+
+
+def master_run_needed(first_run_classes: frozenset[str], reclassified: bool) -> bool:
+    """PE's order is run, pin, run again: the second run applies the master profile the pin
+    brought. Where the first run's catalog already had it and classify changed nothing after
+    (PE 2019.7+: PE Compiler classifies by the certificate's pp_auth_role, so PE's docs run
+    Puppet once on a new compiler; or a resumed master already pinned), a second run would
+    apply the same catalog again: ~3 CPU-s of Ruby per master for nothing."""
+    return reclassified or MASTER_CLASS not in first_run_classes
 
 
 def classify(ctx: Context) -> None:
@@ -666,6 +686,7 @@ def classify(ctx: Context) -> None:
         if generation.master_class_params:  # PE 3.x: enable_ca_proxy, before the master run applies it
             params = dict(generation.master_class_params)
             if classifier.ensure_class_params(group, MASTER_CLASS, params):
+                ctx.reclassified = True
                 ctx.log("classify", f"{generation.node_group}: {MASTER_CLASS} {params} set")
                 group = classifier.group_by_name(generation.node_group)
         trusted = trusted_facts(cfg, ctx.issued)
@@ -678,6 +699,7 @@ def classify(ctx: Context) -> None:
                 f"pe_compiler but is not in {generation.node_group}; check that group's rules"
             )
         classifier.pin(group, cfg.certname, endpoint=generation.classification == "pin")
+        ctx.reclassified = True
         if ctx.group_id not in classifier.classified_groups(cfg.certname, trusted):
             raise ClassifierError(
                 f"step 'classify': pinned {cfg.certname} to {generation.node_group} but the classifier "
@@ -691,6 +713,13 @@ def classify(ctx: Context) -> None:
 
 
 def master_run(ctx: Context) -> None:
+    if not master_run_needed(ctx.first_run_classes, ctx.reclassified):
+        ctx.log(
+            "master run",
+            f"skipped: the first run already applied {MASTER_CLASS} and nothing was reclassified since "
+            "(the compile service is verified next)",
+        )
+        return
     agent_run(ctx, ctx.host, "master run", ctx.cfg.run_timeout)
     ctx.log("master run", "catalog with the master profile applied")
 

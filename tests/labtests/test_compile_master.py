@@ -109,6 +109,9 @@ def test_create_refresh_delete_on_pe_2019_8(lab: LabClient, server: ProviderServ
         "compile service",
     ):
         assert f"[master-{short}] {step}:" in text
+    # PE Compiler classified it by pp_auth_role before its first run: that run applied the
+    # master profile, so no second run.
+    assert f"[master-{short}] master run: skipped: the first run already applied" in text
     # Secrets stay secret: not in the serialized state, the progress lines or the outputs' plain keys.
     key = Path(lab.key).read_text()
     assert key.split("\n")[1] not in json.dumps(state.serialized_state())

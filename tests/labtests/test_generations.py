@@ -176,15 +176,18 @@ def assert_dialect(log: str, version: str) -> None:
     """The generation's own ways, as the progress lines name them: how the CA signs (`puppet
     cert` up to 2018.1, its HTTP API from 2019) and how the master is classified (a rule
     rewrite before 2016.1, the pin endpoint, or from 2019.7 PE Compiler by the certificate's
-    pp_auth_role, nothing pinned). The lab refuses the other ways (test_generation_surface.py)."""
+    pp_auth_role, nothing pinned, so the first run applies the master profile and no second
+    run is made). The lab refuses the other ways (test_generation_surface.py)."""
     generation = generation_for(version)
     signer = "puppet cert --allow-dns-alt-names sign" if generation.ca_cli == "puppet-cert" else "the CA's HTTP API"
     assert f"SANs ({signer})" in log, log
-    if generation.classification == "trusted":
+    if generation.classification == "trusted":  # the first run's catalog has the master profile: one run
         assert "pinned to" not in log, log
-    else:
+        assert f"first agent run: done ({MASTER_CLASS} applied)" in log and "master run: skipped" in log, log
+    else:  # PE's order: run, pin, run again
         how = "pin endpoint" if generation.classification == "pin" else "rule rewrite"
         assert f"pinned to {generation.node_group} ({how}), verified" in log, log
+        assert "master run: catalog with the master profile applied" in log, log
 
 
 def drift_then_repair(

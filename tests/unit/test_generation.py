@@ -251,6 +251,7 @@ SETTINGS = {
     "csr_attributes": "/etc/puppetlabs/puppet/csr_attributes.yaml",
     "ssldir": "/etc/puppetlabs/puppet/ssl",
     "config": "/etc/puppetlabs/puppet/puppet.conf",
+    "classfile": "/opt/puppetlabs/puppet/cache/state/classes.txt",
 }
 PRINTED = "".join(f"{k} = {v}\n" for k, v in SETTINGS.items())
 

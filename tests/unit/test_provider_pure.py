@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from provider.core import validation
+from provider.master import steps
 from provider.master.config import MasterConfig
 from provider.master.steps import install_arguments
 from provider.pe import ca
@@ -287,3 +288,15 @@ def test_agent_settings_derived_after_install_are_what_puppet_itself_prints(tmp_
     custom = {**before, "hostcert": "/etc/custom/cert.pem"}  # not Puppet's layout: read again
     assert agent_after_install(custom, "compile07.example.com", "primary.example.com") is None
     assert agent_after_install({}, "compile07.example.com", "primary.example.com") is None
+
+
+def test_the_master_run_is_skipped_only_when_the_first_run_applied_the_profile_and_nothing_changed_since() -> None:
+    applied = steps.applied_classes("settings\ncompile01.pelab.test\n" + steps.MASTER_CLASS + "\n\n")
+    assert steps.MASTER_CLASS in applied and "" not in applied
+    # PE 2019.7+: PE Compiler (by pp_auth_role) already put the profile in the first catalog.
+    assert not steps.master_run_needed(applied, reclassified=False)
+    # Pinned (or PE 3.x's enable_ca_proxy set) after the first run: PE's second run applies it.
+    assert steps.master_run_needed(applied, reclassified=True)
+    # The first run's catalog had no master profile (not yet pinned), or no classfile was read.
+    assert steps.master_run_needed(steps.applied_classes("settings\n"), reclassified=False)
+    assert steps.master_run_needed(frozenset(), reclassified=False)

@@ -75,19 +75,30 @@ def _agent_run(puppet: str) -> str:
     return f"for i in $(seq 600); do [ -e {lock} ] || break; sleep 1; done; {puppet} {RUN}"
 
 
+def _ca_curl(primary: str) -> str:
+    """curl to the CA's HTTP API with the primary's own certificate, verified against the CA."""
+    ssl = "/var/lib/puppet/ssl"
+    return (
+        f"curl -sS --fail-with-body --max-time 60 --cacert {ssl}/certs/ca.pem --cert {ssl}/certs/{primary}.pem "
+        f"--key {ssl}/private_keys/{primary}.pem -H 'Content-Type: application/json' "
+    )
+
+
 def sign_command(primary: str, certnames: list[str]) -> str:
     """PUT certificate_status {"desired_state": "signed"} per certname: the requests
-    `puppetserver ca sign` sends (puppetlabs/puppetserver-ca-cli, action/sign.rb), made with
-    the primary's own certificate, verified against the CA."""
-    ssl = "/var/lib/puppet/ssl"
-    curl = (
-        f"curl -sS --fail-with-body --max-time 60 --cacert {ssl}/certs/ca.pem --cert {ssl}/certs/{primary}.pem "
-        f"--key {ssl}/private_keys/{primary}.pem -X PUT -H 'Content-Type: application/json' "
-        """--data '{"desired_state":"signed"}' """
-    )
+    `puppetserver ca sign` sends (puppetlabs/puppetserver-ca-cli, action/sign.rb)."""
+    put = _ca_curl(primary) + """-X PUT --data '{"desired_state":"signed"}' """
     return " && ".join(
-        curl + shlex.quote(f"https://{primary}:8140/puppet-ca/v1/certificate_status/{c}") for c in certnames
+        put + shlex.quote(f"https://{primary}:8140/puppet-ca/v1/certificate_status/{c}") for c in certnames
     )
+
+
+def clean_command(primary: str, certnames: list[str]) -> str:
+    """What `puppetserver ca clean` sends (action/clean.rb): revoke, then delete, per certname."""
+    url = f"https://{primary}:8140/puppet-ca/v1/certificate_status/"
+    revoke = _ca_curl(primary) + """-X PUT --data '{"desired_state":"revoked"}' """
+    delete = _ca_curl(primary) + "-X DELETE "
+    return " && ".join(f"{revoke}{shlex.quote(url + c)} && {delete}{shlex.quote(url + c)}" for c in certnames)
 
 
 def pg_ident_add(data: str, certnames: list[str]) -> str:
@@ -159,6 +170,7 @@ def undo(client: LabClient, n: int) -> None:
             verify=client.ca_file,
             timeout=30,
         ).raise_for_status()
+    primary.run(clean_command(PRIMARY, [client.host(s).fqdn for s in shorts]), 300).check()  # no CLI stalls
     remove = pg_ident_remove(client.profile.postgresql_data, [client.host(s).fqdn for s in shorts])
     client.host("puppetdb").run(f"{remove} && service pe-postgresql reload").check()
     bare_masters(client, shorts)

@@ -276,8 +276,8 @@ def main() -> None:
     cores = os.cpu_count() or 1
     print(
         "| N | wall (s) | ratio to N=1 | PuppetDB runs | console runs | SSH conns/master | provider peak RSS MiB "
-        f"| machine CPU-s | CPU-bound floor on {cores} cores (s) | CPU-s per master | of which provider | "
-        "of which primary's Puppet Server |"
+        f"| machine CPU-s | CPU-bound floor on {cores} cores (s) | CPU-s per master | provider CPU-s (all) | "
+        "primary's Puppet Server CPU-s (all) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

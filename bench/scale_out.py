@@ -1,9 +1,10 @@
 """Scale-out and scale-in benchmark: N compile masters added to the lab's stack config, then
 all N removed from it, driven the way the engine drives the program (tests/harness/graph.py:
 the engine's rules and default parallelism, the SDK's own provider server with its 4-call
-limit), plus a no-change preview of 50 masters.
+limit), plus a no-change preview of 50 masters, then PE's procedure by hand for the
+smallest and largest N on the same hosts (bench/by_hand.py: the floors of issue 16's goals).
 
-    .venv/bin/python -m bench.scale_out [--sizes 1,4,16] [--knobs install=8,master_run=8,...]
+    .venv/bin/python -m bench.scale_out [--sizes 1,4,16] [--knobs install=8,master_run=8,...] [--no-by-hand]
 
 Prints a table; asserts nothing (the machines are shared and noisy: read the ratios).
 Needs the lab up (`make lab`). It sets the latency knobs and makes every compile host use

@@ -24,7 +24,7 @@ from provider.pool_member import PoolMemberProvider
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret, wait_for
-from tests.labtests.helpers import bare_masters, enroll, lab_stack_config, lb_config, lb_stats
+from tests.labtests.helpers import bare_masters, enroll, lab_stack_config, lb_config, lb_stats, unpin
 
 pytestmark = pytest.mark.lab
 STACK = "faults"
@@ -167,17 +167,23 @@ def test_one_master_through_every_fault_of_its_procedure(lab: LabClient, knobs: 
             assert_nothing_half_done(lab, short)
 
             # 6. sshd killed during the master's agent run (the run with the master profile).
-            when_logged(server, r"\] classify: already in PE Master", lambda: lab.lab.kill_sshd(short), delay=2)
+            # Pinned by step 4 before any run, the first run would already apply the profile
+            # and no master run would follow: unpinned by hand, PE's run, pin, run again.
+            unpin(lab, host.fqdn, "PE Master", endpoint=True)
+            when_logged(server, r"\] classify: pinned to PE Master", lambda: lab.lab.kill_sshd(short), delay=2)
             failed_up(run, mocks(), "step 'master run'", "What to do:", "SSH connection")
             assert_nothing_half_done(lab, short)
             lab.lab.restart_host(short)
+            healed = len(server.text())
 
             # Healed: the next `up` converges, from where each fault left it.
             run.up(mocks())
             assert run.outputs(f"{host.fqdn}-master")["status"] == "running"
             assert run.outputs(f"{host.fqdn}-pool")["status"] == "UP"
             assert "removing a stale run lock" in server.text()
-            assert "already in PE Master: skipped" in server.text()
+            # Pinned before this up's first run: that run applied the profile, no second run.
+            assert "already in PE Master: skipped" in server.text()[healed:]
+            assert "master run: skipped: the first run already applied" in server.text()[healed:]
             entries = ca_entries(lab, host.fqdn)
             assert len(entries) == 1 and entries[0].lstrip().startswith(host.fqdn)
             assert pins(lab, host.fqdn) == 1

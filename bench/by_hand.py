@@ -37,10 +37,11 @@ import requests
 
 from bench import cpu
 from lab.client import LabClient, LabHost
+from provider.pe.agent_runs import RUN_FLAGS  # peadm's run flags (PE facts, not the product's logic)
+from provider.pe.generation import PUPPETDB_PG_IDENT_MAPS
 from tests.labtests.helpers import PRIMARY, bare_masters
 
-PG_ROLES = ("pe-puppetdb", "pe-puppetdb-read", "pe-puppetdb-migrator")
-RUN = "agent --onetime --no-daemonize --no-usecacheonfailure --no-splay --detailed-exitcodes --verbose"
+RUN = " ".join(["agent", *RUN_FLAGS])
 
 
 @dataclass
@@ -103,13 +104,14 @@ def clean_command(primary: str, certnames: list[str]) -> str:
 
 def pg_ident_add(data: str, certnames: list[str]) -> str:
     """peadm's three lines per compiler (`<map> <certname> <role>`) appended to pg_ident.conf."""
-    lines = "".join(f"pe-puppetdb-{role}-map {c} {role}\n" for c in certnames for role in PG_ROLES)
+    lines = "".join(f"{m} {c} {role}\n" for c in certnames for m, role in PUPPETDB_PG_IDENT_MAPS)
     return f"printf %s {shlex.quote(lines)} >> {shlex.quote(data + '/pg_ident.conf')}"
 
 
 def pg_ident_remove(data: str, certnames: list[str]) -> str:
     """Those lines removed again (and no other certname's)."""
-    script = "/^pe-puppetdb-[a-z-]+-map (" + "|".join(re.escape(c) for c in certnames) + ") /d"
+    maps = "|".join(re.escape(m) for m, _ in PUPPETDB_PG_IDENT_MAPS)
+    script = f"/^({maps}) (" + "|".join(re.escape(c) for c in certnames) + ") /d"
     return f"sed -i -E {shlex.quote(script)} {shlex.quote(data + '/pg_ident.conf')}"
 
 

@@ -340,6 +340,16 @@ PROCEDURE = (
 )
 
 
+def print_purpose_rows(columns: list[tuple[int, dict[str, float]]]) -> None:
+    """A table of compile-host CPU-s per master by purpose: one column per N, the largest N's
+    biggest purposes first."""
+    print("| command's purpose | " + " | ".join(f"N={n}" for n, _ in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    last = columns[-1][1]
+    for label in sorted(last, key=lambda k: -last[k]):
+        print(f"| {label} | " + " | ".join(f"{p.get(label, 0.0) / n:.2f}" for n, p in columns) + " |")
+
+
 def print_purposes(rows: list[Row]) -> None:
     """The compile hosts' share of the CPU table above, by what each command buys."""
     print(
@@ -347,11 +357,7 @@ def print_purposes(rows: list[Row]) -> None:
         f"0.2 s by bench/cpu.py; the sampler's own CPU, {rows[-1].sampler_cpu:.1f} s at N={rows[-1].n}, is "
         "left out of every figure):"
     )
-    print("| command's purpose | " + " | ".join(f"N={r.n}" for r in rows) + " |")
-    print("|---|" + "---|" * len(rows))
-    last = rows[-1].purposes
-    for label in sorted(last, key=lambda k: -last[k]):
-        print(f"| {label} | " + " | ".join(f"{r.purposes.get(label, 0.0) / r.n:.2f}" for r in rows) + " |")
+    print_purpose_rows([(r.n, r.purposes) for r in rows])
     cells = []
     for r in rows:
         hosts = sum(v for k, v in r.cpu_roles.items() if k.startswith("compile hosts"))
@@ -400,11 +406,7 @@ def print_by_hand(hands: list[by_hand.ByHand]) -> None:
         print(f"| {step} | " + " | ".join(f"{h.steps.get(step, 0.0):.1f}" for h in hands) + " |")
     print()
     print("What the compile hosts' CPU buys by hand, CPU-s per compiler (sampled as above):")
-    print("| command's purpose | " + " | ".join(f"N={h.n}" for h in hands) + " |")
-    print("|---|" + "---|" * len(hands))
-    last = hands[-1].purposes
-    for label in sorted(last, key=lambda k: -last[k]):
-        print(f"| {label} | " + " | ".join(f"{h.purposes.get(label, 0.0) / h.n:.2f}" for h in hands) + " |")
+    print_purpose_rows([(h.n, h.purposes) for h in hands])
     print()
 
 

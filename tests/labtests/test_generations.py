@@ -19,6 +19,7 @@ import requests
 from components.program import main
 from lab.client import LabClient
 from provider.codesync import plan
+from provider.master.steps import MASTER_CLASS
 from provider.pe.classifier import is_pinned
 from provider.pe.generation import generation_for
 from tests.harness.graph import GraphRun
@@ -38,7 +39,6 @@ from tests.labtests.helpers import (
 
 pytestmark = pytest.mark.lab
 PP_AUTH_ROLE = "1.3.6.1.4.1.34380.1.3.13"
-MASTER_CLASS = "puppet_enterprise::profile::master"
 # Profiles the product passes on today (README, "Supported PE generations").
 MATRIX = ("3.7", "2016.4", "2018.1", "2019.8", "2021.7", "2023.8")
 FULL = os.environ.get("PELAB_MATRIX") == "full"

@@ -78,9 +78,12 @@ def cli_env(cli: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def default_program() -> None:
-    from components.program import main
+    """The project's program; PULUMICLI_PROGRAM=module:function serves another one (the
+    engine tests' small programs)."""
+    import importlib
 
-    main()
+    module, _, function = (os.environ.get("PULUMICLI_PROGRAM") or "components.program:main").partition(":")
+    getattr(importlib.import_module(module), function)()
 
 
 def run(

@@ -51,4 +51,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q -r requirements-dev.txt
   echo "$want" > "$stamp"
 fi
+bash scripts/install-pulumi.sh
 echo "install-deps: ok"

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from pulumi import Input, Output, ResourceOptions
-from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
+from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 
 def _journal(props: dict[str, Any], event: str) -> None:
@@ -46,7 +46,11 @@ class ReplaceOnAProvider(ResourceProvider):
         # DiffF of TestExplicitDeleteBeforeReplace: OldOutputs["A"] against NewInputs["A"]
         if olds.get("A") != news.get("A"):
             return DiffResult(changes=True, replaces=["A"], delete_before_replace=bool(news.get("dbr_diff")))
-        return DiffResult(changes=False)
+        return DiffResult(changes=olds.get("note") != news.get("note"))
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        _journal(news, "update")
+        return UpdateResult(dict(news))
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         _slow(props, "create")
@@ -64,7 +68,15 @@ class ReplaceOnA(Resource):
     A: Output[str]
 
     def __init__(
-        self, name: str, a: Input[str], journal: str, dbr_diff: bool = False, opts: ResourceOptions | None = None
+        self,
+        name: str,
+        a: Input[str],
+        journal: str,
+        dbr_diff: bool = False,
+        opts: ResourceOptions | None = None,
+        note: str | None = None,
     ) -> None:
-        props = {"name": name, "A": a, "journal": journal, "dbr_diff": dbr_diff}
+        props: dict[str, Any] = {"name": name, "A": a, "journal": journal, "dbr_diff": dbr_diff}
+        if note is not None:  # an optional input: removing it is an update (diff below)
+            props["note"] = note
         super().__init__(ReplaceOnAProvider(), name, props, opts)

@@ -8,7 +8,7 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 import yaml
@@ -20,6 +20,14 @@ from provider.pe import classifier as pe_api
 from tests.harness.provider_server import wait_for
 
 PRIMARY = "primary.pelab.test"
+
+
+class HasOutputs(Protocol):
+    """A run whose resources' outputs a check reads: the harness's GraphRun or a CliStack."""
+
+    def outputs(self, name: str) -> dict[str, Any]: ...
+
+
 DEFAULT_GENERATION = "2019.8"  # lab.config.LabSettings' default profile
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -160,6 +168,13 @@ def bare_masters(lab: LabClient, shorts: list[str] | tuple[str, ...]) -> None:
 def lab_stack_config(lab: LabClient, shorts: list[str] | tuple[str, ...], **changes: Any) -> dict[str, str]:
     """Pulumi.lab.yaml's config as the engine hands it to the program (values as strings),
     with these compile hosts as the masters and the lab's own root (PELAB_ROOT may differ)."""
+    config = lab_stack_values(lab, shorts, **changes)
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+
+
+def lab_stack_values(lab: LabClient, shorts: list[str] | tuple[str, ...], **changes: Any) -> dict[str, Any]:
+    """Pulumi.lab.yaml's config as a stack file holds it (objects as objects), with these
+    compile hosts as the masters and the lab's own root."""
     config: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "Pulumi.lab.yaml").read_text())["config"]
     for key in ("pe:sshPrivateKeyFile", "pe:knownHostsFile", "pe:rbacTokenFile"):
         config[key] = config[key].replace("/var/lib/pelab", str(lab.root))
@@ -170,7 +185,7 @@ def lab_stack_config(lab: LabClient, shorts: list[str] | tuple[str, ...], **chan
     ]
     config["pe:timeouts"] = {"health": 120, "run": 600, "service": 300}
     config.update(changes)
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+    return config
 
 
 def lb_stats(lab: LabClient) -> dict[tuple[str, str], haproxy.ServerStat]:

@@ -1,6 +1,7 @@
 """The generation matrix: the lab stack's program against each PE generation profile of
-the lab (lab/generations.py), driven through the provider server in the engine's order
-(tests/harness/graph.py), checking the hosts as a PE admin would.
+the lab (lab/generations.py), through the real Pulumi CLI (tests/cli_stack.py), checking
+the hosts as a PE admin would; on each, drift -> `pulumi refresh` reports it -> `pulumi up`
+repairs -> `pulumi preview --expect-no-changes` passes.
 
 `make test` runs 0 -> 1 -> 0 masters on each profile listed in MATRIX; `make matrix` runs
 0 -> 2 -> 1 (PELAB_MATRIX=full). The full 0 -> 2 -> 3 -> 1 on the default profile is
@@ -16,19 +17,18 @@ from pathlib import Path
 import pytest
 import requests
 
-from components.program import main
 from lab.client import LabClient
 from provider.codesync import plan
 from provider.master.steps import MASTER_CLASS
 from provider.pe.classifier import is_pinned
 from provider.pe.generation import generation_for
-from tests.harness.graph import GraphRun
-from tests.harness.mocks import run_program
-from tests.harness.provider_server import ProviderServer, wait_for
+from tests.cli_stack import CliRun, CliStack
+from tests.harness.provider_server import wait_for
 from tests.labtests.helpers import (
     DEFAULT_GENERATION,
+    HasOutputs,
     bare_masters,
-    lab_stack_config,
+    lab_stack_values,
     lb_stats,
     pdb_node,
     revoke_on_ca,
@@ -46,12 +46,6 @@ SHAPE = (("compile02", "compile03"), ("compile02",), ()) if FULL else (("compile
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ProviderServer]:
-    with ProviderServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def generations(lab: LabClient) -> Iterator[None]:
     """Each test switches the lab to its generation straight from the last one's (a switch
     is ~9 s: six of them, not twelve); the default profile is back after the module."""
@@ -61,14 +55,19 @@ def generations(lab: LabClient) -> Iterator[None]:
         lab.set_pe_version(DEFAULT_GENERATION)
 
 
-def up(lab: LabClient, run: GraphRun, shorts: tuple[str, ...], version: str) -> None:
-    config = lab_stack_config(lab, shorts, **{"pe:version": version})
+def stack_config(lab: LabClient, shorts: tuple[str, ...], version: str) -> dict[str, object]:
+    config = lab_stack_values(lab, shorts, **{"pe:version": version})
     if not lab.profile.tokens:  # before PE 2015.3: a certificate in the console's allowlist
         cert, key = lab.host("primary").cert_files()
         del config["pe:rbacTokenFile"]
         config["pe:classifierClientCert"] = Path(cert).read_text()
         config["pe:classifierClientKeyFile"] = key
-    run.up(run_program(main, stack="lab", config=config))
+    return config
+
+
+def up(lab: LabClient, stack: CliStack, shorts: tuple[str, ...], version: str) -> CliRun:
+    stack.set_config(stack_config(lab, shorts, version))
+    return stack.up()
 
 
 def allowlist(lab: LabClient, short: str, path: str) -> set[str] | None:
@@ -76,7 +75,7 @@ def allowlist(lab: LabClient, short: str, path: str) -> set[str] | None:
     return None if text is None else set(text.split())
 
 
-def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> None:
+def assert_serving(lab: LabClient, run: HasOutputs, shorts: tuple[str, ...]) -> None:
     profile = lab.profile
     primary_digest = plan.digest_of(
         plan.parse_listing(lab.host("primary").run(plan.digest_command("/etc/puppet/code/environments")).stdout, [])
@@ -126,7 +125,7 @@ def assert_serving(lab: LabClient, run: GraphRun, shorts: tuple[str, ...]) -> No
     assert pool == certnames
 
 
-def assert_removed(lab: LabClient, run: GraphRun, certname: str, serial: int) -> None:
+def assert_removed(lab: LabClient, run: HasOutputs | None, certname: str, serial: int) -> None:
     assert ("puppet_compilers", certname) not in lb_stats(lab)
     assert lab.ca_state(certname) is None  # revoked, then cleaned
     crl = lab.host("primary").run("openssl crl -in /var/lib/puppet/ssl/crl.pem -noout -text").stdout
@@ -190,13 +189,12 @@ def assert_dialect(log: str, version: str) -> None:
         assert "master run: catalog with the master profile applied" in log, log
 
 
-def drift_then_repair(
-    lab: LabClient, server: ProviderServer, run: GraphRun, step: tuple[str, ...], version: str
-) -> None:
+def drift_then_repair(lab: LabClient, stack: CliStack, step: tuple[str, ...], version: str) -> None:
     """What `pulumi refresh` reports, the next `pulumi up` repairs, through the program (one
-    provisioning path); then an `up` changes nothing. The drift: a master unpinned from its
-    group (where the generation pins) with its compile service stopped; then its certificate
-    revoked on the CA (refresh drops it from the state; `up` creates it again)."""
+    provisioning path); then `pulumi preview --expect-no-changes` passes. The drift: a master
+    unpinned from its group (where the generation pins) with its compile service stopped;
+    then its certificate revoked on the CA (refresh drops it from the state; `up` creates it
+    again)."""
     short = step[0]
     certname, master = f"{short}.pelab.test", f"{short}.pelab.test-master"
     generation = generation_for(version)
@@ -205,56 +203,53 @@ def drift_then_repair(
         unpin(lab, certname, generation.node_group, endpoint=generation.classification == "pin")
         assert not is_pinned(lab.classifier().group(generation.node_group)["rule"], certname)
     stop_compile_service(lab, short)
-    status = run.refresh()[master]
+    refreshed = stack.refresh()
+    assert ("update", master) in refreshed.steps(), refreshed.steps()  # the refresh shows the drift
+    status = stack.outputs(master)["status"]
     assert status.startswith("drifted:") and "compile service not running" in status, status
     assert ("not pinned" in status) == pins, status
-    start = len(run.log)
-    up(lab, run, step, version)
-    assert ("update", master) in run.operations(start)
-    assert_serving(lab, run, step)
+    run = up(lab, stack, step, version)
+    assert ("update", master) in run.steps()
+    assert_serving(lab, stack, step)
 
-    serial = int(run.outputs(master)["cert_serial"])
+    serial = int(stack.outputs(master)["cert_serial"])
     revoke_on_ca(lab, certname)
-    assert run.refresh()[master] == ""  # gone from the state
-    start, mark = len(run.log), len(server.text())
-    up(lab, run, step, version)
-    assert ("create", master) in run.operations(start)
-    assert "certificate revoked: cleaning it on the CA and requesting a new one" in server.text()[mark:]
+    refreshed = stack.refresh()
+    assert ("delete", master) in refreshed.steps(), refreshed.steps()
+    assert master not in stack.resources()  # gone from the state
+    run = up(lab, stack, step, version)
+    assert ("create", master) in run.steps()
+    assert "certificate revoked: cleaning it on the CA and requesting a new one" in run.diagnostics()
     entry = lab.ca_entry(certname)
     assert entry is not None and entry["state"] == "signed" and int(entry["serial_number"]) != serial
-    assert served_fingerprint(lab, short) == run.outputs(master)["cert_fingerprint"]  # the new one
-    assert_serving(lab, run, step)
-
-    start = len(run.log)
-    up(lab, run, step, version)
-    assert {op for op, _ in run.operations(start)} == {"same"}, run.operations(start)
+    assert served_fingerprint(lab, short) == stack.outputs(master)["cert_fingerprint"]  # the new one
+    assert_serving(lab, stack, step)
+    assert stack.preview("--expect-no-changes", check=False).returncode == 0
 
 
 @pytest.mark.parametrize("version", MATRIX)
-def test_program_on_each_generation(
-    lab: LabClient, server: ProviderServer, generations: None, version: str, tmp_path: Path
-) -> None:
+def test_program_on_each_generation(lab: LabClient, generations: None, version: str, tmp_path: Path) -> None:
     shorts = sorted({s for step in SHAPE for s in step})
     bare_masters(lab, shorts)
-    run = GraphRun(server)
     primary = lab.host("primary").fqdn
     lab.set_pe_version(version)
+    stack = CliStack("gen", tmp_path / "stack", stack_config(lab, (), version))
     try:
         previous: tuple[str, ...] = ()
         for step in SHAPE:
-            serials = {s: int(run.outputs(f"{s}.pelab.test-master")["cert_serial"]) for s in previous}
+            serials = {s: int(stack.outputs(f"{s}.pelab.test-master")["cert_serial"]) for s in previous}
             leaving = {s: saved_identity(lab, s, tmp_path) for s in set(previous) - set(step)}
             for identity in leaving.values():  # let in before its removal
                 assert accepts(f"https://{primary}:8140/status/v1/simple", identity, lab.ca_file)
-            mark = len(server.text())
-            up(lab, run, step, version)
-            assert_serving(lab, run, step)
+            run = up(lab, stack, step, version)
+            assert_serving(lab, stack, step)
             if not previous:  # the first step: refresh -> up repairs (issue 15 (a))
-                assert_dialect(server.text()[mark:], version)
-                drift_then_repair(lab, server, run, step, version)
+                assert_dialect(run.diagnostics(), version)
+                drift_then_repair(lab, stack, step, version)
             for gone, identity in leaving.items():
-                assert_removed(lab, run, f"{gone}.pelab.test", serials[gone])
+                assert_removed(lab, stack, f"{gone}.pelab.test", serials[gone])
                 assert_refused_everywhere(lab, identity, [primary, *(f"{s}.pelab.test" for s in step)])
             previous = step
     finally:
-        run.destroy()
+        stack.destroy(check=False)
+        bare_masters(lab, shorts)

@@ -8,6 +8,8 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from provider.core import engine_watch
+
 if TYPE_CHECKING:
     from provider.ssh.session import CommandResult
 
@@ -150,12 +152,15 @@ def at_boundary(method: F) -> F:
 
     @functools.wraps(method)
     def boundary(*args: Any, **kwargs: Any) -> Any:
+        engine_watch.enter()
         try:
             return method(*args, **kwargs)
         except ProviderFailure:
             raise
         except Exception as exc:  # every failure leaves through here
             message = user_message(exc)
+        finally:
+            engine_watch.leave()
         raise ProviderFailure(message) from None
 
     return boundary  # type: ignore[return-value]

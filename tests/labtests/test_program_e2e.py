@@ -145,7 +145,7 @@ def test_program_scales_out_and_in_through_the_real_cli(lab: LabClient, stack: C
     assert f"[{other}.pelab.test-master] delete: removed (in {leads[0]}.pelab.test's delete)" in said
     assert said.count("compile01.pelab.test: Puppet run done, its CRL lists the revoked serial(s)") == 1, said
     deletes = [name for op, name in run.steps() if op == "delete"]
-    assert set(deletes) == {f"{s}.pelab.test{r}" for s in SHORTS[1:] for r in ("", "-code", "-master", "-pool")}
+    assert set(deletes) == {f"{s}.pelab.test-{r}" for s in SHORTS[1:] for r in ("code", "master", "pool")}
     for short in SHORTS[1:]:
         certname = f"{short}.pelab.test"
         assert (

@@ -41,6 +41,8 @@ from lab.generations import LAB_CA_PORT, Profile, other_allowlists
 LAB_DIR = Path(__file__).resolve().parent
 ETC_HOSTS = Path("/etc/hosts")
 PUPPETSERVER_START_DEADLINE = 240.0
+# A HUP is seconds on an idle machine; past this a busy one gets a restart instead.
+RELOAD_DEADLINE = 120.0
 NFS_HELPER = "/usr/sbin/mount.nfs"
 
 
@@ -432,25 +434,37 @@ class Lab:
         def starts() -> int:
             return logfile.read_text(errors="replace").count(started) if logfile.exists() else 0
 
+        # A HUP that lands while Puppet Server is still starting may never be answered with
+        # another "started" line: let a start in progress finish first.
+        with contextlib.suppress(TimeoutError):
+            wait_until(self.primary_ready, PUPPETSERVER_START_DEADLINE, "Puppet Server is not up")
         before = starts()
         self.run("primary", ["pkill", "-HUP", "-f", "puppetserver.jar"])
-        wait_until(
-            lambda: starts() > before and self.primary_ready(),
-            PUPPETSERVER_START_DEADLINE,
-            f"Puppet Server on the primary did not come back from its reload; see {logfile}",
-        )
+        try:
+            wait_until(
+                lambda: starts() > before and self.primary_ready(),
+                RELOAD_DEADLINE,
+                f"Puppet Server on the primary did not come back from its reload; see {logfile}",
+            )
+        except TimeoutError:
+            log(f"Puppet Server's reload (HUP) did not complete in {RELOAD_DEADLINE:.0f}s: restarting it instead")
+            self.stop_primary()
+            self.start_primary()
 
     def stop_primary(self) -> None:
         pidfile = self.root / "run" / "primary-puppetserver.pid"
+        def stopped() -> bool:
+            return not self.primary_ready(any_port=True) and not self.run(
+                "primary", ["pgrep", "-f", "puppetserver.jar"], check=False
+            ).stdout.strip()
+
         self.run("primary", ["pkill", "-TERM", "-f", "puppetserver.jar"], check=False)
-        wait_until(
-            lambda: (
-                not self.primary_ready(any_port=True)
-                and not self.run("primary", ["pgrep", "-f", "puppetserver.jar"], check=False).stdout.strip()
-            ),
-            60,
-            "Puppet Server on the primary did not stop",
-        )
+        try:
+            wait_until(stopped, 60, "Puppet Server on the primary did not stop")
+        except TimeoutError:
+            log("Puppet Server did not stop on SIGTERM in 60s: killing it")
+            self.run("primary", ["pkill", "-KILL", "-f", "puppetserver.jar"], check=False)
+            wait_until(stopped, 30, "Puppet Server on the primary did not stop")
         pidfile.unlink(missing_ok=True)
 
     def kill_sshd(self, short: str) -> None:

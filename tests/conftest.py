@@ -17,3 +17,28 @@ def lab() -> Iterator[LabClient]:
         pytest.skip("lab tests need root (they run sshd, Puppet Server and HAProxy on loopback)")
     Lab().up()  # idempotent: a running lab is only checked
     yield LabClient()
+
+
+@pytest.fixture(autouse=True)
+def lab_left_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A lab test leaves the lab-wide state as it found it, whatever fails: the generation
+    profile, ca.conf's alt-names switch, the latency and fault knobs, every host and
+    service running. What a test's own `finally` did not restore is restored here (and
+    said), so one failure stays one failure instead of failing every test after it."""
+    if request.node.get_closest_marker("lab") is None or os.geteuid() != 0:
+        yield
+        return
+    lab = Lab()
+    before = lab.settings()
+    yield
+    after = lab.settings()
+    down = [name for name, state in lab.status().items() if state in ("down", "not running")]
+    if after == before and not down:
+        return
+    changed = [
+        f"{key}: {getattr(before, key)!r} -> {getattr(after, key)!r}"
+        for key in ("pe_version", "allow_alt_names", "real_compile_hosts", "knobs")
+        if getattr(before, key) != getattr(after, key)
+    ]
+    print(f"\nlab guard: {request.node.nodeid} left {changed + [f'{d} down' for d in down]}: restoring")
+    lab.up(before)

@@ -245,15 +245,20 @@ def test_an_interrupted_up_converges_with_one_certificate(lab: LabClient, restor
     assert proc.returncode != 0
 
     if how == "SIGKILL":
-        # docs/failures.md: the provider the killed CLI started finishes its call on its own
-        # (its own process group); wait for it to end, then clear the pending create.
-        assert wait_until(lambda: not provider_processes(stack), 900), "the orphaned provider never ended"
+        # docs/failures.md, "An interrupted pulumi up": the provider the killed CLI started
+        # stops at its next step boundary and exits (provider/core/engine_watch.py); then
+        # the lock the CLI left goes (`pulumi cancel`) and the pending create is cleared.
+        assert wait_until(lambda: not provider_processes(stack), 600), "the orphaned provider never ended"
+        locked = stack.preview(check=False)
+        assert locked.returncode != 0 and "pulumi cancel" in locked.text, locked.text
+        stack.cli("cancel", "--yes", "--stack", stack.name)
         stack.refresh("--clear-pending-creates")
     run = stack.up()
     assert "pending operations" not in run.text
     assert_serving(lab, stack, (SHORT, ADDED))
-    certs = lab.host("primary").run(f"ls /var/lib/puppet/ssl/ca/signed/ | grep -c '^{added}.pem$'").stdout.strip()
-    assert certs == "1"
+    ca_dir = "/etc/puppet/puppetserver/ca"  # the lab CA's (Debian Puppet Server's cadir)
+    listed = lab.host("primary").run(f"ls {ca_dir}/signed {ca_dir}/requests").check().stdout.split()
+    assert listed.count(f"{added}.pem") == 1, listed  # one certificate, no CSR left
     entry = lab.ca_entry(added)
     assert entry is not None and entry["state"] == "signed"
     assert served_fingerprint(lab, ADDED) == stack.outputs(f"{added}-master")["cert_fingerprint"]

@@ -18,7 +18,7 @@ import pytest
 
 from lab.client import LabClient
 from provider.pe.classifier import is_pinned
-from tests.cli_stack import CliRun, CliStack
+from tests.cli_stack import PASSPHRASE, CliRun, CliStack
 from tests.labtests.helpers import bare_masters, lab_stack_values, lb_config, lb_stats, on_generation, pdb_node
 from tests.labtests.test_generations import assert_removed, assert_serving, pg_ident_entries
 
@@ -27,6 +27,7 @@ SHORTS = ("compile01", "compile02", "compile03")
 # The generation most users run (PE 2021.7 LTS); every profile runs 0 -> 1 -> 0 in
 # test_generations.py.
 GENERATION = "2021.7"
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # the state's mark of a secret value
 STACK = "e2e"  # resources are named after it: e2e-provisioning, e2e-infra-refresh, ...
 
 
@@ -103,6 +104,7 @@ def test_program_scales_out_and_in_through_the_real_cli(lab: LabClient, stack: C
     assert_serving(lab, stack, SHORTS[:2])
     assert_through_lb(lab, SHORTS[:2])
     assert stack.preview("--expect-no-changes").returncode == 0
+    assert_no_plaintext_secrets(lab, stack, run.text)
 
     # The preview of adding compile03 lists exactly what README says it does.
     stack.set_config(config(lab, SHORTS))
@@ -164,6 +166,29 @@ def test_program_scales_out_and_in_through_the_real_cli(lab: LabClient, stack: C
     assert stack.resources() == {}
     assert_removed(lab, None, "compile01.pelab.test", serial)
     assert_nothing_left(lab, SHORTS)
+
+
+def assert_no_plaintext_secrets(lab: LabClient, stack: CliStack, shown: str) -> None:
+    """`pulumi stack export` (no --show-secrets), the state file itself and what the CLI
+    printed hold no private key, RBAC token or passphrase; every `__provider` (the pickled
+    provider, in inputs and outputs) is a secret."""
+    key = (lab.root / "keys" / "lab_ed25519").read_text()
+    key_body = [line for line in key.splitlines() if line and not line.startswith("-----")]
+    token = (lab.root / "keys" / "rbac-token").read_text().strip()
+    exported = stack.export()
+    state_files = "".join(p.read_text() for p in (stack.workdir / "state").rglob("*.json"))
+    for where, text in (("stack export", json.dumps(exported)), ("state file", state_files), ("CLI output", shown)):
+        for line in key_body:
+            assert line not in text, f"a line of the SSH private key in the {where}"
+        assert token not in text, f"the RBAC token in the {where}"
+        assert PASSPHRASE not in text, f"the passphrase in the {where}"
+    providers = 0
+    for resource in exported["deployment"]["resources"]:
+        for props in (resource.get("inputs") or {}, resource.get("outputs") or {}):
+            if "__provider" in props:
+                providers += 1
+                assert set(props["__provider"]) == {SECRET_SIG, "ciphertext"}, resource["urn"]
+    assert providers >= 2 * 9  # the nine dynamic resources of two masters, inputs and outputs
 
 
 def assert_nothing_left(lab: LabClient, shorts: tuple[str, ...]) -> None:

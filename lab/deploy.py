@@ -453,10 +453,12 @@ class Lab:
 
     def stop_primary(self) -> None:
         pidfile = self.root / "run" / "primary-puppetserver.pid"
+
         def stopped() -> bool:
-            return not self.primary_ready(any_port=True) and not self.run(
-                "primary", ["pgrep", "-f", "puppetserver.jar"], check=False
-            ).stdout.strip()
+            return (
+                not self.primary_ready(any_port=True)
+                and not self.run("primary", ["pgrep", "-f", "puppetserver.jar"], check=False).stdout.strip()
+            )
 
         self.run("primary", ["pkill", "-TERM", "-f", "puppetserver.jar"], check=False)
         try:

@@ -61,9 +61,24 @@ def find_cli() -> Path:
     raise CliNotFoundError(f"no Pulumi CLI: run `make deps` (builds {pinned_version()} into {built.parent})")
 
 
+# The CLI's global flags that take a value as the next word (`pulumi --help`).
+GLOBAL_VALUE_FLAGS = frozenset(
+    {"-C", "--cwd", "--color", "--profiling", "--tracing", "--tracing-header", "--memprofilerate", "--otel-traces"}
+)
+
+
 def command_of(argv: Sequence[str]) -> str | None:
-    """The CLI subcommand in argv (its first word that is not a flag)."""
-    return next((arg for arg in argv if not arg.startswith("-")), None)
+    """The CLI subcommand in argv: its first word that is neither a flag nor a global
+    flag's value."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in GLOBAL_VALUE_FLAGS:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def cli_env(cli: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:

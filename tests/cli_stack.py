@@ -48,8 +48,8 @@ class CliRun:
         """(op, resource name) of every step the engine began, in its order, the stack,
         components and default providers left out (they carry no work). A refresh's steps
         are named by what it found: `update` (drift), `delete` (gone), `same`."""
-        out = []
-        refreshed = {}
+        out: list[tuple[str, str]] = []
+        refreshed: dict[str, int] = {}
         for event in self.events:
             for kind in ("resourcePreEvent", "resOutputsEvent"):
                 if kind not in event:

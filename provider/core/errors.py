@@ -113,9 +113,28 @@ class StepFailedError(ProviderError):
         super().__init__(f"{text}\nWhat to do: {advice}")
 
 
+class Failed(Exception):  # noqa: N818 - the word the user reads first
+    """The cause and what to do, as the user reads them first. The SDK answers a failed call
+    with `traceback.format_exc()` (pulumi/dynamic/__main__.py, `_abort_with_traceback`),
+    which prints an exception's cause before its frames, and a cause that was never raised
+    has no frames: so the CLI's error begins `Failed: <what, where> What to do: ...`."""
+
+
+# `Failed: ...`, not `provider.core.errors.Failed: ...` (traceback leaves out the module
+# of builtins' types).
+Failed.__module__ = "builtins"
+AFTER_THE_CAUSE = "the cause and what to do are above"
+
+
 class ProviderFailure(Exception):  # noqa: N818 - the name the user reads in the engine's output
-    """What reaches the engine: one message, advice included, no chained cause (the SDK
-    prints `traceback.format_exc()`, so the frames below the boundary stay out)."""
+    """What reaches the engine: raised from a `Failed` that carries the message, so the
+    message comes first and the frames after it are the SDK's and the boundary's only (the
+    frames below the boundary stay out); its own line points back up to the message, which
+    `message` holds."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(AFTER_THE_CAUSE)
+        self.message = message
 
 
 def user_message(exc: BaseException) -> str:
@@ -161,6 +180,6 @@ def at_boundary(method: F) -> F:
             message = user_message(exc)
         finally:
             engine_watch.leave()
-        raise ProviderFailure(message) from None
+        raise ProviderFailure(message) from Failed(message)
 
     return boundary  # type: ignore[return-value]

@@ -9,12 +9,17 @@ EchoFile resources (Read follows the file, so refresh sees drift)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pulumi
 
 from tests.harness.echo_provider import EchoFile
 from tests.harness.lifecycle_provider import ReplaceOnA
+
+
+def _constant(value: Any, _dependency: Any) -> Any:
+    return value
 
 
 def program() -> None:
@@ -24,7 +29,7 @@ def program() -> None:
     for spec in config.get_object("resources") or []:
         a: Any = spec["A"]
         if spec.get("after"):
-            a = made[spec["after"]].A.apply(lambda _, value=a: value)
+            a = made[spec["after"]].A.apply(functools.partial(_constant, a))
         made[spec["name"]] = ReplaceOnA(spec["name"], a, journal, bool(spec.get("dbr")), note=spec.get("note"))
     for spec in config.get_object("files") or []:
         EchoFile(spec["name"], spec["path"], spec["content"])

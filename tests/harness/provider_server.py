@@ -55,16 +55,20 @@ class ProviderError(Exception):
     @property
     def message(self) -> str:
         """What the user reads: the SDK sends `traceback.format_exc()`; the provider's
-        boundary (provider.core.errors.at_boundary) makes it the SDK's frames, the boundary's
-        own and one ProviderFailure - no chained cause. Asserts that shape."""
+        boundary (provider.core.errors.at_boundary) makes it the message first (`Failed:
+        ...`, a cause without frames), then the SDK's frames, the boundary's own and one
+        ProviderFailure pointing back up. Asserts that shape."""
         text = self.details
-        assert text.count("Traceback (most recent call last)") == 1, text
-        assert "direct cause" not in text and "During handling" not in text, text
-        head, marker, message = text.partition("provider.core.errors.ProviderFailure: ")
-        assert marker, text
-        ours = [line for line in head.splitlines() if line.strip().startswith('File "') and "/provider/" in line]
+        assert text.startswith("Failed: "), text
+        message, marker, tail = text.partition(
+            "\n\nThe above exception was the direct cause of the following exception:"
+        )
+        assert marker and tail.count("Traceback (most recent call last)") == 1, text
+        assert "During handling" not in text, text
+        ours = [line for line in tail.splitlines() if line.strip().startswith('File "') and "/provider/" in line]
         assert len(ours) == 1 and "errors.py" in ours[0], text  # the boundary frame only
-        return message.strip()
+        assert tail.rstrip().endswith("provider.core.errors.ProviderFailure: the cause and what to do are above"), text
+        return message.removeprefix("Failed: ").strip()
 
 
 @dataclass(frozen=True)

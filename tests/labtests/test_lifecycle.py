@@ -43,8 +43,8 @@ ADDED = "compile04"  # added by the interrupted ups
 HOSTS = (SHORT, OTHER, ADDED)
 
 
-def config(lab: LabClient, shorts: tuple[str, ...] = (SHORT,), **changes: Any) -> dict[str, Any]:
-    return lab_stack_values(lab, shorts, **{"pe:version": GENERATION, **changes})
+def config(lab: LabClient, shorts: tuple[str, ...] = (SHORT,), changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    return lab_stack_values(lab, shorts, **{"pe:version": GENERATION, **(changes or {})})
 
 
 def masters(lab: LabClient, shorts: tuple[str, ...] = (SHORT,)) -> list[dict[str, Any]]:
@@ -78,7 +78,7 @@ def restored(lab: LabClient, deployed: CliStack) -> Iterator[CliStack]:
 def test_a_removed_optional_input_is_one_update_then_no_change(lab: LabClient, restored: CliStack) -> None:
     stack = restored
     timeouts = config(lab)["pe:timeouts"]
-    stack.set_config(config(lab, **{"pe:timeouts": {**timeouts, "connect": 45}}))
+    stack.set_config(config(lab, changes={"pe:timeouts": {**timeouts, "connect": 45}}))
     stack.up()
     assert stack.outputs(MASTER)["connect_timeout"] == 45
     stack.set_config(config(lab))  # `connect` removed again
@@ -94,7 +94,7 @@ def test_a_removed_optional_input_is_one_update_then_no_change(lab: LabClient, r
 def test_a_new_certname_on_the_same_host_is_refused_before_anything_changes(lab: LabClient, restored: CliStack) -> None:
     stack = restored
     renamed = [{**masters(lab)[0], "certname": "compile02-renamed.pelab.test"}]
-    stack.set_config(config(lab, **{"pe:compileMasters": renamed}))
+    stack.set_config(config(lab, changes={"pe:compileMasters": renamed}))
     for attempt in (stack.preview, stack.up):
         run = attempt(check=False)
         assert run.returncode != 0
@@ -132,7 +132,7 @@ def test_an_alt_name_change_drains_the_member_before_the_certificate_goes(lab: L
     stack = restored
     old_serial = int(stack.outputs(MASTER)["cert_serial"])
     changed = [{**masters(lab)[0], "dnsAltNames": [SHORT, "compile02-new"]}]
-    stack.set_config(config(lab, **{"pe:compileMasters": changed}))
+    stack.set_config(config(lab, changes={"pe:compileMasters": changed}))
     plan = stack.preview_json()
     replaced = {s["urn"].rsplit("::", 1)[-1] for s in plan["steps"] if s["op"] == "replace"}
     assert {MASTER, POOL} <= replaced, plan["steps"]
@@ -249,7 +249,7 @@ def test_an_interrupted_up_converges_with_one_certificate(lab: LabClient, restor
         # stops at its next step boundary and exits (provider/core/engine_watch.py); then
         # the lock the CLI left goes (`pulumi cancel`) and the pending create is cleared.
         assert wait_until(lambda: not provider_processes(stack), 600), "the orphaned provider never ended"
-        locked = stack.preview(check=False)
+        locked = stack.refresh("--clear-pending-creates", check=False)
         assert locked.returncode != 0 and "pulumi cancel" in locked.text, locked.text
         stack.cli("cancel", "--yes", "--stack", stack.name)
         stack.refresh("--clear-pending-creates")
@@ -263,3 +263,34 @@ def test_an_interrupted_up_converges_with_one_certificate(lab: LabClient, restor
     assert entry is not None and entry["state"] == "signed"
     assert served_fingerprint(lab, ADDED) == stack.outputs(f"{added}-master")["cert_fingerprint"]
     assert stack.preview("--expect-no-changes", check=False).returncode == 0
+
+
+def test_a_failure_reads_cause_and_advice_first_through_the_cli(lab: LabClient, deployed: CliStack) -> None:
+    """What the real CLI prints when a provider call fails (docs/failures.md has the
+    transcript): the cause and what to do first, then the SDK's frames and the boundary's
+    only. The failure: a host answering with another host key than the pinned one, refused
+    before anything is sent to it."""
+    short = "compile09"
+    known = (lab.root / "keys" / "known_hosts").read_text().splitlines()
+    wrong_key = next(line for line in known if line.startswith("compile10.")).split(None, 1)[1]
+    settings = config(lab, (short,))
+    settings["pe:compileMasters"][0]["hostKey"] = wrong_key
+    failing = CliStack("hostkey", deployed.workdir, settings)
+    try:
+        run = failing.up(check=False)
+        assert run.returncode != 0
+        errors = {
+            str(e["diagnosticEvent"].get("urn", "")).rsplit("::", 1)[-1]: str(e["diagnosticEvent"]["message"])
+            for e in run.events
+            if "diagnosticEvent" in e and e["diagnosticEvent"].get("severity") == "error"
+        }
+        said = errors[f"{short}.pelab.test-code"]
+        assert said.startswith("Failed: 127.0.10.19: the host key it presented"), said
+        cause, _, frames = said.partition("The above exception was the direct cause")
+        assert "What to do: the host did not prove the pinned SSH host key" in cause
+        assert "Traceback" not in cause and 'File "' not in cause
+        ours = [line for line in frames.splitlines() if 'File "' in line and "/pulumi/" not in line]
+        assert len(ours) == 1 and "provider/core/errors.py" in ours[0], frames  # the boundary's frame only
+        assert lab.ca_state(f"{short}.pelab.test") is None  # nothing was done
+    finally:
+        failing.destroy(check=False)

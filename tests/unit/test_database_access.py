@@ -433,7 +433,7 @@ def test_a_delete_whose_database_host_is_unreachable_fails_before_anything_chang
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from provider import compile_master
-    from provider.core.errors import ProviderFailure, SshUnreachableError
+    from provider.core.errors import Failed, ProviderFailure, SshUnreachableError
 
     opened: list[str] = []
 
@@ -464,5 +464,6 @@ def test_a_delete_whose_database_host_is_unreachable_fails_before_anything_chang
     with pytest.raises(ProviderFailure) as failed:  # what the engine receives: one message
         compile_master.PeCompileMasterProvider().delete("c1.example.com", props)
     assert opened == ["primary.example.com", "db.example.com"]
-    assert str(failed.value).startswith("[db.example.com] delete: the database host is unreachable")
-    assert "pg_ident.conf lines must be removed there, so nothing was changed" in str(failed.value)
+    assert failed.value.message.startswith("[db.example.com] delete: the database host is unreachable")
+    assert "pg_ident.conf lines must be removed there, so nothing was changed" in failed.value.message
+    assert isinstance(failed.value.__cause__, Failed) and str(failed.value.__cause__) == failed.value.message

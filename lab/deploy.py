@@ -435,9 +435,12 @@ class Lab:
             return logfile.read_text(errors="replace").count(started) if logfile.exists() else 0
 
         # A HUP that lands while Puppet Server is still starting may never be answered with
-        # another "started" line: let a start in progress finish first.
+        # another "started" line: let a start in progress finish first (on either port: a
+        # profile switch moves the CA's port only with this reload).
         with contextlib.suppress(TimeoutError):
-            wait_until(self.primary_ready, PUPPETSERVER_START_DEADLINE, "Puppet Server is not up")
+            wait_until(
+                lambda: self.primary_ready(any_port=True), PUPPETSERVER_START_DEADLINE, "Puppet Server is not up"
+            )
         before = starts()
         self.run("primary", ["pkill", "-HUP", "-f", "puppetserver.jar"])
         try:

@@ -37,7 +37,7 @@ from tests.labtests.helpers import (
     unpin,
 )
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.lab_state_per_module]
 PP_AUTH_ROLE = "1.3.6.1.4.1.34380.1.3.13"
 # Profiles the product passes on today (README, "Supported PE generations").
 MATRIX = ("3.7", "2016.4", "2018.1", "2019.8", "2021.7", "2023.8")

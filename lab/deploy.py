@@ -438,9 +438,7 @@ class Lab:
         # another "started" line: let a start in progress finish first (on either port: a
         # profile switch moves the CA's port only with this reload).
         with contextlib.suppress(TimeoutError):
-            wait_until(
-                lambda: self.primary_ready(any_port=True), PUPPETSERVER_START_DEADLINE, "Puppet Server is not up"
-            )
+            wait_until(lambda: self.primary_ready(any_port=True), RELOAD_DEADLINE, "Puppet Server is not up")
         before = starts()
         self.run("primary", ["pkill", "-HUP", "-f", "puppetserver.jar"])
         try:

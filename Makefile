@@ -3,11 +3,12 @@ PY := .venv/bin/python
 
 .PHONY: deps lab lab-down lab-reset lab-status lint typecheck unit test matrix bench
 
+## Debian packages, the venv, and the Pulumi CLI (scripts/install-pulumi.sh).
 deps:
 	bash scripts/install-deps.sh
 
-## Bring the lab up (idempotent), then run the main job against it (`pulumi up --stack lab`,
-## if the Pulumi CLI is installed; see scripts/main-job.sh).
+## Bring the lab up (idempotent), then run the main job against it: the real Pulumi CLI
+## (built by `deps` if none is on PATH) applies the lab stack (scripts/main-job.sh).
 lab: deps
 	$(PY) -m lab up
 	bash scripts/main-job.sh

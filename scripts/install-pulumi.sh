@@ -35,7 +35,7 @@ fi
 command -v go >/dev/null || { echo "install-pulumi: Go is needed to build the Pulumi CLI (go 1.26+)"; exit 1; }
 mkdir -p "$dir"
 cd tools/pulumi-cli
-export CGO_ENABLED=0 GOFLAGS=-mod=readonly
+export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
 echo "install-pulumi: downloading the modules of github.com/pulumi/pulumi/pkg/v3@$version (checked against go.sum)"
 go mod download
 echo "install-pulumi: building pulumi $version into $dir (first build: 3-20 min and up to 4 GB on 2 cores; later ones use Go's build cache)"

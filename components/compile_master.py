@@ -181,7 +181,6 @@ class CompileMaster(pulumi.ComponentResource):
         self.spec, self.master_spec, self.creds = spec, master, creds
         self.member = None
         sync = spec.file_sync
-        child = pulumi.ResourceOptions(parent=self)
         sync_args: dict[str, Any] = {
             "method": sync.method,
             "host": master.access.host,
@@ -198,7 +197,15 @@ class CompileMaster(pulumi.ComponentResource):
             sync_args.update(
                 {"r10k_remote": sync.r10k_remote, "r10k_cachedir": sync.r10k_cachedir, "r10k_bin": sync.r10k_bin}
             )
-        self.file_sync = FileSync(f"{master.name}-code", cast(FileSyncArgs, sync_args), child)
+        # After the batch: its Check refuses what must not happen (a certname changed on the
+        # same host) for the whole deployment, and the engine starts a registered resource's
+        # step while later Checks still run, so nothing of a master may register before it.
+        # The Python SDK registers a resource once what it depends on is done.
+        self.file_sync = FileSync(
+            f"{master.name}-code",
+            cast(FileSyncArgs, sync_args),
+            pulumi.ResourceOptions(parent=self, depends_on=[batch] if batch else []),
+        )
         master_args: dict[str, Any] = {
             **master_entry(master, spec),
             **shared_master_inputs(spec, creds),

@@ -8,9 +8,11 @@ rules (pulumi/pulumi, read at HEAD 1b5949891b):
 
 * Step generation is serial: Check and Diff of one registration at a time, in the
   program's order (the engine's step generator; parallel Diff only with
-  PULUMI_PARALLEL_DIFF); a Check failure stops the run. Creates, updates and deletes
-  then run in parallel, at most `parallelism` at once: the CLI's default is
-  4 x GOMAXPROCS (pkg/cmd/pulumi/operations/up.go, defaultParallel).
+  PULUMI_PARALLEL_DIFF); a Check failure stops the run, after the steps already
+  generated for the registrations before it (the engine starts each step as soon as it
+  is generated). Creates, updates and deletes then run in parallel, at most
+  `parallelism` at once: the CLI's default is 4 x GOMAXPROCS
+  (pkg/cmd/pulumi/operations/up.go, defaultParallel).
 * No change: the new inputs are stored ("same" step). Update: Update(olds = old outputs).
 * Replace (pkg/resource/deploy/step_generator.go): Check again with no olds, then
   - delete-before-replace (the provider's Diff or the resource option): the dependents
@@ -199,8 +201,16 @@ class GraphRun:
         try:
             for layer in waves(set(resources), deps):
                 plans: dict[str, Plan] = {}
-                for name in sorted(layer, key=order.__getitem__):
-                    plans[name] = self._plan_one(resources[name], old_deps, old_props)
+                try:
+                    for name in sorted(layer, key=order.__getitem__):
+                        plans[name] = self._plan_one(resources[name], old_deps, old_props)
+                except CheckFailedError:
+                    # The engine starts each step as soon as it is generated: a Check that
+                    # fails later in the program stops the run only after the steps of the
+                    # registrations before it (seen through the real CLI: tests/labtests/
+                    # test_lifecycle.py, a FileSync created before the batch refused).
+                    self._run_layer(functools.partial(self._execute_planned, plans), list(plans))
+                    raise
                 self._run_layer(functools.partial(self._execute_planned, plans), list(plans))
         finally:
             for name in resources:

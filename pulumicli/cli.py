@@ -8,8 +8,9 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,37 +102,10 @@ def default_program() -> None:
     getattr(importlib.import_module(module), function)()
 
 
-def run(
-    argv: Sequence[str],
-    program: Callable[[], Any] = default_program,
-    env: Mapping[str, str] | None = None,
-    cwd: Path = ROOT,
-    **popen: Any,
-) -> subprocess.Popen[Any]:
-    """Start the CLI with `argv`; for program commands, serve `program` to it first.
-    The server stops when the returned process is waited for through `wait()` below."""
-    cli = find_cli()
-    args = [str(cli), *argv]
-    server = None
-    if command_of(argv) in PROGRAM_COMMANDS:
-        server = serve(program)
-        args += [f"--client=127.0.0.1:{server.port}", "--exec-kind", "auto.inline"]
-    proc = subprocess.Popen(args, env=cli_env(cli, env), cwd=cwd, **popen)
-    proc.language_server = server  # type: ignore[attr-defined]
-    return proc
-
-
-class _Served:
-    def __init__(self, grpc_server: Any, port: int) -> None:
-        self.grpc_server = grpc_server
-        self.port = port
-
-    def stop(self) -> None:
-        self.grpc_server.stop(0)
-
-
-def serve(program: Callable[[], Any]) -> _Served:
-    """The SDK's own language runtime for inline programs, as the automation API starts it."""
+@contextmanager
+def served(program: Callable[[], Any]) -> Iterator[int]:
+    """The SDK's own language runtime for inline programs, started as the automation API
+    starts it (pulumi/automation/_stack.py); yields its port, stops it after."""
     import grpc
     from pulumi.automation._server import LanguageServer
     from pulumi.runtime._grpc_settings import _GRPC_CHANNEL_OPTIONS
@@ -141,27 +115,34 @@ def serve(program: Callable[[], Any]) -> _Served:
     language_pb2_grpc.add_LanguageRuntimeServicer_to_server(LanguageServer(program), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    return _Served(server, port)
-
-
-def wait(proc: subprocess.Popen[Any], timeout: float | None = None) -> int:
     try:
-        return proc.wait(timeout)
+        yield port
     finally:
-        if proc.poll() is not None and getattr(proc, "language_server", None) is not None:
-            proc.language_server.stop()  # type: ignore[attr-defined]
+        server.stop(0)
+
+
+def run(argv: Sequence[str], program: Callable[[], Any] = default_program) -> int:
+    """The CLI with `argv` (and, for program commands, `program` served to it); its exit
+    code. Ctrl-C reaches the CLI (same process group) and is ignored here, so the program
+    stays served while the CLI cancels; SIGTERM is passed on."""
+    cli = find_cli()
+    with ExitStack() as stack:
+        args = [str(cli), *argv]
+        if command_of(argv) in PROGRAM_COMMANDS:
+            port = stack.enter_context(served(program))
+            args += [f"--client=127.0.0.1:{port}", "--exec-kind", "auto.inline"]
+        proc = subprocess.Popen(args, env=cli_env(cli), cwd=ROOT)
+        signal.signal(signal.SIGINT, lambda _signum, _frame: None)
+        signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
+        return proc.wait()
 
 
 def main(argv: Sequence[str]) -> int:
-    """`python -m pulumicli ARGS`: the CLI's exit code. Ctrl-C reaches the CLI (same
-    process group) and is ignored here, so the program stays served while the CLI cancels."""
+    """`python -m pulumicli ARGS`."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     try:
-        proc = run(argv)
+        return run(argv)
     except CliNotFoundError as exc:
         print(f"pulumicli: {exc}", file=sys.stderr)
         return 127
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: proc.send_signal(signum) if signum != signal.SIGINT else None)
-    return wait(proc)

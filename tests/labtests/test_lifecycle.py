@@ -40,7 +40,8 @@ CERTNAME = f"{SHORT}.pelab.test"
 MASTER, POOL = f"{CERTNAME}-master", f"{CERTNAME}-pool"
 OTHER = "compile03"  # the other stack's master
 ADDED = "compile04"  # added by the interrupted ups
-HOSTS = (SHORT, OTHER, ADDED)
+REFUSED = "compile09"  # a host answering with another host key than the pinned one
+HOSTS = (SHORT, OTHER, ADDED, REFUSED)  # bare before and after the module
 
 
 def config(lab: LabClient, shorts: tuple[str, ...] = (SHORT,), changes: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -270,7 +271,7 @@ def test_a_failure_reads_cause_and_advice_first_through_the_cli(lab: LabClient, 
     transcript): the cause and what to do first, then the SDK's frames and the boundary's
     only. The failure: a host answering with another host key than the pinned one, refused
     before anything is sent to it."""
-    short = "compile09"
+    short = REFUSED
     known = (lab.root / "keys" / "known_hosts").read_text().splitlines()
     wrong_key = next(line for line in known if line.startswith("compile10.")).split(None, 1)[1]
     settings = config(lab, (short,))

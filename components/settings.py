@@ -16,7 +16,7 @@ from typing import Any
 
 from provider.codesync.plan import METHODS, schedule_error
 from provider.core import validation
-from provider.pe.generation import generation_for, parse_pe_version
+from provider.pe.generation import check_pe_version, generation_for
 
 NAMESPACE = "pe"
 # Structured values (objects, lists) ...
@@ -219,9 +219,9 @@ def parse(raw: dict[str, Any], secrets_present: set[str]) -> tuple[DeploymentSpe
         raise ConfigError(sorted(unknown)[0], f"is not a known setting (known: {', '.join(PLAIN_KEYS + SECRET_KEYS)})")
     version = raw.get("version")
     if not isinstance(version, str):
-        raise ConfigError("version", 'is required: the PE version, e.g. "2019.8" (as a string)')
+        raise ConfigError("version", 'is required: the PE version the primary runs, e.g. "2019.8.12" (as a string)')
     try:
-        parse_pe_version(version)
+        check_pe_version(version)
     except ValueError as exc:
         raise ConfigError("version", str(exc)) from None
     generation = generation_for(version)

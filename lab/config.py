@@ -140,6 +140,6 @@ def lab_root() -> Path:
     return Path(os.environ.get("PELAB_ROOT", "/var/lib/pelab"))
 
 
-def parse_pe_version(version: str) -> tuple[int, int]:
-    """'2019.8' -> (2019, 8); '3.7' -> (3, 7). Raises ValueError on anything else."""
+def parse_pe_version(version: str) -> tuple[int, int, int]:
+    """'2019.8' -> (2019, 8, 0); '2016.4.9' -> (2016, 4, 9). Raises ValueError on anything else."""
     return parse_version(version)

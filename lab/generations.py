@@ -17,16 +17,18 @@ from dataclasses import dataclass
 # The primary's second HTTPS port on generations whose 8140 lacks `/puppet-ca/v1` (3.x).
 LAB_CA_PORT = 8141
 
-PROFILES = ("3.7", "2016.4", "2018.1", "2019.8", "2021.7", "2023.8")
+# Versions carry the patch level where a step depends on it: the 2016.4 profile is a
+# 2016.4.x whose installer has the service flags (2016.4.9+, pe-generations.md §5 [S23]).
+PROFILES = ("3.7", "2016.4.9", "2018.1", "2019.8", "2021.7", "2023.8")
 
 
 @dataclass(frozen=True)
 class Profile:
-    pe_version: tuple[int, int]
+    pe_version: tuple[int, ...]  # (major, minor, patch): a version without one is its .0
 
     @property
     def label(self) -> str:
-        return f"PE {self.pe_version[0]}.{self.pe_version[1]}"
+        return "PE " + ".".join(str(p) for p in self.pe_version)
 
     # --- agent packaging and paths (pe-generations.md §1, [S12,S13]) ------------------
     @property
@@ -107,9 +109,10 @@ class Profile:
     # --- installer (pe-generations.md §5, [S23,S24]) ----------------------------------
     @property
     def installer_service_flags(self) -> bool:
-        """`--puppet-service-ensure/-enable` from 2016.4.9 / 2017.2.5 (the lab's 2016.4 is
-        a late 2016.4.x); earlier installers reject them."""
-        return self.pe_version >= (2016, 4)
+        """`--puppet-service-ensure/-enable` from 2016.4.9 / 2017.2.5 [S23]; earlier
+        installers (2016.4.0-2016.4.8, 2016.5-2017.2.4) reject them."""
+        v = self.pe_version
+        return v >= (2017, 2, 5) or (2016, 4, 9) <= v < (2016, 5)
 
     @property
     def installer_csr_attributes(self) -> bool:
@@ -225,15 +228,16 @@ class Profile:
         return 3600 if self.pe_version >= (2019, 7) else 300
 
 
-def parse_version(version: str) -> tuple[int, int]:
-    """'2019.8' -> (2019, 8); '3.7' -> (3, 7); '2021.7.9' -> (2021, 7)."""
+def parse_version(version: str) -> tuple[int, int, int]:
+    """'2019.8' -> (2019, 8, 0); '2016.4.9' -> (2016, 4, 9): a version without a patch level
+    is the line's first release (the strictest reading: patch-gated features absent)."""
     parts = version.split(".")
-    if len(parts) < 2 or not all(p.isascii() and p.isdigit() for p in parts):
-        raise ValueError(f"PE version must look like 3.7 or 2019.8, not {version!r}")
-    major, minor = int(parts[0]), int(parts[1])
+    if not 2 <= len(parts) <= 3 or not all(p.isascii() and p.isdigit() for p in parts):
+        raise ValueError(f"PE version must look like 3.7, 2019.8 or 2016.4.9, not {version!r}")
+    major, minor, patch = int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) == 3 else 0
     if major < 2015 and (major, minor) < (3, 7):
         raise ValueError(f"PE {version} is older than 3.7, the oldest generation the lab imitates")
-    return major, minor
+    return major, minor, patch
 
 
 def profile_for(version: str) -> Profile:

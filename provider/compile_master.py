@@ -41,6 +41,7 @@ from provider.master.config import (
     UPDATE_KEYS,
     MasterConfig,
     problems,
+    replaces_master,
     with_peer_mappings,
 )
 from provider.pe.classifier import is_pinned
@@ -124,7 +125,7 @@ class PeCompileMasterProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Inputs only (olds are the old outputs), and no remote call, ever."""
         changed = changed_inputs(olds, news)
-        replaces = [k for k in changed if k in REPLACE_KEYS]
+        replaces = [k for k in changed if replaces_master(k, olds.get(k), news.get(k))]
         drifted = olds.get("status") not in (None, "running")  # refresh found drift: let `up` repair it
         return DiffResult(
             changes=bool(changed) or drifted, replaces=replaces, delete_before_replace=True
@@ -176,7 +177,7 @@ class PeCompileMasterProvider(ResourceProvider):
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
             ctx = steps.Context(cfg, host, primary, log)
-            entry = steps.ca_entries(ctx).get(cfg.certname)
+            entry = steps.ca_entry(ctx)
             if entry is None or entry.state != "signed":
                 log(
                     "refresh",
@@ -237,7 +238,7 @@ def adopt(ctx: steps.Context) -> None:
         raise ProviderError(
             f"[{cfg.host}] adopt: the host's agent certname is {ctx.agent.get('certname')!r}, not {cfg.certname!r}"
         )
-    entry = steps.ca_entries(ctx).get(cfg.certname)
+    entry = steps.ca_entry(ctx)
     if entry is None or entry.state != "signed":
         raise ProviderError(f"[{cfg.primary_host}] adopt: {cfg.certname} has no signed certificate on the CA")
     steps.fetch_ca_pem(ctx)

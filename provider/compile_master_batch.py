@@ -41,7 +41,7 @@ from provider.core.errors import ProviderError, at_boundary, brief_message
 from provider.core.progress import emit, progress, resource_inputs
 from provider.core.retirement import RETIREMENT
 from provider.master import steps
-from provider.master.config import LOCAL_ONLY_KEYS, REPLACE_KEYS, SECRET_KEYS, MasterConfig, problems
+from provider.master.config import LOCAL_ONLY_KEYS, REPLACE_KEYS, SECRET_KEYS, MasterConfig, problems, replaces_master
 from provider.pe.primary import Primary
 from provider.ssh.session import SshSession
 
@@ -68,6 +68,7 @@ MASTERS = EntryList(
     local_only_keys=LOCAL_ONLY_KEYS,
     default_name="batch",
     replace_keys=REPLACE_KEYS,
+    replaces=replaces_master,
 )
 master_props = MASTERS.item_props
 to_converge = MASTERS.to_converge

@@ -25,6 +25,14 @@ class EntryList:
     # keys (per entry or shared) whose change makes the engine replace the item resource:
     # the batch leaves such an entry to that replacement (see to_converge)
     replace_keys: tuple[str, ...] = ()
+    # (key, old, new) -> whether that change replaces the item (default: any change of a
+    # replace key does); the item's own diff must agree.
+    replaces: Callable[[str, Any, Any], bool] | None = None
+
+    def _replaces(self, key: str, old: Any, new: Any) -> bool:
+        if old == new:
+            return False
+        return self.replaces(key, old, new) if self.replaces else True
 
     def shared(self, props: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in props.items() if k not in (self.list_key, "__provider", *self.own_keys)}
@@ -104,13 +112,13 @@ class EntryList:
         """Names of existing entries whose item resource the engine will replace."""
         olds, news = trust_view(olds), trust_view(news)
         shared = [k for k in self.replace_keys if k not in self.entry_keys]
-        if any(olds.get(k) != news.get(k) for k in shared):
+        if any(self._replaces(k, olds.get(k), news.get(k)) for k in shared):
             return set(self._by_name(olds)) & set(self._by_name(news))
         before = self._by_name(olds)
         return {
             name
             for name, entry in self._by_name(news).items()
-            if name in before and any(before[name].get(k) != entry.get(k) for k in self.replace_keys)
+            if name in before and any(self._replaces(k, before[name].get(k), entry.get(k)) for k in self.replace_keys)
         }
 
     def _by_name(self, props: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provider.core import inputs, validation
-from provider.pe.generation import Generation, generation_for, parse_pe_version
+from provider.pe.generation import Generation, check_pe_version, generation_for, pe_line
 from provider.ssh.trust import SshTarget
 
 SECRET_KEYS = (
@@ -76,6 +76,17 @@ LOCAL_ONLY_KEYS = (
     PEER_KEY,
 )
 REPLACE_KEYS = ("certname", "host", "dns_alt_names", "primary_host", "primary_certname", "pe_version", "node_group")
+
+
+def replaces_master(key: str, old: Any, new: Any) -> bool:
+    """Whether this input's change replaces the master. A pe_version change within its line
+    (2019.8.5 -> 2019.8.12: a patch upgrade, done by PE's own procedure) is not a new
+    generation: the master is updated (re-verified) in place, never re-provisioned."""
+    if key == "pe_version" and old is not None and new is not None:
+        return pe_line(old) != pe_line(new)
+    return key in REPLACE_KEYS
+
+
 UPDATE_KEYS = (
     "ssh_port",
     "ssh_user",
@@ -337,7 +348,7 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
         )
     if "pe_version" in known:
         try:
-            parse_pe_version(known["pe_version"])
+            check_pe_version(known["pe_version"])
             generation = generation_for(str(known["pe_version"]), str(merged.get("node_group") or "") or None)
         except ValueError as exc:
             out.append(("pe_version", str(exc)))

@@ -171,7 +171,7 @@ def serial_before_revoking(ctx: steps.Context) -> int | None:
     """The serial of the certificate the CA signed for this master, read from the host (the
     serial its PeCompileMaster recorded is in that resource's state, not here): the CRL
     checks after revoking need it. None when the CA has none or the host holds another."""
-    entry = steps.ca_entries(ctx).get(ctx.cfg.certname)
+    entry = steps.ca_entry(ctx)
     if entry is None:
         return None
     steps.read_agent(ctx)

@@ -29,11 +29,11 @@ from provider.core.errors import (
 )
 from provider.master.config import DATABASE_REQUIRED, MasterConfig
 from provider.pe import agent_runs as runs
-from provider.pe import ca, services
+from provider.pe import ca, curl, services
 from provider.pe import crl_refresh as crl
 from provider.pe import database_access as pgident
 from provider.pe.agent_runs import RUN_LOCK_SETTING, file_exists
-from provider.pe.classifier import Classifier, ClassifierAuth
+from provider.pe.classifier import Classifier, ClassifierAuth, is_pinned
 from provider.pe.generation import PUPPET_BINARIES, Generation
 from provider.pe.primary import Primary, parse_config_print
 from provider.ssh.session import CommandResult, SshSession
@@ -274,9 +274,10 @@ def read_agent(ctx: Context) -> dict[str, str]:
     return ctx.agent
 
 
-def ca_entries(ctx: Context) -> dict[str, ca.CaEntry]:
-    """The CA's certificates and requests (retried: see provider.pe.primary)."""
-    return ctx.primary_ca.entries(ctx.cfg.sign_timeout, ctx.log)
+def ca_entry(ctx: Context, certname: str = "") -> ca.CaEntry | None:
+    """`certname`'s (default: this master's) entry on the CA, read by name (retried: see
+    provider.pe.primary)."""
+    return ctx.primary_ca.entry(certname or ctx.cfg.certname, ctx.cfg.sign_timeout, ctx.log)
 
 
 def fetch_ca_pem(ctx: Context) -> str:
@@ -477,7 +478,7 @@ def clean_on_ca_command(cfg: MasterConfig) -> list[str]:
 def sign_certificate(ctx: Context) -> None:
     cfg = ctx.cfg
     for _ in range(3):
-        entry = ca_entries(ctx).get(cfg.certname)
+        entry = ca_entry(ctx)
         host_has_key = file_exists(ctx.host, ctx.agent.get("hostprivkey", "/nonexistent"))
         wanted = cfg.generation.extension_requests
         as_requested = entry is not None and (
@@ -564,7 +565,7 @@ def verify_certificate(ctx: Context) -> None:
     if not pem:
         raise ProviderError(f"[{cfg.host}] step 'verify certificate': no certificate at {hostcert}")
     issued = IssuedCert.from_pem(pem)
-    entry = ca_entries(ctx).get(cfg.certname)
+    entry = ca_entry(ctx)
     if entry is None or entry.state != "signed" or entry.fingerprint != issued.fingerprint:
         raise ProviderError(
             f"[{cfg.host}] step 'verify certificate': the host's certificate ({issued.fingerprint[:23]}"
@@ -740,7 +741,7 @@ def server_probe(session: SshSession, certname: str, generation: Generation, caf
         up = result.exit_status == 0 and result.stdout.strip() == "running"
         return up, f"{url} says running", (result.stdout + result.stderr).strip()
     result = session.run(served_certificate_command(certname, cafile), timeout=30)
-    up = result.exit_status == 0 and first_pem_certificate(result.stdout) is not None
+    up = served_identity(result, certname) is not None
     return up, f"{certname}:8140 completes a verified TLS handshake", result.tail(3)
 
 
@@ -792,8 +793,8 @@ def served_fingerprint(ctx: Context, cafile: str) -> str | None:
     """SHA-256 of the certificate the host's 8140 serves (a handshake verified against the
     PE CA and the certname, made on the host), or None when no handshake completes."""
     result = ctx.host.run(served_certificate_command(ctx.cfg.certname, cafile), timeout=60)
-    pem = first_pem_certificate(result.stdout)
-    return IssuedCert.from_pem(pem).fingerprint if result.exit_status == 0 and pem else None
+    pem = served_identity(result, ctx.cfg.certname)
+    return IssuedCert.from_pem(pem).fingerprint if pem else None
 
 
 PUPPETDB_LOG = "/var/log/puppetlabs/puppetdb/puppetdb.log"
@@ -906,7 +907,10 @@ def converge(ctx: Context) -> None:
 
 def served_certificate_command(certname: str, cafile: str) -> list[str]:
     """openssl's TLS handshake with the master's own 8140, as an agent or the load balancer
-    makes it: verified against the PE CA and the certname; prints the served certificate."""
+    makes it: verified against the PE CA (`-verify_return_error`: a failed verification
+    ends the handshake); prints the served certificate, whose name served_identity()
+    checks. No `-verify_hostname`: OpenSSL 1.0.2 added it, and RHEL 6 (a master platform up
+    to PE 2018.1) has 1.0.1e (lab/platforms.py)."""
     return [
         "openssl",
         "s_client",
@@ -916,8 +920,6 @@ def served_certificate_command(certname: str, cafile: str) -> list[str]:
         certname,
         "-CAfile",
         cafile,
-        "-verify_hostname",
-        certname,
         "-verify_return_error",
     ]
 
@@ -932,22 +934,49 @@ def first_pem_certificate(text: str) -> bytes | None:
     return (text[start : stop + len(end)] + "\n").encode()
 
 
+def certificate_names_host(pem: bytes, certname: str) -> bool:
+    """What s_client's -verify_hostname checked (RFC 6125): the certificate's DNS SANs name
+    `certname`, or, when it has none, its subject CN is `certname`."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = sans.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        dns = []
+    if dns:
+        return certname.lower() in (d.lower() for d in dns)
+    common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return any(str(a.value).lower() == certname.lower() for a in common_names)
+
+
+def served_identity(result: CommandResult, certname: str) -> bytes | None:
+    """The certificate a verified handshake (served_certificate_command) got, if it names
+    `certname`; None when the handshake failed or the certificate is someone else's."""
+    pem = first_pem_certificate(result.stdout)
+    if result.exit_status != 0 or pem is None or not certificate_names_host(pem, certname):
+        return None
+    return pem
+
+
 def verify_served_identity(ctx: Context, cafile: str) -> None:
     """The master's 8140 serves the certificate the CA signed for certname, with the
     requested SANs: the host holds the key of the identity we asked for and signed."""
     cfg = ctx.cfg
-    entry = ca_entries(ctx).get(cfg.certname)
+    entry = ca_entry(ctx)
     if entry is None or entry.state != "signed":
         raise ProviderError(
             f"[{cfg.primary_host}] verify: {cfg.certname} has no signed certificate on the CA "
             f"({entry.state if entry else 'none'})"
         )
     result = ctx.host.run(served_certificate_command(cfg.certname, cafile), timeout=60)
-    pem = first_pem_certificate(result.stdout)
-    if result.exit_status != 0 or pem is None:
+    pem = served_identity(result, cfg.certname)
+    if pem is None:
         raise ProviderError(
             f"[{cfg.host}] verify: no TLS handshake verified against the PE CA for {cfg.certname} on 8140 "
-            f"(openssl exit {result.exit_status}):\n{result.tail(5)}"
+            f"(openssl exit {result.exit_status}, or a certificate not naming {cfg.certname}):\n{result.tail(5)}"
         )
     issued = IssuedCert.from_pem(pem)
     if issued.fingerprint != entry.fingerprint:
@@ -1003,59 +1032,58 @@ def deactivate_in_puppetdb(ctx: Context) -> None:
         cfg.certname, time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     )
     settings = ctx.primary_ca.ssl()
-    result = ctx.primary.run(
-        [
-            "curl",
-            "-sS",
-            "--fail-with-body",
-            "--max-time",
-            "60",
-            "--cacert",
-            settings["localcacert"],
-            "--cert",
-            settings["hostcert"],
-            "--key",
-            settings["hostprivkey"],
-            "-H",
-            "Content-Type: application/json",
-            "-X",
-            "POST",
-            "--data-binary",
-            "@-",
-            f"{cfg.puppetdb_url.rstrip('/')}{path}",
-        ],
-        stdin=json.dumps(payload).encode(),
-        timeout=120,
-    )
+    argv = curl.curl_argv(
+        "--cacert", settings["localcacert"], "--cert", settings["hostcert"], "--key", settings["hostprivkey"],
+        "-H", "Content-Type: application/json", "-X", "POST", "--data-binary", "@-",
+        f"{cfg.puppetdb_url.rstrip('/')}{path}",
+    )  # fmt: skip
+    result = curl.with_http_status(ctx.primary.run(argv, stdin=json.dumps(payload).encode(), timeout=120))
     result.check("deactivate in PuppetDB")
     ctx.log("deactivate", f"{cfg.certname} deactivated in PuppetDB")
 
 
+# Where a compiler may be pinned on PE 2019.7+: PE Master, as a legacy compile master (an
+# admin's pin, an adopted or converted host). PE 2019.8's removal page: "unpin it from the
+# PE Master node group if pinned"; PE 2023.8: unpin legacy compilers from PE Master [S38,S39].
+LEGACY_MASTER_GROUP = "PE Master"
+
+
 def unclassify(ctx: Context) -> None:
+    """The certname is pinned nowhere after removal, on every generation: the next host that
+    reuses the name must not get the master profile. From PE 2016.1 `unpin-from-all` (every
+    group, the masters' included; from 2019.7 also a legacy pin in PE Master where the
+    compiler itself was classified by its certificate); before, the masters' group's rule
+    is rewritten without the pin. Checked after."""
     cfg = ctx.cfg
     generation = cfg.generation
-    if generation.classification == "trusted":
-        ctx.log("unclassify", "classified by certificate extension: revoking the certificate removes it")
-        return
     with ctx.classifier().opened() as classifier:
-        group = classifier.group_by_name(generation.node_group)
-        classifier.unpin(group, cfg.certname, endpoint=generation.classification == "pin")
-        again = classifier.group_by_name(generation.node_group)
-        from provider.pe.classifier import is_pinned
-
-        if is_pinned(again.get("rule"), cfg.certname):
-            raise ClassifierError(f"step 'unclassify': {cfg.certname} is still pinned to {generation.node_group}")
-    ctx.log("unclassify", f"unpinned from {generation.node_group}")
+        if generation.classification == "rule":
+            group = classifier.group_by_name(generation.node_group)
+            classifier.unpin(group, cfg.certname, endpoint=False)
+            checked = [generation.node_group]
+            unpinned = [generation.node_group] if is_pinned(group.get("rule"), cfg.certname) else []
+        else:
+            unpinned = classifier.unpin_from_all(cfg.certname)
+            checked = [generation.node_group] if generation.classification == "pin" else [LEGACY_MASTER_GROUP]
+        for name in checked:
+            if is_pinned(classifier.group_by_name(name).get("rule"), cfg.certname):
+                raise ClassifierError(f"step 'unclassify': {cfg.certname} is still pinned to {name}")
+    if unpinned:
+        ctx.log("unclassify", f"unpinned from {', '.join(unpinned)}")
+    elif generation.classification == "trusted":
+        ctx.log("unclassify", "pinned nowhere; its certificate's pp_auth_role goes with the revocation")
+    else:
+        ctx.log("unclassify", f"not pinned to {generation.node_group} (already unpinned)")
 
 
 def revoke_and_clean(ctx: Context, serial: int | None) -> None:
     cfg = ctx.cfg
     if cfg.certname == cfg.primary_certname:
         raise ProviderError("refusing to touch the primary's own certificate")
-    entry = ca_entries(ctx).get(cfg.certname)
+    entry = ca_entry(ctx)
     if entry is not None:
         ctx.primary_ca.clean(cfg.certname, entry.state == "signed", cfg.sign_timeout)
-    if ca_entries(ctx).get(cfg.certname) is not None:
+    if ca_entry(ctx) is not None:
         raise ProviderError(f"[{cfg.primary_host}] step 'revoke': {cfg.certname} is still on the CA after cleaning")
     if serial is not None:
         crl_pem = ctx.primary.get(ctx.primary_ca.cacrl())
@@ -1079,7 +1107,7 @@ def refresh_crl(ctx: Context, serials: Sequence[int], leaving: Collection[str] =
     generation = cfg.generation
 
     def still_signed(certname: str) -> bool:
-        entry = ca_entries(ctx).get(certname)
+        entry = ca_entry(ctx, certname)
         return entry is not None and entry.state == "signed"
 
     staying = [p for p in cfg.peer_masters if p.certname not in leaving]

@@ -20,6 +20,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Literal
 
+from provider.pe.curl import curl_argv
 from provider.pe.generation import CaCli
 
 CertState = Literal["requested", "signed", "revoked"]
@@ -89,9 +90,20 @@ def parse_puppet_cert_list(text: str) -> dict[str, CaEntry]:
     return entries
 
 
-def list_command(cli: CaCli, binary: str) -> list[str]:
-    """`binary`: the CA CLI's absolute path (Generation.ca_bin)."""
-    return [binary, "ca", "list", "--all"] if cli == "puppetserver-ca" else [binary, "cert", "list", "--all"]
+def list_command(cli: CaCli, binary: str, certname: str) -> list[str]:
+    """One certname's request, certificate or revoked certificate - never the whole CA
+    (`--all` reads every certificate: minutes on a CA with tens of thousands of agents).
+    Puppet <= 5's `puppet cert list <name>` lists the named hosts (cert.rb's interface,
+    `hosts = subjects`); `puppetserver ca list --certname`. `binary`: Generation.ca_bin."""
+    if cli == "puppetserver-ca":
+        return [binary, "ca", "list", "--certname", certname]
+    return [binary, "cert", "list", certname]
+
+
+def listed_nowhere(text: str, certname: str) -> bool:
+    """`puppet cert list <name>` for a name the CA has nothing for: Puppet's CA verify()
+    raises "Could not find a certificate for <name>" (Puppet 3-5 certificate_authority.rb)."""
+    return f"could not find a certificate for {certname}".lower() in text.lower()
 
 
 def parse_list(cli: CaCli, text: str) -> dict[str, CaEntry]:
@@ -114,17 +126,16 @@ class ApiClient:
         return f"https://{self.ca_certname}:{self.port}/puppet-ca/v1/{path}"
 
     def curl(self, *args: str) -> list[str]:
-        # --fail-with-body: an HTTP error exits 22 and its body (the CA's reason) is kept.
-        return [
-            "curl", "-sS", "--fail-with-body", "--max-time", "60",
-            "--cacert", self.localcacert, "--cert", self.hostcert, "--key", self.hostprivkey,
-            *args,
-        ]  # fmt: skip
+        """curl printing the HTTP status after the body (provider.pe.curl.with_http_status
+        reads it; not curl's fail-with-body option, which PE's platforms' curl lacks)."""
+        return curl_argv("--cacert", self.localcacert, "--cert", self.hostcert, "--key", self.hostprivkey, *args)
 
 
-def api_list_command(client: ApiClient) -> list[str]:
-    """Every request, certificate and revoked certificate (`any_key` is the API's "all")."""
-    return client.curl(client.url("certificate_statuses/any_key"))
+def api_status_command(client: ApiClient, certname: str) -> list[str]:
+    """One certname's status (`GET certificate_status/<name>`: 200 with its JSON, 404 when
+    the CA has nothing for it) - never `certificate_statuses/any_key`, which returns every
+    certificate the CA holds."""
+    return client.curl(client.url(f"certificate_status/{certname}"))
 
 
 def api_sign_command(client: ApiClient, certname: str) -> tuple[list[str], bytes]:
@@ -157,9 +168,12 @@ def download_cert_script(url: str, certname: str, localcacert: str, hostcert: st
     No pipelines: under `set -e` each failing command stops the script."""
     q = shlex.quote
     mismatch = q(f"the CA's certificate for {certname} does not match this host's private key")
+    # The HTTP status by -w, not curl's fail-with-body option (7.76+, newer than PE's platforms):
+    # an error's body (the CA's reason) goes to stderr.
     return (
         f"set -e; tmp=$(mktemp {q(hostcert + '.XXXXXX')}); trap 'rm -f \"$tmp\"' EXIT; "
-        f'curl -sS --fail-with-body --max-time 60 --cacert {q(localcacert)} -o "$tmp" {q(url)}; '
+        f'code=$(curl -sS --max-time 60 --cacert {q(localcacert)} -o "$tmp" -w %{{http_code}} {q(url)}); '
+        f'if [ "$code" != 200 ]; then cat "$tmp" >&2; echo "HTTP $code from the CA" >&2; exit 22; fi; '
         f'cert_key=$(openssl x509 -in "$tmp" -noout -pubkey); '
         f"host_key=$(openssl pkey -in {q(hostprivkey)} -pubout); "
         f'if [ -z "$cert_key" ] || [ "$cert_key" != "$host_key" ]; then echo {mismatch} >&2; exit 3; fi; '
@@ -167,24 +181,30 @@ def download_cert_script(url: str, certname: str, localcacert: str, hostcert: st
     )
 
 
+def parse_status_json(text: str) -> CaEntry | None:
+    """Parse one certificate status (`GET certificate_status/<name>`, Puppet Server's CA
+    API); None for a state the CA reports that is none of requested/signed/revoked."""
+    item = json.loads(text)
+    state = item.get("state")
+    if state not in ("requested", "signed", "revoked"):
+        return None
+    names = item.get("subject_alt_names") or item.get("dns_alt_names") or []
+    fingerprint = (item.get("fingerprints") or {}).get("SHA256") or item.get("fingerprint", "")
+    extensions = tuple(sorted((str(k), str(v)) for k, v in (item.get("authorization_extensions") or {}).items()))
+    return CaEntry(
+        item["name"],
+        state,
+        fingerprint,
+        frozenset(n[4:] for n in names if isinstance(n, str) and n.startswith("DNS:")),
+        extensions,
+    )
+
+
 def parse_statuses_json(text: str) -> dict[str, CaEntry]:
-    """Parse `GET certificate_statuses/any_key` (a JSON list of certificate statuses)."""
-    entries: dict[str, CaEntry] = {}
-    for item in json.loads(text):
-        state = item.get("state")
-        if state not in ("requested", "signed", "revoked"):
-            continue
-        names = item.get("subject_alt_names") or item.get("dns_alt_names") or []
-        fingerprint = (item.get("fingerprints") or {}).get("SHA256") or item.get("fingerprint", "")
-        extensions = tuple(sorted((str(k), str(v)) for k, v in (item.get("authorization_extensions") or {}).items()))
-        entries[item["name"]] = CaEntry(
-            item["name"],
-            state,
-            fingerprint,
-            frozenset(n[4:] for n in names if isinstance(n, str) and n.startswith("DNS:")),
-            extensions,
-        )
-    return entries
+    """Parse `GET certificate_statuses/<any>` (a JSON list of certificate statuses): the
+    lab's and the tests' view of a whole CA; the providers read one certname at a time."""
+    entries = (parse_status_json(json.dumps(item)) for item in json.loads(text))
+    return {e.certname: e for e in entries if e is not None}
 
 
 def sign_command(cli: CaCli, binary: str, certname: str) -> list[str]:

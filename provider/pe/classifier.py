@@ -181,6 +181,16 @@ class Classifier:
             body["serial_number"] = group["serial_number"]
         self._json(self.request("POST", f"groups/{group['id']}", json=body), f"unpinning {certname} (rule rewrite)")
 
+    def unpin_from_all(self, certname: str) -> list[str]:
+        """Remove the certname's pins from every node group (`POST /v1/commands/unpin-from-all`,
+        PE 2016.1+, pe-generations.md §7 [S33]); the names of the groups it was pinned in."""
+        result = self._json(
+            self.request("POST", "commands/unpin-from-all", json={"nodes": [certname]}),
+            f"unpinning {certname} from every node group",
+        )
+        nodes = (result or {}).get("nodes") or []
+        return sorted(str(g.get("name")) for n in nodes if n.get("name") == certname for g in n.get("groups") or [])
+
     def ensure_class_params(self, group: dict[str, Any], klass: str, params: dict[str, Any]) -> bool:
         """Set these parameters of a class in a group (a delta update: other classes and
         parameters are kept); False when they already have these values."""

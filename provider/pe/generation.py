@@ -30,6 +30,7 @@ from typing import Any, Literal
 CaCli = Literal["puppet-cert", "puppetserver-ca"]
 Classification = Literal["rule", "pin", "trusted"]
 CrlRefresh = Literal["restart", "reload", "run"]
+PeVersion = tuple[int, ...]  # (major, minor) or (major, minor, patch)
 
 # Where the `puppet` binary lives, newest generation first (§1): what a probe tries on a
 # host whose PE version is not an input (InfraRefresh's PuppetDB and console hosts).
@@ -46,7 +47,7 @@ PUPPETDB_PG_IDENT_MAPS = (
 
 @dataclass(frozen=True)
 class Generation:
-    pe_version: tuple[int, int]
+    pe_version: PeVersion  # (major, minor[, patch])
     ca_cli: CaCli
     node_group: str
     classification: Classification
@@ -85,7 +86,7 @@ class Generation:
 
     @property
     def label(self) -> str:
-        return f"PE {self.pe_version[0]}.{self.pe_version[1]}"
+        return "PE " + ".".join(str(p) for p in self.pe_version)
 
     @property
     def puppet_bin(self) -> str:
@@ -127,20 +128,67 @@ class Generation:
         return "/pdb/cmd/v1", body
 
 
-def parse_pe_version(value: object) -> tuple[int, int]:
-    """'2019.8.5' -> (2019, 8). Raises ValueError with the expected form."""
+# The PE lines this provider supports: each has a lab profile it is tested against
+# (lab/generations.py); 3.8 is 3.7's generation (same packaging, Puppet 3, Server 1.x).
+# Other lines are refused at check(): nothing here knows what their installers, CA or
+# console accept (e.g. 2015.2 has no RBAC tokens, 2017.x no lab profile).
+SUPPORTED_LINES: tuple[tuple[int, int], ...] = (
+    (3, 7), (3, 8), (2016, 4), (2018, 1), (2019, 8), (2021, 7), (2023, 8),
+)  # fmt: skip
+# The current PE line's releases are numbered 2025.<n> (one stream, not one LTS minor).
+CURRENT_LINE_MAJOR = 2025
+# Lines in which a step the provider takes depends on the patch release, so pe_version
+# must name it: install.bash's --puppet-service-ensure/-enable arrived in 2016.4.9
+# (pe-generations.md §5 [S23]); earlier 2016.4.x installers reject them.
+PATCH_GATED_LINES = {(2016, 4): "install.bash's --puppet-service-ensure/-enable arrived in 2016.4.9"}
+
+
+def supported_table() -> str:
+    """The supported lines as a user reads them: '3.7.x, 3.8.x, ..., 2025.x'."""
+    return ", ".join([*(f"{a}.{b}.x" for a, b in SUPPORTED_LINES), f"{CURRENT_LINE_MAJOR}.x"])
+
+
+def parse_pe_version(value: object) -> PeVersion:
+    """'2019.8.5' -> (2019, 8, 5); '2019.8' -> (2019, 8): the generation model's reading,
+    for any version from 3.7 (check_pe_version says which a stack may use). The patch level
+    is kept: the steps gated on a patch release compare with it."""
     if not isinstance(value, str):
-        raise ValueError(f"pe_version must be a string like '2019.8' or '3.7', not {value!r}")
+        raise ValueError(f"pe_version must be a string like '2019.8.5' or '3.7.2', not {value!r}")
     parts = value.split(".")
-    if len(parts) < 2 or not all(p.isascii() and p.isdigit() for p in parts):
-        raise ValueError(f"pe_version must look like '2019.8' or '3.7', not {value!r}")
-    major, minor = int(parts[0]), int(parts[1])
-    if not (major == 3 and minor >= 7) and major < 2015:
+    if not 2 <= len(parts) <= 3 or not all(p.isascii() and p.isdigit() for p in parts):
+        raise ValueError(f"pe_version must look like '2019.8.5' or '3.7.2' (major.minor[.patch]), not {value!r}")
+    version = tuple(int(p) for p in parts)
+    if version[0] < 2015 and version[:2] < (3, 7):
         raise ValueError(f"pe_version {value!r} is older than PE 3.7, which this provider does not support")
-    return major, minor
+    return version
 
 
-def puppet_major_for(version: tuple[int, int]) -> int:
+def check_pe_version(value: object) -> PeVersion:
+    """What check() accepts as a stack's pe_version: a supported line, with its patch level
+    where a step depends on it. Raises ValueError naming the supported table."""
+    version = parse_pe_version(value)
+    line = version[:2]
+    if line not in SUPPORTED_LINES and version[0] != CURRENT_LINE_MAJOR:
+        raise ValueError(
+            f"pe_version {value!r} is not a PE line this provider supports ({supported_table()}); "
+            "set the version your primary runs (`cat /opt/puppetlabs/server/pe_version` there, "
+            "`/opt/puppet/pe_version` on PE 3.x)"
+        )
+    if line in PATCH_GATED_LINES and len(version) < 3:
+        raise ValueError(
+            f"pe_version {value!r} needs its patch level (e.g. '{line[0]}.{line[1]}.9'): "
+            f"{PATCH_GATED_LINES[line]}, so what the provider may run depends on it"
+        )
+    return version
+
+
+def pe_line(value: object) -> str:
+    """'2019.8.5' -> '2019.8': the generation a version belongs to (a patch upgrade is not
+    a new generation: it changes no step's dialect that a master was provisioned with)."""
+    return ".".join(str(value).split(".")[:2])
+
+
+def puppet_major_for(version: PeVersion) -> int:
     """Puppet's major version in a PE release (§1: the agent row)."""
     for first_pe, puppet in (((2023, 0), 8), ((2021, 0), 7), ((2019, 0), 6), ((2017, 0), 5), ((2015, 0), 4)):
         if version >= first_pe:
@@ -167,7 +215,8 @@ def generation_for(pe_version: str, node_group: str | None = None) -> Generation
         puppetdb_allowlist="/etc/puppetlabs/puppetdb/certificate-" + ("allowlist" if allowlist else "whitelist"),
         console_allowlist="/etc/puppetlabs/console-services/rbac-certificate-"
         + ("allowlist" if allowlist else "whitelist"),
-        install_service_flags=version >= (2016, 4),
+        # 2016.4.9 and 2017.2.5 (§5 [S23]): 2016.4.0-.8 and 2016.5-2017.2.4 reject them.
+        install_service_flags=version >= (2017, 2, 5) or (2016, 4, 9) <= version < (2016, 5),
         # /status/v1/simple: "Introduced in Puppet Server 2.6.0" (Puppet Server docs, Simple
         # endpoint), first shipped in PE 2016.4 (§2 [S10]); PE 2015.2-2016.2 have 2.1-2.4.
         status_endpoint=version >= (2016, 4),

@@ -1,5 +1,5 @@
 """The primary (the PE CA) as the masters' steps reach it over SSH: its SSL settings, the
-PE CA certificate, the CA's list of certificates, and signing.
+PE CA certificate, one certname's entry on the CA, signing and cleaning.
 
 One `Primary` per provider call, shared by every thread of a CompileMasterBatch, so the
 settings and the CA certificate are read once per call, not once per master and step.
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from provider.core.errors import ProviderError
-from provider.pe import ca
+from provider.pe import ca, curl
 from provider.pe.generation import Generation
 from provider.ssh.session import CommandResult, SshSession
 
@@ -84,28 +84,37 @@ class Primary:
         ssl = self.ssl()
         return ca.ApiClient(self.certname, ssl["hostcert"], ssl["hostprivkey"], ssl["localcacert"])
 
-    def entries(self, timeout: float, log: Callable[[str, str], None]) -> dict[str, ca.CaEntry]:
-        """The CA's certificates and requests (a read, so retried within `timeout`)."""
+    def entry(self, certname: str, timeout: float, log: Callable[[str, str], None]) -> ca.CaEntry | None:
+        """`certname`'s request, certificate or revoked certificate on the CA, or None (a
+        read, so retried within `timeout`). One name only: the cost does not grow with the
+        number of agents the CA has signed."""
         deadline = time.monotonic() + timeout
+        legacy = self.cli == "puppet-cert"
         command = (
-            ca.list_command(self.cli, self.generation.ca_bin)
-            if self.cli == "puppet-cert"
-            else ca.api_list_command(self.api())
+            ca.list_command(self.cli, self.generation.ca_bin, certname)
+            if legacy
+            else ca.api_status_command(self.api(), certname)
         )
         for attempt in range(1, CA_LIST_ATTEMPTS + 1):
             result = self.session.run(command, timeout=max(30.0, deadline - time.monotonic()))
+            if legacy and ca.listed_nowhere(result.stdout + result.stderr, certname):
+                return None
+            if not legacy:
+                if curl.http_status(result) == 404:  # "Invalid certificate subject": nothing for it
+                    return None
+                result = curl.with_http_status(result)
             if result.exit_status == 0 or attempt == CA_LIST_ATTEMPTS or time.monotonic() > deadline:
                 break
-            log("sign", f"listing the CA failed (exit {result.exit_status}, attempt {attempt}); retrying")
+            log("sign", f"reading the CA failed (exit {result.exit_status}, attempt {attempt}); retrying")
             time.sleep(attempt)
         result.check("read the CA", "is the CA service running on the primary?")
-        if self.cli == "puppet-cert":
-            return ca.parse_list(self.cli, result.stdout)
+        if legacy:
+            return ca.parse_list(self.cli, result.stdout).get(certname)
         try:
-            return ca.parse_statuses_json(result.stdout)
+            return ca.parse_status_json(result.stdout)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ProviderError(
-                f"[{self.session.target.label}] the CA's certificate_statuses answer is not what Puppet Server "
+                f"[{self.session.target.label}] the CA's certificate_status answer is not what Puppet Server "
                 f"sends ({type(exc).__name__}: {exc})"
             ) from None
 
@@ -114,7 +123,7 @@ class Primary:
         if self.cli == "puppet-cert":
             return self.session.run(ca.sign_command(self.cli, self.generation.ca_bin, certname), timeout=timeout)
         argv, body = ca.api_sign_command(self.api(), certname)
-        return self.session.run(argv, timeout=timeout, stdin=body)
+        return curl.with_http_status(self.session.run(argv, timeout=timeout, stdin=body))
 
     def clean(self, certname: str, signed: bool, timeout: float) -> None:
         """Revoke (if signed) and remove a certificate or request on the CA: the CA's HTTP
@@ -124,7 +133,8 @@ class Primary:
             self.session.run(argv, timeout=timeout).check("revoke and clean on the CA")
             return
         for argv, body in ca.api_clean_commands(self.api(), certname, signed):
-            self.session.run(argv, timeout=timeout, stdin=body).check("revoke and clean on the CA")
+            result = curl.with_http_status(self.session.run(argv, timeout=timeout, stdin=body))
+            result.check("revoke and clean on the CA")
 
     def cacrl(self) -> str:
         """The CA's CRL file (`cacrl`: [master] up to Puppet 5, [server] from 6), remembered

@@ -269,7 +269,7 @@ def without_database(props: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in props.items() if k not in DATABASE_INPUTS}
 
 
-@pytest.mark.parametrize("version", ["2019.7", "2019.8", "2021.7", "2023.8"])
+@pytest.mark.parametrize("version", ["2019.8", "2021.7", "2023.8", "2025.3"])
 def test_check_requires_the_database_host_from_2019_7(server: ProviderServer, version: str) -> None:
     failures = failures_for(server, database_host=None, pe_version=version)
     assert failures == {
@@ -281,7 +281,7 @@ def test_check_requires_the_database_host_from_2019_7(server: ProviderServer, ve
     assert "database_ssh_private_key" in failures_for(server, database_ssh_private_key=None, pe_version=version)
 
 
-@pytest.mark.parametrize("version", ["2016.4", "2018.1", "2019.5"])
+@pytest.mark.parametrize("version", ["2016.4.9", "2018.1"])
 def test_before_2019_7_no_database_host_is_needed(server: ProviderServer, version: str) -> None:
     engine = Engine(server, PeCompileMasterProvider(), "m", "PeCompileMaster")
     assert dict(engine.check(without_database(good_inputs(pe_version=version))).failures) == {}

@@ -124,11 +124,11 @@ def test_one_master_through_every_fault_of_its_procedure(lab: LabClient, knobs: 
     short = "compile07"
     host = lab.host(short)
     bare_masters(lab, [short])
-    lab.set_pe_version("2016.4")
+    lab.set_pe_version("2016.4.9")
 
     def mocks(**timeouts: float) -> Any:
         config = lab_stack_config(
-            lab, [short], **{"pe:version": "2016.4", "pe:timeouts": {"health": 120, "run": 600, **timeouts}}
+            lab, [short], **{"pe:version": "2016.4.9", "pe:timeouts": {"health": 120, "run": 600, **timeouts}}
         )
         return run_program(program, stack=STACK, config=config)
 

@@ -124,9 +124,9 @@ def test_killed_at_each_step_the_next_up_converges_without_duplicates(lab: LabCl
     short = "compile10"
     host = lab.host(short)
     bare(lab, short)
-    lab.set_pe_version("2016.4")
+    lab.set_pe_version("2016.4.9")
     try:
-        inputs = master_inputs(lab, short, pe_version="2016.4")
+        inputs = master_inputs(lab, short, pe_version="2016.4.9")
         name = f"master-{short}"
         for after in ("trust", "install", "sign", "first agent run", "classify"):
             with ProviderServer() as srv:

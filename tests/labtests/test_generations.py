@@ -40,7 +40,7 @@ from tests.labtests.helpers import (
 pytestmark = [pytest.mark.lab, pytest.mark.lab_state_per_module]
 PP_AUTH_ROLE = "1.3.6.1.4.1.34380.1.3.13"
 # Profiles the product passes on today (README, "Supported PE generations").
-MATRIX = ("3.7", "2016.4", "2018.1", "2019.8", "2021.7", "2023.8")
+MATRIX = ("3.7", "2016.4.9", "2018.1", "2019.8", "2021.7", "2023.8")
 FULL = os.environ.get("PELAB_MATRIX") == "full"
 SHAPE = (("compile02", "compile03"), ("compile02",), ()) if FULL else (("compile02",), ())
 
@@ -241,6 +241,11 @@ def test_program_on_each_generation(lab: LabClient, generations: None, version: 
             leaving = {s: saved_identity(lab, s, tmp_path) for s in set(previous) - set(step)}
             for identity in leaving.values():  # let in before its removal
                 assert accepts(f"https://{primary}:8140/status/v1/simple", identity, lab.ca_file)
+            if lab.profile.pe_version >= (2019, 7):
+                # A compiler an admin also pinned to PE Master (legacy style, or adopted):
+                # its removal unpins it (PE 2019.8's removal page), assert_removed checks.
+                for gone in leaving:
+                    lab.classifier().pin("PE Master", [f"{gone}.pelab.test"]).raise_for_status()
             run = up(lab, stack, step, version)
             assert_serving(lab, stack, step)
             if not previous:  # the first step: refresh -> up repairs (issue 15 (a))

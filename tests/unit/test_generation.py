@@ -37,7 +37,10 @@ TABLE: dict[str, tuple[Any, ...]] = {
     "2015.2": (4, AIO, "puppet", CERT, PM, "rule", F, F, F, F, F, "", "master"),
     "2015.3": (4, AIO, "puppet", CERT, PM, "rule", T, F, F, F, F, "5m", "master"),
     "2016.2": (4, AIO, "puppet", CERT, PM, "pin", T, F, F, F, F, "5m", "master"),  # Puppet Server 2.4
-    "2016.4": (4, AIO, "puppet", CERT, PM, "pin", T, F, F, T, T, "5m", "master"),  # 2.6: /status/v1/simple
+    "2016.4.8": (4, AIO, "puppet", CERT, PM, "pin", T, F, F, F, T, "5m", "master"),  # installer: no flags yet
+    "2016.4.9": (4, AIO, "puppet", CERT, PM, "pin", T, F, F, T, T, "5m", "master"),  # 2.6: /status/v1/simple
+    "2017.2.4": (5, AIO, "puppet", CERT, PM, "pin", T, F, F, F, T, "5m", "master"),
+    "2017.2.5": (5, AIO, "puppet", CERT, PM, "pin", T, F, F, T, T, "5m", "master"),
     "2017.3": (5, AIO, "puppet", CERT, PM, "pin", T, F, F, T, T, "5m", "master"),
     "2018.1": (5, AIO, "puppet", CERT, PM, "pin", T, F, F, T, T, "5m", "master"),
     "2019.8": (6, AIO, "puppet", PSCA, PC, "trusted", T, T, F, T, T, "1h", "server"),
@@ -63,6 +66,28 @@ def test_the_generation_table(version: str) -> None:
     )
     assert (g.install_service_flags, g.status_endpoint) == (flags, status)
     assert (g.token_lifetime_default, g.crl_section) == (lifetime, crl)
+
+
+def test_a_stack_may_name_only_supported_lines_with_the_patch_level_a_step_depends_on() -> None:
+    from provider.pe.generation import check_pe_version, pe_line
+
+    assert check_pe_version("2019.8.12") == (2019, 8, 12) and check_pe_version("3.7") == (3, 7)
+    assert check_pe_version("2025.3.0") == (2025, 3, 0) and check_pe_version("2016.4.9") == (2016, 4, 9)
+    for unknown in ("2015.2", "2017.3.1", "2019.5", "2019.7.0", "2022.1"):
+        with pytest.raises(ValueError, match=r"not a PE line this provider supports \(3\.7\.x, 3\.8\.x, 2016\.4\.x"):
+            check_pe_version(unknown)
+    with pytest.raises(ValueError, match=r"needs its patch level .*2016\.4\.9"):
+        check_pe_version("2016.4")
+    assert pe_line("2019.8.12") == "2019.8" == pe_line("2019.8")
+
+
+def test_a_patch_upgrade_updates_masters_in_place_a_new_line_replaces_them() -> None:
+    from provider.master.config import replaces_master
+
+    assert not replaces_master("pe_version", "2019.8.5", "2019.8.12")
+    assert not replaces_master("pe_version", "2016.4.9", "2016.4.15")
+    assert replaces_master("pe_version", "2019.8.12", "2021.7.4")
+    assert replaces_master("certname", "a", "b") and not replaces_master("ssh_port", 22, 2222)
 
 
 def test_generation_boundaries_and_overrides() -> None:
@@ -131,12 +156,12 @@ def test_ca_commands_run_the_ca_cli_by_its_absolute_path() -> None:
         "c1",
     ]
     assert ca.clean_command(old.ca_cli, old.ca_bin, "c1") == [f"{AIO}/puppet", "cert", "clean", "c1"]
-    assert ca.list_command(old.ca_cli, old.ca_bin) == [f"{AIO}/puppet", "cert", "list", "--all"]
+    assert ca.list_command(old.ca_cli, old.ca_bin, "c1") == [f"{AIO}/puppet", "cert", "list", "c1"]
     pe3 = generation_for("3.7")
     assert ca.sign_command(pe3.ca_cli, pe3.ca_bin, "c1")[0] == f"{PE3}/puppet"
     assert ca.sign_command(new.ca_cli, new.ca_bin, "c1") == [f"{AIO}/puppetserver", "ca", "sign", "--certname", "c1"]
     assert ca.clean_command(new.ca_cli, new.ca_bin, "c1") == [f"{AIO}/puppetserver", "ca", "clean", "--certname", "c1"]
-    assert ca.list_command(new.ca_cli, new.ca_bin) == [f"{AIO}/puppetserver", "ca", "list", "--all"]
+    assert ca.list_command(new.ca_cli, new.ca_bin, "c1") == [f"{AIO}/puppetserver", "ca", "list", "--certname", "c1"]
 
 
 def test_cleaning_through_the_ca_api_revokes_a_signed_certificate_then_deletes_it() -> None:
@@ -189,7 +214,7 @@ def master_config(version: str = "2019.8", **changes: Any) -> MasterConfig:
 
 @pytest.mark.parametrize(
     ("version", "extension", "flags"),
-    [("3.7", False, False), ("2016.1", False, False), ("2016.4", False, True), ("2019.8", True, True)],
+    [("3.7", False, False), ("2016.1", False, False), ("2016.4.8", False, False), ("2016.4.9", False, True), ("2019.8", True, True)],
 )
 def test_install_arguments_per_generation(version: str, extension: bool, flags: bool) -> None:
     expected = [
@@ -355,7 +380,7 @@ def test_agent_runs_use_the_lockfile_setting_and_never_guess() -> None:
 
 
 class ScriptedCa:
-    """Stands in for Primary: the CA's entries per listing, and signing."""
+    """Stands in for Primary: the CA's entries per read (by certname), and signing."""
 
     sign_method = "the CA's HTTP API"
 
@@ -363,8 +388,8 @@ class ScriptedCa:
         self.listings = listings
         self.signed: list[str] = []
 
-    def entries(self, timeout: float, log: object) -> dict[str, ca.CaEntry]:
-        return self.listings.pop(0)
+    def entry(self, certname: str, timeout: float, log: object) -> ca.CaEntry | None:
+        return self.listings.pop(0).get(certname)
 
     def sign(self, certname: str, timeout: float) -> CommandResult:
         self.signed.append(certname)

@@ -53,9 +53,9 @@ def test_etc_hosts_block_is_added_replaced_and_removed_without_touching_other_li
 
 
 def test_pe_versions_parse_and_bad_ones_are_refused() -> None:
-    assert parse_pe_version("3.7") == (3, 7)
-    assert parse_pe_version("2019.8.5") == (2019, 8)
-    with pytest.raises(ValueError, match=r"3\.7 or 2019\.8"):
+    assert parse_pe_version("3.7") == (3, 7, 0)  # without a patch level: the line's first release
+    assert parse_pe_version("2019.8.5") == (2019, 8, 5)
+    with pytest.raises(ValueError, match=r"3\.7, 2019\.8 or 2016\.4\.9"):
         parse_pe_version("latest")
 
 

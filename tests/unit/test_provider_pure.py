@@ -142,9 +142,13 @@ def test_remote_deadline_stops_the_command_and_its_children_on_the_host(tmp_path
 
 
 def test_download_cert_script_installs_only_a_certificate_for_the_hosts_own_key(tmp_path: Path) -> None:
-    """Run the script for real, the CA's endpoint being a file:// tree: the certificate of
-    the host's own key is installed (0644); one for another key is refused, nothing left."""
+    """Run the script for real against a local HTTP server standing for the CA's endpoint:
+    the certificate of the host's own key is installed (0644); one for another key is
+    refused, and an HTTP error (no certificate yet) fails with the CA's answer; nothing left."""
+    import functools
+    import http.server
     import subprocess
+    import threading
 
     key, cert = key_and_cert(tmp_path, "c1.example.com")
     _, foreign = key_and_cert(tmp_path, "other")
@@ -152,31 +156,41 @@ def test_download_cert_script_installs_only_a_certificate_for_the_hosts_own_key(
     served.mkdir(parents=True)
     hostcert = tmp_path / "certs" / "c1.example.com.pem"
     hostcert.parent.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "ca"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/puppet-ca/v1/certificate"
 
-    def download(body: bytes) -> subprocess.CompletedProcess[str]:
-        (served / "c1.example.com").write_bytes(body)
+    def download(body: bytes | None, name: str = "c1.example.com") -> subprocess.CompletedProcess[str]:
+        if body is not None:
+            (served / name).write_bytes(body)
         script = ca.download_cert_script(
-            f"file://{tmp_path}/ca/puppet-ca/v1/certificate/c1.example.com",
-            "c1.example.com",
-            "/nonexistent-ca.pem",
-            str(hostcert),
-            str(key),
+            f"{base}/{name}", "c1.example.com", "/nonexistent-ca.pem", str(hostcert), str(key)
         )
         return subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
 
-    refused = download(foreign)
-    assert refused.returncode == 3 and "does not match this host's private key" in refused.stderr
-    assert list(hostcert.parent.iterdir()) == []  # no certificate, no temp file
-    installed = download(cert)
-    assert installed.returncode == 0, installed.stderr
-    assert hostcert.read_bytes() == cert and oct(hostcert.stat().st_mode & 0o777) == "0o644"
-    assert list(hostcert.parent.iterdir()) == [hostcert]
+    try:
+        refused = download(foreign)
+        assert refused.returncode == 3 and "does not match this host's private key" in refused.stderr
+        assert list(hostcert.parent.iterdir()) == []  # no certificate, no temp file
+        missing = download(None, "not-signed-yet")
+        assert missing.returncode == 22 and "HTTP 404 from the CA" in missing.stderr
+        assert "File not found" in missing.stderr  # the server's own reason is kept
+        assert list(hostcert.parent.iterdir()) == []
+        installed = download(cert)
+        assert installed.returncode == 0, installed.stderr
+        assert hostcert.read_bytes() == cert and oct(hostcert.stat().st_mode & 0o777) == "0o644"
+        assert list(hostcert.parent.iterdir()) == [hostcert]
+    finally:
+        server.shutdown()
 
 
 def test_ca_api_commands_verify_tls_and_keep_each_value_one_argument() -> None:
     client = ca.ApiClient("primary.example.com", "/ssl/certs/p.pem", "/ssl/private_keys/p.pem", "/ssl/certs/ca.pem")
-    listing = ca.api_list_command(client)
-    assert listing[-1] == "https://primary.example.com:8140/puppet-ca/v1/certificate_statuses/any_key"
+    listing = ca.api_status_command(client, "c1.example.com")
+    # One certname: the CA's cost does not grow with its size (never certificate_statuses/any_key).
+    assert listing[-1] == "https://primary.example.com:8140/puppet-ca/v1/certificate_status/c1.example.com"
+    assert "--fail-with-body" not in listing and listing[listing.index("-w") + 1] == "\\n%{http_code}"
     assert "-k" not in listing and "--insecure" not in listing
     assert listing[listing.index("--cacert") + 1] == "/ssl/certs/ca.pem"
     assert listing[listing.index("--cert") + 1] == "/ssl/certs/p.pem"
@@ -202,6 +216,31 @@ def test_ca_api_statuses_parse_to_what_the_cli_lists() -> None:
     assert revoked.state == "revoked" and revoked.fingerprint.startswith("FE:D5:DA:DE")
     assert entries["primary.pelab.test"].extensions == (("pp_cli_auth", "true"),)
     assert ca.parse_statuses_json("[]") == {}
+    one = json.dumps(json.loads((DATA / "ca-certificate-statuses.json").read_text())[0])
+    single = ca.parse_status_json(one)
+    assert single is not None and entries[single.certname] == single
+
+
+def test_curl_status_line_becomes_what_fail_with_body_would_have_left() -> None:
+    """curl_argv prints the HTTP status after the body; with_http_status turns >= 400 into
+    curl's exit 22 with the body kept (the CA's or PuppetDB's reason for the error)."""
+    from provider.pe.curl import curl_argv, http_status, with_http_status
+    from provider.ssh.session import CommandResult
+
+    def result(stdout: str, exit_status: int = 0) -> CommandResult:
+        return CommandResult("primary", "curl ...", exit_status, stdout, "")
+
+    ok = with_http_status(result('{"state":"signed"}\n200'))
+    assert (ok.exit_status, ok.stdout) == (0, '{"state":"signed"}')
+    refused = with_http_status(result("Invalid certificate subject.\n404"))
+    assert refused.exit_status == 22 and refused.stdout == "Invalid certificate subject."
+    assert "returned error: 404" in refused.stderr
+    assert http_status(result("x\n404")) == 404 and http_status(result("", 7)) is None
+    assert with_http_status(result("", 7)).exit_status == 7  # no connection: curl's own failure
+    assert with_http_status(result("\n000")).exit_status == 22  # no HTTP answer
+    assert with_http_status(result("\n204")).stdout == "" and with_http_status(result("\n204")).exit_status == 0
+    argv = curl_argv("https://x")
+    assert argv[:4] == ["curl", "-sS", "--max-time", "60"] and "-f" not in argv
 
 
 def _tls_server(tmp: Path, name: str) -> tuple[int, Path, bytes]:
@@ -220,7 +259,7 @@ def _tls_server(tmp: Path, name: str) -> tuple[int, Path, bytes]:
 
     def serve() -> None:
         with listener:
-            for _ in range(2):
+            for _ in range(3):
                 try:
                     conn, _ = listener.accept()
                     with context.wrap_socket(conn, server_side=True) as tls:
@@ -236,7 +275,8 @@ def test_served_certificate_command_verifies_ca_and_name_and_prints_the_served_c
     """Run the command for real against a local TLS server (port substituted for 8140)."""
     import subprocess
 
-    from provider.master.steps import first_pem_certificate, served_certificate_command
+    from provider.master.steps import first_pem_certificate, served_certificate_command, served_identity
+    from provider.ssh.session import CommandResult
 
     port, cafile, pem = _tls_server(tmp_path, "localhost")
 
@@ -245,11 +285,21 @@ def test_served_certificate_command_verifies_ca_and_name_and_prints_the_served_c
         argv[argv.index("-connect") + 1] = f"127.0.0.1:{port}"
         return subprocess.run(argv, input="", capture_output=True, text=True, timeout=30, check=False)
 
+    def identity(name: str, done: subprocess.CompletedProcess[str]) -> bytes | None:
+        return served_identity(CommandResult("h", "openssl", done.returncode, done.stdout, done.stderr), name)
+
     good = handshake("localhost", cafile)
     assert good.returncode == 0, good.stderr
     assert first_pem_certificate(good.stdout) == pem
-    wrong_name = handshake("compile01.example.com", cafile)  # -verify_hostname: not this certname
-    assert wrong_name.returncode != 0
+    assert identity("localhost", good) == pem
+    # Not this certname: the handshake completes (no -verify_hostname on OpenSSL 1.0.1), the
+    # name check refuses it.
+    wrong_name = handshake("compile01.example.com", cafile)
+    assert identity("compile01.example.com", wrong_name) is None
+    (tmp_path / "other").mkdir()
+    other_ca = tmp_path / "other-ca.pem"
+    other_ca.write_bytes(key_and_cert(tmp_path / "other", "localhost")[1])
+    assert identity("localhost", handshake("localhost", other_ca)) is None  # not the PE CA
     assert first_pem_certificate("no certificate here") is None
 
 

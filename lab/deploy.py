@@ -160,9 +160,10 @@ class Lab:
         # The real Puppet 7 entry points, which every host hides (lab/hosts.py): the lab's
         # own route (bin/pelab-puppet) and what a host's PE layout links to.
         (target / "real").mkdir(exist_ok=True)
-        for name in labhosts.HIDDEN_BINARIES:
+        for name in (*labhosts.HIDDEN_BINARIES, *labhosts.GATED_TOOLS):
             shutil.copy2(f"/usr/bin/{name}", target / "real" / name)
         shutil.copy2(LAB_DIR / "generations.py", target / "pelab_generations.py")
+        shutil.copy2(LAB_DIR / "platforms.py", target / "pelab_platforms.py")
         (target / "templates").mkdir(exist_ok=True)
         shutil.copy2(LAB_DIR / "templates" / "pe-agent.init", target / "templates" / "pe-agent.init")
         for path in target.rglob("*"):

@@ -59,6 +59,19 @@ CREATED_MOUNTPOINTS = ("/etc/puppetlabs", "/opt/puppetlabs", "/opt/puppet")
 # install.bash puts PE's layout in place (lab/generations.py). The lab's own tools reach
 # the real Puppet 7 through inhost/bin/pelab-puppet and inhost/real/.
 HIDDEN_BINARIES = ("puppet", "facter", "hiera", "puppetserver")
+# Tools a PE master had in its platform's version, not Debian 12's: /usr/bin/curl and
+# /usr/bin/openssl in every host are the reference-platform gate (lab/platforms.py,
+# inhost/bin/pelab-gate), which refuses what the profile's platform lacked.
+GATED_TOOLS = ("curl", "openssl")
+
+
+def gate_wrapper(inhost: Path, tool: str) -> str:
+    return (
+        "#!/bin/sh\n# The lab's reference-platform gate (lab/platforms.py): the profile's platform's options only.\n"
+        f'exec /usr/bin/python3 {shlex.quote(str(inhost / "bin" / "pelab-gate"))} {tool} "$@"\n'
+    )
+
+
 # Directories copied from the machine's pristine package state into a new host.
 PRISTINE_COPIES = {
     "etc-puppet": "/etc/puppet",
@@ -190,6 +203,12 @@ def prepare(paths: HostPaths, authorized_key: str, known_hosts: str) -> None:
     for name in HIDDEN_BINARIES:  # overlayfs whiteouts: character devices 0/0
         if not (upper / name).exists():
             os.mknod(upper / name, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    for tool in GATED_TOOLS:  # written before the host boots (a mounted overlay's upper is not edited)
+        wrapper = upper / tool
+        text = gate_wrapper(paths.root / "inhost", tool)
+        if running_pid(paths) is None and (not wrapper.is_file() or wrapper.read_text() != text):
+            wrapper.write_text(text)
+            wrapper.chmod(0o755)
     # No host has Debian's agent package: its init script (DAEMON=/usr/bin/puppet) goes, and
     # PE's layout brings its own (install.bash on compile hosts, `lab up` on the others).
     if not (d / ".initialised").exists():

@@ -445,9 +445,11 @@ def host_csr_fingerprint(ctx: Context) -> str | None:
     csr = ctx.agent.get("hostcsr", "")
     if not csr or not file_exists(ctx.host, csr):
         return None
-    der = ctx.host.run(f"openssl req -in {shlex.quote(csr)} -outform DER | sha256sum", timeout=60)
+    # openssl dgst, not sha256sum (coreutils 6.0; RHEL 5 has 5.97): "(stdin)= <hex>" or
+    # "SHA256(stdin)= <hex>" by version - the last word is the digest.
+    der = ctx.host.run(f"openssl req -in {shlex.quote(csr)} -outform DER | openssl dgst -sha256", timeout=60)
     der.check("fingerprint our CSR")
-    digest = der.stdout.split()[0].upper()
+    digest = der.stdout.split()[-1].upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
@@ -907,21 +909,12 @@ def converge(ctx: Context) -> None:
 
 def served_certificate_command(certname: str, cafile: str) -> list[str]:
     """openssl's TLS handshake with the master's own 8140, as an agent or the load balancer
-    makes it: verified against the PE CA (`-verify_return_error`: a failed verification
-    ends the handshake); prints the served certificate, whose name served_identity()
-    checks. No `-verify_hostname`: OpenSSL 1.0.2 added it, and RHEL 6 (a master platform up
-    to PE 2018.1) has 1.0.1e (lab/platforms.py)."""
-    return [
-        "openssl",
-        "s_client",
-        "-connect",
-        f"{certname}:8140",
-        "-servername",
-        certname,
-        "-CAfile",
-        cafile,
-        "-verify_return_error",
-    ]
+    makes it, verified against the PE CA; prints the served certificate and the verify
+    result, which served_identity() reads with the certificate's name. Only options OpenSSL
+    0.9.8e has (RHEL 5, a PE 3.7 master platform; lab/platforms.py): no -servername (0.9.8f;
+    Puppet Server serves one certificate on 8140 anyway), -verify_return_error (1.0.0) or
+    -verify_hostname (1.0.2)."""
+    return ["openssl", "s_client", "-connect", f"{certname}:8140", "-CAfile", cafile]
 
 
 def first_pem_certificate(text: str) -> bytes | None:
@@ -952,13 +945,18 @@ def certificate_names_host(pem: bytes, certname: str) -> bool:
     return any(str(a.value).lower() == certname.lower() for a in common_names)
 
 
+# s_client's verdict on the chain against -CAfile, in every OpenSSL since 0.9.
+VERIFIED_LINE = "Verify return code: 0 (ok)"
+
+
 def served_identity(result: CommandResult, certname: str) -> bytes | None:
-    """The certificate a verified handshake (served_certificate_command) got, if it names
-    `certname`; None when the handshake failed or the certificate is someone else's."""
+    """The certificate a handshake (served_certificate_command) got, if the chain verified
+    against the PE CA and the certificate names `certname`; None when the handshake failed,
+    did not verify, or the certificate is someone else's."""
     pem = first_pem_certificate(result.stdout)
-    if result.exit_status != 0 or pem is None or not certificate_names_host(pem, certname):
+    if result.exit_status != 0 or pem is None or VERIFIED_LINE not in result.stdout:
         return None
-    return pem
+    return pem if certificate_names_host(pem, certname) else None
 
 
 def verify_served_identity(ctx: Context, cafile: str) -> None:

@@ -175,7 +175,9 @@ def download_cert_script(url: str, certname: str, localcacert: str, hostcert: st
         f'code=$(curl -sS --max-time 60 --cacert {q(localcacert)} -o "$tmp" -w %{{http_code}} {q(url)}); '
         f'if [ "$code" != 200 ]; then cat "$tmp" >&2; echo "HTTP $code from the CA" >&2; exit 22; fi; '
         f'cert_key=$(openssl x509 -in "$tmp" -noout -pubkey); '
-        f"host_key=$(openssl pkey -in {q(hostprivkey)} -pubout); "
+        # pkey: OpenSSL 1.0.0+; rsa (Puppet's keys up to Puppet 7) on older platforms' 0.9.8.
+        f"host_key=$(openssl pkey -in {q(hostprivkey)} -pubout 2>/dev/null || openssl rsa -in {q(hostprivkey)} "
+        "-pubout 2>/dev/null); "
         f'if [ -z "$cert_key" ] || [ "$cert_key" != "$host_key" ]; then echo {mismatch} >&2; exit 3; fi; '
         f'chmod 644 "$tmp"; mv "$tmp" {q(hostcert)}; trap - EXIT'
     )

@@ -19,7 +19,9 @@ LAB_CA_PORT = 8141
 
 # Versions carry the patch level where a step depends on it: the 2016.4 profile is a
 # 2016.4.x whose installer has the service flags (2016.4.9+, pe-generations.md §5 [S23]).
-PROFILES = ("3.7", "2016.4.9", "2018.1", "2019.8", "2021.7", "2023.8")
+# 2025.12 is the current PE line (2025.x: Puppet 8; 2026.0, on Puppet 9, appeared in
+# November 2026 and has no profile yet): docs/pe-platforms.md.
+PROFILES = ("3.7", "2016.4.9", "2018.1", "2019.8", "2021.7", "2023.8", "2025.12")
 
 
 @dataclass(frozen=True)
@@ -181,9 +183,13 @@ class Profile:
     @property
     def postgresql_version(self) -> str:
         """PE-PostgreSQL's major version, which names its data directory: 11 in 2019.8 (the
-        path in peadm's add_compiler plan [S29]); 14 from 2023 and 9.x before 2019 are
-        inferred (i) from PE's release notes, not from a cited source."""
+        path in peadm's add_compiler plan [S29]); 17 from 2025.11 and 14 in 2023.x-2025.10
+        (help.puppet.com/pe/current/topics/supported-postgresql-versions.htm: "PE 2025.11+ |
+        PostgreSQL 17", "PE <= 2025.10 | PostgreSQL 14"); 9.x before 2019 inferred (i) from
+        PE's release notes, not from a cited source."""
         v = self.pe_version
+        if v >= (2025, 11):
+            return "17"
         if v >= (2023, 0):
             return "14"
         if v >= (2019, 0):

@@ -40,7 +40,7 @@ from tests.labtests.helpers import (
 pytestmark = [pytest.mark.lab, pytest.mark.lab_state_per_module]
 PP_AUTH_ROLE = "1.3.6.1.4.1.34380.1.3.13"
 # Profiles the product passes on today (README, "Supported PE generations").
-MATRIX = ("3.7", "2016.4.9", "2018.1", "2019.8", "2021.7", "2023.8")
+MATRIX = ("3.7", "2016.4.9", "2018.1", "2019.8", "2021.7", "2023.8", "2025.12")
 FULL = os.environ.get("PELAB_MATRIX") == "full"
 SHAPE = (("compile02", "compile03"), ("compile02",), ()) if FULL else (("compile02",), ())
 

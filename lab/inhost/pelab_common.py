@@ -66,9 +66,10 @@ def cert_paths(name: str | None = None) -> tuple[Path, Path, Path]:
 
 
 # The CRL a lab Puppet Server (the primary's on PE <= 2017.1, compile01's real one, the
-# stand-ins) verifies clients against: a copy of the CA's CRL taken when the server starts
-# or reloads, or when the master profile's run brings it (PE 2017.2+), never in between -
-# as PE's servers, which re-read it only then (lab/generations.py crl_read_at_restart_only).
+# stand-ins) verifies clients against: a copy of the host's own CRL file (hostcrl) taken
+# when the server starts or reloads, or when the master profile's run brings the CA's
+# (PE 2017.2+), never in between - as PE's servers, which re-read it only then
+# (lab/generations.py crl_read_at_restart_only).
 SERVED_CRL = Path("/etc/puppet/puppetserver/pelab-served-crl.pem")
 HOSTCRL = SSLDIR / "crl.pem"
 CACRL = Path("/etc/puppet/puppetserver/ca/ca_crl.pem")
@@ -97,9 +98,12 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def take_ca_crl() -> bool:
-    """What a Puppet Server reads when it (re)starts or reloads: the CA's CRL, now."""
-    return write_if_changed(SERVED_CRL, ca_crl())
+def take_served_crl() -> bool:
+    """What a Puppet Server reads when it (re)starts or reloads: its own CRL file, hostcrl
+    (PE's ssl-crl-path), never the CA's directly - a compile master's copy is as current as
+    whatever last wrote it (the agent's bootstrap, PE 2017.2+'s master profile, an admin).
+    A host without one yet takes the CA's, as the agent's bootstrap would have fetched it."""
+    return write_if_changed(SERVED_CRL, HOSTCRL.read_bytes() if HOSTCRL.exists() else ca_crl())
 
 
 def server_context(

@@ -1123,6 +1123,19 @@ def refresh_crl(ctx: Context, serials: Sequence[int], leaving: Collection[str] =
     def probe(session: SshSession, certname: str, cafile: str) -> bool:
         return server_probe(session, certname, generation, cafile)[0]
 
+    ca_crl_pem: list[bytes] = []
+
+    def ca_crl() -> bytes:
+        """The CA's CRL as of the first copy (every revocation of this call is in it), read
+        over the pinned SSH channel to the primary."""
+        if not ca_crl_pem:
+            pem = ctx.primary.get(ctx.primary_ca.cacrl())
+            missing = [s for s in serials if pem is None or not serial_revoked(pem, s)]
+            if pem is None or missing:
+                raise ProviderError(f"[{cfg.primary_host}] CRL refresh: the CA's CRL does not list serial {missing}")
+            ca_crl_pem.append(pem)
+        return ca_crl_pem[0]
+
     servers: dict[str, crl.Server] = {}
     # A restart or reload that began after this moment serves the new CRL (up to 2017.1 the
     # primary's run copies it first: the moment moves past that run).
@@ -1140,7 +1153,14 @@ def refresh_crl(ctx: Context, serials: Sequence[int], leaving: Collection[str] =
                         certname = step.server
                     servers[step.server] = crl.Server(session, certname, generation, ctx.log, probe)
                 crl.carry_out(
-                    step, servers[step.server], serials, serial_revoked, cfg.run_timeout, cfg.service_timeout, since
+                    step,
+                    servers[step.server],
+                    serials,
+                    serial_revoked,
+                    cfg.run_timeout,
+                    cfg.service_timeout,
+                    since,
+                    ca_crl=ca_crl,
                 )
                 if step.action == "run" and step.server == crl.PRIMARY:
                     since = time.monotonic()

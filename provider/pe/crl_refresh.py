@@ -6,7 +6,11 @@ pe-generations.md §8 [S38]):
   (CRL) to the correct SSL directory", then pe-puppetserver is restarted (3.7-2015.2) or
   reloaded (2015.3-2017.1: a HUP) on the primary and on every compile master: "the Puppet
   server process won't re-read the certificate revocation list until the service is
-  restarted" (PE 3.7's "Deactivating a PE agent node");
+  restarted" (PE 3.7's "Deactivating a PE agent node"). A server reads its own CRL file
+  (`hostcrl`, its ssl-crl-path), and before 2017.2 nothing distributes the CA's CRL to
+  compile masters ("from 2017.2 ... distributed to compile masters" says it was not), so
+  the CA's CRL is copied into each compile master's hostcrl before its restart or reload,
+  as an admin following the page must;
 * from PE 2017.2 "the updated CRL is managed by Puppet and distributed to compile
   masters": a Puppet run on each compile master, nothing on the primary.
 
@@ -18,13 +22,14 @@ pool never loses two at once - across the provider process too: restarts and rel
 take one lock (`Ledger`). Each step checks first and is verified: a run is skipped when
 the host's CRL file (`hostcrl`, what its Puppet Server's ssl-crl-path names) already
 lists the revoked serials, and must leave them listed; a restart or reload is skipped
-when one of that server began after the revocation (in this process: single flight, so
-sixteen removals in flight restart each server left once), and must leave the server
-answering on 8140.
+when one of that server began after the revocation and its CRL file lists the serials (in
+this process: single flight, so sixteen removals in flight restart each server left
+once), and must leave the server answering on 8140 with the serials in its CRL file.
 """
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -146,6 +151,18 @@ class Server:
         crl = self.crl()
         return [s for s in serials if crl is None or not serial_revoked(crl, s)]
 
+    def deliver(self, crl_pem: bytes) -> None:
+        """The CA's CRL into this server's hostcrl: written beside it, given the old file's
+        owner and mode, then moved over it (a reader never sees half a file)."""
+        hostcrl = self.setting("hostcrl")
+        tmp = f"{hostcrl}.pe-compile-masters.tmp"
+        self.session.put(tmp, crl_pem)
+        script = (
+            f'set -e; t={shlex.quote(tmp)}; f={shlex.quote(hostcrl)}; chmod 644 "$t"; '
+            'if [ -e "$f" ]; then chown --reference="$f" "$t"; fi; mv -f "$t" "$f"'
+        )
+        self.session.run(script, timeout=60).check("CRL refresh", f"copy the CA's CRL to {hostcrl}")
+
     def service(self, action: Action) -> CommandResult:
         return self.session.run(service_action_script(action), timeout=300)
 
@@ -162,10 +179,12 @@ def carry_out(
     service_timeout: float,
     since: float,
     ledger: Ledger = LEDGER,
+    ca_crl: Callable[[], bytes] | None = None,
 ) -> None:
     """One step, checked first and verified: a run leaves the serials in the host's CRL
-    file; a restart or reload leaves the server answering on 8140 within service_timeout.
-    `since`: when the revocations were done (time.monotonic())."""
+    file; a restart or reload (the CA's CRL copied into a compile master's CRL file first,
+    `ca_crl`) leaves the server answering on 8140 within service_timeout, with the serials
+    in the CRL file it read. `since`: when the revocations were done (time.monotonic())."""
     label = server.session.target.label
     with ledger.holding(step):
         if step.action == "run":
@@ -182,7 +201,12 @@ def carry_out(
                 )
             server.log("CRL refresh", f"{server.certname}: Puppet run done, its CRL lists the revoked serial(s)")
             return
-        if ledger.covers(step, since):
+        delivered = False
+        if ca_crl is not None and step.server != PRIMARY and server.unlisted(serials, serial_revoked):
+            server.deliver(ca_crl())
+            delivered = True
+            server.log("CRL refresh", f"{server.certname}: the CA's CRL copied to {server.setting('hostcrl')}")
+        if not delivered and ledger.covers(step, since):
             server.log("CRL refresh", f"{server.certname}: a {step.action} began after the revocation: not repeated")
             return
         began = time.monotonic()
@@ -196,5 +220,11 @@ def carry_out(
                     f"{service_timeout:.0f}s of its {step.action}"
                 )
             time.sleep(2)
+        missing = server.unlisted(serials, serial_revoked)
+        if missing:  # what the server read at its restart or reload
+            raise ProviderError(
+                f"[{label}] CRL refresh: {server.setting('hostcrl')}, which {SERVICE} reads at its {step.action}, "
+                f"does not list serial {', '.join(map(str, missing))}"
+            )
         ledger.record(step, began)
     server.log("CRL refresh", f"{server.certname}: {SERVICE} {step.action}ed and answering again")

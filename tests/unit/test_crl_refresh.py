@@ -144,6 +144,7 @@ class FakeHost:
     commands: list[str] = field(default_factory=list)
     crl_file: bytes = b"old"
     probes: int = 0
+    uploaded: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def target(self) -> SshTarget:
@@ -160,10 +161,15 @@ class FakeHost:
             return CommandResult("b.example.com", text, 2, "", "")
         if text.startswith("test -s"):
             return CommandResult("b.example.com", text, 1, "", "")
+        if "mv -f" in text and "/ssl/crl.pem.pe-compile-masters.tmp" in self.uploaded:
+            self.crl_file = self.uploaded.pop("/ssl/crl.pem.pe-compile-masters.tmp")
         return CommandResult("b.example.com", text, 0, "", "")
 
     def get(self, path: str) -> bytes | None:
         return self.crl_file if path == "/ssl/crl.pem" else None
+
+    def put(self, path: str, data: bytes) -> None:
+        self.uploaded[path] = data
 
 
 def server(fake: FakeHost, version: str) -> crl.Server:
@@ -190,10 +196,33 @@ def test_a_run_must_leave_the_serial_in_the_hosts_crl() -> None:
 
 def test_a_restart_must_leave_the_server_answering_within_the_deadline() -> None:
     fake = FakeHost(answers_after=1)
-    crl.carry_out(crl.CrlStep("b", "restart"), server(fake, "3.7"), [7], lists_serial, 60, 60, 0.0, crl.Ledger())
+    crl.carry_out(
+        crl.CrlStep("b", "restart"), server(fake, "3.7"), [7], lists_serial, 60, 60, 0.0, crl.Ledger(), lambda: b"new"
+    )
     assert any("pe-puppetserver restart" in c for c in fake.commands) and fake.probes == 2
-    never = FakeHost(answers_after=10**6)
+    never = FakeHost(answers_after=10**6, crl_file=b"new")
     with pytest.raises(DeadlineError, match="does not answer"):
         crl.carry_out(
             crl.CrlStep("b", "reload"), server(never, "2016.4"), [7], lists_serial, 60, 0.5, 0.0, crl.Ledger()
         )
+
+
+def test_before_2017_2_a_compile_master_gets_the_cas_crl_in_its_own_file_before_its_restart() -> None:
+    """PE <= 2017.1 distributes no CRL to compile masters, and their Puppet Server reads only
+    its hostcrl: the CA's CRL is copied there (atomically: put beside it, chown/chmod, mv),
+    then the restart; the file must list the serial after."""
+    fake = FakeHost()
+    crl.carry_out(
+        crl.CrlStep("b", "restart"), server(fake, "3.7"), [7], lists_serial, 60, 60, 0.0, crl.Ledger(), lambda: b"new"
+    )
+    copy = next(i for i, c in enumerate(fake.commands) if "mv -f" in c)
+    restart = next(i for i, c in enumerate(fake.commands) if "pe-puppetserver restart" in c)
+    assert copy < restart and fake.crl_file == b"new" and "chown --reference" in fake.commands[copy]
+    stale = FakeHost()  # no copy (what the step did before): the restart reads the old file
+    with pytest.raises(ProviderError, match="does not list serial 7"):
+        crl.carry_out(crl.CrlStep("b", "restart"), server(stale, "3.7"), [7], lists_serial, 60, 60, 0.0, crl.Ledger())
+    current = FakeHost(crl_file=b"new")  # already lists it: nothing copied
+    crl.carry_out(
+        crl.CrlStep("b", "reload"), server(current, "2016.4"), [7], lists_serial, 60, 60, 0.0, crl.Ledger(), bytes
+    )
+    assert not any("mv -f" in c for c in current.commands)

@@ -91,16 +91,22 @@ def test_a_run_is_skipped_when_the_hosts_crl_already_lists_every_serial() -> Non
 
 
 def test_a_restart_that_began_after_the_revocation_covers_it() -> None:
+    """Each host's CRL file already lists every serial (the copy is tested in
+    test_crl_refresh.py): only the ledger decides whether a restart is repeated."""
     ledger = crl.Ledger()
     step = crl.CrlStep("b", "restart")
+
+    def listed(pem: bytes, _serial: int) -> bool:
+        return pem == b"new"
+
     revoked = time.monotonic()
-    first = FakeHost()
-    crl.carry_out(step, server(first, "3.7"), [7], lists_serial, 60, 60, revoked, ledger)
-    again = FakeHost()
-    crl.carry_out(step, server(again, "3.7"), [8], lists_serial, 60, 60, revoked, ledger)
+    first = FakeHost(crl_file=b"new")
+    crl.carry_out(step, server(first, "3.7"), [7], listed, 60, 60, revoked, ledger)
+    again = FakeHost(crl_file=b"new")
+    crl.carry_out(step, server(again, "3.7"), [8], listed, 60, 60, revoked, ledger)
     assert not any("restart" in c for c in again.commands)  # the first one began after `revoked`
     later = time.monotonic()  # a revocation after that restart began needs one of its own
-    crl.carry_out(step, server(again, "3.7"), [9], lists_serial, 60, 60, later, ledger)
+    crl.carry_out(step, server(again, "3.7"), [9], listed, 60, 60, later, ledger)
     assert any("pe-puppetserver restart" in c for c in again.commands)
 
 

@@ -283,11 +283,37 @@ def parse_lifetime(value: Any, default: float) -> float:
     return float(number) * LIFETIME_UNITS[unit]
 
 
+# --- RBAC roles ----------------------------------------------------------------------
+# PE's built-in roles as far as node groups go (PE 2018.1 rbac_permissions_intro.md, "User
+# permissions"; node_groups actions view, edit_child_rules, edit_classification, ...):
+# Administrators and Operators have every node-group permission on All Nodes, Viewers
+# only `view`. The lab's users: the admin (Administrators) and `viewer` (Viewers), whose
+# password is the admin's (state/console-admin.json; lab only).
+ROLE_OF_LOGIN = {"viewer": "Viewers"}
+VIEW_ONLY_ROLES = ("Viewers",)
+
+
+def needed_permission(method: str, rest: list[str]) -> str | None:
+    """The node-group permission a classifier request needs beyond `view`, or None."""
+    if method == "GET" or rest[:2] == ["classified", "nodes"]:
+        return None
+    if len(rest) == 3 and rest[0] == "groups" and rest[2] in ("pin", "unpin"):
+        return "edit_child_rules"
+    if rest == ["commands", "unpin-from-all"]:
+        return "edit_child_rules"
+    return "edit_classification" if rest[:1] == ["groups"] and len(rest) == 2 else "modify_children"
+
+
 # --- HTTP ------------------------------------------------------------------------------
 
 
 class Handler(common.JsonHandler):
     state: State
+
+    def role(self) -> str:
+        """The RBAC role of the request's token (certificates in the allowlist: all)."""
+        entry = self.state.tokens.get(self.headers.get("X-Authentication") or "")
+        return str(entry.get("role", "Administrators")) if isinstance(entry, dict) else "Administrators"
 
     def authenticated(self) -> bool:
         token = self.headers.get("X-Authentication")
@@ -320,6 +346,15 @@ class Handler(common.JsonHandler):
                 "Route requires authentication: RBAC token or whitelisted certificate",
             )
         rest = parts[2:]
+        needed = needed_permission(method, rest)
+        if needed and self.role() in VIEW_ONLY_ROLES:
+            # RBAC's refusal (i: the body's wording is the lab's; PE answers 403 with a
+            # permission-denied kind for an authenticated user without the permission).
+            return self.error(
+                403,
+                "puppetlabs.rbac/permission-denied",
+                f"The user does not have the node_groups:{needed} permission needed for {method} {url.path}",
+            )
         if rest[:1] == ["groups"] and self.injected_fault():
             return None
         with self.state.lock:
@@ -393,7 +428,8 @@ class Handler(common.JsonHandler):
         except ValueError:
             return self.error(400, "malformed-request", "body is not JSON")
         admin = json.loads((common.ROOT / "state" / "console-admin.json").read_text())
-        if body.get("login") != admin["login"] or body.get("password") != admin["password"]:
+        login = body.get("login")
+        if login not in (admin["login"], *ROLE_OF_LOGIN) or body.get("password") != admin["password"]:
             return self.error(401, "puppetlabs.rbac/authentication-failed", "The username or password is incorrect.")
         try:
             lifetime = parse_lifetime(body.get("lifetime"), common.profile().token_lifetime_default)
@@ -401,7 +437,11 @@ class Handler(common.JsonHandler):
             return self.error(400, "puppetlabs.rbac/invalid-token-lifetime", str(exc))
         token = "0" + secrets.token_urlsafe(32)
         with self.state.lock:
-            self.state.tokens[token] = {"login": body["login"], "expires": time.time() + lifetime}
+            self.state.tokens[token] = {
+                "login": login,
+                "expires": time.time() + lifetime,
+                "role": ROLE_OF_LOGIN.get(str(login), "Administrators"),
+            }
             self.state.save()
         return self.reply(200, {"token": token})
 

@@ -807,7 +807,15 @@ def compiler_puppetdb_probe(ctx: Context, cafile: str) -> tuple[bool, str]:
     master itself, says `running` - out of maintenance mode, its PE-PostgreSQL read and
     write connections up, which is what pg_ident.conf's lines allow."""
     url = f"https://{ctx.cfg.certname}:8081/status/v1/services/puppetdb-status"
-    result = ctx.host.run(["curl", "-sS", "--max-time", "10", "--cacert", cafile, url], timeout=30)
+    # With the compiler's own certificate, which its PuppetDB's allowlist lists (PE seeds it
+    # with the node itself): a PuppetDB may refuse a client without one (its jetty
+    # `client-auth`, and the certificate allowlist applies to every HTTPS client).
+    identity = [
+        *("--cert", ctx.agent.get("hostcert", "")),
+        *("--key", ctx.agent.get("hostprivkey", "")),
+    ]
+    identity = identity if all(identity[1::2]) else []
+    result = ctx.host.run(["curl", "-sS", "--max-time", "10", "--cacert", cafile, *identity, url], timeout=30)
     state, detail = pgident.puppetdb_state(result.stdout)
     up = result.exit_status == 0 and state == "running"
     if result.exit_status != 0 or not state:

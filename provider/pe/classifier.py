@@ -53,6 +53,33 @@ class ClassifierAuth:
     client_key: str = field(default="", repr=False)
 
 
+# The RBAC permissions each call needs (PE's "User permissions" table, e.g. PE 2018.1
+# rbac_permissions_intro.md: type node_groups, actions view, edit_child_rules,
+# edit_classification); a group's rule - its pins - is edited with "Edit child group
+# rules" granted on its parent.
+VIEW = "the node-group permission View (node_groups:view) on All Nodes"
+
+
+def edit_rules_of(group: str) -> str:
+    return (
+        f"the node-group permission Edit child group rules (node_groups:edit_child_rules) on the parent of "
+        f"{group} (PE Infrastructure), which lets it pin and unpin nodes in {group}"
+    )
+
+
+EDIT_ALL_RULES = (
+    "the node-group permission Edit child group rules (node_groups:edit_child_rules) on All Nodes (unpin-from-all "
+    "edits every group a node is pinned in)"
+)
+
+
+def edit_classes_of(group: str) -> str:
+    return (
+        "the node-group permission Edit classes, parameters, and variables (node_groups:edit_classification) "
+        f"on {group}"
+    )
+
+
 def error_kind(resp: requests.Response) -> str:
     """The `kind` of a PE service's JSON error body ({"kind", "msg"}), or ""."""
     try:
@@ -137,7 +164,18 @@ class Classifier:
                 text = text.replace(secret, "********")
         return text
 
-    def _json(self, resp: requests.Response, what: str) -> Any:
+    def _json(self, resp: requests.Response, what: str, needs: str = VIEW) -> Any:
+        if resp.status_code == 403:
+            if not self.auth.token:
+                raise ClassifierError(
+                    f"{what}: the console refused the client certificate (HTTP 403): {self.refused_hint}"
+                )
+            raise ClassifierError(
+                f"{what}: the RBAC token's user lacks a permission (HTTP 403 {error_kind(resp) or 'forbidden'}). It "
+                f"needs {needs}. Grant it in the console (Access control > User roles: PE's built-in Operators "
+                "role has every node-group permission), or issue the token as a user with such a role "
+                "(`puppet access login --lifetime 1y`); then run `pulumi up` again"
+            )
         if resp.status_code == 401:
             if error_kind(resp) == "puppetlabs.rbac/token-expired":
                 raise ClassifierError(
@@ -160,26 +198,34 @@ class Classifier:
     def pin(self, group: dict[str, Any], certname: str, endpoint: bool) -> None:
         if endpoint:
             resp = self.request("POST", f"groups/{group['id']}/pin", json={"nodes": [certname]})
-            self._json(resp, f"pinning {certname} to {group['name']}")
+            self._json(resp, f"pinning {certname} to {group['name']}", edit_rules_of(group["name"]))
             return
         if is_pinned(group.get("rule"), certname):
             return
         body: dict[str, Any] = {"rule": pin_rule(group.get("rule"), certname)}
         if "serial_number" in group:
             body["serial_number"] = group["serial_number"]
-        self._json(self.request("POST", f"groups/{group['id']}", json=body), f"pinning {certname} (rule rewrite)")
+        self._json(
+            self.request("POST", f"groups/{group['id']}", json=body),
+            f"pinning {certname} (rule rewrite)",
+            edit_rules_of(group["name"]),
+        )
 
     def unpin(self, group: dict[str, Any], certname: str, endpoint: bool) -> None:
         if endpoint:
             resp = self.request("POST", f"groups/{group['id']}/unpin", json={"nodes": [certname]})
-            self._json(resp, f"unpinning {certname} from {group['name']}")
+            self._json(resp, f"unpinning {certname} from {group['name']}", edit_rules_of(group["name"]))
             return
         if not is_pinned(group.get("rule"), certname):
             return
         body: dict[str, Any] = {"rule": unpin_rule(group.get("rule"), certname)}
         if "serial_number" in group:
             body["serial_number"] = group["serial_number"]
-        self._json(self.request("POST", f"groups/{group['id']}", json=body), f"unpinning {certname} (rule rewrite)")
+        self._json(
+            self.request("POST", f"groups/{group['id']}", json=body),
+            f"unpinning {certname} (rule rewrite)",
+            edit_rules_of(group["name"]),
+        )
 
     def unpin_from_all(self, certname: str) -> list[str]:
         """Remove the certname's pins from every node group (`POST /v1/commands/unpin-from-all`,
@@ -187,6 +233,7 @@ class Classifier:
         result = self._json(
             self.request("POST", "commands/unpin-from-all", json={"nodes": [certname]}),
             f"unpinning {certname} from every node group",
+            EDIT_ALL_RULES,
         )
         nodes = (result or {}).get("nodes") or []
         return sorted(str(g.get("name")) for n in nodes if n.get("name") == certname for g in n.get("groups") or [])
@@ -200,7 +247,11 @@ class Classifier:
         body: dict[str, Any] = {"classes": {klass: params}}
         if "serial_number" in group:
             body["serial_number"] = group["serial_number"]
-        self._json(self.request("POST", f"groups/{group['id']}", json=body), f"setting {klass} in {group['name']}")
+        self._json(
+            self.request("POST", f"groups/{group['id']}", json=body),
+            f"setting {klass} in {group['name']}",
+            edit_classes_of(group["name"]),
+        )
         return True
 
     def classified_groups(self, certname: str, trusted: dict[str, Any] | None = None) -> list[str]:

@@ -17,7 +17,7 @@ import requests
 from lab.client import LabClient, LabHost
 from lab.generations import profile_for
 from provider.core.errors import ClassifierError
-from provider.pe.classifier import Classifier, ClassifierAuth
+from provider.pe.classifier import Classifier, ClassifierAuth, is_pinned
 from tests.harness.provider_server import wait_for
 from tests.labtests.helpers import PRIMARY, clean_on_ca, enroll, install_agent, on_generation, puppetserver
 
@@ -242,3 +242,23 @@ def test_a_compiler_puppetdb_without_its_pg_ident_lines_is_refused_by_pe_postgre
             database.run("service pe-postgresql reload")
             host.wipe_agent()
             clean_on_ca(lab, host.fqdn)
+
+
+def test_a_token_without_node_group_permissions_is_refused_with_the_permission_it_needs(lab: LabClient) -> None:
+    """RBAC: a user whose role only views node groups (PE's built-in Viewers) gets 403 for
+    pinning and unpin-from-all; the product names the permission and the role to grant."""
+    url = f"{lab.console_url()}/rbac-api/v1/auth/token"
+    viewer = {"login": "viewer", "password": lab.admin_credentials()["password"], "lifetime": "1h"}
+    token = requests.post(url, json=viewer, verify=lab.ca_file, timeout=30).json()["token"]
+    classifier = Classifier(lab.console_url(), Path(lab.ca_file).read_text(), ClassifierAuth(token, "", ""))
+    with classifier.opened() as opened:
+        group = opened.group_by_name("PE Master")  # viewing is allowed
+        with pytest.raises(ClassifierError) as refused:
+            opened.unpin_from_all("nobody.pelab.test")
+        text = str(refused.value)
+        assert "HTTP 403" in text and "node_groups:edit_child_rules" in text and "Operators" in text, text
+        with pytest.raises(ClassifierError) as pinning:
+            opened.pin(group, "nobody.pelab.test", endpoint=True)
+        assert "Edit child group rules" in str(pinning.value) and "parent of PE Master" in str(pinning.value)
+        assert token not in text
+    assert not is_pinned(lab.classifier().group("PE Master")["rule"], "nobody.pelab.test")

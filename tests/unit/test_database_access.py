@@ -22,7 +22,7 @@ from provider.master import removal as master_removal
 from provider.master import steps
 from provider.pe import database_access as pgident
 from provider.pe.generation import generation_for
-from tests.unit.test_generation import ScriptedHost, context, master_config, session
+from tests.unit.test_generation import SETTINGS, ScriptedHost, context, master_config, session
 
 MAPS = generation_for("2019.8").pg_ident_maps
 SERVICE = "pe-postgresql"
@@ -346,12 +346,13 @@ def test_remove_database_access_on_delete() -> None:
     assert "pe-puppetdb-pe-puppetdb-map c1.example.com pe-puppetdb" in log[0][1]
 
 
-def puppetdb_answers(*bodies: str) -> ScriptedHost:
+def puppetdb_answers(*bodies: str, identity: str = "") -> ScriptedHost:
     answers = list(bodies)
 
     def answer(line: str) -> tuple[int, str]:
         assert line == (
-            "curl -sS --max-time 10 --cacert /ca.pem https://c1.example.com:8081/status/v1/services/puppetdb-status"
+            f"curl -sS --max-time 10 --cacert /ca.pem {identity}"
+            "https://c1.example.com:8081/status/v1/services/puppetdb-status"
         )
         return 0, answers.pop(0) if len(answers) > 1 else answers[0]
 
@@ -360,8 +361,12 @@ def puppetdb_answers(*bodies: str) -> ScriptedHost:
 
 def test_the_compiler_puppetdb_step_waits_for_running(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("provider.master.steps.time", SimpleNamespace(sleep=lambda _s: None, monotonic=time.monotonic))
-    host = puppetdb_answers('{"state":"starting"}', '{"state":"running","status":{"read_db_up?":true}}')
+    # With the compiler's own certificate (its PuppetDB's allowlist lists it).
+    identity = f"--cert {SETTINGS['hostcert']} --key {SETTINGS['hostprivkey']} "
+    running = '{"state":"running","status":{"read_db_up?":true}}'
+    host = puppetdb_answers('{"state":"starting"}', running, identity=identity)
     ctx = context(host)
+    ctx.agent = dict(SETTINGS)
     log = logged(ctx)
     steps.compiler_puppetdb(ctx, "/ca.pem")
     assert len(host.commands) == 2 and ctx.installed["compiler_puppetdb"] is True

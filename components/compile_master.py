@@ -67,6 +67,8 @@ def master_entry(master: MasterSpec, spec: DeploymentSpec) -> dict[str, Any]:
         "ssh_user": access.user,
         **trust("ssh", access, spec),
         "dns_alt_names": master.dns_alt_names,
+        # only when set: a stack without peadm keeps the inputs its state already has
+        **({"availability_group": master.availability_group} if master.availability_group else {}),
     }
 
 

@@ -70,6 +70,7 @@ class MasterSpec:
     pool_address: str
     dns_alt_names: list[str]
     weight: int
+    availability_group: str = ""  # peadm's "A"/"B" (PE Compiler Group A/B); "" without peadm
 
     @property
     def name(self) -> str:
@@ -348,7 +349,8 @@ def _masters(
         path = f"compileMasters[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(path, "must be an object {certname, address, ...}")
-        unknown = set(item) - {"certname", "address", "port", "user", "hostKey", "poolAddress", "dnsAltNames", "weight"}
+        known = {"certname", "address", "port", "user", "hostKey", "poolAddress", "dnsAltNames", "weight"}
+        unknown = set(item) - known - {"availabilityGroup"}
         if unknown:
             raise ConfigError(f"{path}.{sorted(unknown)[0]}", "is not a known setting")
         certname = _str(item, "certname", f"{path}.certname")
@@ -374,7 +376,12 @@ def _masters(
         weight = item.get("weight", 100)
         if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 256:
             raise ConfigError(f"{path}.weight", f"must be an integer 0-256, not {weight!r}")
-        masters.append(MasterSpec(certname, access, pool_address, alt_names, weight))
+        group = item.get("availabilityGroup", "")
+        if group not in ("", "A", "B"):
+            raise ConfigError(
+                f"{path}.availabilityGroup", f"must be A or B (peadm's availability groups), not {group!r}"
+            )
+        masters.append(MasterSpec(certname, access, pool_address, alt_names, weight, group))
     for attr, what in (("certname", "certname"), ("pool_address", "address")):
         seen: dict[str, int] = {}
         for i, master in enumerate(masters):

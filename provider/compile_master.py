@@ -297,6 +297,7 @@ class PeCompileMasterArgs(SharedMasterArgs, total=False):
     certname: pulumi.Input[str]
     dns_alt_names: pulumi.Input[Sequence[pulumi.Input[str]]]
     environmentpath: pulumi.Input[str]
+    availability_group: pulumi.Input[str]  # peadm's "A" or "B"
     keep_agent_on_delete: pulumi.Input[bool]
     adopt: pulumi.Input[bool]
     batch_provisioned: pulumi.Input[bool]

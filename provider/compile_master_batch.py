@@ -55,6 +55,7 @@ MASTER_KEYS = (
     "ssh_known_hosts",
     "dns_alt_names",
     "environmentpath",
+    "availability_group",
 )
 OUTPUT_KEYS = ("status", "provisioned", "converged_now")
 DEFAULT_PARALLELISM = 16
@@ -226,7 +227,7 @@ def _say(name: str, message: str) -> None:
 class CompileMasterBatchArgs(SharedMasterArgs, total=False):
     """PeCompileMaster's shared inputs (primary, PE version, classifier, deadlines) plus
     `masters`: a list of {certname, host, ssh_port, ssh_user, ssh_host_key,
-    ssh_known_hosts, dns_alt_names, environmentpath}."""
+    ssh_known_hosts, dns_alt_names, environmentpath, availability_group}."""
 
     masters: pulumi.Input[list[pulumi.Input[dict[str, Any]]]]
     parallelism: pulumi.Input[int]

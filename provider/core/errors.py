@@ -69,6 +69,15 @@ class ForeignAgentError(ProviderError):
     )
 
 
+class AvailabilityGroupError(ProviderError):
+    """A compiler's peadm availability group does not fit the console's PE Compiler Group A/B."""
+
+    advice = (
+        "set availabilityGroup (A or B) for the master in pe:compileMasters on an install built with peadm, or "
+        "unset it on one without; nothing was changed on the host, the CA or the console. Then run `pulumi up` again."
+    )
+
+
 class SanMismatchError(ProviderError):
     """A pending CSR asks for other SANs than requested: never sign someone else's CSR."""
 

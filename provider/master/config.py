@@ -75,7 +75,10 @@ LOCAL_ONLY_KEYS = (
     *DATABASE_KEYS,
     PEER_KEY,
 )
-REPLACE_KEYS = ("certname", "host", "dns_alt_names", "primary_host", "primary_certname", "pe_version", "node_group")
+REPLACE_KEYS = (
+    "certname", "host", "dns_alt_names", "primary_host", "primary_certname", "pe_version", "node_group",
+    "availability_group",  # a certificate extension: a new certificate, so a new master
+)  # fmt: skip
 
 
 def replaces_master(key: str, old: Any, new: Any) -> bool:
@@ -128,6 +131,7 @@ DEFAULTS: dict[str, Any] = {
     "classifier_client_key": "",
     "puppetdb_url": "",
     "node_group": "",
+    "availability_group": "",
     "connect_timeout": 30,
     "install_timeout": 900,
     "sign_timeout": 300,
@@ -139,6 +143,12 @@ DEFAULTS: dict[str, Any] = {
     "batch_provisioned": False,
     PEER_KEY: [],
 }
+# peadm::oid('peadm_availability_group') (functions/oid.pp): an extension in Puppet's
+# registered arc that Puppet's OID registry does not name, so trusted.extensions keys it by
+# the dotted OID - as peadm's PE Compiler Group A/B rules do (manifests/setup/node_manager.pp).
+PEADM_AVAILABILITY_GROUP_OID = "1.3.6.1.4.1.34380.1.1.9813"
+AVAILABILITY_GROUPS = ("A", "B")
+
 REQUIRED = (
     "host",
     "ssh_private_key",
@@ -200,6 +210,9 @@ class MasterConfig:
     classifier_client_key: str = field(repr=False)
     puppetdb_url: str
     node_group: str
+    # peadm's availability group ("A"/"B"; "" without peadm): PE Compiler Group A/B match it
+    # on the certificate extension peadm_availability_group (peadm::oid, [S29,S34]).
+    availability_group: str
     connect_timeout: float
     install_timeout: float
     sign_timeout: float
@@ -245,6 +258,7 @@ class MasterConfig:
             classifier_client_key=str(merged["classifier_client_key"]),
             puppetdb_url=str(merged["puppetdb_url"]),
             node_group=str(merged["node_group"]),
+            availability_group=str(merged["availability_group"]),
             connect_timeout=float(merged["connect_timeout"]),
             install_timeout=float(merged["install_timeout"]),
             sign_timeout=float(merged["sign_timeout"]),
@@ -261,6 +275,19 @@ class MasterConfig:
     def generation(self) -> Generation:
         """What this PE version does differently (paths, CLIs, endpoints): provider.pe.generation."""
         return generation_for(self.pe_version, self.node_group or None)
+
+    @property
+    def extension_requests(self) -> tuple[tuple[str, str], ...]:
+        """The certificate extensions this master requests: the generation's (pp_auth_role
+        from 2019.7) and peadm's availability group, as peadm's component_install plan
+        requests them (plans/subplans/component_install.pp)."""
+        group = ((PEADM_AVAILABILITY_GROUP_OID, self.availability_group),) if self.availability_group else ()
+        return (*self.generation.extension_requests, *group)
+
+    @property
+    def availability_node_group(self) -> str:
+        """peadm's child group of PE Compiler this master must land in ("" without one)."""
+        return f"PE Compiler Group {self.availability_group}" if self.availability_group else ""
 
     @property
     def target(self) -> SshTarget:
@@ -355,6 +382,15 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
             generation = None
         if generation is not None and generation.compiler_puppetdb:
             out += database_problems(props)
+        group = known.get("availability_group")
+        if group and generation is not None and generation.classification != "trusted":
+            out.append(
+                (
+                    "availability_group",
+                    f"availability groups are peadm's (PE 2019.7+, PE Compiler Group A/B); {generation.label} "
+                    "has none: leave it unset",
+                )
+            )
         if (
             generation is not None
             and "rbac_token" in known
@@ -382,6 +418,9 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
                 "classifier_client_key of a certificate in the console's rbac allowlist",
             )
         )
+    group = known.get("availability_group")
+    if group not in (None, "", *AVAILABILITY_GROUPS):
+        out.append(("availability_group", f"availability_group must be A or B (peadm's letters), not {group!r}"))
     url = known.get("classifier_url")
     if url and not str(url).startswith("https://"):
         out.append(("classifier_url", "classifier_url must be https:// (the console, port 4433)"))

@@ -18,6 +18,7 @@ from typing import Any
 
 from provider.core.errors import (
     AGAIN,
+    AvailabilityGroupError,
     CaRefusedError,
     ClassifierError,
     DeadlineError,
@@ -27,7 +28,7 @@ from provider.core.errors import (
     SshUnreachableError,
     StepFailedError,
 )
-from provider.master.config import DATABASE_REQUIRED, MasterConfig
+from provider.master.config import DATABASE_REQUIRED, PEADM_AVAILABILITY_GROUP_OID, MasterConfig
 from provider.pe import agent_runs as runs
 from provider.pe import ca, curl, services
 from provider.pe import crl_refresh as crl
@@ -101,7 +102,8 @@ class IssuedCert:
         extensions = []
         for ext in cert.extensions:
             oid = ext.oid.dotted_string
-            if oid.startswith(AUTH_EXTENSION_ARC) and isinstance(ext.value, x509.UnrecognizedExtension):
+            ours = oid.startswith(AUTH_EXTENSION_ARC) or oid == PEADM_AVAILABILITY_GROUP_OID
+            if ours and isinstance(ext.value, x509.UnrecognizedExtension):
                 extensions.append((AUTH_EXTENSION_NAMES.get(oid, oid), der_string(ext.value.value)))
         return cls(fingerprint_of_pem(pem), cert.serial_number, sans, tuple(sorted(extensions)))
 
@@ -128,7 +130,7 @@ def install_arguments(cfg: MasterConfig) -> list[str]:
         args.append(f"main:dns_alt_names={','.join(cfg.dns_alt_names)}")
     if cfg.environmentpath:
         args.append(f"main:environmentpath={cfg.environmentpath}")
-    args += [f"extension_requests:{k}={v}" for k, v in generation.extension_requests]
+    args += [f"extension_requests:{k}={v}" for k, v in cfg.extension_requests]
     if generation.install_service_flags:
         args += ["--puppet-service-ensure", "stopped", "--puppet-service-enable", "false"]
     return args
@@ -345,6 +347,50 @@ def preflight(ctx: Context) -> None:
         if configured
         else "host reachable, no agent configured",
     )
+
+
+# peadm names its compiler pools "PE Compiler Group A" and "... B" (manifests/setup/node_manager.pp).
+PEADM_GROUP_PREFIX = "PE Compiler Group "
+
+
+def availability_preflight(ctx: Context) -> None:
+    """On an install built with peadm (PE 2019.7+: the console has PE Compiler Group A/B),
+    a compiler must name its availability group, as peadm's add_compilers plan requires
+    (`avail_group_letter`): without the extension it joins neither child group, whose
+    classes point its PuppetDB at that group's database. Refused before anything changes."""
+    cfg = ctx.cfg
+    if cfg.generation.classification != "trusted":
+        return
+    with ctx.classifier().opened() as classifier:
+        names = classifier.group_names()
+    pools = sorted(n for n in names if n.startswith(PEADM_GROUP_PREFIX))
+    if pools and not cfg.availability_group:
+        raise AvailabilityGroupError(
+            f"[{cfg.classifier_url}] step 'preflight': this PE was installed with peadm (the console has "
+            f"{', '.join(pools)}), and {cfg.certname} names no availability group, so it would join neither: set "
+            "availabilityGroup (A or B) for it in pe:compileMasters - the group whose PuppetDB database it should use"
+        )
+    if cfg.availability_group and cfg.availability_node_group not in names:
+        raise AvailabilityGroupError(
+            f"[{cfg.classifier_url}] step 'preflight': {cfg.certname} names availability group "
+            f"{cfg.availability_group}, but the console has no {cfg.availability_node_group} (peadm creates it); "
+            "unset availabilityGroup on an install not built with peadm"
+        )
+    if cfg.availability_group:
+        ctx.log("preflight", f"joins {cfg.availability_node_group} (peadm availability group {cfg.availability_group})")
+
+
+def check_availability_group(ctx: Context, classifier: Classifier, trusted: dict[str, Any]) -> None:
+    """The master is classified in its peadm child group (PE Compiler Group A/B)."""
+    cfg = ctx.cfg
+    if not cfg.availability_group:
+        return
+    child = classifier.group_by_name(cfg.availability_node_group)
+    if str(child["id"]) not in classifier.classified_groups(cfg.certname, trusted):
+        raise ClassifierError(
+            f"[{cfg.classifier_url}] {cfg.certname} carries peadm_availability_group={cfg.availability_group} but is "
+            f"not in {cfg.availability_node_group}; check that group's rules"
+        )
 
 
 def stop_agent_service(ctx: Context) -> None:
@@ -581,11 +627,12 @@ def verify_certificate(ctx: Context) -> None:
 
 
 def check_extensions(cfg: MasterConfig, issued: IssuedCert) -> None:
-    lacking = missing_extensions(issued.extensions, cfg.generation.extension_requests)
+    lacking = missing_extensions(issued.extensions, cfg.extension_requests)
     if lacking:
+        group = cfg.availability_node_group or cfg.generation.node_group
         raise SanMismatchError(
             f"[{cfg.host}] the issued certificate lacks the requested extension(s) {', '.join(lacking)} "
-            f"(it carries {dict(issued.extensions) or 'none'}): {cfg.generation.node_group} would not match it"
+            f"(it carries {dict(issued.extensions) or 'none'}): {group} would not match it"
         )
 
 
@@ -694,7 +741,9 @@ def classify(ctx: Context) -> None:
                 group = classifier.group_by_name(generation.node_group)
         trusted = trusted_facts(cfg, ctx.issued)
         if ctx.group_id in classifier.classified_groups(cfg.certname, trusted):
-            ctx.log("classify", f"already in {generation.node_group}: skipped")
+            check_availability_group(ctx, classifier, trusted)
+            where = f" and {cfg.availability_node_group}" if cfg.availability_group else ""
+            ctx.log("classify", f"already in {generation.node_group}{where}: skipped")
             return
         if generation.classification == "trusted":
             raise ClassifierError(
@@ -900,6 +949,7 @@ def run_step(ctx: Context, name: str, step: Callable[[Context], None]) -> None:
 
 def converge(ctx: Context) -> None:
     run_step(ctx, "preflight", preflight)
+    run_step(ctx, "preflight", availability_preflight)
     run_step(ctx, "agent service", stop_agent_service)
     succeeded = False
     try:
@@ -1018,6 +1068,7 @@ def verify_ready(ctx: Context) -> None:
             trusted = trusted_facts(cfg, ctx.issued)
             if ctx.group_id not in classifier.classified_groups(cfg.certname, trusted):
                 raise ClassifierError(f"step 'verify': {cfg.certname} is not classified in {cfg.generation.node_group}")
+            check_availability_group(ctx, classifier, trusted)
         ctx.log("verify", f"classified in {cfg.generation.node_group}")
         compile_service(ctx, cafile, check_served=False)  # verify_served_identity did
         compiler_puppetdb(ctx, cafile)  # PE 2019.7+: its own PuppetDB, admitted by PE-PostgreSQL

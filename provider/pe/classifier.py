@@ -188,6 +188,9 @@ class Classifier:
             raise ClassifierError(f"{what}: HTTP {resp.status_code} {self.mask(resp.text)[:300]}")
         return resp.json() if resp.content else None
 
+    def group_names(self) -> list[str]:
+        return [str(g.get("name")) for g in self._json(self.request("GET", "groups"), "listing node groups")]
+
     def group_by_name(self, name: str) -> dict[str, Any]:
         groups = self._json(self.request("GET", "groups"), "listing node groups")
         matches = [g for g in groups if g.get("name") == name]

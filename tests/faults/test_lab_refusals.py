@@ -1,6 +1,7 @@
 """Refused before anything changes, against the lab's real hosts: a foreign agent, a CSR
 asking for other alt names, a CA that refuses alt names, a wrong SSH key, a different host
-answering the address; and the provider killed mid-operation (a second Ctrl-C)."""
+answering the address, a compiler without its availability group on a peadm install; and
+the provider killed mid-operation (a second Ctrl-C)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ import pytest
 
 from lab.client import LabClient
 from provider.compile_master import PeCompileMasterProvider
-from provider.core.errors import CaRefusedError, ForeignAgentError, HostKeyMismatchError, SanMismatchError
+from provider.core.errors import (
+    AvailabilityGroupError,
+    CaRefusedError,
+    ForeignAgentError,
+    HostKeyMismatchError,
+    SanMismatchError,
+)
+from provider.master.config import PEADM_AVAILABILITY_GROUP_OID
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret
 from tests.labtests.helpers import puppetserver
 from tests.labtests.test_compile_master import bare, master_inputs
@@ -60,6 +68,56 @@ def test_a_wrong_ssh_key_or_another_host_answering_is_refused_before_any_change(
     assert f"What to do: {HostKeyMismatchError.advice}" in message
     untouched(lab, short)
     assert engine.state is None
+
+
+@pytest.fixture
+def peadm_groups(lab: LabClient) -> Iterator[dict[str, str]]:
+    """PE Compiler Group A and B under PE Compiler, as peadm's setup::node_manager creates
+    them (rule: pp_auth_role pe_compiler and peadm_availability_group A/B); removed after."""
+    classifier = lab.classifier()
+    parent = classifier.group("PE Compiler")["id"]
+    made: dict[str, str] = {}
+    try:
+        for letter in "AB":
+            rule = [
+                "and",
+                ["=", ["trusted", "extensions", "pp_auth_role"], "pe_compiler"],
+                ["=", ["trusted", "extensions", PEADM_AVAILABILITY_GROUP_OID], letter],
+            ]
+            body = {"name": f"PE Compiler Group {letter}", "parent": parent, "rule": rule, "classes": {}}
+            resp = classifier.request("POST", "groups", json=body, allow_redirects=False)
+            assert resp.status_code == 303, resp.text
+            made[letter] = resp.headers["Location"].rsplit("/", 1)[1]
+        yield made
+    finally:
+        for gid in made.values():
+            classifier.request("DELETE", f"groups/{gid}")
+
+
+def test_on_a_peadm_install_each_compiler_joins_the_availability_group_it_names(
+    lab: LabClient, server: ProviderServer, peadm_groups: dict[str, str]
+) -> None:
+    short = "compile12"
+    host = lab.host(short)
+    bare(lab, short)
+    engine = Engine(server, PeCompileMasterProvider(), f"master-{short}", "PeCompileMaster")
+    try:
+        with pytest.raises(ProviderError) as err:
+            engine.up(master_inputs(lab, short))  # no availability_group on a peadm install
+        message = err.value.message
+        assert "PE Compiler Group A, PE Compiler Group B" in message and "availabilityGroup" in message, message
+        assert f"What to do: {AvailabilityGroupError.advice}" in message
+        untouched(lab, short)
+        engine.up(master_inputs(lab, short, availability_group="B"))
+        cert = host.cert()
+        assert cert is not None and cert.extensions.get(PEADM_AVAILABILITY_GROUP_OID) == "B"
+        extensions = {"pp_auth_role": "pe_compiler", PEADM_AVAILABILITY_GROUP_OID: "B"}
+        body = {"trusted": {"certname": host.fqdn, "extensions": extensions}}
+        groups = lab.classifier().request("POST", f"classified/nodes/{host.fqdn}", json=body).json()["groups"]
+        assert peadm_groups["B"] in groups and peadm_groups["A"] not in groups
+    finally:
+        engine.destroy()
+        bare(lab, short)
 
 
 def test_refusals_change_nothing(lab: LabClient, server: ProviderServer) -> None:

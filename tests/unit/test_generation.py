@@ -233,6 +233,27 @@ def test_install_arguments_per_generation(version: str, extension: bool, flags: 
     assert steps.install_arguments(master_config(version)) == expected
 
 
+def test_a_peadm_availability_group_is_requested_as_peadm_does_and_checked() -> None:
+    """peadm's component_install requests pp_auth_role and peadm_availability_group (by its
+    OID, which PE Compiler Group A/B's rules match); a letter other than A/B, or a group on
+    a generation without PE Compiler, is refused at check()."""
+    from provider.master.config import problems
+
+    cfg = master_config("2021.7", availability_group="B")
+    assert steps.install_arguments(cfg)[3:5] == [
+        "extension_requests:pp_auth_role=pe_compiler",
+        "extension_requests:1.3.6.1.4.1.34380.1.1.9813=B",
+    ]
+    assert cfg.availability_node_group == "PE Compiler Group B"
+    base = {k: v for k, v in vars(master_config("2021.7")).items() if k not in ("resource_name", "peer_masters")}
+    assert ("availability_group", "availability_group must be A or B (peadm's letters), not 'C'") in problems(
+        {**base, "availability_group": "C"}
+    )
+    old = problems({**base, "pe_version": "2018.1", "availability_group": "A"})
+    assert any(k == "availability_group" and "PE 2019.7+" in why for k, why in old)
+    assert not [p for p in problems({**base, "availability_group": "A"}) if p[0] == "availability_group"]
+
+
 def test_the_classifier_refusal_hint_speaks_the_generation() -> None:
     assert "5m" in steps.classifier_refusal_hint(generation_for("2018.1"))
     assert "1h" in steps.classifier_refusal_hint(generation_for("2021.7"))

@@ -361,23 +361,27 @@ def availability_preflight(ctx: Context) -> None:
     cfg = ctx.cfg
     if cfg.generation.classification != "trusted":
         return
+    fetch_ca_pem(ctx)  # the classifier's TLS is verified against the PE CA
     with ctx.classifier().opened() as classifier:
         names = classifier.group_names()
     pools = sorted(n for n in names if n.startswith(PEADM_GROUP_PREFIX))
     if pools and not cfg.availability_group:
         raise AvailabilityGroupError(
-            f"[{cfg.classifier_url}] step 'preflight': this PE was installed with peadm (the console has "
+            f"[{cfg.classifier_url}] step 'availability group': this PE was installed with peadm (the console has "
             f"{', '.join(pools)}), and {cfg.certname} names no availability group, so it would join neither: set "
             "availabilityGroup (A or B) for it in pe:compileMasters - the group whose PuppetDB database it should use"
         )
     if cfg.availability_group and cfg.availability_node_group not in names:
         raise AvailabilityGroupError(
-            f"[{cfg.classifier_url}] step 'preflight': {cfg.certname} names availability group "
+            f"[{cfg.classifier_url}] step 'availability group': {cfg.certname} names availability group "
             f"{cfg.availability_group}, but the console has no {cfg.availability_node_group} (peadm creates it); "
             "unset availabilityGroup on an install not built with peadm"
         )
     if cfg.availability_group:
-        ctx.log("preflight", f"joins {cfg.availability_node_group} (peadm availability group {cfg.availability_group})")
+        ctx.log(
+            "availability group",
+            f"joins {cfg.availability_node_group} (peadm availability group {cfg.availability_group})",
+        )
 
 
 def check_availability_group(ctx: Context, classifier: Classifier, trusted: dict[str, Any]) -> None:
@@ -920,6 +924,8 @@ ADVICE = {
     "verify certificate": "compare the certificate on the CA with the requested alt names; " + AGAIN,
     "first agent run": "read the run's output above (a run that another Puppet run blocks is waited out up to "
     "run_timeout); " + AGAIN,
+    "availability group": "check that the console's classifier answers on 4433 and that the RBAC token (or the "
+    "allow-listed client certificate) is valid; " + AGAIN,
     "classify": "check that the console's classifier answers on 4433 and that the RBAC token (or the allow-listed "
     "client certificate) is valid; " + AGAIN,
     "master run": "read the run's output above; " + AGAIN,
@@ -949,7 +955,7 @@ def run_step(ctx: Context, name: str, step: Callable[[Context], None]) -> None:
 
 def converge(ctx: Context) -> None:
     run_step(ctx, "preflight", preflight)
-    run_step(ctx, "preflight", availability_preflight)
+    run_step(ctx, "availability group", availability_preflight)
     run_step(ctx, "agent service", stop_agent_service)
     succeeded = False
     try:

@@ -151,8 +151,19 @@ def enroll(lab: LabClient, host: LabHost, alt_names: list[str] | None = None) ->
 
 def bare_masters(lab: LabClient, shorts: list[str] | tuple[str, ...]) -> None:
     """Compile hosts as a new deployment finds them: no certificate on the CA, no agent,
-    no sync job, nothing of theirs in the 8140 pool."""
+    no sync job, nothing of theirs in the 8140 pool, pinned to no node group."""
     socket_cmd = "socat stdio /run/haproxy/admin.sock"
+    certnames = {lab.host(short).fqdn for short in shorts}
+    classifier = lab.classifier()
+    for group in classifier.groups():  # a rule rewrite: every generation's console takes it
+        if any(pe_api.is_pinned(group.get("rule"), c) for c in certnames):
+            rule = group.get("rule")
+            for certname in certnames:
+                rule = pe_api.unpin_rule(rule, certname) if pe_api.is_pinned(rule, certname) else rule
+            body: dict[str, Any] = {"rule": rule}
+            if "serial_number" in group:
+                body["serial_number"] = group["serial_number"]
+            classifier.request("POST", f"groups/{group['id']}", json=body).raise_for_status()
     for short in shorts:
         certname = lab.host(short).fqdn
         clean_on_ca(lab, certname)

@@ -130,7 +130,9 @@ def install_arguments(cfg: MasterConfig) -> list[str]:
         args.append(f"main:dns_alt_names={','.join(cfg.dns_alt_names)}")
     if cfg.environmentpath:
         args.append(f"main:environmentpath={cfg.environmentpath}")
-    args += [f"extension_requests:{k}={v}" for k, v in cfg.extension_requests]
+    # The generation's (pp_auth_role): peadm's availability group is merged into
+    # csr_attributes.yaml after the install (merge_csr_extension_requests), as peadm does.
+    args += [f"extension_requests:{k}={v}" for k, v in generation.extension_requests]
     if generation.install_service_flags:
         args += ["--puppet-service-ensure", "stopped", "--puppet-service-enable", "false"]
     return args
@@ -437,6 +439,7 @@ def install_agent(ctx: Context) -> None:
             if file_exists(ctx.host, agent.get(key, "/nonexistent")):
                 # Resume: the host already has our identity; signing checks what it asked for.
                 ctx.log("install", f"agent already installed for {cfg.certname} ({key} present): skipped")
+                merge_csr_extension_requests(ctx)
                 return
     # Named per certname: hosts that share a /tmp (the lab's do) must not race each other.
     tmp_ca = f"/tmp/pe-compile-masters-{cfg.certname}-ca.pem"
@@ -451,7 +454,7 @@ def install_agent(ctx: Context) -> None:
     )
     result = ctx.host.run(["bash", script, *install_arguments(cfg)], timeout=cfg.install_timeout)
     result.check("install.bash", "PE's agent installer failed")
-    ctx.installed.update({"agent_config": True, "csr_attributes": bool(cfg.generation.extension_requests)})
+    ctx.installed.update({"agent_config": True, "csr_attributes": bool(cfg.extension_requests)})
     derived = agent_after_install(agent, cfg.certname, cfg.primary_certname)
     if derived and file_exists(ctx.host, derived["hostprivkey"]):
         ctx.agent = derived  # verified: install.bash made the key where the derivation says
@@ -465,7 +468,32 @@ def install_agent(ctx: Context) -> None:
             # over pinned SSH before any CSR is submitted, so the agent never fetches one on
             # first use (Puppet does when the file is missing).
             place_ca(ctx, ctx.agent["localcacert"], ca_pem)
+    merge_csr_extension_requests(ctx)
     ctx.log("install", f"agent installed: certname {cfg.certname}, alt names {','.join(cfg.dns_alt_names) or '-'}")
+
+
+def merge_csr_extension_requests(ctx: Context) -> None:
+    """peadm's availability group into the agent's csr_attributes.yaml before its CSR, merged
+    with what install.bash wrote (peadm's util::insert_csr_extension_requests, merge: true).
+    PE 2019.7+ only, where install.bash runs with the service stopped: no CSR exists yet."""
+    cfg = ctx.cfg
+    if not cfg.availability_group:
+        return
+    import yaml
+
+    path = ctx.agent.get("csr_attributes", "")
+    if not path:
+        raise ProviderError(f"[{cfg.host}] step 'install': the agent names no csr_attributes file")
+    text = ctx.host.get(path)
+    data = yaml.safe_load(text) if text else {}
+    data = data if isinstance(data, dict) else {}
+    requests = dict(data.get("extension_requests") or {})
+    if requests.get(PEADM_AVAILABILITY_GROUP_OID) == cfg.availability_group:
+        return
+    requests[PEADM_AVAILABILITY_GROUP_OID] = cfg.availability_group
+    data["extension_requests"] = requests
+    ctx.host.put(path, yaml.safe_dump(data, default_flow_style=False).encode())
+    ctx.log("install", f"csr_attributes.yaml: peadm_availability_group={cfg.availability_group} added")
 
 
 def place_ca(ctx: Context, path: str, ca_pem: str) -> None:

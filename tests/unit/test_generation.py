@@ -240,10 +240,8 @@ def test_a_peadm_availability_group_is_requested_as_peadm_does_and_checked() -> 
     from provider.master.config import problems
 
     cfg = master_config("2021.7", availability_group="B")
-    assert steps.install_arguments(cfg)[3:5] == [
-        "extension_requests:pp_auth_role=pe_compiler",
-        "extension_requests:1.3.6.1.4.1.34380.1.1.9813=B",
-    ]
+    assert steps.install_arguments(cfg)[3] == "extension_requests:pp_auth_role=pe_compiler"
+    assert cfg.extension_requests[-1] == ("1.3.6.1.4.1.34380.1.1.9813", "B")
     assert cfg.availability_node_group == "PE Compiler Group B"
     base = {k: v for k, v in vars(master_config("2021.7")).items() if k not in ("resource_name", "peer_masters")}
     assert ("availability_group", "availability_group must be A or B (peadm's letters), not 'C'") in problems(

@@ -121,7 +121,9 @@ def stop_compile_service(lab: LabClient, short: str) -> None:
     still in flight, then the service; verified not answering."""
     host = lab.host(short)
     host.run(f"service {lab.profile.agent_service} stop").check()
-    in_flight = "pgrep -f '[p]uppet agent|[p]elab-compile-service (start|restart)'"  # [p]: not this shell
+    # This host's processes only (its mount namespace: the lab's hosts share one PID
+    # namespace, and another master's agent run must not count); [p]: not this shell.
+    in_flight = "pgrep --ns $$ --nslist mnt -f '[p]uppet agent|[p]elab-compile-service (start|restart)'"
     assert wait_for(lambda: host.run(in_flight).exit_status != 0, 180, 1.0), "an agent run did not end"
     host.run(f"{lab.root}/inhost/bin/pelab-compile-service stop").check()
     assert host.run(f"{lab.root}/inhost/bin/pelab-compile-service ready").exit_status != 0

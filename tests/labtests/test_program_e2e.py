@@ -206,4 +206,4 @@ def assert_nothing_left(lab: LabClient, shorts: tuple[str, ...]) -> None:
         assert f" {certname} " not in lb_config(lab)
         assert host.cert() is None, certname  # agent's certificate and configuration removed
         assert host.read("/etc/cron.d/pe-file-sync") is None
-        assert host.run("pgrep -f '[p]uppet agent'").exit_status != 0, certname
+        assert host.run("pgrep --ns $$ --nslist mnt -f '[p]uppet agent'").exit_status != 0, certname

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -37,6 +38,7 @@ from lab.config import (
     roster,
 )
 from lab.generations import LAB_CA_PORT, Profile, other_allowlists
+from lab.platforms import platform_for
 
 LAB_DIR = Path(__file__).resolve().parent
 ETC_HOSTS = Path("/etc/hosts")
@@ -160,7 +162,7 @@ class Lab:
         # The real Puppet 7 entry points, which every host hides (lab/hosts.py): the lab's
         # own route (bin/pelab-puppet) and what a host's PE layout links to.
         (target / "real").mkdir(exist_ok=True)
-        for name in (*labhosts.HIDDEN_BINARIES, *labhosts.GATED_TOOLS):
+        for name in (*labhosts.HIDDEN_BINARIES, *labhosts.GATED_TOOLS, "timeout"):
             shutil.copy2(f"/usr/bin/{name}", target / "real" / name)
         shutil.copy2(LAB_DIR / "generations.py", target / "pelab_generations.py")
         shutil.copy2(LAB_DIR / "platforms.py", target / "pelab_platforms.py")
@@ -252,9 +254,18 @@ class Lab:
         2021.x renames certificate-whitelist to certificate-allowlist)."""
         profile = self.settings().profile
         install = self.inhost / "bin" / "pelab-pe-install"
+        # The platform's coreutils: no timeout(1) before 7.0 (RHEL 5, SLES 11). Removed
+        # through the host's /usr/bin overlay (a whiteout), put back as a copy of the real one.
+        real_timeout = shlex.quote(str(self.inhost / "real" / "timeout"))
+        timeout_cmd = (
+            "rm -f /usr/bin/timeout"
+            if not platform_for(profile.pe_version).has_timeout
+            else f"test -e /usr/bin/timeout || cp {real_timeout} /usr/bin/timeout"
+        )
         for spec in roster():
             if labhosts.running_pid(self.paths(spec.short)) is None:
                 continue
+            self.run(spec.short, ["sh", "-c", timeout_cmd])
             role = {"primary": "server", "console": "agent", "puppetdb": "agent"}.get(spec.role)
             if role is None:
                 has_agent = any(

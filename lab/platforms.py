@@ -28,6 +28,12 @@ class Platform:
     curl: Version
     openssl: Version  # 1.0.1e -> (1, 0, 1); 0.9.8e -> (0, 9, 8, 5): a letter counts where an option needs it
     source: str
+    coreutils: Version = (8, 30)
+
+    @property
+    def has_timeout(self) -> bool:
+        """coreutils' timeout(1): "timeout: a new command" in coreutils 7.0 (its NEWS)."""
+        return self.coreutils >= (7, 0)
 
     @property
     def curl_label(self) -> str:
@@ -40,11 +46,11 @@ class Platform:
 
 # The distributions' own packages (curl, openssl), at the platform's first release: a PE
 # master could run on it. Sources: Red Hat's and SUSE's package lists for those releases.
-EL5 = Platform("RHEL 5", (7, 15, 5), (0, 9, 8, 5), "RHEL 5: curl-7.15.5, openssl-0.9.8e")
-SLES11 = Platform("SLES 11", (7, 19, 0), (0, 9, 8, 10), "SLES 11: curl-7.19.0, openssl-0.9.8j")
-EL6 = Platform("RHEL 6", (7, 19, 7), (1, 0, 0), "RHEL 6.0: curl-7.19.7, openssl-1.0.0 (1.0.1e from 6.5)")
-EL7 = Platform("RHEL 7", (7, 29, 0), (1, 0, 1), "RHEL 7.0: curl-7.29.0, openssl-1.0.1e (1.0.2k from 7.4)")
-EL8 = Platform("RHEL 8", (7, 61, 1), (1, 1, 1), "RHEL 8: curl-7.61.1, openssl-1.1.1")
+EL5 = Platform("RHEL 5", (7, 15, 5), (0, 9, 8, 5), "RHEL 5: curl-7.15.5, openssl-0.9.8e", (5, 97))
+SLES11 = Platform("SLES 11", (7, 19, 0), (0, 9, 8, 10), "SLES 11: curl-7.19.0, openssl-0.9.8j", (6, 12))
+EL6 = Platform("RHEL 6", (7, 19, 7), (1, 0, 0), "RHEL 6.0: curl-7.19.7, openssl-1.0.0 (1.0.1e from 6.5)", (8, 4))
+EL7 = Platform("RHEL 7", (7, 29, 0), (1, 0, 1), "RHEL 7.0: curl-7.29.0, openssl-1.0.1e (1.0.2k from 7.4)", (8, 22))
+EL8 = Platform("RHEL 8", (7, 61, 1), (1, 1, 1), "RHEL 8: curl-7.61.1, openssl-1.1.1", (8, 30))
 
 # The oldest master platform of each PE line the lab has a profile for, newest first:
 # (first PE version of the span, platform), from PE's system requirements pages in

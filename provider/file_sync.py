@@ -46,8 +46,8 @@ from provider.pe.generation import PUPPET_BINARIES
 from provider.ssh.session import SshSession, host_keys_for
 
 OUTPUT_KEYS = ("status", "digest", "files", "job", "sync_key", "mount", "hiera_digest")
-AUTHORIZED_KEYS_LOCK = "/run/lock/pe-file-sync-authorized-keys.lock"
-FSTAB_LOCK = "/run/lock/pe-file-sync-fstab.lock"
+AUTHORIZED_KEYS_LOCK = "/var/lock/pe-file-sync-authorized-keys.lock"  # RHEL 5/6 have no /run
+FSTAB_LOCK = "/var/lock/pe-file-sync-fstab.lock"
 # `puppet --version` and `puppet config print` are two Ruby start-ups on a busy host.
 HIERA_PROBE_TIMEOUT = 180
 HIERA_FILE_TIMEOUT = 60
@@ -77,9 +77,13 @@ class Sync:
     # --- shared ------------------------------------------------------------------------
     def preflight(self) -> None:
         cfg = self.cfg
-        tools = {"rsync": ["rsync", "flock", "timeout"], "r10k": [cfg.r10k_bin, "git", "flock"], "nfs": ["mount"]}
+        tools = {"rsync": ["rsync", "flock"], "r10k": [cfg.r10k_bin, "git", "flock"], "nfs": ["mount"]}
+        # The job's deadline: timeout(1), or Perl where coreutils has none (provider.ssh.deadline).
+        deadline = "command -v timeout >/dev/null || command -v perl >/dev/null || echo timeout-or-perl"
         missing = self.host.run(
-            f"for t in {shlex.join(tools[cfg.method])}; do command -v $t >/dev/null || echo $t; done", timeout=30
+            f"for t in {shlex.join(tools[cfg.method])}; do command -v $t >/dev/null || echo $t; done"
+            + (f"; {deadline}" if cfg.method != "nfs" else ""),
+            timeout=30,
         ).stdout.split()
         if missing:
             raise ProviderError(f"[{cfg.target.label}] preflight: {', '.join(missing)} not installed on the master")

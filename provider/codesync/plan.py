@@ -28,6 +28,7 @@ import yaml
 
 from provider.core import inputs, validation
 from provider.pe.generation import PUPPET_BINARIES
+from provider.ssh.deadline import with_deadline
 from provider.ssh.trust import SshTarget
 
 METHODS = ("rsync", "r10k", "nfs")
@@ -252,10 +253,12 @@ def sync_script(cfg: SyncConfig) -> str:
         f"# Managed by pe-compile-masters FileSync ({cfg.method} from {cfg.primary.host}); do not edit.\n"
         "set -u\n"
         f"mkdir -p {shlex.quote(cfg.environments)}\n"
-        "exec 9>/run/lock/pe-file-sync.lock\n"
+        # /var/lock: RHEL 5 and 6 (PE master platforms up to 2018.1) have no /run.
+        "exec 9>/var/lock/pe-file-sync.lock\n"
         "flock -w 600 9 || { echo 'another sync still runs' >&2; exit 75; }\n"
         "rc=0\n"
-        f"timeout {JOB_TIMEOUT} {command} || rc=$?\n"
+        # timeout(1) or, without coreutils 7.0 (RHEL 5, SLES 11), Perl: provider.ssh.deadline.
+        f"( {with_deadline(command, JOB_TIMEOUT, 10, interpreter='/bin/sh')} ) || rc=$?\n"
         f'echo "$(date +%s) $rc" > {last}.tmp && mv -f {last}.tmp {last}\n'
         'exit "$rc"\n'
     )

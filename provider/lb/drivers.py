@@ -88,7 +88,7 @@ class HaproxyRuntimeDriver:
         self.lock_timeout = lock_timeout
         self.haproxy_bin = haproxy_bin
         self.label = f"HAProxy on {session.target.label}"
-        self.lock_path = "/run/lock/pe-compile-masters-haproxy.lock"
+        self.lock_path = "/var/lock/pe-compile-masters-haproxy.lock"  # every platform has /var/lock
 
     # --- runtime API ------------------------------------------------------------------
     def runtime(self, command: str, step: str, allowed_errors: tuple[str, ...] = (), query: bool = False) -> str:

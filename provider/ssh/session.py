@@ -10,7 +10,6 @@ the command, the exit status and the last lines of output, with secrets masked.
 from __future__ import annotations
 
 import io
-import math
 import os
 import shlex
 import threading
@@ -28,6 +27,7 @@ from provider.core.errors import (
     SshUnreachableError,
 )
 from provider.core.progress import emit
+from provider.ssh.deadline import DEADLINE_EXIT_STATUSES, with_deadline
 from provider.ssh.trust import SshTarget, host_key_blob, host_key_lines
 
 if TYPE_CHECKING:
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 # Seconds between the remote deadline's TERM and KILL, and the extra time we wait to hear
 # the exit status after the deadline.
 REMOTE_KILL_GRACE = 10.0
-# timeout(1): 124 when the command was stopped at the deadline, 137 when it needed KILL.
-DEADLINE_EXIT_STATUSES = (124, 137)
 # Polling a channel for output: quick for short commands, backing off to POLL_MAX while a
 # long one (an agent run) is silent - 16 threads polling every 20 ms cost the provider
 # process CPU that the hosts need.
@@ -46,11 +44,11 @@ POLL_MAX = 0.1
 
 
 def with_remote_deadline(line: str, timeout: float) -> str:
-    """Run `line` under timeout(1) in the user's login shell, so a command past its deadline
+    """Run `line` under a deadline in the user's login shell, so a command past its deadline
     is stopped on the host too (its whole process group), not just abandoned by us: a lost
-    connection or a deadline must not leave `puppet agent` or a CSR loop running there."""
-    seconds = max(1, math.ceil(timeout))
-    return f'timeout -k {REMOTE_KILL_GRACE:.0f} {seconds} "${{SHELL:-/bin/sh}}" -c {shlex.quote(line)}'
+    connection or a deadline must not leave `puppet agent` or a CSR loop running there
+    (provider.ssh.deadline: timeout(1), or Perl where coreutils has none)."""
+    return with_deadline(line, timeout, REMOTE_KILL_GRACE)
 
 
 @dataclass(frozen=True)

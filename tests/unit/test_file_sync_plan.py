@@ -51,7 +51,10 @@ def test_rsync_script_pulls_with_the_restricted_key_and_pinned_host_key() -> Non
     ssh = command[command.index("-e") + 1]
     assert "StrictHostKeyChecking=yes" in ssh and "UserKnownHostsFile=/etc/puppetlabs/pe-file-sync/known_hosts" in ssh
     assert command[-2:] == ["root@primary.example.com:./", "/etc/puppetlabs/code/environments/"]
-    assert f"timeout {plan.JOB_TIMEOUT} {shlex.join(command)} || rc=$?" in script
+    # timeout(1), or Perl on hosts without it (RHEL 5, SLES 11): provider.ssh.deadline.
+    bounded = f"timeout -k 10 {plan.JOB_TIMEOUT} /bin/sh -c {shlex.quote(shlex.join(command))}"
+    assert bounded in script and "else exec perl -e" in script and ") || rc=$?" in script
+    assert "exec 9>/var/lock/pe-file-sync.lock" in script
     assert "flock -w 600 9" in script and script.startswith("#!/bin/sh\n")
     line = plan.authorized_key_line(cfg, "ssh-ed25519 AAAAkey pe-file-sync:compile01")
     assert line == (

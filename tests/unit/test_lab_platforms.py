@@ -23,6 +23,11 @@ def test_each_profile_has_the_oldest_master_platform_of_its_line() -> None:
     assert platform_for(parse_version("2025.12")) is EL8
 
 
+def test_timeout_1_arrived_with_coreutils_7() -> None:
+    assert not EL5.has_timeout and not SLES11.has_timeout  # 5.97, 6.12: the Perl deadline there
+    assert EL6.has_timeout and EL7.has_timeout and EL8.has_timeout
+
+
 def test_curl_refuses_what_the_platform_lacks_in_curls_own_words() -> None:
     refusal = curl_refusal(["-sS", "--fail-with-body", "--max-time", "60", "https://x"], EL7)
     assert refusal and refusal.startswith("curl: option --fail-with-body: is unknown") and "7.76.0" in refusal

@@ -119,26 +119,49 @@ def test_validation_accepts_real_names_and_ports() -> None:
     assert validation.server_name_error("bad name;") is not None
 
 
-def test_remote_deadline_stops_the_command_and_its_children_on_the_host(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_timeout", [True, False], ids=["timeout(1)", "perl (RHEL 5, SLES 11)"])
+def test_remote_deadline_stops_the_command_and_its_children_on_the_host(tmp_path: Path, with_timeout: bool) -> None:
+    """Both ways: coreutils' timeout(1), and Perl on a host whose coreutils has none (a PATH
+    here without timeout stands for it)."""
+    import os
+    import shutil as sh
     import subprocess
     import time
 
-    from provider.ssh.session import DEADLINE_EXIT_STATUSES, with_remote_deadline
+    from provider.ssh.deadline import DEADLINE_EXIT_STATUSES
+    from provider.ssh.session import with_remote_deadline
+
+    env = dict(os.environ)
+    if not with_timeout:
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        for tool in ("sh", "perl", "sleep", "printf", "id", "cat"):
+            found = sh.which(tool)
+            assert found, tool
+            (bindir / tool).symlink_to(found)
+        env["PATH"] = str(bindir)
+        assert sh.which("timeout", path=str(bindir)) is None
+
+    def run(line: str, seconds: float) -> subprocess.CompletedProcess[str]:
+        command = ["/bin/sh", "-c", with_remote_deadline(line, seconds)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, env=env, check=False)
 
     pidfile = tmp_path / "child.pid"
     line = f"sleep 60 & echo $! > {pidfile}; wait; echo 'never; $(id)'"
     started = time.monotonic()
-    done = subprocess.run(["sh", "-c", with_remote_deadline(line, 1)], capture_output=True, text=True, timeout=30)
-    assert done.returncode in DEADLINE_EXIT_STATUSES and time.monotonic() - started < 15
+    done = run(line, 1)
+    assert done.returncode in DEADLINE_EXIT_STATUSES and time.monotonic() - started < 15, done.stderr
     child = int(pidfile.read_text())
     time.sleep(0.2)
     stat = Path(f"/proc/{child}/stat")
     assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"  # the background child went too
-    # A command that finishes in time keeps its status and output; quoting survives.
-    quick = subprocess.run(
-        ["sh", "-c", with_remote_deadline("printf '%s' \"a b;\" '$(id)'; exit 3", 5)], capture_output=True, text=True
+    # A command that finishes in time keeps its status, output and stdin; quoting survives.
+    quick = run("printf '%s' \"a b;\" '$(id)'; exit 3", 5)
+    assert (quick.returncode, quick.stdout) == (3, "a b;$(id)"), quick.stderr
+    piped = subprocess.run(
+        ["/bin/sh", "-c", with_remote_deadline("cat", 5)], input="in", capture_output=True, text=True, env=env
     )
-    assert (quick.returncode, quick.stdout) == (3, "a b;$(id)")
+    assert (piped.returncode, piped.stdout) == (0, "in")
 
 
 def test_download_cert_script_installs_only_a_certificate_for_the_hosts_own_key(tmp_path: Path) -> None:

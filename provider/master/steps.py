@@ -487,11 +487,11 @@ def merge_csr_extension_requests(ctx: Context) -> None:
     text = ctx.host.get(path)
     data = yaml.safe_load(text) if text else {}
     data = data if isinstance(data, dict) else {}
-    requests = dict(data.get("extension_requests") or {})
-    if requests.get(PEADM_AVAILABILITY_GROUP_OID) == cfg.availability_group:
+    wanted = dict(data.get("extension_requests") or {})
+    if wanted.get(PEADM_AVAILABILITY_GROUP_OID) == cfg.availability_group:
         return
-    requests[PEADM_AVAILABILITY_GROUP_OID] = cfg.availability_group
-    data["extension_requests"] = requests
+    wanted[PEADM_AVAILABILITY_GROUP_OID] = cfg.availability_group
+    data["extension_requests"] = wanted
     ctx.host.put(path, yaml.safe_dump(data, default_flow_style=False).encode())
     ctx.log("install", f"csr_attributes.yaml: peadm_availability_group={cfg.availability_group} added")
 

@@ -682,8 +682,13 @@ def test_file_sync_script_cron_and_digest_quote_every_part(hostile: str) -> None
     assert ssh[ssh.index("-i") + 1] == f"/var/{hostile}/id_ed25519"
     assert f"UserKnownHostsFile=/var/{hostile}/known_hosts" in ssh and "StrictHostKeyChecking=yes" in ssh
     script = file_sync_plan.sync_script(cfg)  # a quoted value may span lines: parse the text, not its lines
-    start = script.index("\ntimeout ") + 1
-    assert shlex.split(script[start : script.index(" || rc=$?", start)])[2:] == rsync
+    marker = f"exec timeout -k 10 {file_sync_plan.JOB_TIMEOUT} /bin/sh -c "
+    start = script.index(marker) + len(marker)
+    quoted = shlex.split(script[start : script.index("; else exec perl -e ", start)])
+    assert len(quoted) == 1 and shlex.split(quoted[0]) == rsync  # one word for the shell, then rsync's argv
+    start = script.index("; else exec perl -e ") + len("; else exec ")
+    perl = shlex.split(script[start : script.index("; fi )", start)])
+    assert perl[3:6] == ["1800", "10", "/bin/sh"] and perl[6] == "-c" and shlex.split(perl[7]) == rsync
     start = script.index("\nmkdir -p ") + 1
     assert shlex.split(script[start : script.index("\nexec 9>", start)]) == [
         "mkdir",
@@ -723,4 +728,4 @@ def test_the_generation_is_chosen_from_a_version_never_from_hostile_text(hostile
         parse_pe_version(hostile)
     with pytest.raises(ValueError, match="pe_version"):
         generation_for(hostile)
-    assert parse_pe_version("2019.8.5") == (2019, 8)
+    assert parse_pe_version("2019.8.5") == (2019, 8, 5)  # the patch level is kept (issue 28)

@@ -80,7 +80,7 @@ def test_puppet_5_has_no_puppet_ssl_and_submits_with_puppet_certificate(lab: Lab
 
 def test_pe_2016_4_has_no_puppet_config_delete(lab: LabClient) -> None:
     host = lab.host("compile10")
-    with on_generation(lab, "2016.4", host):
+    with on_generation(lab, "2016.4.9", host):  # an installer with the service flags
         install_agent(lab, host, ["compile10"])
         refused = host.run("puppet config delete --section main dns_alt_names")
         assert refused.exit_status == 1 and "does not respond to action delete" in refused.stderr

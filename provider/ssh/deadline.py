@@ -6,7 +6,8 @@ coreutils' timeout(1) does this, from coreutils 7.0 (`-k` from 8.x). RHEL 5 (5.9
 master platform) and SLES 11 (6.12, a PE 2016.4 one) have none (docs/pe-platforms.md); their
 base system has Perl 5.8+, so there the same is done by a few lines of Perl: the command in
 a process group of its own, TERM to the group at the deadline, KILL `grace` seconds later;
-exit 124 (stopped by TERM) or 137 (needed KILL), as timeout(1) does. Pure: no I/O here.
+exit 124 (stopped by TERM) or 137 (needed KILL); HUP, INT, QUIT and TERM sent to the
+watchdog go on to the group - all as timeout(1) does. Pure: no I/O here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ my ($t, $k) = splice @ARGV, 0, 2;
 my $pid = fork;
 defined $pid or die "fork: $!\n";
 if (!$pid) { setpgrp(0, 0); exec { $ARGV[0] } @ARGV; exit 127 }
+for my $sig (qw(HUP INT QUIT TERM)) { $SIG{$sig} = sub { kill $sig, -$pid } }
 my $status;
 eval { local $SIG{ALRM} = sub { die "deadline\n" }; alarm $t; waitpid($pid, 0); $status = $?; alarm 0; };
 if (!defined $status) {

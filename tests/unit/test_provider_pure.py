@@ -162,6 +162,21 @@ def test_remote_deadline_stops_the_command_and_its_children_on_the_host(tmp_path
         ["/bin/sh", "-c", with_remote_deadline("cat", 5)], input="in", capture_output=True, text=True, env=env
     )
     assert (piped.returncode, piped.stdout) == (0, "in")
+    # A signal to the watchdog (sshd's HUP, a TERM) reaches the command's whole group.
+    import signal
+
+    pidfile.unlink()
+    watched = subprocess.Popen(["/bin/sh", "-c", with_remote_deadline(line, 60)], env=env)
+    for _ in range(100):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    watched.send_signal(signal.SIGTERM)
+    watched.wait(timeout=15)
+    time.sleep(0.2)
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"
 
 
 def test_download_cert_script_installs_only_a_certificate_for_the_hosts_own_key(tmp_path: Path) -> None:

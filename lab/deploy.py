@@ -115,6 +115,7 @@ class Lab:
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
+                preexec_fn=labhosts.default_signals,
             )
         pidfile.write_text(str(proc.pid))
 

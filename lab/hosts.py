@@ -65,6 +65,15 @@ HIDDEN_BINARIES = ("puppet", "facter", "hiera", "puppetserver")
 GATED_TOOLS = ("curl", "openssl")
 
 
+def default_signals() -> None:
+    """preexec_fn for every long-running process the lab starts: SIGHUP back to its default.
+    A lab started under `nohup` (or any parent ignoring HUP) would otherwise hand SIG_IGN
+    down to Puppet Server's and PuppetDB's JVMs, which then never install their HUP handler
+    (HotSpot leaves an ignored HUP ignored): a reload (`service ... reload`, PE 2015.3+)
+    would do nothing."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def gate_wrapper(inhost: Path, tool: str) -> str:
     return (
         "#!/bin/sh\n# The lab's reference-platform gate (lab/platforms.py): the profile's platform's options only.\n"
@@ -282,6 +291,7 @@ def start(paths: HostPaths) -> int:
             stdout=log,
             stderr=log,
             start_new_session=True,
+            preexec_fn=default_signals,
         )
     deadline = time.monotonic() + 10
     own_ns = mount_ns_of(os.getpid())

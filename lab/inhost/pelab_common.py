@@ -24,6 +24,15 @@ ROOT = INHOST.parent
 SSLDIR = Path("/var/lib/puppet/ssl")
 
 
+def default_signals() -> None:
+    """preexec_fn for the services the lab starts: SIGHUP back to its default, so a JVM
+    started from a process that ignores HUP (the lab under `nohup`) still installs its HUP
+    handler and reloads on `service ... reload` (lab/hosts.py default_signals)."""
+    import signal
+
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def settings() -> dict[str, Any]:
     return json.loads((ROOT / "lab.json").read_text())
 

@@ -127,49 +127,65 @@ CURL_WRITE_OUT: dict[str, Version] = {
 }
 
 # openssl subcommand options -> the OpenSSL version that introduced them (OpenSSL's CHANGES
-# and the subcommands' man pages). Keyed by (subcommand, option).
-OPENSSL_OPTIONS: dict[tuple[str, str], Version] = {
-    ("s_client", "-connect"): (0, 9),
-    ("s_client", "-CAfile"): (0, 9),
+# and the subcommands' man pages), per subcommand.
+OPENSSL_OPTIONS: dict[str, dict[str, Version]] = {
     # -servername: 0.9.8f (CHANGES "0.9.8e -> 0.9.8f"); -verify_return_error: 1.0.0;
     # -verify_hostname, -brief, -CRL: 1.0.2 (CHANGES "1.0.1l -> 1.0.2").
-    ("s_client", "-servername"): (0, 9, 8, 6),
-    ("s_client", "-verify_return_error"): (1, 0, 0),
-    ("s_client", "-verify_hostname"): (1, 0, 2),
-    ("s_client", "-brief"): (1, 0, 2),
-    ("s_client", "-showcerts"): (0, 9),
-    ("s_client", "-cert"): (0, 9),
-    ("s_client", "-key"): (0, 9),
-    ("s_client", "-CRL"): (1, 0, 2),
-    ("x509", "-in"): (0, 9),
-    ("x509", "-noout"): (0, 9),
-    ("x509", "-text"): (0, 9),
-    ("x509", "-pubkey"): (0, 9, 6),
-    ("x509", "-serial"): (0, 9),
-    ("x509", "-fingerprint"): (0, 9),
-    ("x509", "-sha256"): (1, 0, 0),
-    ("x509", "-subject"): (0, 9),
-    ("x509", "-enddate"): (0, 9),
-    ("x509", "-ext"): (1, 1, 1),
-    ("pkey", "-in"): (1, 0, 0),
-    ("pkey", "-pubout"): (1, 0, 0),
-    ("rsa", "-in"): (0, 9),
-    ("rsa", "-pubout"): (0, 9),
-    ("dgst", "-sha256"): (0, 9, 8),
-    ("req", "-in"): (0, 9),
-    ("req", "-outform"): (0, 9),
-    ("req", "-noout"): (0, 9),
-    ("req", "-text"): (0, 9),
-    ("crl", "-in"): (0, 9),
-    ("crl", "-noout"): (0, 9),
-    ("crl", "-text"): (0, 9),
-    ("crl", "-inform"): (0, 9),
-    ("pkcs8", "-topk8"): (0, 9),
-    ("pkcs8", "-inform"): (0, 9),
-    ("pkcs8", "-outform"): (0, 9),
-    ("pkcs8", "-nocrypt"): (0, 9),
-    ("pkcs8", "-in"): (0, 9),
-    ("pkcs8", "-out"): (0, 9),
+    "s_client": {
+        "-connect": (0, 9),
+        "-CAfile": (0, 9),
+        "-servername": (0, 9, 8, 6),
+        "-verify_return_error": (1, 0, 0),
+        "-verify_hostname": (1, 0, 2),
+        "-brief": (1, 0, 2),
+        "-showcerts": (0, 9),
+        "-cert": (0, 9),
+        "-key": (0, 9),
+        "-CRL": (1, 0, 2),
+    },
+    "x509": {
+        "-in": (0, 9),
+        "-noout": (0, 9),
+        "-text": (0, 9),
+        "-pubkey": (0, 9, 6),
+        "-serial": (0, 9),
+        "-fingerprint": (0, 9),
+        "-sha256": (1, 0, 0),
+        "-subject": (0, 9),
+        "-enddate": (0, 9),
+        "-ext": (1, 1, 1),
+    },
+    "pkey": {
+        "-in": (1, 0, 0),
+        "-pubout": (1, 0, 0),
+    },
+    "rsa": {
+        "-in": (0, 9),
+        "-pubout": (0, 9),
+    },
+    "dgst": {
+        "-sha256": (0, 9, 8),
+    },
+    "req": {
+        "-in": (0, 9),
+        "-outform": (0, 9),
+        "-noout": (0, 9),
+        "-text": (0, 9),
+    },
+    "crl": {
+        "-in": (0, 9),
+        "-noout": (0, 9),
+        "-text": (0, 9),
+        "-inform": (0, 9),
+    },
+    "pkcs8": {
+        "-topk8": (0, 9),
+        "-inform": (0, 9),
+        "-outform": (0, 9),
+        "-nocrypt": (0, 9),
+        "-in": (0, 9),
+        "-out": (0, 9),
+    },
 }
 # openssl subcommands -> the version that introduced them (pkey: 1.0.0, CHANGES "0.9.8n ->
 # 1.0.0": "New utilities pkey and pkeyparam").
@@ -264,7 +280,7 @@ def openssl_refusal(argv: list[str], platform: Platform) -> str | None:
     for arg in args:
         if not arg.startswith("-"):
             continue
-        option_added = OPENSSL_OPTIONS.get((command, arg))
+        option_added = OPENSSL_OPTIONS.get(command, {}).get(arg)
         if option_added is None:
             return f"openssl {command}: option {arg} is not in the lab's table (lab/platforms.py)"
         if option_added > platform.openssl:

@@ -1005,7 +1005,7 @@ def served_certificate_command(certname: str, cafile: str) -> list[str]:
     result, which served_identity() reads with the certificate's name. Only options OpenSSL
     0.9.8e has (RHEL 5, a PE 3.7 master platform; lab/platforms.py): no -servername (0.9.8f;
     Puppet Server serves one certificate on 8140 anyway), -verify_return_error (1.0.0) or
-    -verify_hostname (1.0.2)."""
+    its hostname-check option (1.0.2)."""
     return ["openssl", "s_client", "-connect", f"{certname}:8140", "-CAfile", cafile]
 
 
@@ -1020,7 +1020,7 @@ def first_pem_certificate(text: str) -> bytes | None:
 
 
 def certificate_names_host(pem: bytes, certname: str) -> bool:
-    """What s_client's -verify_hostname checked (RFC 6125): the certificate's DNS SANs name
+    """What s_client's hostname check (OpenSSL 1.0.2+) checked (RFC 6125): the certificate's DNS SANs name
     `certname`, or, when it has none, its subject CN is `certname`."""
     from cryptography import x509
     from cryptography.x509.oid import NameOID

@@ -18,7 +18,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from provider.pe.curl import curl_argv
 from provider.pe.generation import CaCli
@@ -186,7 +186,10 @@ def download_cert_script(url: str, certname: str, localcacert: str, hostcert: st
 def parse_status_json(text: str) -> CaEntry | None:
     """Parse one certificate status (`GET certificate_status/<name>`, Puppet Server's CA
     API); None for a state the CA reports that is none of requested/signed/revoked."""
-    item = json.loads(text)
+    return status_entry(json.loads(text))
+
+
+def status_entry(item: dict[str, Any]) -> CaEntry | None:
     state = item.get("state")
     if state not in ("requested", "signed", "revoked"):
         return None
@@ -205,7 +208,7 @@ def parse_status_json(text: str) -> CaEntry | None:
 def parse_statuses_json(text: str) -> dict[str, CaEntry]:
     """Parse `GET certificate_statuses/<any>` (a JSON list of certificate statuses): the
     lab's and the tests' view of a whole CA; the providers read one certname at a time."""
-    entries = (parse_status_json(json.dumps(item)) for item in json.loads(text))
+    entries = (status_entry(item) for item in json.loads(text))
     return {e.certname: e for e in entries if e is not None}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -119,6 +120,11 @@ class ProviderServer:
         self.echo = echo
         self.output: list[str] = []
         self._lock = threading.Lock()
+        # Settling (see text()): a reader asks for a tick; each drain thread reports the
+        # newest tick whose empty poll of its pipe it saw after reading all before it.
+        self._drained = threading.Condition(self._lock)
+        self._tick = 0
+        self._caught_up: dict[int, int] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
         self.stub: Any = None
@@ -140,26 +146,58 @@ class ProviderServer:
             env=self.env,
         )
         assert self.proc.stdout and self.proc.stderr
-        first = self.proc.stdout.readline().decode().strip()
+        first = self._first_line(self.proc.stdout.fileno())
         if not first.isdigit():
             self.proc.kill()
             rest = self.proc.stderr.read().decode(errors="replace")
             raise RuntimeError(f"provider server did not print its port: {first!r}\n{rest}")
         # Keep draining: a full pipe would block the provider mid-call.
         for stream in (self.proc.stdout, self.proc.stderr):
-            threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
+            self._caught_up[stream.fileno()] = 0
+            threading.Thread(target=self._drain, args=(stream.fileno(),), daemon=True).start()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{first}")
         grpc.channel_ready_future(self.channel).result(timeout=30)
         self.stub = provider_pb2_grpc.ResourceProviderStub(self.channel)
         self.stub.Configure(provider_pb2.ConfigureRequest(args=_serialize(self.config), acceptSecrets=True))
 
-    def _drain(self, stream: Any) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip("\n")
+    @staticmethod
+    def _first_line(fd: int) -> str:
+        """The port line, read unbuffered so nothing after it is left in a reader's buffer."""
+        line = b""
+        while not line.endswith(b"\n"):
+            byte = os.read(fd, 1)
+            if not byte:
+                break
+            line += byte
+        return line.decode(errors="replace").strip()
+
+    def _drain(self, fd: int) -> None:
+        """Read one pipe of the server to its end, a line at a time into `output`."""
+        pending = b""
+        while True:
             with self._lock:
-                self.output.append(line)
+                tick = self._tick
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if not ready:  # everything written before `tick` was asked for is in `output`
+                with self._drained:
+                    self._caught_up[fd] = tick
+                    self._drained.notify_all()
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                with self._drained:
+                    if pending:
+                        self.output.append(pending.decode(errors="replace"))
+                    self._caught_up[fd] = sys.maxsize  # EOF: nothing more will come
+                    self._drained.notify_all()
+                return
+            *lines, pending = (pending + chunk).split(b"\n")
+            with self._lock:
+                for raw in lines:
+                    self.output.append(raw.decode(errors="replace"))
             if self.echo:
-                print(f"[provider] {line}", file=sys.stderr, flush=True)
+                for raw in lines:
+                    print(f"[provider] {raw.decode(errors='replace')}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.channel is not None:
@@ -174,7 +212,13 @@ class ProviderServer:
         return self.proc.pid
 
     def text(self) -> str:
-        with self._lock:
+        """Everything the server printed before this call. A progress line is written
+        before the gRPC answer that follows it, but a drain thread reads it a moment
+        later: wait until each pipe was seen empty after this call began."""
+        with self._drained:
+            self._tick += 1
+            wanted = self._tick
+            self._drained.wait_for(lambda: min(self._caught_up.values(), default=wanted) >= wanted, timeout=10)
             return "\n".join(self.output)
 
     def _call(self, method: str, request: Any, timeout: float | None) -> Any:

@@ -1,7 +1,7 @@
 """PeDeployment: a PE deployment's compile masters as one component - a CompileMaster per
 configured master (named by certname, so adding one never renames another) and ONE
-InfraRefresh that depends on all of them, so PuppetDB and the console each run once per
-change of the set, then every master joins the 8140 pool. From PE 2019.7 the masters
+InfraRefresh that depends on all of them, so PuppetDB, the console and (PE 2015.3+) the
+primary each run once per change of the set, then every master joins the 8140 pool. From PE 2019.7 the masters
 get PE-PostgreSQL's host (pe:database) for their pg_ident.conf lines, and when that is not
 the PuppetDB host the InfraRefresh runs Puppet there first.
 """
@@ -68,7 +68,14 @@ class PeDeployment(pulumi.ComponentResource):
             "puppetdb_whitelist": spec.puppetdb_allowlist,
             "console_whitelist": spec.console_allowlist,
         }
-        if generation_for(spec.pe_version).compiler_puppetdb and spec.database.host != spec.puppetdb.host:
+        generation = generation_for(spec.pe_version)
+        if generation.primary_run:
+            # PE 2015.3+: the primary's run ends PE's add procedure (its file sync storage
+            # then serves the new masters); on the same host as PuppetDB it is that one run.
+            refresh_args["primary_host"] = spec.primary.host
+            refresh_args.update(ssh_inputs("primary_ssh", spec.primary, spec, creds.ssh_private_key))
+            refresh_args["file_sync_conf"] = generation.file_sync_conf
+        if generation.compiler_puppetdb and spec.database.host != spec.puppetdb.host:
             # PE-PostgreSQL on a host of its own: its run comes first (peadm add_compiler.pp [S29]).
             refresh_args["database_host"] = spec.database.host
             refresh_args.update(ssh_inputs("database_ssh", spec.database, spec, creds.ssh_private_key))

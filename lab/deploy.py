@@ -46,6 +46,8 @@ PUPPETSERVER_START_DEADLINE = 240.0
 # A HUP is seconds on an idle machine; past this a busy one gets a restart instead.
 RELOAD_DEADLINE = 120.0
 NFS_HELPER = "/usr/sbin/mount.nfs"
+# The primary's file sync settings (PE 2015.3+, Profile.file_sync_conf).
+FILE_SYNC_CONF = "/etc/puppetlabs/puppetserver/conf.d/file-sync.conf"
 
 
 _T0 = time.monotonic()
@@ -286,6 +288,8 @@ class Lab:
                         old.rename(wanted)
                     else:
                         old.unlink()
+        if not profile.file_sync_conf:  # no file sync before PE 2015.3: no list of its clients
+            self.paths("primary").inner(FILE_SYNC_CONF).unlink(missing_ok=True)
         if labhosts.running_pid(self.paths("lb")) is not None:
             self.set_lb_health_check()
         if labhosts.running_pid(self.paths("puppetdb")) is not None:

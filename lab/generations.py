@@ -223,6 +223,16 @@ class Profile:
         name = "rbac-certificate-allowlist" if self.pe_version >= (2021, 1) else "rbac-certificate-whitelist"
         return f"/etc/puppetlabs/console-services/{name}"
 
+    # --- file sync on the primary (docs/resources/infra-refresh.md) ----------------------
+    @property
+    def file_sync_conf(self) -> str:
+        """From PE 2015.3 (file sync) the primary's storage serves the certnames in
+        `file-sync.client-certnames` of this file, which its Puppet run rebuilds from the
+        masters PuppetDB knows (PE's puppet_enterprise::master::file_sync, seen in public
+        copies (i); PE 2021.0's known issues name the setting and the file): why PE's add
+        procedure ends with a run on the primary from 2015.3. "" before."""
+        return "/etc/puppetlabs/puppetserver/conf.d/file-sync.conf" if self.pe_version >= (2015, 3) else ""
+
     # --- RBAC tokens (§7, [S35]) -------------------------------------------------------
     @property
     def tokens(self) -> bool:

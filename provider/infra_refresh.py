@@ -1,10 +1,20 @@
-"""InfraRefresh: the PuppetDB run, then the console run, once per change of the set of
-compile masters - PE's "run Puppet on PuppetDB, then on the console" after new masters,
-done once for the whole batch instead of once per master.
+"""InfraRefresh: the PuppetDB run, then the console run, then the primary's, once per
+change of the set of compile masters - PE's "run Puppet on PuppetDB, then on the console
+[then on the master of masters]" after new masters, done once for the whole batch instead
+of once per master.
 
 From PE 2019.7, when PE-PostgreSQL has a host of its own (`database_host`, optional), a
 run there comes first, as in peadm's add_compiler.pp (compiler, then PostgreSQL host, then
-PuppetDB [S29]); it has no allowlist to check.
+PuppetDB [S29]); it has no allowlist to check. From PE 2015.3 (`primary_host`, optional:
+PeDeployment passes it where the generation's procedure lists the primary) the primary's
+run comes last, and its file sync storage must then serve every master
+(`file-sync.client-certnames` in `file_sync_conf`; a file without that setting is not
+checked: file sync is not set up there).
+
+Stages on one host are one run, in the place of the first: on a monolithic install
+(PuppetDB and the console on the primary, PE's standard and large architectures) PE's
+procedure is "compile master, then master of masters", one run that must leave every list
+right.
 
 Each run is a real agent run on that host (run lock waited out, deadline); after each,
 the host's certificate allowlist must list every master, or the step fails naming the
@@ -22,7 +32,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import pulumi
 from pulumi.dynamic import (
@@ -39,17 +49,26 @@ from pulumi.dynamic import (
 from provider.core import inputs, validation
 from provider.core.errors import ProviderError, at_boundary
 from provider.core.progress import progress, resource_inputs
-from provider.pe import agent_runs
+from provider.pe import agent_runs, file_sync_conf
 from provider.ssh.session import SshSession
 from provider.ssh.trust import SshTarget
 
-SECRET_KEYS = ("puppetdb_ssh_private_key", "console_ssh_private_key", "database_ssh_private_key")
+SECRET_KEYS = (
+    "puppetdb_ssh_private_key",
+    "console_ssh_private_key",
+    "database_ssh_private_key",
+    "primary_ssh_private_key",
+)
 DEFAULTS: dict[str, Any] = {
     **inputs.ssh_defaults("puppetdb_ssh"),
     **inputs.ssh_defaults("console_ssh"),
     **inputs.ssh_defaults("database_ssh"),
+    **inputs.ssh_defaults("primary_ssh"),
     "database_host": "",
     "database_ssh_private_key": "",
+    "primary_host": "",
+    "primary_ssh_private_key": "",
+    "file_sync_conf": "",
     "masters": [],
     # PE up to 2019.x; a PeDeployment passes its generation's paths (2021.1+: ...-allowlist).
     "puppetdb_whitelist": "/etc/puppetlabs/puppetdb/certificate-whitelist",
@@ -72,6 +91,10 @@ LOCAL_ONLY_KEYS = (
     # set of masters changes, so adding it to an existing stack (absent from older state)
     # re-runs nothing.
     *inputs.ssh_input_keys("database_host", "database_ssh"),
+    # The primary's run (PE 2015.3+): the same - an existing stack that gains it runs it
+    # with its next change of masters (its refresh reads the file sync list meanwhile).
+    *inputs.ssh_input_keys("primary_host", "primary_ssh"),
+    "file_sync_conf",
 )
 INPUT_KEYS = (
     "masters",
@@ -88,6 +111,50 @@ INPUT_KEYS = (
 OUTPUT_KEYS = ("status", "runs")
 
 
+ListKind = Literal["allowlist", "file-sync"]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A file a run must leave listing every master: a certificate allowlist (one certname
+    a line) or file sync's `client-certnames` (HOCON)."""
+
+    role: str  # whose run writes it: "PuppetDB", "console", "primary"
+    path: str
+    kind: ListKind = "allowlist"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One agent run on one host, for one or more of PE's roles there (in PE's order)."""
+
+    roles: tuple[str, ...]
+    target: SshTarget
+    listings: tuple[Listing, ...]
+
+    @property
+    def label(self) -> str:
+        """'PuppetDB run', or 'primary run (PuppetDB, console, primary)' for a host of several roles."""
+        if len(self.roles) == 1:
+            return f"{self.roles[0]} run"
+        return f"{self.roles[-1]} run ({', '.join(self.roles)})"
+
+
+def merged_by_host(roles: list[tuple[str, SshTarget, tuple[Listing, ...]]]) -> list[Stage]:
+    """PE's order with the roles of one host in one run, in the place of its first role."""
+    stages: list[Stage] = []
+    for role, target, listings in roles:
+        same = next(
+            (i for i, st in enumerate(stages) if (st.target.host, st.target.port) == (target.host, target.port)), None
+        )
+        if same is None:
+            stages.append(Stage((role,), target, listings))
+        else:
+            st = stages[same]
+            stages[same] = Stage((*st.roles, role), st.target, (*st.listings, *listings))
+    return stages
+
+
 @dataclass(frozen=True)
 class RefreshConfig:
     resource_name: str
@@ -95,8 +162,10 @@ class RefreshConfig:
     puppetdb: SshTarget
     console: SshTarget
     database: SshTarget | None  # PE-PostgreSQL's host when it is not the PuppetDB host
+    primary: SshTarget | None  # the primary, where its generation's procedure runs it
     puppetdb_whitelist: str
     console_whitelist: str
+    file_sync_conf: str
     connect_timeout: float
     run_timeout: float
     secrets: list[str] = field(repr=False)
@@ -112,33 +181,40 @@ class RefreshConfig:
             database=inputs.ssh_target(m, "database_ssh", "database_host")
             if m["database_host"] and m["database_host"] != m["puppetdb_host"]
             else None,
+            primary=inputs.ssh_target(m, "primary_ssh", "primary_host") if m["primary_host"] else None,
             puppetdb_whitelist=str(m["puppetdb_whitelist"]),
             console_whitelist=str(m["console_whitelist"]),
+            file_sync_conf=str(m["file_sync_conf"]),
             connect_timeout=float(m["connect_timeout"]),
             run_timeout=float(m["run_timeout"]),
-            secrets=[str(m[f"{p}_ssh_private_key"]) for p in ("puppetdb", "console", "database")],
+            secrets=[str(m[f"{p}_ssh_private_key"]) for p in ("puppetdb", "console", "database", "primary")],
         )
 
-    def stages(self) -> list[tuple[str, SshTarget, str]]:
-        """In PE's order: PuppetDB first (the console's run needs PuppetDB to know the masters).
-        Before both, PE-PostgreSQL's host when it is another one (PE 2019.7+; peadm's
+    def stages(self) -> list[Stage]:
+        """In PE's order: PuppetDB first (the console's run needs PuppetDB to know the masters),
+        then the console, then the primary (its run asks PuppetDB for the masters too).
+        Before all, PE-PostgreSQL's host when it is another one (PE 2019.7+; peadm's
         add_compiler.pp runs the compiler, then the PostgreSQL host, then PuppetDB [S29]);
-        it has no allowlist to check ("")."""
-        database = [("database", self.database, "")] if self.database is not None else []
-        return [
-            *database,
-            ("PuppetDB", self.puppetdb, self.puppetdb_whitelist),
-            ("console", self.console, self.console_whitelist),
-        ]
+        it has no list to check. Roles on one host are one run (merged_by_host)."""
+        roles: list[tuple[str, SshTarget, tuple[Listing, ...]]] = []
+        if self.database is not None:
+            roles.append(("database", self.database, ()))
+        roles.append(("PuppetDB", self.puppetdb, (Listing("PuppetDB", self.puppetdb_whitelist),)))
+        roles.append(("console", self.console, (Listing("console", self.console_whitelist),)))
+        if self.primary is not None:
+            file_sync = (Listing("primary", self.file_sync_conf, "file-sync"),) if self.file_sync_conf else ()
+            roles.append(("primary", self.primary, file_sync))
+        return merged_by_host(roles)
 
 
 def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     out = inputs.required_problems(props, REQUIRED)
     out += inputs.ssh_problems(props, "puppetdb_ssh", "puppetdb_host")
     out += inputs.ssh_problems(props, "console_ssh", "console_host")
-    if props.get("database_host"):  # optional: PE-PostgreSQL's host (unknown in preview counts as given)
-        out += inputs.ssh_problems(props, "database_ssh", "database_host")
-        out += inputs.required_problems(props, ("database_ssh_private_key",))
+    for optional in ("database", "primary"):  # optional hosts (unknown in preview counts as given)
+        if props.get(f"{optional}_host"):
+            out += inputs.ssh_problems(props, f"{optional}_ssh", f"{optional}_host")
+            out += inputs.required_problems(props, (f"{optional}_ssh_private_key",))
     masters = props.get("masters", [])
     if not inputs.is_unknown(masters):
         if not isinstance(masters, list):
@@ -153,7 +229,9 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
             if len(set(known)) != len(known):
                 out.append(("masters", "masters lists a certname twice"))
     present = inputs.with_defaults(DEFAULTS, inputs.known(props))
-    for key in ("puppetdb_whitelist", "console_whitelist"):
+    for key in ("puppetdb_whitelist", "console_whitelist", "file_sync_conf"):
+        if key == "file_sync_conf" and not present[key]:
+            continue  # optional: no file sync before PE 2015.3
         error = validation.path_error(present[key], key)
         if error:
             out.append((key, error))
@@ -185,50 +263,67 @@ class Refresh:
     def session(self, target: SshTarget) -> SshSession:
         return SshSession(target, self.cfg.connect_timeout, self.cfg.secrets)
 
-    def missing(self, session: SshSession, allowlist: str) -> list[str]:
-        text = (session.get(allowlist) or b"").decode()
-        return [m for m in self.cfg.masters if m not in allowlist_lines(text)]
+    def missing(self, session: SshSession, listing: Listing) -> list[str] | None:
+        """The masters `listing` lacks; None when the file has no list to check (file sync
+        not set up: no file, or no `file-sync.client-certnames` in it)."""
+        raw = session.get(listing.path)
+        if listing.kind == "allowlist":
+            listed = allowlist_lines((raw or b"").decode())
+        else:
+            names = file_sync_conf.client_certnames((raw or b"").decode(errors="replace"), listing.path)
+            if names is None:
+                return None
+            listed = set(names)
+        return [m for m in self.cfg.masters if m not in listed]
 
     def run_all(self) -> dict[str, str]:
-        """Each stage: agent run, then its allowlist must list every master."""
+        """Each stage: agent run, then each of its lists must name every master."""
         runs = {}
-        for label, target, allowlist in self.cfg.stages():
+        for stage in self.cfg.stages():
+            label, target = stage.label, stage.target
             with self.session(target) as session:
                 t0 = time.monotonic()
                 puppet = agent_runs.locate_puppet(session)
                 lock = session.run([puppet, "config", "print", agent_runs.RUN_LOCK_SETTING, "--section", "agent"], 120)
-                lock.check(f"{label} run", f"read {agent_runs.RUN_LOCK_SETTING} with {puppet}")
+                lock.check(label, f"read {agent_runs.RUN_LOCK_SETTING} with {puppet}")
                 path = lock.stdout.strip()
                 if not path.startswith("/"):
                     raise ProviderError(
-                        f"[{target.label}] {label} run: `{puppet} config print {agent_runs.RUN_LOCK_SETTING}` "
+                        f"[{target.label}] {label}: `{puppet} config print {agent_runs.RUN_LOCK_SETTING}` "
                         f"printed {path!r}, not the run lock's path"
                     )
-                agent_runs.agent_run(session, f"{label} run", self.cfg.run_timeout, self.log, path, puppet)
-                if not allowlist:  # the database host: its run maps the masters, nothing to list
-                    self.log(f"{label} run", f"done in {time.monotonic() - t0:.1f}s")
-                    runs[label] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                    continue
-                missing = self.missing(session, allowlist)
-                if missing:
-                    raise ProviderError(
-                        f"[{target.label}] {label} run: {allowlist} does not list {', '.join(missing)} after the run. "
-                        "Each master's own Puppet run must have reached PuppetDB (and for the console, PuppetDB must "
-                        "know it); check those runs, then run `pulumi up` again."
-                    )
-                self.log(f"{label} run", f"done in {time.monotonic() - t0:.1f}s; {allowlist} lists all masters")
-                runs[label] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                agent_runs.agent_run(session, label, self.cfg.run_timeout, self.log, path, puppet)
+                said = []
+                for listing in stage.listings:
+                    missing = self.missing(session, listing)
+                    if missing is None:
+                        said.append(
+                            f"{listing.path} has no file-sync.client-certnames (file sync not set up): not checked"
+                        )
+                    elif missing:
+                        raise ProviderError(
+                            f"[{target.label}] {label}: {listing.path} does not list {', '.join(missing)} after the "
+                            "run. Each master's own Puppet run must have reached PuppetDB (which the console's and "
+                            "the primary's runs ask); check those runs, then run `pulumi up` again."
+                        )
+                    else:
+                        said.append(f"{listing.path} lists all masters")
+                self.log(label, "; ".join([f"done in {time.monotonic() - t0:.1f}s", *said]))
+                for role in stage.roles:
+                    runs[role] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return runs
 
     def drift(self) -> list[str]:
         out = []
-        for label, target, allowlist in self.cfg.stages():
-            if not allowlist:
+        for stage in self.cfg.stages():
+            if not stage.listings:
                 continue
-            with self.session(target) as session:
-                missing = self.missing(session, allowlist)
-            if missing:
-                out.append(f"{label} allowlist {allowlist} lacks {', '.join(missing)}")
+            with self.session(stage.target) as session:
+                for listing in stage.listings:
+                    missing = self.missing(session, listing)
+                    if missing:
+                        what = "file sync clients" if listing.kind == "file-sync" else "allowlist"
+                        out.append(f"{listing.role} {what} {listing.path} lacks {', '.join(missing)}")
         return out
 
 
@@ -303,14 +398,21 @@ class InfraRefreshArgs(TypedDict, total=False):
     database_ssh_private_key: pulumi.Input[str]
     database_ssh_host_key: pulumi.Input[str]
     database_ssh_known_hosts: pulumi.Input[str]
+    primary_host: pulumi.Input[str]
+    primary_ssh_port: pulumi.Input[int]
+    primary_ssh_user: pulumi.Input[str]
+    primary_ssh_private_key: pulumi.Input[str]
+    primary_ssh_host_key: pulumi.Input[str]
+    primary_ssh_known_hosts: pulumi.Input[str]
     puppetdb_whitelist: pulumi.Input[str]
     console_whitelist: pulumi.Input[str]
+    file_sync_conf: pulumi.Input[str]
     connect_timeout: pulumi.Input[float]
     run_timeout: pulumi.Input[float]
 
 
 class InfraRefresh(Resource):
-    """The deployment's PuppetDB-then-console runs; SSH keys are kept secret."""
+    """The deployment's PuppetDB, console and primary runs; SSH keys are kept secret."""
 
     status: pulumi.Output[str]
     runs: pulumi.Output[dict[str, str]]

@@ -19,7 +19,9 @@ their sources: shared/facts/pe-generations.md (section numbers below as "§n"):
     from 2016.1, rule rewrite before), RBAC tokens (2015.3) and their default lifetime;
   * §8: PE 3.x's masters group sets enable_ca_proxy on the master profile; after a
     revocation the remaining masters restart, reload or run Puppet to take the new CRL;
-  * §10: the agent service (`pe-puppet` in 3.x, `puppet` after).
+  * §10: the agent service (`pe-puppet` in 3.x, `puppet` after);
+  * the primary's Puppet run after new masters (2015.3+) and its file sync allowlist
+    (docs/resources/infra-refresh.md).
 """
 
 from __future__ import annotations
@@ -83,6 +85,19 @@ class Generation:
     # 2017.2 "the updated CRL is managed by Puppet and distributed to compile masters": a
     # Puppet run on each compile master, nothing on the primary.
     crl_refresh: CrlRefresh = "run"
+    # After new masters, PE's add procedure runs Puppet on the primary last from 2015.3 (the
+    # release that brought file sync): "compile master, PuppetDB node, console node, master
+    # of masters" (split) or "compile master, master of masters" (monolithic); 3.7-2015.2 list
+    # PuppetDB and the console only; from 2019.0 "the compiler, and then the primary"
+    # (docs-archive pe/<v>/install_multimaster.markdown, installing_compile_masters.md;
+    # docs/resources/infra-refresh.md has the quotes).
+    primary_run: bool = False
+    # The primary's file sync storage service serves only the certnames in
+    # `file-sync.client-certnames` of this file, which its run rebuilds from the nodes
+    # PuppetDB knows as masters (PE's puppet_enterprise::master::file_sync, seen in public
+    # copies only (i); PE 2021.0's known issues name the setting and the file). "" before
+    # file sync (2015.3).
+    file_sync_conf: str = ""
 
     @property
     def label(self) -> str:
@@ -226,4 +241,6 @@ def generation_for(pe_version: str, node_group: str | None = None) -> Generation
         compiler_puppetdb=compiler_era,
         pg_ident_maps=PUPPETDB_PG_IDENT_MAPS if compiler_era else (),
         crl_refresh="run" if version >= (2017, 2) else ("reload" if version >= (2015, 3) else "restart"),
+        primary_run=version >= (2015, 3),
+        file_sync_conf="/etc/puppetlabs/puppetserver/conf.d/file-sync.conf" if version >= (2015, 3) else "",
     )

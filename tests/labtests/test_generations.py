@@ -21,6 +21,7 @@ from lab.client import LabClient
 from provider.codesync import plan
 from provider.master.steps import MASTER_CLASS
 from provider.pe.classifier import is_pinned
+from provider.pe.file_sync_conf import client_certnames
 from provider.pe.generation import generation_for
 from tests.cli_stack import CliRun, CliStack
 from tests.harness.provider_server import wait_for
@@ -121,6 +122,11 @@ def assert_serving(lab: LabClient, run: HasOutputs, shorts: tuple[str, ...]) -> 
     for short, path in (("puppetdb", profile.puppetdb_allowlist), ("console", profile.console_allowlist)):
         listed = allowlist(lab, short, path)
         assert listed is not None and certnames <= listed, (path, listed)
+    if profile.file_sync_conf:  # PE 2015.3+: the primary's run made its file sync serve them
+        text = lab.host("primary").read(profile.file_sync_conf) or ""
+        assert certnames <= set(client_certnames(text, profile.file_sync_conf) or ()), text
+    else:
+        assert lab.host("primary").read("/etc/puppetlabs/puppetserver/conf.d/file-sync.conf") is None
     pool = {name for (backend, name) in lb_stats(lab) if backend == "puppet_compilers"}
     assert pool == certnames
 
@@ -203,13 +209,22 @@ def drift_then_repair(lab: LabClient, stack: CliStack, step: tuple[str, ...], ve
         unpin(lab, certname, generation.node_group, endpoint=generation.classification == "pin")
         assert not is_pinned(lab.classifier().group(generation.node_group)["rule"], certname)
     stop_compile_service(lab, short)
+    file_sync = lab.profile.file_sync_conf
+    if file_sync:  # the primary's file sync as if its run never saw the master (PE 2015.3+)
+        lab.host("primary").put(file_sync, b"file-sync: {\n    client-certnames: [\n    ]\n}\n")
     refreshed = stack.refresh()
     assert ("update", master) in refreshed.steps(), refreshed.steps()  # the refresh shows the drift
     status = stack.outputs(master)["status"]
     assert status.startswith("drifted:") and "compile service not running" in status, status
     assert ("not pinned" in status) == pins, status
+    if file_sync:
+        refresh_status = stack.outputs("gen-infra-refresh")["status"]
+        assert f"primary file sync clients {file_sync} lacks {certname}" in refresh_status, refresh_status
     run = up(lab, stack, step, version)
     assert ("update", master) in run.steps()
+    if file_sync:
+        assert ("update", "gen-infra-refresh") in run.steps()
+        assert "[gen-infra-refresh] primary run: done in" in run.diagnostics()
     assert_serving(lab, stack, step)
 
     serial = int(stack.outputs(master)["cert_serial"])

@@ -99,6 +99,13 @@ def test_program_scales_out_and_in_through_the_real_cli(lab: LabClient, stack: C
     assert order.index(f"{STACK}-infra-refresh") < order.index(f"{STACK}-pool-admission")
     said = run.diagnostics()
     assert said.count(f"[{STACK}-infra-refresh] PuppetDB run: done") == 1, said
+    # PE's order: PuppetDB, console, then the primary (its file sync serves them after).
+    refresh_lines = [line for line in said.splitlines() if f"[{STACK}-infra-refresh]" in line and "run: done" in line]
+    assert [line.split("] ")[1].split(":")[0] for line in refresh_lines] == [
+        "PuppetDB run",
+        "console run",
+        "primary run",
+    ]
     assert f"[{STACK}-provisioning] batch: provisioning 2 master(s), 2 at a time" in said
     assert f"[{STACK}-pool-admission] admission: adding 2 member(s)" in said
     assert_serving(lab, stack, SHORTS[:2])

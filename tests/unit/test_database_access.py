@@ -403,18 +403,13 @@ def refresh_props(**extra: Any) -> dict[str, Any]:
 
 def test_infra_refresh_runs_the_database_host_first_only_when_it_is_another_host() -> None:
     def labels(props: dict[str, Any]) -> list[str]:
-        return [label for label, _, _ in RefreshConfig.from_props(props).stages()]
+        return [stage.label for stage in RefreshConfig.from_props(props).stages()]
 
-    assert labels(refresh_props()) == ["PuppetDB", "console"]  # older state: no database_host
-    assert labels(refresh_props(database_host="puppetdb.example.com")) == ["PuppetDB", "console"]
+    assert labels(refresh_props()) == ["PuppetDB run", "console run"]  # older state: no database_host
+    assert labels(refresh_props(database_host="puppetdb.example.com")) == ["PuppetDB run", "console run"]
     stages = RefreshConfig.from_props(refresh_props(database_host="pg.example.com", database_ssh_port=2222)).stages()
-    label, target, allowlist = stages[0]
-    assert (label, target.label, allowlist) == (
-        "database",
-        "pg.example.com:2222",
-        "",
-    )
-    assert [label for label, _, _ in stages] == ["database", "PuppetDB", "console"]
+    assert (stages[0].roles, stages[0].target.label, stages[0].listings) == (("database",), "pg.example.com:2222", ())
+    assert [stage.label for stage in stages] == ["database run", "PuppetDB run", "console run"]
 
 
 def test_removals_and_additions_at_once_lose_no_line(db: Db) -> None:

@@ -28,6 +28,16 @@ class puppet_enterprise::profile::master (
     unless    => '@INHOST@/bin/pelab-compile-service crl-current',
     logoutput => true,
   }
+  # On the primary from PE 2015.3: its file sync storage serves the masters PuppetDB knows
+  # (file-sync.client-certnames), rebuilt by this run - why PE's add procedure ends with a
+  # run on the primary (pelab-whitelist; docs/resources/infra-refresh.md).
+  if $trusted['certname'] == '@PRIMARY@' {
+    exec { 'file sync client-certnames':
+      command   => '@INHOST@/bin/pelab-whitelist write file-sync',
+      unless    => '@INHOST@/bin/pelab-whitelist check file-sync',
+      logoutput => true,
+    }
+  }
   # PE 3.x: with enable_ca_proxy a compile master forwards CA requests to the primary;
   # without it they fail there (the lab's compile service reads this marker per request).
   file { '/etc/puppetlabs/pelab-ca-proxy':

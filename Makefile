@@ -1,7 +1,7 @@
 # Two entry points (see README): `make lab` and `make test`. Run as root on Debian bookworm.
 PY := .venv/bin/python
 
-.PHONY: deps lab lab-down lab-reset lab-status lint typecheck unit test matrix bench
+.PHONY: deps lab lab-down lab-reset lab-status lint typecheck unit test matrix bench bench-harness
 
 ## Debian packages, the venv, and the Pulumi CLI (scripts/install-pulumi.sh).
 deps:
@@ -41,7 +41,13 @@ test: deps lint typecheck
 matrix: deps
 	PELAB_MATRIX=full $(PY) -m pytest -q -p no:cacheprovider tests/labtests/test_generations.py
 
-## Scale-out benchmark against the lab (prints a table; see docs/performance.md).
+## Benchmarks against the lab (print tables; see docs/performance.md): `bench` through the
+## real Pulumi CLI with PE's procedure by hand and the harness beside it (issue 29's goals);
+## `bench-harness` the harness at 1, 4, 16 masters (issue 16's).
 bench: deps
+	$(PY) -m lab up
+	$(PY) -m bench.engine
+
+bench-harness: deps
 	$(PY) -m lab up
 	$(PY) -m bench.scale_out

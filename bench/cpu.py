@@ -105,6 +105,21 @@ PURPOSES = (
 )
 
 
+# The Pulumi side of a run through the real CLI, wherever it runs (not in a lab host): the
+# Go engine, the program's host (scripts/pulumi's Python, pulumicli/) and the dynamic
+# provider's server. Sampled, because each ends before the run does (its CPU then goes to
+# whoever reaps it).
+ENGINE = (
+    (re.compile(r"/pulumi (up|preview|refresh|destroy|update|pre)\b"), "Pulumi CLI (Go engine)"),
+    (re.compile(r"-m pulumicli\b"), "program host (pulumicli)"),
+    (re.compile(r"-m pulumi\.dynamic\b"), "provider server (the product)"),
+)
+
+
+def engine_kind(cmdline: str) -> str | None:
+    return next((label for pattern, label in ENGINE if pattern.search(cmdline)), None)
+
+
 def purpose_of(cmdline: str) -> str:
     return next((label for pattern, label in PURPOSES if pattern.search(cmdline)), "other commands")
 
@@ -159,11 +174,15 @@ def sample(out: Path, interval: float = 0.2, host_prefix: str = "compile") -> No
         time.sleep(interval)
     busy.append((time.monotonic(), machine_busy_seconds()))
     totals: dict[str, float] = {}
+    engine: dict[str, float] = {}
     for what, cpu, before in seen.values():
         if what is not None and hosts.get(what[0]) and what[1]:
             label = purpose_of(what[1])
             totals[label] = totals.get(label, 0.0) + cpu - before
-    out.write_text(json.dumps({"purposes": totals, "busy": busy}))
+        kind = engine_kind(what[1]) if what is not None else None
+        if kind is not None:
+            engine[kind] = engine.get(kind, 0.0) + cpu - before
+    out.write_text(json.dumps({"purposes": totals, "busy": busy, "engine": engine}))
 
 
 @dataclass
@@ -173,6 +192,7 @@ class Sampled:
     purposes: dict[str, float] = field(default_factory=dict)  # compile hosts' CPU-s by purpose
     busy: list[tuple[float, float]] = field(default_factory=list)  # (monotonic time, machine busy CPU-s)
     own_cpu: float = 0.0  # the sampler's own CPU-s (to leave out of every figure)
+    engine: dict[str, float] = field(default_factory=dict)  # the Pulumi side's CPU-s by process (ENGINE)
 
     def busy_between(self, start: float, end: float) -> float:
         """The machine's busy CPU-s between two monotonic times (the nearest samples)."""
@@ -203,6 +223,7 @@ def sampling(out: Path) -> Iterator[Sampled]:
         found.purposes = data.get("purposes", {})
         found.busy = [(t, b) for t, b in data.get("busy", [])]
         found.own_cpu = (int(fields[11]) + int(fields[12])) / TICK
+        found.engine = data.get("engine", {})
 
 
 if __name__ == "__main__":

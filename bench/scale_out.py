@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench import by_hand, cpu
 from components.program import main as program
@@ -31,7 +32,7 @@ from lab.deploy import Lab
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import ProviderServer
-from tests.labtests.helpers import bare_masters, lab_stack_config
+from tests.labtests.helpers import bare_masters, lab_stack_config, lab_stack_values
 
 STACK = "bench"
 DEFAULT_KNOBS = {"install": 8.0, "master_run": 8.0, "puppetdb_run": 4.0, "console_run": 4.0}
@@ -205,10 +206,10 @@ def rpc_of(preview: Preview) -> float:
     return preview.rpc_seconds
 
 
-def no_change_preview(client: LabClient, masters: int) -> Preview:
-    """check + diff of every resource of a `masters`-master stack whose state says all is
-    well, through a fresh provider server (its first call imports the provider's modules,
-    as it does under the engine)."""
+def fake_deployment(client: LabClient, masters: int) -> dict[str, Any]:
+    """The lab stack's config with `masters` masters the lab has no hosts for (m001..,
+    127.0.11.x, host keys pinned in a known_hosts file of their own): for no-change previews
+    of a state that says all is well, which touch no host."""
     fake = [
         {"certname": f"m{i:03d}.pelab.test", "address": f"127.0.11.{i}", "dnsAltNames": [f"m{i:03d}"]}
         for i in range(1, masters + 1)
@@ -218,7 +219,14 @@ def no_change_preview(client: LabClient, masters: int) -> Preview:
     extra = "".join(f"{m['certname']},{m['address']} {' '.join(key)}\n" for m in fake)
     hosts_file = Path(client.root) / "state" / "bench-known-hosts"
     hosts_file.write_text(known + extra)
-    config = lab_stack_config(client, [], **{"pe:compileMasters": fake, "pe:knownHostsFile": str(hosts_file)})
+    return lab_stack_values(client, [], **{"pe:compileMasters": fake, "pe:knownHostsFile": str(hosts_file)})
+
+
+def no_change_preview(client: LabClient, masters: int) -> Preview:
+    """check + diff of every resource of a `masters`-master stack whose state says all is
+    well, through a fresh provider server (its first call imports the provider's modules,
+    as it does under the engine)."""
+    config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fake_deployment(client, masters).items()}
     mocks = run_program(program, stack=STACK, config=config)
     done = {
         "-master": {"status": "running"},

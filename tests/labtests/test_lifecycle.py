@@ -107,6 +107,27 @@ def test_a_new_certname_on_the_same_host_is_refused_before_anything_changes(lab:
     assert lab.ca_state(CERTNAME) == "signed"
 
 
+def test_the_engine_updates_a_master_on_a_patch_upgrade_and_replaces_it_for_a_new_line_or_group(
+    lab: LabClient, restored: CliStack
+) -> None:
+    """The provider's diff rules as the real engine plans them (previews only): pe_version
+    within its line is an update (re-verified in place), another line or a peadm
+    availability group (a certificate extension) a replacement."""
+    stack = restored
+
+    def planned(changes: dict[str, Any]) -> dict[str, str]:
+        stack.set_config(config(lab, changes=changes))
+        steps = stack.preview_json()["steps"]
+        return {s["urn"].rsplit("::", 1)[-1]: s["op"] for s in steps if s["op"] != "same"}
+
+    patch = planned({"pe:version": f"{GENERATION}.3"})
+    assert patch.get(MASTER) == "update" and "replace" not in patch.values(), patch
+    line = planned({"pe:version": "2023.8"})
+    assert line.get(MASTER) == "replace", line
+    grouped = planned({"pe:compileMasters": [{**masters(lab)[0], "availabilityGroup": "A"}]})
+    assert grouped.get(MASTER) == "replace", grouped
+
+
 @dataclass
 class Sample:
     at: float

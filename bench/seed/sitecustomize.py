@@ -1,0 +1,43 @@
+"""Bench only (bench/engine.py puts this directory on PYTHONPATH with PE_BENCH_SEED=1):
+every dynamic provider's create answers at once with its inputs and a healthy status,
+touching no host, so the real CLI writes the state of a deployment of many masters that
+the lab has no hosts for. The state is then previewed with the real provider (without this
+directory): what a no-change preview of a big deployment costs through the engine.
+
+The statuses are the ones each provider's diff takes for "nothing drifted" (the harness's
+seed uses the same: bench/scale_out.py no_change_preview)."""
+
+from __future__ import annotations
+
+import os
+
+HEALTHY = {
+    "provider.compile_master.PeCompileMasterProvider": {"status": "running"},
+    "provider.compile_master_batch.CompileMasterBatchProvider": {"status": "provisioned"},
+    "provider.file_sync.FileSyncProvider": {"status": "in sync"},
+    "provider.infra_refresh.InfraRefreshProvider": {"status": "whitelisted"},
+    "provider.pool_admission.PoolAdmissionProvider": {"status": "admitted"},
+    "provider.pool_member.PoolMemberProvider": {"status": "UP"},
+}
+
+
+def _seed() -> None:
+    import importlib
+    import uuid
+    from typing import Any
+
+    from pulumi.dynamic import CreateResult
+
+    for path, healthy in HEALTHY.items():
+        module, _, name = path.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+
+        def create(_self: Any, props: dict[str, Any], healthy: dict[str, str] = healthy) -> CreateResult:
+            outs = {k: v for k, v in props.items() if k != "__provider"}
+            return CreateResult(f"seeded-{uuid.uuid4().hex[:8]}", {**outs, **healthy})
+
+        cls.create = create
+
+
+if os.environ.get("PE_BENCH_SEED") == "1":
+    _seed()

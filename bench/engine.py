@@ -204,6 +204,27 @@ def no_change(client: LabClient, masters: int, workdir: Path) -> NoChange:
     return NoChange(masters, resources, previews, ups)  # the state is dropped with workdir: nothing to delete
 
 
+def floor_previews(resources: int, workdir: Path) -> list[float]:
+    """The CLI's and the SDK's own floor for a no-change preview of `resources` dynamic
+    resources: the engine tests' small program (tests/engine/cli_program.py, one input each,
+    a provider whose check and diff do nothing), NO_CHANGE_RUNS walls."""
+    (workdir / "journal").parent.mkdir(parents=True, exist_ok=True)
+    (workdir / "journal").write_text("")
+    config = {
+        "t:journal": str(workdir / "journal"),
+        "t:resources": [{"name": f"r{i}", "A": "a"} for i in range(resources)],
+        "t:files": [],
+    }
+    stack = CliStack(f"{STACK}-floor", workdir, config, program="tests.engine.cli_program:program")
+    stack.up()
+    walls = []
+    for _ in range(NO_CHANGE_RUNS):
+        t0 = time.monotonic()
+        stack.preview("--expect-no-changes")
+        walls.append(time.monotonic() - t0)
+    return walls
+
+
 def cpu_table(rows: list[tuple[str, Timed, int]]) -> None:
     """CPU-s per added master by lab host role and process kind, plus the Pulumi side."""
     print("| host: process | " + " | ".join(label for label, _, _ in rows) + " |")
@@ -230,6 +251,7 @@ def main() -> None:
     parser.add_argument("--preview-masters", type=int, default=50)
     parser.add_argument("--no-by-hand", action="store_true", help="skip PE's procedure by hand (the floor)")
     parser.add_argument("--no-harness", action="store_true", help="skip the harness's up of the largest N")
+    parser.add_argument("--no-change-only", action="store_true", help="only the no-change runs and their floor")
     args = parser.parse_args()
     knobs = {k: float(v) for k, v in (pair.split("=") for pair in args.knobs.split(","))}
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -238,6 +260,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         quiet = no_change(client, args.preview_masters, Path(tmp) / "nochange")
         print(f"no-change preview of {args.preview_masters} masters: {median(quiet.previews).split.line()}", flush=True)
+        custom = sum(1 for t in quiet.previews[:1] for _ in range(t.split.checks))
+        floor = floor_previews(custom, Path(tmp) / "floor")
+        print(f"no-change preview of {custom} trivial dynamic resources: {', '.join(f'{w:.2f}' for w in floor)} s")
+        if args.no_change_only:
+            return
         scales: list[Scale] = []
         hands: list[by_hand.ByHand] = []
         harness: Row | None = None

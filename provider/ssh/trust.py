@@ -40,14 +40,25 @@ def host_key_blob(line: str) -> tuple[str, bytes]:
 
 def known_hosts_lines(text: str, host: str, port: int) -> list[str]:
     """The known_hosts lines naming this host (`host` or `[host]:port`, as OpenSSH writes
-    them; hashed names and patterns are not read), each as "names keytype base64"."""
-    names = {host, f"[{host}]:{port}"}
-    out = []
-    for raw in text.splitlines():
+    them; hashed names and patterns are not read), each as "names keytype base64", in the
+    text's order."""
+    index = _known_hosts_index(text)
+    found = {*index.get(host, ()), *index.get(f"[{host}]:{port}", ())}
+    return [line for _, line in sorted(found)]
+
+
+@functools.lru_cache(maxsize=16)
+def _known_hosts_index(text: str) -> dict[str, tuple[tuple[int, str], ...]]:
+    """Each name of a known_hosts text -> its (line number, "names keytype base64") entries.
+    Remembered: a deployment's program asks it of one text for every master and peer (N²
+    lookups at N masters), so the text is read once."""
+    index: dict[str, list[tuple[int, str]]] = {}
+    for number, raw in enumerate(text.splitlines()):
         fields = raw.split()
-        if len(fields) >= 3 and not fields[0].startswith("#") and names & set(fields[0].split(",")):
-            out.append(" ".join(fields[:3]))
-    return out
+        if len(fields) >= 3 and not fields[0].startswith("#"):
+            for name in dict.fromkeys(fields[0].split(",")):
+                index.setdefault(name, []).append((number, " ".join(fields[:3])))
+    return {name: tuple(entries) for name, entries in index.items()}
 
 
 @functools.lru_cache(maxsize=4096)

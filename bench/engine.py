@@ -34,7 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import by_hand, cpu
-from bench.scale_out import PE_LIKE_KNOBS, TRACE, Row, _machine, bench_lab, fake_deployment, scale_out
+from bench.scale_out import (
+    PE_LIKE_KNOBS,
+    TRACE,
+    Row,
+    _machine,
+    bench_lab,
+    fake_deployment,
+    print_purpose_rows,
+    scale_out,
+)
 from lab.client import LabClient
 from lab.deploy import Lab
 from tests.cli_stack import CliRun, CliStack
@@ -326,6 +335,11 @@ def report(
     print()
     print("Where the CPU goes during `up` (CPU-s per added master; bench/cpu.py; [sampled]: the Pulumi side):")
     cpu_table([(f"add {s.n}", s.out, s.n) for s in scales])
+    print()
+    print("What the compile hosts' CPU buys, CPU-s per added master (sampled every 0.2 s by bench/cpu.py):")
+    print_purpose_rows([*((s.n, s.out.purposes) for s in scales), *((h.n, h.purposes) for h in hands)])
+    if hands:
+        print(f"(the last column: PE's procedure by hand, N={hands[-1].n})")
     print()
     print("The engine's split of each `up` (its OpenTelemetry spans):")
     for s in scales:

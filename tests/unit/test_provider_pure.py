@@ -388,3 +388,21 @@ def test_the_master_run_is_skipped_only_when_the_first_run_applied_the_profile_a
     # The first run's catalog had no master profile (not yet pinned), or no classfile was read.
     assert steps.master_run_needed(steps.applied_classes("settings\n"), reclassified=False)
     assert steps.master_run_needed(frozenset(), reclassified=False)
+
+
+def test_known_hosts_lines_keep_the_texts_order_and_both_name_forms() -> None:
+    from provider.ssh.trust import known_hosts_lines
+
+    text = (
+        "# a comment\n"
+        "a.example.com,10.0.0.1 ssh-ed25519 AAAA1\n"
+        "[b.example.com]:2222 ssh-ed25519 AAAA2\n"
+        "b.example.com ssh-rsa AAAA3 comment\n"
+        "short-line\n"
+    )
+    assert known_hosts_lines(text, "b.example.com", 2222) == [
+        "[b.example.com]:2222 ssh-ed25519 AAAA2",
+        "b.example.com ssh-rsa AAAA3",
+    ]
+    assert known_hosts_lines(text, "10.0.0.1", 22) == ["a.example.com,10.0.0.1 ssh-ed25519 AAAA1"]
+    assert known_hosts_lines(text, "c.example.com", 22) == []

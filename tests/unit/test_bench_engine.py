@@ -1,0 +1,49 @@
+"""The real-CLI bench's reading of the CLI's OpenTelemetry spans (bench/engine.py) and the
+Pulumi-side process kinds (bench/cpu.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.cpu import engine_kind
+from bench.engine import Split, read_spans
+
+
+def span(name: str, start: float, end: float) -> dict[str, object]:
+    return {"name": name, "startTimeUnixNano": str(int(start * 1e9)), "endTimeUnixNano": str(int(end * 1e9))}
+
+
+def test_a_runs_split_comes_from_its_spans(tmp_path: Path) -> None:
+    spans = [
+        span("pulumi", 100.0, 102.0),
+        span("diyBackend.getSnapshot", 100.2, 100.25),
+        span("newPlugin", 100.5, 100.65),
+        span("pulumirpc.ResourceProvider/Check", 100.7, 100.71),
+        span("pulumirpc.ResourceProvider/Check", 100.8, 100.83),
+        span("pulumirpc.ResourceProvider/Diff", 100.9, 100.91),
+        span("gocloud.dev/blob.NewWriter", 101.0, 101.01),
+        span("gocloud.dev/blob.Copy", 101.1, 101.12),
+    ]
+    line = {"resourceSpans": [{"scopeSpans": [{"spans": spans[:4]}, {"spans": spans[4:]}]}]}
+    (tmp_path / "otel.json").write_text(json.dumps(line) + "\n\n" + json.dumps({"resourceSpans": []}) + "\n")
+    split = Split.of(read_spans(tmp_path / "otel.json"), 2.5)
+    assert round(split.cli, 3) == 2.0 and round(split.before_state, 3) == 0.2
+    assert round(split.state_read, 3) == 0.05 and round(split.plugin_start, 3) == 0.15
+    assert (split.checks, round(split.check_seconds, 3)) == (2, 0.04)
+    assert (split.diffs, split.checkpoints, round(split.checkpoint_seconds, 3)) == (1, 1, 0.03)
+    assert "outside the Go CLI (program host start, scripts/pulumi) 0.50" in split.line()
+
+
+def test_a_run_without_a_trace_file_has_only_its_wall(tmp_path: Path) -> None:
+    split = Split.of(read_spans(tmp_path / "missing.json"), 1.0)
+    assert (split.wall, split.cli, split.checks) == (1.0, 0.0, 0)
+
+
+def test_the_pulumi_side_is_told_apart_by_command_line() -> None:
+    assert engine_kind("/opt/pe-compile-masters/pulumi/v3.276.0/pulumi up --yes --client=127.0.0.1:1") == (
+        "Pulumi CLI (Go engine)"
+    )
+    assert engine_kind("/work/.venv/bin/python -m pulumicli preview --stack x") == "program host (pulumicli)"
+    assert engine_kind("/work/.venv/bin/python -u -m pulumi.dynamic") == "provider server (the product)"
+    assert engine_kind("/usr/bin/ruby /opt/puppetlabs/bin/puppet agent --onetime") is None

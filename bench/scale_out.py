@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import by_hand, cpu
+from bench.healthy import healthy_outputs
 from components.program import main as program
 from lab.client import LabClient
 from lab.config import roster
@@ -228,17 +229,9 @@ def no_change_preview(client: LabClient, masters: int) -> Preview:
     as it does under the engine)."""
     config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fake_deployment(client, masters).items()}
     mocks = run_program(program, stack=STACK, config=config)
-    done = {
-        "-master": {"status": "running"},
-        "-pool": {"status": "UP"},
-        "-code": {"status": "in sync"},
-        "infra-refresh": {"status": "whitelisted"},
-        "provisioning": {"status": "provisioned"},
-        "pool-admission": {"status": "admitted"},
-    }
     with ProviderServer(env=TRACE) as server:
         run = GraphRun(server)
-        run.seed(mocks, lambda name: next(v for k, v in done.items() if name.endswith(k)))
+        run.seed(mocks, healthy_outputs)
         t0 = time.monotonic()
         plan = run.preview(mocks)  # Check and Diff one resource at a time, as the engine does
         seconds = time.monotonic() - t0

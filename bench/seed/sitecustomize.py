@@ -4,21 +4,11 @@ touching no host, so the real CLI writes the state of a deployment of many maste
 the lab has no hosts for. The state is then previewed with the real provider (without this
 directory): what a no-change preview of a big deployment costs through the engine.
 
-The statuses are the ones each provider's diff takes for "nothing drifted" (the harness's
-seed uses the same: bench/scale_out.py no_change_preview)."""
+The statuses come from bench/healthy.py (the harness's seed uses the same table)."""
 
 from __future__ import annotations
 
 import os
-
-HEALTHY = {
-    "provider.compile_master.PeCompileMasterProvider": {"status": "running"},
-    "provider.compile_master_batch.CompileMasterBatchProvider": {"status": "provisioned"},
-    "provider.file_sync.FileSyncProvider": {"status": "in sync"},
-    "provider.infra_refresh.InfraRefreshProvider": {"status": "whitelisted"},
-    "provider.pool_admission.PoolAdmissionProvider": {"status": "admitted"},
-    "provider.pool_member.PoolMemberProvider": {"status": "UP"},
-}
 
 
 def _seed() -> None:
@@ -28,7 +18,9 @@ def _seed() -> None:
 
     from pulumi.dynamic import CreateResult
 
-    for path, healthy in HEALTHY.items():
+    from bench.healthy import HEALTHY  # the project root is on PYTHONPATH (scripts/pulumi)
+
+    for _, path, healthy in HEALTHY:
         module, _, name = path.rpartition(".")
         cls = getattr(importlib.import_module(module), name)
 

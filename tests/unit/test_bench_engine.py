@@ -47,3 +47,16 @@ def test_the_pulumi_side_is_told_apart_by_command_line() -> None:
     assert engine_kind("/work/.venv/bin/python -m pulumicli preview --stack x") == "program host (pulumicli)"
     assert engine_kind("/work/.venv/bin/python -u -m pulumi.dynamic") == "provider server (the product)"
     assert engine_kind("/usr/bin/ruby /opt/puppetlabs/bin/puppet agent --onetime") is None
+
+
+def test_the_healthy_table_names_every_provider_of_the_state_contract() -> None:
+    import importlib
+
+    from bench.healthy import HEALTHY, healthy_outputs
+
+    for _, path, _ in HEALTHY:
+        module, _, name = path.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), path
+    assert healthy_outputs("lab-pool-admission") == {"status": "admitted"}
+    assert healthy_outputs("compile01.pelab.test-pool") == {"status": "UP"}
+    assert healthy_outputs("lab-infra-refresh") == {"status": "whitelisted"}

@@ -147,14 +147,16 @@ def run(client: LabClient, n: int, state_dir: Path) -> ByHand:
         steps["2. sign on the CA (all)"] = time.monotonic() - mark
         mark = time.monotonic()
         add = pg_ident_add(profile.postgresql_data, [h.fqdn for h in hosts])
-        client.host("puppetdb").run(f"{add} && service pe-postgresql reload", 120).check()
+        client.role_host("database").run(f"{add} && service pe-postgresql reload", 120).check()
         steps["3. pg_ident lines + PE-PostgreSQL reload"] = time.monotonic() - mark
         mark = time.monotonic()
         _parallel(hosts, _agent_run(puppet), 1800)
         steps["4. agent run on each compiler"] = time.monotonic() - mark
         # PE's page (2019.8): "Run Puppet on the compiler, and then on the primary server"; a
-        # split install (the lab's) runs PuppetDB and the console before the primary.
-        for short in ("puppetdb", "console", "primary"):
+        # split install runs PuppetDB and the console before the primary. One run per host
+        # (the lab's layout may put them all on the primary).
+        roles = ("puppetdb", "console", "primary")
+        for short in dict.fromkeys(client.role_host(r).spec.short if r != "primary" else r for r in roles):
             mark = time.monotonic()
             _parallel([client.host(short)], _agent_run(puppet), 1800)
             steps[f"5. agent run on {short}"] = time.monotonic() - mark
@@ -171,7 +173,7 @@ def undo(client: LabClient, n: int) -> None:
     for short in shorts:
         certname = client.host(short).fqdn
         requests.post(
-            f"https://puppetdb.pelab.test:8081/pdb/cmd/v1?command=deactivate_node&version=3&certname={certname}",
+            f"https://{client.role_host('puppetdb').fqdn}:8081/pdb/cmd/v1?command=deactivate_node&version=3&certname={certname}",
             json={"certname": certname, "producer_timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
             cert=primary.cert_files(),
             verify=client.ca_file,
@@ -179,5 +181,5 @@ def undo(client: LabClient, n: int) -> None:
         ).raise_for_status()
     primary.run(clean_command(PRIMARY, [client.host(s).fqdn for s in shorts]), 300).check()  # no CLI stalls
     remove = pg_ident_remove(client.profile.postgresql_data, [client.host(s).fqdn for s in shorts])
-    client.host("puppetdb").run(f"{remove} && service pe-postgresql reload").check()
+    client.role_host("database").run(f"{remove} && service pe-postgresql reload").check()
     bare_masters(client, shorts)

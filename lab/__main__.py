@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-from lab.config import KNOB_NAMES, parse_pe_version
+from lab.config import INFRA_ROLES, KNOB_NAMES, LAYOUTS, parse_pe_version
 from lab.deploy import Lab
 from lab.generations import PROFILES
 
@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--pe-version", help=f"the PE generation every host imitates (lab/generations.py: {', '.join(PROFILES)})"
     )
+    up.add_argument(
+        "--layout", choices=("", *LAYOUTS), help="where PuppetDB, PE-PostgreSQL and the console run ('': common)"
+    )
     up.add_argument("--alt-names", choices=("on", "off"), help="ca.conf allow-subject-alt-names")
     up.add_argument("--real-compile-hosts", help="comma-separated compile hosts that run a real Puppet Server")
     sub.add_parser("down", help="stop every lab process, remove /etc/hosts lines (state is kept)")
@@ -30,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="show which hosts and services run")
     profile = sub.add_parser("profile", help="show, or switch a running lab to, a PE generation's profile")
     profile.add_argument("pe_version", nargs="?")
+    layout = sub.add_parser("layout", help="show, or move a running lab to, a PE architecture (lab/config.py)")
+    layout.add_argument("name", nargs="?", choices=("", *LAYOUTS))
     knobs = sub.add_parser("knobs", help="show or set latency knobs, e.g. knobs install=8 master_run=8")
     knobs.add_argument("values", nargs="*")
     alt = sub.add_parser("alt-names", help="switch the CA's allow-subject-alt-names (restarts the CA)")
@@ -45,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.pe_version:
             parse_pe_version(args.pe_version)
             settings.pe_version = args.pe_version
+        if args.layout is not None:
+            settings.layout = args.layout
+        if settings.active_layout not in settings.profile.layouts:
+            print(f"{settings.profile.label} has no {settings.active_layout} architecture", file=sys.stderr)
+            return 2
         if args.alt_names:
             settings.allow_alt_names = args.alt_names == "on"
         if args.real_compile_hosts is not None:
@@ -67,16 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "profile":
         if args.pe_version:
             parse_pe_version(args.pe_version)
-            settings = lab.settings()
-            settings.pe_version = args.pe_version
-            lab.save_settings(settings)
-            lab.setup_primary(settings)  # its web routes are the generation's
-            lab.apply_profile()
+            lab.set_pe_version(args.pe_version)
         current = lab.settings().profile
         print(
             f"{current.label}: Puppet {current.puppet_major}, binaries in {current.bin_dir}, "
             f"{current.puppetdb_allowlist}, {current.console_allowlist}"
         )
+    elif args.cmd == "layout":
+        if args.name is not None:
+            lab.set_layout(args.name)
+        now = lab.settings()
+        hosts = ", ".join(f"{role} on {now.role_host(role).short}" for role in INFRA_ROLES)
+        print(f"{now.active_layout} ({now.profile.label} has {', '.join(now.profile.layouts)}): {hosts}")
     elif args.cmd == "knobs":
         values = {}
         for item in args.values:

@@ -225,7 +225,7 @@ class LabClient:
         return dict(json.loads((self.root / "state" / "console-admin.json").read_text()))
 
     def console_url(self) -> str:
-        return f"https://{host_by_short('console').fqdn}:4433"
+        return f"https://{self.lab.role_host('console').fqdn}:4433"
 
     def token(self) -> str:
         resp = requests.post(
@@ -295,11 +295,16 @@ class LabClient:
 
     def set_pe_version(self, version: str) -> None:
         """Switch the running lab to another generation's profile (lab/generations.py)."""
-        settings = self.lab.settings()
-        settings.pe_version = version
-        self.lab.save_settings(settings)
-        self.lab.setup_primary(settings)  # its web routes are the generation's
-        self.lab.apply_profile()
+        self.lab.set_pe_version(version)
+
+    def set_layout(self, layout: str) -> None:
+        """Move PuppetDB, PE-PostgreSQL and the console to another architecture's hosts
+        (lab/config.py LAYOUTS; "" is the generation's common one)."""
+        self.lab.set_layout(layout)
+
+    def role_host(self, role: str) -> LabHost:
+        """The host holding an infrastructure role (puppetdb, console, database) now."""
+        return LabHost(self, self.lab.role_host(role))
 
     @property
     def profile(self) -> Profile:

@@ -65,9 +65,39 @@ def host_by_short(short: str) -> HostSpec:
     raise KeyError(f"no lab host named {short!r}")
 
 
-def infra_certnames() -> list[str]:
+# PE's architectures, as the hosts that hold PuppetDB, the console and PE-PostgreSQL (the
+# primary always holds the CA and compiles). Sources and the generations each belongs to:
+# docs/lab.md, "Layouts"; lab/generations.py Profile.layouts.
+#   split        PuppetDB (with its PostgreSQL) and the console each on a host of their own:
+#                PE 3.x-2018.1's "split install", a legacy layout from 2019.0;
+#   monolithic   all on the primary: PE 3.x-2018.1's "monolithic install", 2019.0+'s
+#                "standard" (and "large" once compilers are added) architecture;
+#   extra-large  PuppetDB and the console on the primary, PE-PostgreSQL on a node of its own
+#                (the lab's `puppetdb` host, which then runs only PostgreSQL): PE 2019.8+.
+INFRA_ROLES = ("puppetdb", "console", "database")
+LAYOUTS: dict[str, dict[str, str]] = {
+    "split": {"puppetdb": "puppetdb", "console": "console", "database": "puppetdb"},
+    "monolithic": {"puppetdb": "primary", "console": "primary", "database": "primary"},
+    "extra-large": {"puppetdb": "primary", "console": "primary", "database": "puppetdb"},
+}
+
+
+def role_host(role: str, layout: str) -> HostSpec:
+    """The lab host that holds an infrastructure role (puppetdb, console, database) in a layout."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown lab layout {layout!r} (known: {', '.join(LAYOUTS)})")
+    return host_by_short(LAYOUTS[layout][role])
+
+
+def infra_hosts(layout: str) -> list[HostSpec]:
+    """The hosts PE is installed on as infrastructure in this layout, the primary first."""
+    shorts = ["primary", *(LAYOUTS[layout][role] for role in INFRA_ROLES)] if layout in LAYOUTS else ["primary"]
+    return [host_by_short(s) for s in dict.fromkeys(shorts)]
+
+
+def infra_certnames(layout: str) -> list[str]:
     """Certnames PE's installer trusts from the start (whitelists are seeded with them)."""
-    return [h.fqdn for h in roster() if h.role in ("primary", "console", "puppetdb")]
+    return [h.fqdn for h in infra_hosts(layout)]
 
 
 def etc_hosts_block(hosts: list[HostSpec]) -> str:
@@ -112,26 +142,38 @@ class LabSettings:
     # stand-in (same contract: /status/v1/simple, catalogs only while PuppetDB trusts it).
     real_compile_hosts: list[str] = field(default_factory=lambda: ["compile01"])
     knobs: dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in KNOB_NAMES})
+    # Which hosts hold PuppetDB, the console and PE-PostgreSQL (LAYOUTS); "" is the
+    # generation's common one (Profile.layouts).
+    layout: str = ""
 
     @property
     def profile(self) -> Profile:
         return profile_for(self.pe_version)
+
+    @property
+    def active_layout(self) -> str:
+        return self.layout or self.profile.layouts[0]
+
+    def role_host(self, role: str) -> HostSpec:
+        return role_host(role, self.active_layout)
 
     def to_json(self, root: Path) -> str:
         data = asdict(self)
         data["root"] = str(root)
         data["domain"] = DOMAIN
         data["primary"] = host_by_short("primary").fqdn
-        data["console"] = host_by_short("console").fqdn
-        data["puppetdb"] = host_by_short("puppetdb").fqdn
-        data["infra_certnames"] = infra_certnames()
+        for role in INFRA_ROLES:  # certnames, as the in-host programs compare them
+            data[role] = self.role_host(role).fqdn
+        data["active_layout"] = self.active_layout
+        data["infra_certnames"] = infra_certnames(self.active_layout)
         data["hosts"] = {h.fqdn: {"address": h.address, "role": h.role} for h in roster()}
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> LabSettings:
         data = json.loads(text)
-        known = {k: data[k] for k in ("pe_version", "allow_alt_names", "real_compile_hosts", "knobs") if k in data}
+        fields = ("pe_version", "allow_alt_names", "real_compile_hosts", "knobs", "layout")
+        known = {k: data[k] for k in fields if k in data}
         return cls(**known)
 
 

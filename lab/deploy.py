@@ -7,8 +7,10 @@ Order of `up` (each step checks first, so re-running only does what is missing):
      install.bash through static-content), started and waited for;
   4. console, PuppetDB and load balancer hosts get certificates from the real CA
      (autosigned: their names are the only ones in autosign.conf);
-  5. console (4433) and PuppetDB (8081) services, HAProxy (8140 frontend);
-  6. real agent runs on PuppetDB then console: the whitelists are written by Puppet.
+  5. console (4433) and PuppetDB (8081) services, HAProxy (8140 frontend), on the hosts the
+     layout gives them (lab/config.py LAYOUTS: split, monolithic, extra-large);
+  6. real agent runs on PuppetDB's host then the console's (once where they are one host):
+     the whitelists are written by Puppet.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -29,6 +32,8 @@ from pathlib import Path
 
 from lab import hosts as labhosts
 from lab.config import (
+    INFRA_ROLES,
+    HostSpec,
     LabSettings,
     etc_hosts_block,
     host_by_short,
@@ -146,15 +151,26 @@ class Lab:
         self.apply_profile()
         self.setup_primary(current)
         self.bootstrap_infra_certs()
+        self.stop_strays()
         self.start_database()
         self.start_console_and_puppetdb()
         self.setup_lb()
         self.setup_control_repo()
         self.wait_for_puppetdb()
-        self.agent_run("puppetdb")
-        self.agent_run("console")
-        log("PuppetDB and console runs done (whitelists written by Puppet)")
+        self.infra_runs()
         log(f"up in {time.monotonic() - started:.1f}s")
+
+    def role_host(self, role: str) -> HostSpec:
+        """The host holding an infrastructure role (puppetdb, console, database) now."""
+        return self.settings().role_host(role)
+
+    def infra_runs(self) -> None:
+        """Agent runs on PuppetDB's host, then the console's (one run where they are one
+        host, as on a monolithic primary): the runs write their whitelists."""
+        shorts = dict.fromkeys(self.role_host(role).short for role in ("puppetdb", "console"))
+        for short in shorts:
+            self.agent_run(short)
+        log(f"agent runs on {', '.join(shorts)} done (whitelists written by Puppet)")
 
     def install_inhost(self) -> None:
         """Copy the in-host programs and render the templates (always: code may change)."""
@@ -199,7 +215,8 @@ class Lab:
     def render(self, text: str) -> str:
         return (
             text.replace("@PRIMARY@", host_by_short("primary").fqdn)
-            .replace("@PUPPETDB@", host_by_short("puppetdb").fqdn)
+            .replace("@PUPPETDB@", self.role_host("puppetdb").fqdn)
+            .replace("@DATABASE@", self.role_host("database").fqdn)
             .replace("@INHOST@", str(self.inhost))
             .replace("@ROOT@", str(self.root))
         )
@@ -233,21 +250,35 @@ class Lab:
             for s in specs
         )
         self.known_hosts.write_text(known)
-        init = self.render((LAB_DIR / "templates" / "pe-puppetserver.init").read_text())
         for spec in specs:
             paths = labhosts.HostPaths(self.root, spec)
             labhosts.prepare(paths, pub, known)
-            scripts = {"pe-puppetserver": init}
-            if spec.role in ("puppetdb", "compile"):
-                scripts["pe-puppetdb"] = service_init("pe-puppetdb", f"{self.inhost}/bin/pelab-pe-puppetdb")
-            if spec.role == "puppetdb":
-                scripts["pe-postgresql"] = service_init("pe-postgresql", f"{self.inhost}/bin/pelab-pe-postgresql")
-            for name, text in scripts.items():
-                script = paths.dir / "etc-init.d" / name
-                script.write_text(text)
-                script.chmod(0o755)
+            self.write_init_scripts(spec)
             labhosts.start(paths)
         log(f"{len(specs)} hosts running (sshd on 127.0.10.x:22)")
+
+    def write_init_scripts(self, spec: HostSpec) -> None:
+        """/etc/init.d as PE leaves it on this host in the current layout: pe-puppetserver
+        everywhere, pe-puppetdb where PuppetDB runs (and on compilers, which run their own
+        from 2019.7), pe-postgresql on the database host only."""
+        settings = self.settings()
+        scripts = {
+            "pe-puppetserver": self.render((LAB_DIR / "templates" / "pe-puppetserver.init").read_text()),
+            "pe-puppetdb": service_init("pe-puppetdb", f"{self.inhost}/bin/pelab-pe-puppetdb"),
+            "pe-postgresql": service_init("pe-postgresql", f"{self.inhost}/bin/pelab-pe-postgresql"),
+        }
+        wanted = {
+            "pe-puppetserver": True,
+            "pe-puppetdb": spec.role == "compile" or settings.role_host("puppetdb") == spec,
+            "pe-postgresql": settings.role_host("database") == spec,
+        }
+        for name, text in scripts.items():
+            script = labhosts.HostPaths(self.root, spec).dir / "etc-init.d" / name
+            if not wanted[name]:
+                script.unlink(missing_ok=True)
+                continue
+            script.write_text(text)
+            script.chmod(0o755)
 
     def apply_profile(self) -> None:
         """Make every running host look like the selected PE generation (lab/generations.py):
@@ -278,9 +309,9 @@ class Lab:
                 role = "agent" if has_agent and spec.role == "compile" else None
             if role:
                 self.run(spec.short, [str(install), role])
-        for short in ("console", "puppetdb"):
-            paths = self.paths(short)
-            wanted = paths.inner(profile.console_allowlist if short == "console" else profile.puppetdb_allowlist)
+        for role in ("console", "puppetdb"):
+            paths = self.paths(self.role_host(role).short)
+            wanted = paths.inner(profile.console_allowlist if role == "console" else profile.puppetdb_allowlist)
             for other in other_allowlists(profile):
                 old = paths.inner(other)
                 if old.exists() and old.parent == wanted.parent:
@@ -292,14 +323,18 @@ class Lab:
             self.paths("primary").inner(FILE_SYNC_CONF).unlink(missing_ok=True)
         if labhosts.running_pid(self.paths("lb")) is not None:
             self.set_lb_health_check()
-        if labhosts.running_pid(self.paths("puppetdb")) is not None:
-            # PE-PostgreSQL's data at the generation's path; PuppetDB's allow-list setting
-            # named after the generation's file (a reload re-reads both).
-            if (self.paths("puppetdb").dir / "pgsql" / "data" / "PG_VERSION").exists():
-                self.run("puppetdb", [str(self.inhost / "bin" / "pelab-pe-postgresql"), "path"])
+        database, puppetdb = self.role_host("database").short, self.role_host("puppetdb").short
+        # PE-PostgreSQL's data at the generation's path; PuppetDB's allow-list setting
+        # named after the generation's file (a reload re-reads both).
+        if (
+            labhosts.running_pid(self.paths(database)) is not None
+            and (self.paths(database).dir / "pgsql" / "data" / "PG_VERSION").exists()
+        ):
+            self.run(database, [str(self.inhost / "bin" / "pelab-pe-postgresql"), "path"])
+        if labhosts.running_pid(self.paths(puppetdb)) is not None:
             pdb = str(self.inhost / "bin" / "pelab-pe-puppetdb")
-            if self.run("puppetdb", [pdb, "status"], check=False).returncode == 0:
-                self.run("puppetdb", [pdb, "reload"], timeout=300)
+            if self.run(puppetdb, [pdb, "status"], check=False).returncode == 0:
+                self.run(puppetdb, [pdb, "reload"], timeout=300)
         log(f"hosts set up as {profile.label} (Puppet {profile.puppet_major}, {profile.bin_dir})")
 
     # --- primary ----------------------------------------------------------------------
@@ -326,7 +361,7 @@ class Lab:
             f"autosign = {self.root}/state/autosign.conf\n"
         )
         terminus = {
-            "puppetdb.conf": f"[main]\nserver_urls = https://{host_by_short('puppetdb').fqdn}:8082\n",
+            "puppetdb.conf": f"[main]\nserver_urls = https://{settings.role_host('puppetdb').fqdn}:8082\n",
             "routes.yaml": "---\nserver:\n  facts:\n    terminus: puppetdb\n    cache: yaml\n",
         }
         terminus_changed = False
@@ -335,7 +370,8 @@ class Lab:
                 (etc / name).write_text(text)
                 terminus_changed = True
         autosign = self.root / "state" / "autosign.conf"
-        autosign.write_text("".join(f"{n}\n" for n in [*infra_certnames(), host_by_short("lb").fqdn]))
+        # Every infrastructure host of any layout, and the LB: `lab up` certifies them all.
+        autosign.write_text("".join(f"{h.fqdn}\n" for h in roster() if h.role != "compile"))
         autosign.chmod(0o644)
         conf_d = etc / "puppetserver" / "conf.d"
         ca_conf = (
@@ -532,16 +568,116 @@ class Lab:
                 future.result()
 
     def start_database(self) -> None:
-        """PE-PostgreSQL, then the real PuppetDB on the PuppetDB host (not waited for here:
-        its JVM takes ~40 s, which the console, LB and control repo steps overlap)."""
-        self.run("puppetdb", [str(self.inhost / "bin" / "pelab-pe-postgresql"), "start"], timeout=180)
-        self.run("puppetdb", [str(self.inhost / "bin" / "pelab-pe-puppetdb"), "start"], timeout=120)
-        log("PE-PostgreSQL running; PuppetDB starting")
+        """PE-PostgreSQL on the database host, then the real PuppetDB on PuppetDB's host
+        (not waited for here: its JVM takes ~40 s, which the console, LB and control repo
+        steps overlap)."""
+        database, puppetdb = self.role_host("database"), self.role_host("puppetdb")
+        self.run(database.short, [str(self.inhost / "bin" / "pelab-pe-postgresql"), "start"], timeout=180)
+        self.run(puppetdb.short, [str(self.inhost / "bin" / "pelab-pe-puppetdb"), "start"], timeout=120)
+        log(f"PE-PostgreSQL running on {database.short}; PuppetDB starting on {puppetdb.short}")
 
     def wait_for_puppetdb(self) -> None:
         t0 = time.monotonic()
-        self.run("puppetdb", [str(self.inhost / "bin" / "pelab-pe-puppetdb"), "start", "--wait"], timeout=360)
+        short = self.role_host("puppetdb").short
+        self.run(short, [str(self.inhost / "bin" / "pelab-pe-puppetdb"), "start", "--wait"], timeout=360)
         log(f"PuppetDB running (waited {time.monotonic() - t0:.1f}s)")
+
+    def set_layout(self, layout: str) -> None:
+        """Move PuppetDB, PE-PostgreSQL and the console to the hosts of another layout.
+
+        Not a PE procedure (PE moves infrastructure only by reinstalling or migrating): the
+        lab's switch, so tests can run each generation in its common architecture. A role
+        that moves stops on its old host (init script removed) and starts on the new one
+        with that host's data - a database that is new there starts empty, as a fresh
+        install's does; the console keeps its state and points its infrastructure groups at
+        the new hosts when it starts (inhost/console.py). The infrastructure runs follow."""
+        settings = self.settings()
+        after = LabSettings(**{**settings.__dict__, "layout": layout})
+        if after.active_layout not in settings.profile.layouts:
+            raise ValueError(
+                f"{settings.profile.label} has no {after.active_layout} architecture "
+                f"(it has: {', '.join(settings.profile.layouts)}; lab/generations.py Profile.layouts)"
+            )
+        if after.active_layout == settings.active_layout:
+            self.save_settings(after)
+            return
+        before = {role: settings.role_host(role) for role in INFRA_ROLES}
+        moved = [role for role in INFRA_ROLES if after.role_host(role) != before[role]]
+        self.save_settings(after)
+        self.place_roles()
+        log(f"layout {settings.active_layout} -> {after.active_layout}: {', '.join(moved)} moved")
+
+    def set_pe_version(self, version: str) -> None:
+        """Switch the running lab to another generation's profile (lab/generations.py). A
+        layout the new generation lacks is migrated to its common one first, as PE has an
+        admin migrate a split install before upgrading to 2019.2 (Profile.layouts); a
+        switch of version alone moves nothing."""
+        settings = self.settings()
+        target = LabSettings(**{**settings.__dict__, "pe_version": version})
+        if target.active_layout not in target.profile.layouts:
+            log(f"{target.profile.label} has no {target.active_layout} architecture: migrating first")
+            self.set_layout(target.profile.layouts[0])
+            settings = self.settings()
+        running = settings.active_layout
+        settings.pe_version = version
+        if settings.active_layout != running:
+            settings.layout = running
+        self.save_settings(settings)
+        self.setup_primary(settings)  # its web routes are the generation's
+        self.apply_profile()
+
+    def stop_strays(self) -> None:
+        """Stop each infrastructure role on the hosts the layout does not give it (a lab
+        that ran another layout), and leave each host the init scripts of its roles."""
+        settings = self.settings()
+        for spec in roster():
+            if spec.role == "compile" or labhosts.running_pid(self.paths(spec.short)) is None:
+                continue
+            for role in ("console", "puppetdb", "database"):  # clients before their database
+                if settings.role_host(role) != spec:
+                    self.stop_role(role, spec)
+            self.write_init_scripts(spec)
+
+    def place_roles(self) -> None:
+        """PuppetDB, PE-PostgreSQL and the console where the layout puts them and nowhere
+        else (a role stops on a host that no longer holds it, its init script removed),
+        then the infrastructure runs."""
+        self.stop_strays()
+        self.setup_primary(self.settings())  # the PuppetDB terminus, and the profiles' manifests
+        self.bootstrap_infra_certs()
+        self.start_database()
+        self.start_console_and_puppetdb()
+        self.wait_for_puppetdb()
+        self.infra_runs()
+
+    def stop_role(self, role: str, host: HostSpec) -> None:
+        """Stop one infrastructure role's services on a host that no longer holds it."""
+        if labhosts.running_pid(self.paths(host.short)) is None:
+            return
+        if role == "database":
+            if (self.paths(host.short).dir / "pgsql" / "data" / "PG_VERSION").exists():
+                self.run(host.short, [str(self.inhost / "bin" / "pelab-pe-postgresql"), "stop"], timeout=120)
+            return
+        if role == "puppetdb":
+            self.run(host.short, [str(self.inhost / "bin" / "pelab-pe-puppetdb"), "stop"], timeout=120)
+        script, port = ("console", 4433) if role == "console" else ("puppetdb", 8081)
+        self.stop_spawned(self.root / "run" / f"{host.short}-{script}.pid", host.address, port)
+
+    def stop_spawned(self, pidfile: Path, address: str, port: int) -> None:
+        """Stop a service `spawn` started (its process group), and whatever else still
+        listens on its address and port (a lab started before pidfiles had these names)."""
+        pids = set()
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            pids.add(int(pidfile.read_text()))
+        listeners = subprocess.run(
+            ["ss", "-ltnpH", f"src {address} and sport = :{port}"], capture_output=True, text=True
+        ).stdout
+        pids |= {int(pid) for pid in re.findall(r"pid=(\d+)", listeners)}
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(os.getpgid(pid), signal.SIGTERM)
+        pidfile.unlink(missing_ok=True)
+        wait_until(lambda: not port_open(address, port), 30, f"{address}:{port} still listening after its stop")
 
     def start_console_and_puppetdb(self) -> None:
         secret = self.root / "state" / "console-admin.json"
@@ -550,26 +686,25 @@ class Lab:
 
             secret.write_text(json.dumps({"login": "admin", "password": pysecrets.token_urlsafe(18)}))
             secret.chmod(0o600)
-        infra = "".join(f"{n}\n" for n in infra_certnames())
-        profile = self.settings().profile
-        for short, path in (("console", profile.console_allowlist), ("puppetdb", profile.puppetdb_allowlist)):
-            wl = self.paths(short).inner(path)
+        settings = self.settings()
+        infra = "".join(f"{n}\n" for n in infra_certnames(settings.layout))
+        profile = settings.profile
+        for role, path in (("console", profile.console_allowlist), ("puppetdb", profile.puppetdb_allowlist)):
+            wl = self.paths(settings.role_host(role).short).inner(path)
             if not wl.exists():  # PE's installer seeds them with the infrastructure nodes
                 wl.parent.mkdir(parents=True, exist_ok=True)
                 wl.write_text(infra)
-        for short, script, port in (("console", "console.py", 4433), ("puppetdb", "puppetdb.py", 8081)):
-            spec = host_by_short(short)
+        for role, script, port in (("console", "console", 4433), ("puppetdb", "puppetdb", 8081)):
+            spec = settings.role_host(role)
             if port_open(spec.address, port):
                 continue
             self.spawn(
-                short,
-                ["/usr/bin/python3", str(self.inhost / script)],
-                self.paths(short).dir / "log" / f"{script[:-3]}.log",
-                self.root / "run" / f"{short}-svc.pid",
+                spec.short,
+                ["/usr/bin/python3", str(self.inhost / f"{script}.py")],
+                self.paths(spec.short).dir / "log" / f"{script}.log",
+                self.root / "run" / f"{spec.short}-{script}.pid",  # one per service: both may share a host
             )
-            wait_until(
-                functools.partial(port_open, spec.address, port), 30, f"{short} service did not listen on {port}"
-            )
+            wait_until(functools.partial(port_open, spec.address, port), 30, f"{role} service did not listen on {port}")
         log("console (4433) and PuppetDB's front (8081) running")
         self.write_access_token()
 
@@ -579,7 +714,7 @@ class Lab:
         import http.client
 
         ctx = ssl.create_default_context(cafile=str(self.ca_file()))
-        conn = http.client.HTTPSConnection(host_by_short("console").fqdn, 4433, context=ctx, timeout=30)
+        conn = http.client.HTTPSConnection(self.role_host("console").fqdn, 4433, context=ctx, timeout=30)
         headers = {"Content-Type": "application/json", **({"X-Authentication": token} if token else {})}
         try:
             conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)

@@ -233,6 +233,25 @@ class Profile:
         procedure ends with a run on the primary from 2015.3. "" before."""
         return "/etc/puppetlabs/puppetserver/conf.d/file-sync.conf" if self.pe_version >= (2015, 3) else ""
 
+    # --- architectures (lab/config.py LAYOUTS; docs/lab.md "Layouts") --------------------
+    @property
+    def layouts(self) -> tuple[str, ...]:
+        """PE's architectures in this generation, its common one first (docs-archive HEAD
+        682c577c). Monolithic: "the recommended install type for most users" (pe/2016.4/
+        install_pe_mono.markdown), "Monolithic installation (Recommended)" (2018.1
+        choosing_an_architecture.md), renamed "standard" and, with compilers, "large" in
+        2019.2 (release_notes_pe.md). Split: 3.x-2019.1, deprecated from 2018.1.8; "no longer
+        supported, and you can't upgrade to this version with a split install" (2019.2
+        release notes). Extra-large (PE-PostgreSQL on a node of its own): "Monolithic
+        installation with compile masters and standalone PE-PostgreSQL" from 2019.0
+        (choosing_an_architecture.md), "extra-large" from 2019.2."""
+        layouts = ["monolithic"]
+        if self.pe_version < (2019, 2):
+            layouts.append("split")
+        if self.pe_version >= (2019, 0):
+            layouts.append("extra-large")
+        return tuple(layouts)
+
     # --- RBAC tokens (§7, [S35]) -------------------------------------------------------
     @property
     def tokens(self) -> bool:

@@ -35,7 +35,7 @@ class DatabaseProbe:
     def connect(self, role: str) -> tuple[bool, str]:
         me = common.certname()
         dsn = (
-            f"host={common.settings()['puppetdb']} port=5432 dbname=pe-puppetdb user={role} sslmode=verify-full "
+            f"host={common.settings()['database']} port=5432 dbname=pe-puppetdb user={role} sslmode=verify-full "
             f"sslrootcert={SSL / 'ca.pem'} sslcert={SSL / f'{me}.cert.pem'} sslkey={SSL / f'{me}.private_key.pem'} "
             "connect_timeout=5"
         )

@@ -127,6 +127,50 @@ def seed_groups(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {g["id"]: g for g in groups}
 
 
+def point_infrastructure(groups: dict[str, dict[str, Any]], settings: dict[str, Any]) -> None:
+    """The infrastructure groups name the hosts lab.json gives PuppetDB and the console
+    (what PE's installer sets; here also after the lab moved them, deploy.set_layout)."""
+    wanted: dict[str, tuple[str, Any]] = {
+        "PE Infrastructure": (
+            "classes",
+            {
+                "puppet_enterprise": {
+                    "puppet_master_host": settings["primary"],
+                    "console_host": settings["console"],
+                    "puppetdb_host": settings["puppetdb"],
+                }
+            },
+        ),
+        "PE PuppetDB": ("rule", ["or", ["=", "name", settings["puppetdb"]]]),
+        "PE Console": ("rule", ["or", ["=", "name", settings["console"]]]),
+        "PE Database": ("rule", ["or", ["=", "name", settings["database"]]]),
+    }
+    names = {g["name"]: g for g in groups.values()}
+    if at_least((2018, 1)) and "PE Database" not in names and "PE Infrastructure" in names:
+        # New in PE 2018.1 (pe_enhancements.md): "The node specified as database_host is
+        # pinned to this group. By default, the database host is the PuppetDB server node."
+        database = {
+            "name": "PE Database",
+            "id": str(uuid.uuid4()),
+            "description": "",
+            "environment": "production",
+            "environment_trumps": False,
+            "parent": names["PE Infrastructure"]["id"],
+            "rule": None,
+            "classes": {"puppet_enterprise::profile::database": {}},
+            "variables": {},
+            "deleted": {},
+            "serial_number": 1,
+        }
+        groups[database["id"]] = database
+    for group in groups.values():
+        if group["name"] in wanted:
+            key, value = wanted[group["name"]]
+            if group[key] != value:
+                group[key] = value
+                group["serial_number"] = group.get("serial_number", 0) + 1
+
+
 class State:
     """Groups and RBAC tokens, persisted as JSON after every change."""
 
@@ -141,6 +185,7 @@ class State:
         # token -> {"login", "expires" (epoch seconds)}; a plain login string is an older
         # lab's token without expiry.
         self.tokens: dict[str, Any] = data["tokens"]
+        point_infrastructure(self.groups, common.settings())
         self.save()
 
     def save(self) -> None:

@@ -267,11 +267,11 @@ DATABASE_INPUTS = {
 def test_from_2019_7_every_master_gets_the_database_host_default_the_puppetdb_host(tmp_path: Path) -> None:
     resources = custom(run(lab_config(tmp_path, masters=2)))  # the lab stack: PE 2019.8, no pe:database
     batch = resources["lab-provisioning"]
-    assert batch.inputs["database_host"] == "puppetdb.pelab.test"
+    assert batch.inputs["database_host"] == "primary.pelab.test"  # pe:puppetdb's host: the primary
     assert (batch.inputs["database_ssh_port"], batch.inputs["database_ssh_user"]) == (22, "root")
     # Each host's trust is its own known_hosts lines (components.compile_master.trust).
     assert [line.split()[0] for line in batch.inputs["database_ssh_known_hosts"].splitlines()] == [
-        "puppetdb.pelab.test,127.0.10.4"
+        "primary.pelab.test,127.0.10.2"
     ]
     assert "database_ssh_private_key" in batch.secret_inputs
     for certname in ("compile01.pelab.test", "compile02.pelab.test"):

@@ -188,7 +188,7 @@ def test_one_master_through_every_fault_of_its_procedure(lab: LabClient, knobs: 
             assert len(entries) == 1 and entries[0].lstrip().startswith(host.fqdn)
             assert pins(lab, host.fqdn) == 1
             assert lb_stats(lab)[(BACKEND, host.fqdn)].is_healthy
-            assert host.fqdn in (lab.host("puppetdb").read(lab.profile.puppetdb_allowlist) or "")
+            assert host.fqdn in (lab.role_host("puppetdb").read(lab.profile.puppetdb_allowlist) or "")
         finally:
             lab.lab.restart_host(short)
             if not lab.lab.primary_ready():
@@ -322,18 +322,18 @@ def test_infra_refresh_waits_out_a_run_on_puppetdb_and_fails_clearly_at_its_dead
     inputs: dict[str, Any] = {
         "resource_name": "faults-infra-refresh",
         "masters": [],
-        "puppetdb_host": lab.host("puppetdb").fqdn,
+        "puppetdb_host": lab.role_host("puppetdb").fqdn,
         "puppetdb_ssh_private_key": key,
         "puppetdb_ssh_known_hosts": known,
-        "console_host": lab.host("console").fqdn,
+        "console_host": lab.role_host("console").fqdn,
         "console_ssh_private_key": key,
         "console_ssh_known_hosts": known,
         "run_timeout": 12,
     }
-    puppetdb = lab.host("puppetdb")
+    puppetdb = lab.role_host("puppetdb")
     with ProviderServer() as server:
         engine = Engine(server, InfraRefreshProvider(), "faults-infra-refresh", "InfraRefresh")
-        holder = hold_run_lock(lab, "puppetdb")
+        holder = hold_run_lock(lab, puppetdb.spec.short)
         try:
             with pytest.raises(ProviderError) as err:
                 engine.up(inputs)

@@ -197,6 +197,11 @@ def lab_stack_values(lab: LabClient, shorts: list[str] | tuple[str, ...], **chan
         for s in shorts
     ]
     config["pe:timeouts"] = {"health": 120, "run": 600, "service": 300}
+    # The hosts of the lab's running layout (Pulumi.lab.yaml names the default one's).
+    config["pe:console"] = {**config["pe:console"], "host": lab.role_host("console").fqdn}
+    config["pe:puppetdb"] = {**config["pe:puppetdb"], "host": lab.role_host("puppetdb").fqdn}
+    if lab.role_host("database").fqdn != lab.role_host("puppetdb").fqdn:  # extra-large
+        config["pe:database"] = {"host": lab.role_host("database").fqdn}
     config.update(changes)
     return config
 
@@ -215,7 +220,7 @@ def lb_config(lab: LabClient) -> str:
 def pdb_node(lab: LabClient, certname: str) -> dict[str, Any] | None:
     primary = lab.host("primary")
     resp = requests.get(
-        f"https://puppetdb.pelab.test:8081{lab.profile.puppetdb_query_path(f'nodes/{certname}')}",
+        f"https://{lab.role_host('puppetdb').fqdn}:8081{lab.profile.puppetdb_query_path(f'nodes/{certname}')}",
         cert=primary.cert_files(),
         verify=lab.ca_file,
         timeout=30,

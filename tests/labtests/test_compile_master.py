@@ -45,12 +45,12 @@ def master_inputs(lab: LabClient, short: str, pe_version: str = "2019.8", **over
         "primary_certname": primary.fqdn,
         "pe_version": pe_version,
         "classifier_url": lab.console_url(),
-        "puppetdb_url": "https://puppetdb.pelab.test:8081",
+        "puppetdb_url": f"https://{lab.role_host('puppetdb').fqdn}:8081",
         "run_timeout": 600,
         "service_timeout": 240,
     }
-    if generation_for(pe_version).compiler_puppetdb:  # PE-PostgreSQL is on the PuppetDB host
-        database = lab.host("puppetdb")
+    if generation_for(pe_version).compiler_puppetdb:  # PE-PostgreSQL's host
+        database = lab.role_host("database")
         props["database_host"] = database.fqdn
         props["database_ssh_private_key"] = Secret(key)
         props["database_ssh_host_key"] = " ".join(Path(f"{database.paths.host_key}.pub").read_text().split()[:2])

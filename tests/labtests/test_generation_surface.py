@@ -141,7 +141,7 @@ def deactivate_v3(certname: str) -> dict[str, object]:
 def pdb_post(lab: LabClient, path: str, body: dict[str, object]) -> requests.Response:
     """A PuppetDB command as the primary sends it (its certificate is in the allowlist)."""
     return requests.post(
-        f"https://puppetdb.pelab.test:8081{path}",
+        f"https://{lab.role_host('puppetdb').fqdn}:8081{path}",
         json=body,
         cert=lab.host("primary").cert_files(),
         verify=lab.ca_file,
@@ -156,25 +156,25 @@ def test_puppetdb_3_and_later_has_only_the_pdb_api(lab: LabClient) -> None:
 
 def test_pe_2021_7_writes_allowlists_and_no_whitelists(lab: LabClient) -> None:
     with on_generation(lab, "2021.7"):
-        for short, wanted, old in (
+        for role, wanted, old in (
             ("puppetdb", "certificate-allowlist", "certificate-whitelist"),
             ("console", "rbac-certificate-allowlist", "rbac-certificate-whitelist"),
         ):
-            directory = "puppetdb" if short == "puppetdb" else "console-services"
-            listed = lab.host(short).read(f"/etc/puppetlabs/{directory}/{wanted}")
+            directory = "puppetdb" if role == "puppetdb" else "console-services"
+            listed = lab.role_host(role).read(f"/etc/puppetlabs/{directory}/{wanted}")
             assert listed is not None and "primary.pelab.test" in listed
-            assert lab.host(short).read(f"/etc/puppetlabs/{directory}/{old}") is None
+            assert lab.role_host(role).read(f"/etc/puppetlabs/{directory}/{old}") is None
         # PuppetDB enforces the allowlist: the primary (listed) is let in.
         primary = lab.host("primary")
         resp = requests.get(
-            "https://puppetdb.pelab.test:8081/pdb/query/v4/nodes",
+            f"https://{lab.role_host('puppetdb').fqdn}:8081/pdb/query/v4/nodes",
             cert=primary.cert_files(),
             verify=lab.ca_file,
             timeout=30,
         )
         assert resp.status_code == 200
-    assert lab.host("puppetdb").read("/etc/puppetlabs/puppetdb/certificate-whitelist") is not None
-    assert lab.host("puppetdb").read("/etc/puppetlabs/puppetdb/certificate-allowlist") is None
+    assert lab.role_host("puppetdb").read("/etc/puppetlabs/puppetdb/certificate-whitelist") is not None
+    assert lab.role_host("puppetdb").read("/etc/puppetlabs/puppetdb/certificate-allowlist") is None
 
 
 def test_rbac_tokens_expire(lab: LabClient) -> None:
@@ -208,7 +208,7 @@ def test_a_compiler_puppetdb_without_its_pg_ident_lines_is_refused_by_pe_postgre
     """PE 2019.7+: a compiler's PuppetDB authenticates to PE-PostgreSQL with its Puppet
     certificate, and only the lines peadm adds to pg_ident.conf let it in."""
     host = lab.host("compile12")
-    database = lab.host("puppetdb")
+    database = lab.role_host("database")
     ident = profile_for("2021.7").postgresql_data + "/pg_ident.conf"
     pdb = f"{lab.root}/inhost/bin/pelab-pe-puppetdb"
     with on_generation(lab, "2021.7", host):

@@ -119,8 +119,8 @@ def assert_serving(lab: LabClient, run: HasOutputs, shorts: tuple[str, ...]) -> 
         catalog = lab.catalog(short)
         assert catalog.status_code == 200 and MASTER_CLASS in catalog.json()["classes"]
     certnames = {f"{s}.pelab.test" for s in shorts}
-    for short, path in (("puppetdb", profile.puppetdb_allowlist), ("console", profile.console_allowlist)):
-        listed = allowlist(lab, short, path)
+    for role, path in (("puppetdb", profile.puppetdb_allowlist), ("console", profile.console_allowlist)):
+        listed = allowlist(lab, lab.role_host(role).spec.short, path)
         assert listed is not None and certnames <= listed, (path, listed)
     if profile.file_sync_conf:  # PE 2015.3+: the primary's run made its file sync serve them
         text = lab.host("primary").read(profile.file_sync_conf) or ""
@@ -143,8 +143,8 @@ def assert_removed(lab: LabClient, run: HasOutputs | None, certname: str, serial
 
 
 def pg_ident_entries(lab: LabClient, certname: str) -> int:
-    """Lines of PE-PostgreSQL's pg_ident.conf (on the PuppetDB host) that map certname."""
-    text = lab.host("puppetdb").read(lab.profile.postgresql_data + "/pg_ident.conf") or ""
+    """Lines of PE-PostgreSQL's pg_ident.conf (on the database host) that map certname."""
+    text = lab.role_host("database").read(lab.profile.postgresql_data + "/pg_ident.conf") or ""
     return sum(1 for line in text.splitlines() if line.split()[1:2] == [certname])
 
 

@@ -1,6 +1,7 @@
 # Lab stand-in for PE's PuppetDB profile.
 #
-# On the PuppetDB host: PE-PostgreSQL and pe-puppetdb (the real PuppetDB) running, and the
+# On the PuppetDB host (the primary in monolithic and extra-large installs): PE-PostgreSQL
+# where it is this host's too, and pe-puppetdb (the real PuppetDB) running, and the
 # certificate allow-list rewritten from the masters PuppetDB knows - so it must run after a
 # new master's run - then PuppetDB refreshed, since it reads the list only at start (PE's
 # file resource notifies Service['pe-puppetdb']).
@@ -17,10 +18,6 @@ class puppet_enterprise::profile::puppetdb {
       logoutput => true,
       timeout   => 3600,
     }
-    -> exec { 'pe-postgresql running':
-      command => '@INHOST@/bin/pelab-pe-postgresql start',
-      unless  => '@INHOST@/bin/pelab-pe-postgresql status',
-    }
     -> exec { 'pe-puppetdb running':
       command => '@INHOST@/bin/pelab-pe-puppetdb start --wait',
       unless  => '@INHOST@/bin/pelab-pe-puppetdb status',
@@ -35,6 +32,16 @@ class puppet_enterprise::profile::puppetdb {
       command     => '@INHOST@/bin/pelab-pe-puppetdb reload',
       refreshonly => true,
       timeout     => 600,
+    }
+    # PE-PostgreSQL where it is this host's too (split and monolithic installs; an
+    # extra-large one keeps it on its own node, profile::database).
+    if $trusted['certname'] == '@DATABASE@' {
+      exec { 'pe-postgresql running':
+        command => '@INHOST@/bin/pelab-pe-postgresql start',
+        unless  => '@INHOST@/bin/pelab-pe-postgresql status',
+        require => Exec['pelab puppetdb run latency'],
+        before  => Exec['pe-puppetdb running'],
+      }
     }
   } else {
     exec { 'pe-puppetdb on this compiler':

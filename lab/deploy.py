@@ -603,6 +603,8 @@ class Lab:
             return
         before = {role: settings.role_host(role) for role in INFRA_ROLES}
         moved = [role for role in INFRA_ROLES if after.role_host(role) != before[role]]
+        if "database" in moved:  # PuppetDB connects to the database at start: it starts again
+            self.stop_role("puppetdb", before["puppetdb"])
         self.save_settings(after)
         self.place_roles()
         log(f"layout {settings.active_layout} -> {after.active_layout}: {', '.join(moved)} moved")

@@ -206,6 +206,20 @@ def lab_stack_values(lab: LabClient, shorts: list[str] | tuple[str, ...], **chan
     return config
 
 
+# InfraRefresh's runs in each lab layout, in PE's order: a host's roles in one run, in the
+# place of its first (the product's rule, provider/infra_refresh.py merged_by_host).
+REFRESH_RUNS = {
+    "monolithic": ["primary run (PuppetDB, console, primary)"],
+    "split": ["PuppetDB run", "console run", "primary run"],
+    "extra-large": ["database run", "primary run (PuppetDB, console, primary)"],
+}
+
+
+def refresh_runs(lab: LabClient) -> list[str]:
+    """The infrastructure runs the product makes in the running lab's layout (PE 2015.3+)."""
+    return REFRESH_RUNS[lab.lab.settings().active_layout]
+
+
 def lb_stats(lab: LabClient) -> dict[tuple[str, str], haproxy.ServerStat]:
     """HAProxy's running pool, read from its runtime API on the lab's LB."""
     out = lab.host("lb").run("echo 'show stat' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock").check().stdout

@@ -3,8 +3,10 @@ the lab (lab/generations.py), through the real Pulumi CLI (tests/cli_stack.py), 
 the hosts as a PE admin would; on each, drift -> `pulumi refresh` reports it -> `pulumi up`
 repairs -> `pulumi preview --expect-no-changes` passes.
 
-`make test` runs 0 -> 1 -> 0 masters on each profile listed in MATRIX; `make matrix` runs
-0 -> 2 -> 1 (PELAB_MATRIX=full). The full 0 -> 2 -> 3 -> 1 on the default profile is
+`make test` runs 0 -> 1 -> 0 masters on each profile listed in MATRIX, each in its common
+architecture (PuppetDB and the console on the primary: lab/generations.py Profile.layouts),
+and on the other architectures in OTHER_LAYOUTS; `make matrix` runs 0 -> 2 -> 1
+(PELAB_MATRIX=full). The full 0 -> 2 -> 3 -> 1 on the default profile is
 test_program_e2e.py. Each refusal the generation makes is a lab test of its own
 (test_generation_surface.py)."""
 
@@ -42,6 +44,9 @@ pytestmark = [pytest.mark.lab, pytest.mark.lab_state_per_module]
 PP_AUTH_ROLE = "1.3.6.1.4.1.34380.1.3.13"
 # Profiles the product passes on today (README, "Supported PE generations").
 MATRIX = ("3.7", "2016.4.9", "2018.1", "2019.8", "2021.7", "2023.8", "2025.12")
+# PE's other architectures (lab/config.py LAYOUTS): a split install, the legacy layout up to
+# 2019.1, and an extra-large one (PE-PostgreSQL on a node of its own) from 2019.0.
+OTHER_LAYOUTS = (("2018.1", "split"), ("2023.8", "extra-large"))
 FULL = os.environ.get("PELAB_MATRIX") == "full"
 SHAPE = (("compile02", "compile03"), ("compile02",), ()) if FULL else (("compile02",), ())
 
@@ -54,6 +59,7 @@ def generations(lab: LabClient) -> Iterator[None]:
         yield
     finally:
         lab.set_pe_version(DEFAULT_GENERATION)
+        lab.set_layout("")
 
 
 def stack_config(lab: LabClient, shorts: tuple[str, ...], version: str) -> dict[str, object]:
@@ -195,6 +201,13 @@ def assert_dialect(log: str, version: str) -> None:
         assert "master run: catalog with the master profile applied" in log, log
 
 
+def primary_run_label(lab: LabClient) -> str:
+    """How the product names the primary's run: one run for every role the primary holds."""
+    if lab.role_host("puppetdb").fqdn == lab.host("primary").fqdn:
+        return "primary run (PuppetDB, console, primary)"
+    return "primary run"
+
+
 def drift_then_repair(lab: LabClient, stack: CliStack, step: tuple[str, ...], version: str) -> None:
     """What `pulumi refresh` reports, the next `pulumi up` repairs, through the program (one
     provisioning path); then `pulumi preview --expect-no-changes` passes. The drift: a master
@@ -224,7 +237,7 @@ def drift_then_repair(lab: LabClient, stack: CliStack, step: tuple[str, ...], ve
     assert ("update", master) in run.steps()
     if file_sync:
         assert ("update", "gen-infra-refresh") in run.steps()
-        assert "[gen-infra-refresh] primary run: done in" in run.diagnostics()
+        assert f"[gen-infra-refresh] {primary_run_label(lab)}: done in" in run.diagnostics()
     assert_serving(lab, stack, step)
 
     serial = int(stack.outputs(master)["cert_serial"])
@@ -242,12 +255,16 @@ def drift_then_repair(lab: LabClient, stack: CliStack, step: tuple[str, ...], ve
     assert stack.preview("--expect-no-changes", check=False).returncode == 0
 
 
-@pytest.mark.parametrize("version", MATRIX)
-def test_program_on_each_generation(lab: LabClient, generations: None, version: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("version", "layout"), [*((v, "") for v in MATRIX), *OTHER_LAYOUTS])
+def test_program_on_each_generation(
+    lab: LabClient, generations: None, version: str, layout: str, tmp_path: Path
+) -> None:
     shorts = sorted({s for step in SHAPE for s in step})
     bare_masters(lab, shorts)
     primary = lab.host("primary").fqdn
     lab.set_pe_version(version)
+    lab.set_layout(layout)
+    assert lab.lab.settings().active_layout == (layout or "monolithic")
     stack = CliStack("gen", tmp_path / "stack", stack_config(lab, (), version))
     try:
         previous: tuple[str, ...] = ()

@@ -4,6 +4,7 @@ reading Puppet's report YAML (golden data captured from the lab's real Puppet Se
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -13,12 +14,18 @@ import pytest
 from lab.config import (
     ETC_HOSTS_BEGIN,
     ETC_HOSTS_END,
+    INFRA_ROLES,
+    LAYOUTS,
+    LabSettings,
     etc_hosts_block,
     host_by_short,
+    infra_certnames,
     parse_pe_version,
     replace_etc_hosts_block,
+    role_host,
     roster,
 )
+from lab.generations import profile_for
 from lab.hosts import HostPaths, boot_script
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -210,3 +217,61 @@ def test_the_lb_health_check_follows_the_generation() -> None:
     assert "httpchk" not in tls_only and "check check-ssl verify required" in tls_only
     assert with_health_check(tls_only, status_simple=False) == tls_only
     assert with_health_check(tls_only, status_simple=True) == cfg
+
+
+# --- PE's architectures (lab/config.py LAYOUTS, Profile.layouts) ----------------------------
+
+
+def test_each_layout_puts_puppetdb_the_console_and_the_database_on_its_hosts() -> None:
+    where = {layout: {role: role_host(role, layout).short for role in INFRA_ROLES} for layout in LAYOUTS}
+    assert where["split"] == {"puppetdb": "puppetdb", "console": "console", "database": "puppetdb"}
+    assert where["monolithic"] == {"puppetdb": "primary", "console": "primary", "database": "primary"}
+    assert where["extra-large"] == {"puppetdb": "primary", "console": "primary", "database": "puppetdb"}
+    # The installer's trusted certnames: each infrastructure host once, the primary first.
+    assert infra_certnames("monolithic") == ["primary.pelab.test"]
+    assert infra_certnames("split") == ["primary.pelab.test", "puppetdb.pelab.test", "console.pelab.test"]
+    assert infra_certnames("extra-large") == ["primary.pelab.test", "puppetdb.pelab.test"]
+    with pytest.raises(ValueError, match="unknown lab layout"):
+        role_host("puppetdb", "large")
+
+
+def test_each_generation_has_the_architectures_pe_documents_for_it() -> None:
+    assert profile_for("3.7").layouts == ("monolithic", "split")
+    assert profile_for("2018.1").layouts == ("monolithic", "split")
+    assert profile_for("2019.0").layouts == ("monolithic", "split", "extra-large")  # split deprecated
+    assert profile_for("2019.8").layouts == ("monolithic", "extra-large")  # split gone in 2019.2
+    assert profile_for("2025.12").layouts == ("monolithic", "extra-large")
+
+
+def test_lab_json_names_the_hosts_of_the_layout_and_keeps_the_choice(tmp_path: Path) -> None:
+    default = json.loads(LabSettings().to_json(tmp_path))
+    assert default["active_layout"] == "monolithic"  # the generation's common one
+    assert (default["puppetdb"], default["console"], default["database"]) == ("primary.pelab.test",) * 3
+    assert default["infra_certnames"] == ["primary.pelab.test"]
+    split = LabSettings(pe_version="2018.1", layout="split")
+    data = json.loads(split.to_json(tmp_path))
+    assert (data["puppetdb"], data["console"], data["database"]) == (
+        "puppetdb.pelab.test",
+        "console.pelab.test",
+        "puppetdb.pelab.test",
+    )
+    assert LabSettings.from_json(split.to_json(tmp_path)).layout == "split"
+
+
+def test_the_console_points_its_infrastructure_groups_at_the_layout_hosts(
+    console: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "at_least", lambda version: True)
+    split = {"primary": "p.test", "puppetdb": "db.test", "console": "c.test", "database": "db.test"}
+    groups = console.seed_groups(split)
+    console.point_infrastructure(groups, split)
+    by_name = {g["name"]: g for g in groups.values()}
+    assert by_name["PE Database"]["rule"] == ["or", ["=", "name", "db.test"]]  # PE 2018.1+
+    serial = by_name["PE PuppetDB"]["serial_number"]
+    monolithic = {**split, "puppetdb": "p.test", "console": "p.test", "database": "p.test"}
+    console.point_infrastructure(groups, monolithic)
+    assert by_name["PE PuppetDB"]["rule"] == ["or", ["=", "name", "p.test"]]
+    assert by_name["PE PuppetDB"]["serial_number"] == serial + 1
+    assert by_name["PE Console"]["rule"] == ["or", ["=", "name", "p.test"]]
+    assert by_name["PE Infrastructure"]["classes"]["puppet_enterprise"]["puppetdb_host"] == "p.test"
+    assert [g["name"] for g in groups.values()].count("PE Database") == 1

@@ -31,8 +31,8 @@ from provider.core import inputs
 from provider.core.errors import ClassifierError, ProviderError, SshUnreachableError, at_boundary
 from provider.core.progress import progress, resource_inputs
 from provider.core.retirement import RETIREMENT
+from provider.master import certificate, certs, context, runs, steps, verify
 from provider.master import removal as master_removal
-from provider.master import steps
 from provider.master.config import (
     DEFAULTS,
     LOCAL_ONLY_KEYS,
@@ -73,7 +73,7 @@ def computed_outputs(olds: dict[str, Any]) -> dict[str, Any]:
     return {k: olds[k] for k in OUTPUT_KEYS if k in olds}
 
 
-def provision(ctx: steps.Context, drifted: bool = False) -> None:
+def provision(ctx: context.Context, drifted: bool = False) -> None:
     """The one provisioning path: provider/master/steps.py converge, every step checking first. A
     batch-provisioned master only verifies what CompileMasterBatch did in this `up` - unless
     the batch did not touch it: re-created after `refresh` dropped it (certificate revoked
@@ -84,7 +84,7 @@ def provision(ctx: steps.Context, drifted: bool = False) -> None:
         steps.converge(ctx)
         return
     try:
-        steps.verify_ready(ctx)
+        verify.verify_ready(ctx)
     except SshUnreachableError:
         raise  # converging would meet the same closed door
     except ProviderError as exc:
@@ -92,7 +92,7 @@ def provision(ctx: steps.Context, drifted: bool = False) -> None:
         steps.converge(ctx)
 
 
-def _outputs(props: dict[str, Any], ctx: steps.Context, status: str) -> dict[str, Any]:
+def _outputs(props: dict[str, Any], ctx: context.Context, status: str) -> dict[str, Any]:
     issued = ctx.issued
     return {
         **{k: v for k, v in props.items() if k != "__provider"},
@@ -103,7 +103,7 @@ def _outputs(props: dict[str, Any], ctx: steps.Context, status: str) -> dict[str
         "dialect": ctx.cfg.generation.label,  # the output keeps its name: it is in existing stacks' state
         "status": status,
         "installed": {**(props.get("installed") or {}), **ctx.installed},
-        "ca_fingerprint": steps.fingerprint_of_pem(ctx.ca_pem.encode())
+        "ca_fingerprint": certs.fingerprint_of_pem(ctx.ca_pem.encode())
         if ctx.ca_pem
         else props.get("ca_fingerprint", ""),
     }
@@ -140,8 +140,8 @@ class PeCompileMasterProvider(ResourceProvider):
         RETIREMENT.present(cfg.certname)
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
-            database = None if cfg.adopt else steps.database_session(cfg, stack, primary)
-            ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name), database=database)
+            database = None if cfg.adopt else context.database_session(cfg, stack, primary)
+            ctx = context.Context(cfg, host, primary, progress(cfg.resource_name), database=database)
             if cfg.adopt:
                 adopt(ctx)
             else:
@@ -159,8 +159,8 @@ class PeCompileMasterProvider(ResourceProvider):
             return UpdateResult({**computed_outputs(olds), **{k: v for k, v in news.items() if k != "__provider"}})
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
-            database = steps.database_session(cfg, stack, primary)
-            ctx = steps.Context(cfg, host, primary, progress(cfg.resource_name), database=database)
+            database = context.database_session(cfg, stack, primary)
+            ctx = context.Context(cfg, host, primary, progress(cfg.resource_name), database=database)
             if cfg.environmentpath and olds.get("environmentpath") != cfg.environmentpath:
                 puppet = cfg.generation.puppet_bin  # never on a non-login shell's PATH as `puppet` alone
                 setting = [puppet, "config", "set", "--section", "main", "environmentpath", cfg.environmentpath]
@@ -176,8 +176,8 @@ class PeCompileMasterProvider(ResourceProvider):
         log = progress(cfg.resource_name)
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
-            ctx = steps.Context(cfg, host, primary, log)
-            entry = steps.ca_entry(ctx)
+            ctx = context.Context(cfg, host, primary, log)
+            entry = context.ca_entry(ctx)
             if entry is None or entry.state != "signed":
                 log(
                     "refresh",
@@ -188,15 +188,15 @@ class PeCompileMasterProvider(ResourceProvider):
             drift = []
             if props.get("cert_fingerprint") and entry.fingerprint != props["cert_fingerprint"]:
                 drift.append("certificate re-issued")
-            steps.read_agent(ctx)
-            serial = steps.host_serial(ctx, entry.fingerprint) or props.get("cert_serial", "")
-            steps.fetch_ca_pem(ctx)
+            context.read_agent(ctx)
+            serial = context.host_serial(ctx, entry.fingerprint) or props.get("cert_serial", "")
+            context.fetch_ca_pem(ctx)
             drift += classification_drift(ctx)
-            up, _, _ = steps.compile_service_probe(ctx, ctx.agent.get("localcacert", ""))
+            up, _, _ = verify.compile_service_probe(ctx, ctx.agent.get("localcacert", ""))
             if not up:
                 drift.append("compile service not running")
             elif cfg.generation.compiler_puppetdb:
-                up, last = steps.compiler_puppetdb_probe(ctx, ctx.agent.get("localcacert", ""))
+                up, last = verify.compiler_puppetdb_probe(ctx, ctx.agent.get("localcacert", ""))
                 if not up:
                     drift.append(f"compiler PuppetDB not running ({last[:80]})")
             status = "running" if not drift else "drifted: " + "; ".join(drift)
@@ -213,7 +213,7 @@ class PeCompileMasterProvider(ResourceProvider):
         master_removal.delete(cfg, serial)
 
 
-def classification_drift(ctx: steps.Context) -> list[str]:
+def classification_drift(ctx: context.Context) -> list[str]:
     cfg = ctx.cfg
     generation = cfg.generation
     try:
@@ -221,35 +221,35 @@ def classification_drift(ctx: steps.Context) -> list[str]:
             group = classifier.group_by_name(generation.node_group)
             if generation.classification != "trusted" and not is_pinned(group.get("rule"), cfg.certname):
                 return [f"not pinned to {generation.node_group}"]
-            master = (group.get("classes") or {}).get(steps.MASTER_CLASS) or {}
+            master = (group.get("classes") or {}).get(runs.MASTER_CLASS) or {}
             unset = [f"{k}={v}" for k, v in generation.master_class_params if master.get(k) != v]
             if unset:
-                return [f"{generation.node_group}'s {steps.MASTER_CLASS} lacks {', '.join(unset)}"]
+                return [f"{generation.node_group}'s {runs.MASTER_CLASS} lacks {', '.join(unset)}"]
     except ClassifierError as exc:
         return [f"classification unknown ({exc})"]
     return []
 
 
-def adopt(ctx: steps.Context) -> None:
+def adopt(ctx: context.Context) -> None:
     """Take over an existing healthy master: verify, never reinstall or re-sign."""
     cfg = ctx.cfg
-    steps.read_agent(ctx)
+    context.read_agent(ctx)
     if ctx.agent.get("certname") != cfg.certname:
         raise ProviderError(
             f"[{cfg.host}] adopt: the host's agent certname is {ctx.agent.get('certname')!r}, not {cfg.certname!r}"
         )
-    entry = steps.ca_entry(ctx)
+    entry = context.ca_entry(ctx)
     if entry is None or entry.state != "signed":
         raise ProviderError(f"[{cfg.primary_host}] adopt: {cfg.certname} has no signed certificate on the CA")
-    steps.fetch_ca_pem(ctx)
-    steps.verify_certificate(ctx)
+    context.fetch_ca_pem(ctx)
+    certificate.verify_certificate(ctx)
     drift = classification_drift(ctx)
     if drift:
         raise ProviderError(f"adopt: {cfg.certname} is {drift[0]}: adopt takes over healthy masters only")
     with ctx.classifier().opened() as classifier:
         ctx.group_id = str(classifier.group_by_name(cfg.generation.node_group)["id"])
-    steps.compile_service(ctx)
-    steps.compiler_puppetdb(ctx)  # PE 2019.7+: a healthy compiler's own PuppetDB runs
+    verify.compile_service(ctx)
+    verify.compiler_puppetdb(ctx)  # PE 2019.7+: a healthy compiler's own PuppetDB runs
     ctx.log("adopt", "healthy master taken over without reinstalling")
 
 

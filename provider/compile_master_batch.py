@@ -40,7 +40,7 @@ from provider.core.batch_inputs import EntryList
 from provider.core.errors import ProviderError, at_boundary, brief_message
 from provider.core.progress import emit, progress, resource_inputs
 from provider.core.retirement import RETIREMENT
-from provider.master import steps
+from provider.master import context, steps
 from provider.master.config import LOCAL_ONLY_KEYS, REPLACE_KEYS, SECRET_KEYS, MasterConfig, problems, replaces_master
 from provider.pe.primary import Primary
 from provider.ssh.session import SshSession
@@ -197,13 +197,13 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
         shared_ca = Primary(primary, first.generation, first.primary_certname)
         # PE 2019.7+: one connection to PE-PostgreSQL's host for every thread, like the primary's
         # (the same one when the primary holds the database); opened before any master's work.
-        database = steps.database_session(first, stack, primary)
+        database = context.database_session(first, stack, primary)
 
         def one(cfg: MasterConfig) -> None:
             log = progress(cfg.resource_name)
             try:
                 with SshSession(cfg.target, cfg.connect_timeout, cfg.secrets) as host:
-                    steps.converge(steps.Context(cfg, host, primary, log, ca=shared_ca, database=database))
+                    steps.converge(context.Context(cfg, host, primary, log, ca=shared_ca, database=database))
             except Exception as exc:  # collected: one master's failure must not hide the others'
                 with lock:
                     errors[cfg.certname] = brief_message(exc)

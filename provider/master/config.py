@@ -32,7 +32,7 @@ DATABASE_KEYS = inputs.ssh_input_keys("database_host", "database_ssh")
 # shared ssh_private_key reaches them; without a key of its own, this master's
 # ssh_known_hosts must list them, so that text is not copied N times): after this
 # master's certificate is revoked, its delete makes each of them take the new CRL, as PE's
-# removal procedure does (provider/master/steps.py, refresh_crl). Local only: the set changes with every
+# removal procedure does (provider/master/removal.py, refresh_crl). Local only: the set changes with every
 # scale-out or scale-in, and recording it needs no remote work.
 PEER_KEY = "peer_masters"
 PEER_FIELDS = ("certname", "host", "ssh_port", "ssh_user", "ssh_host_key", "ssh_known_hosts")

@@ -35,8 +35,8 @@ from provider.core import validation
 from provider.file_sync import FileSyncProvider
 from provider.infra_refresh import InfraRefreshProvider
 from provider.lb import haproxy
+from provider.master.agent import install_arguments
 from provider.master.config import MasterConfig
-from provider.master.steps import install_arguments
 from provider.pe import ca
 from provider.pe.generation import generation_for, parse_pe_version
 from provider.pool_member import PoolMemberProvider
@@ -623,7 +623,7 @@ def test_ca_commands_are_argument_lists_with_the_certname_as_one_word(hostile: s
 
 @pytest.mark.parametrize("hostile", HOSTILE[:-1])
 def test_agent_side_commands_keep_the_certname_and_paths_one_word(hostile: str) -> None:
-    from provider.master.steps import puppet_conf_strip_script, remove_stale_script
+    from provider.master.agent import puppet_conf_strip_script, remove_stale_script
 
     for version in ("3.7", "2018.1", "2019.8"):
         command = generation_for(version).csr_command(hostile)

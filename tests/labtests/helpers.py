@@ -15,7 +15,7 @@ import yaml
 
 from lab.client import LabClient, LabHost
 from provider.lb import haproxy
-from provider.master.steps import IssuedCert
+from provider.master.certs import IssuedCert
 from provider.pe import classifier as pe_api
 from tests.harness.provider_server import wait_for
 

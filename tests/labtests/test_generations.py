@@ -21,7 +21,7 @@ import requests
 
 from lab.client import LabClient
 from provider.codesync import plan
-from provider.master.steps import MASTER_CLASS
+from provider.master.runs import MASTER_CLASS
 from provider.pe.classifier import is_pinned
 from provider.pe.file_sync_conf import client_certnames
 from provider.pe.generation import generation_for

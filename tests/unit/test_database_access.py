@@ -18,11 +18,11 @@ import pytest
 
 from provider.core.errors import DeadlineError, ProviderError
 from provider.infra_refresh import RefreshConfig
+from provider.master import context, database, steps, verify
 from provider.master import removal as master_removal
-from provider.master import steps
 from provider.pe import database_access as pgident
 from provider.pe.generation import generation_for
-from tests.unit.test_generation import SETTINGS, ScriptedHost, context, master_config, session
+from tests.unit.test_generation import SETTINGS, ScriptedHost, master_config, scripted_context, session
 
 MAPS = generation_for("2019.8").pg_ident_maps
 SERVICE = "pe-postgresql"
@@ -285,7 +285,7 @@ def database_host(summary: str) -> ScriptedHost:
     return ScriptedHost(answer, "db.example.com")
 
 
-def logged(ctx: steps.Context) -> list[tuple[str, str]]:
+def logged(ctx: context.Context) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     ctx.log = lambda step, what: out.append((step, what))
     return out
@@ -293,10 +293,10 @@ def logged(ctx: steps.Context) -> list[tuple[str, str]]:
 
 def test_the_database_access_step_maps_the_compiler_on_the_running_cluster() -> None:
     db = database_host("added 3 reloaded")
-    ctx = context(ScriptedHost(lambda line: (_ for _ in ()).throw(AssertionError(line))))
+    ctx = scripted_context(ScriptedHost(lambda line: (_ for _ in ()).throw(AssertionError(line))))
     ctx.database = session(db)
     log = logged(ctx)
-    steps.database_access(ctx)
+    database.grant_database_access(ctx)
     assert len(db.commands) == 2 and f"f={DATA}/pg_ident.conf" in db.commands[1]
     assert all(f"echo '{line}'" in db.commands[1] for line in lines_of("c1.example.com"))
     assert log == [
@@ -308,19 +308,19 @@ def test_the_database_access_step_maps_the_compiler_on_the_running_cluster() -> 
     db = database_host("present")
     ctx.database = session(db)
     log = logged(ctx)
-    steps.database_access(ctx)
+    database.grant_database_access(ctx)
     assert log[0][1].startswith("pg_ident.conf: c1.example.com already mapped (")
 
 
 def test_the_database_steps_do_nothing_before_2019_7_and_need_a_host_after() -> None:
     nothing = ScriptedHost(lambda line: (_ for _ in ()).throw(AssertionError(line)))
-    ctx = context(nothing, version="2018.1")
-    steps.database_access(ctx)
-    steps.compiler_puppetdb(ctx)
-    steps.remove_database_access(ctx)
+    ctx = scripted_context(nothing, version="2018.1")
+    database.grant_database_access(ctx)
+    verify.compiler_puppetdb(ctx)
+    database.remove_database_access(ctx)
     assert nothing.commands == []
     with pytest.raises(ProviderError, match=r"database_host is required from PE 2019\.7"):
-        steps.database_access(context(nothing))
+        database.grant_database_access(scripted_context(nothing))
 
 
 def test_create_steps_map_the_database_before_the_first_run_and_check_puppetdb_last() -> None:
@@ -332,16 +332,16 @@ def test_create_steps_map_the_database_before_the_first_run_and_check_puppetdb_l
 
 def test_remove_database_access_on_delete() -> None:
     db = database_host("removed 3 reloaded")
-    ctx = context(ScriptedHost(lambda line: (_ for _ in ()).throw(AssertionError(line))))
+    ctx = scripted_context(ScriptedHost(lambda line: (_ for _ in ()).throw(AssertionError(line))))
     ctx.database = session(db)
     log = logged(ctx)
-    steps.remove_database_access(ctx)
+    database.remove_database_access(ctx)
     assert "awk" in db.commands[1] and "mktemp" in db.commands[1]
     assert log[0][1].startswith("pg_ident.conf: 3 lines of c1.example.com removed, pe-postgresql reloaded")
     # State recorded before the database inputs existed: said, with the lines to remove by hand.
     ctx.database = None
     log = logged(ctx)
-    steps.remove_database_access(ctx)
+    database.remove_database_access(ctx)
     assert "no database_host in this master's state" in log[0][1]
     assert "pe-puppetdb-pe-puppetdb-map c1.example.com pe-puppetdb" in log[0][1]
 
@@ -360,15 +360,15 @@ def puppetdb_answers(*bodies: str, identity: str = "") -> ScriptedHost:
 
 
 def test_the_compiler_puppetdb_step_waits_for_running(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("provider.master.steps.time", SimpleNamespace(sleep=lambda _s: None, monotonic=time.monotonic))
+    monkeypatch.setattr("provider.master.verify.time", SimpleNamespace(sleep=lambda _s: None, monotonic=time.monotonic))
     # With the compiler's own certificate (its PuppetDB's allowlist lists it).
     identity = f"--cert {SETTINGS['hostcert']} --key {SETTINGS['hostprivkey']} "
     running = '{"state":"running","status":{"read_db_up?":true}}'
     host = puppetdb_answers('{"state":"starting"}', running, identity=identity)
-    ctx = context(host)
+    ctx = scripted_context(host)
     ctx.agent = dict(SETTINGS)
     log = logged(ctx)
-    steps.compiler_puppetdb(ctx, "/ca.pem")
+    verify.compiler_puppetdb(ctx, "/ca.pem")
     assert len(host.commands) == 2 and ctx.installed["compiler_puppetdb"] is True
     assert log == [("compiler PuppetDB", "https://c1.example.com:8081 says running")]
 
@@ -376,12 +376,12 @@ def test_the_compiler_puppetdb_step_waits_for_running(monkeypatch: pytest.Monkey
 def test_a_compiler_puppetdb_that_never_runs_names_pg_ident_and_its_log(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter(range(0, 10_000, 200))  # 200 s per look: the 600 s deadline passes after a few
     fake = SimpleNamespace(sleep=lambda _s: None, monotonic=lambda: float(next(clock)))
-    monkeypatch.setattr("provider.master.steps.time", fake)
+    monkeypatch.setattr("provider.master.verify.time", fake)
     host = puppetdb_answers('{"state":"error","status":{"read_db_up?":false,"write_db_up?":false}}')
-    ctx = context(host)
+    ctx = scripted_context(host)
     ctx.cfg = master_config(database_host="db.example.com")
     with pytest.raises(DeadlineError) as failed:
-        steps.compiler_puppetdb(ctx, "/ca.pem")
+        verify.compiler_puppetdb(ctx, "/ca.pem")
     text = str(failed.value)
     assert "the compiler's PuppetDB did not report running within 600s" in text
     assert "error (read_db_up?=false, write_db_up?=false)" in text
@@ -454,7 +454,7 @@ def test_a_delete_whose_database_host_is_unreachable_fails_before_anything_chang
             raise AssertionError(f"nothing may run: {args}")
 
     monkeypatch.setattr(master_removal, "SshSession", Unchanged)
-    monkeypatch.setattr(steps, "SshSession", Unchanged)
+    monkeypatch.setattr(context, "SshSession", Unchanged)
     props = {
         **{k: v for k, v in vars(master_config()).items() if k != "resource_name"},
         "database_host": "db.example.com",

@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 
 from provider.core.errors import ForeignAgentError, ProviderError, SanMismatchError
-from provider.master import steps
+from provider.master import agent, certificate, certs, context
 from provider.master.config import MasterConfig
 from provider.pe import agent_runs, ca
 from provider.pe.generation import PUPPET_BINARIES, Generation, generation_for, puppet_major_for
@@ -230,7 +230,7 @@ def test_install_arguments_per_generation(version: str, extension: bool, flags: 
         *(["extension_requests:pp_auth_role=pe_compiler"] if extension else []),
         *(["--puppet-service-ensure", "stopped", "--puppet-service-enable", "false"] if flags else []),
     ]
-    assert steps.install_arguments(master_config(version)) == expected
+    assert agent.install_arguments(master_config(version)) == expected
 
 
 def test_a_peadm_availability_group_is_requested_as_peadm_does_and_checked() -> None:
@@ -240,7 +240,7 @@ def test_a_peadm_availability_group_is_requested_as_peadm_does_and_checked() -> 
     from provider.master.config import problems
 
     cfg = master_config("2021.7", availability_group="B")
-    assert steps.install_arguments(cfg)[3] == "extension_requests:pp_auth_role=pe_compiler"
+    assert agent.install_arguments(cfg)[3] == "extension_requests:pp_auth_role=pe_compiler"
     assert cfg.extension_requests[-1] == ("1.3.6.1.4.1.34380.1.1.9813", "B")
     assert cfg.availability_node_group == "PE Compiler Group B"
     base = {k: v for k, v in vars(master_config("2021.7")).items() if k not in ("resource_name", "peer_masters")}
@@ -253,10 +253,10 @@ def test_a_peadm_availability_group_is_requested_as_peadm_does_and_checked() -> 
 
 
 def test_the_classifier_refusal_hint_speaks_the_generation() -> None:
-    assert "5m" in steps.classifier_refusal_hint(generation_for("2018.1"))
-    assert "1h" in steps.classifier_refusal_hint(generation_for("2021.7"))
-    assert RBAC + "allowlist" in steps.classifier_refusal_hint(generation_for("2021.7"))
-    old = steps.classifier_refusal_hint(generation_for("3.7"))
+    assert "5m" in context.classifier_refusal_hint(generation_for("2018.1"))
+    assert "1h" in context.classifier_refusal_hint(generation_for("2021.7"))
+    assert RBAC + "allowlist" in context.classifier_refusal_hint(generation_for("2021.7"))
+    old = context.classifier_refusal_hint(generation_for("3.7"))
     assert "no RBAC tokens" in old and RBAC + "whitelist" in old
 
 
@@ -306,9 +306,9 @@ SETTINGS = {
 PRINTED = "".join(f"{k} = {v}\n" for k, v in SETTINGS.items())
 
 
-def context(host: ScriptedHost, version: str = "2019.8", ca_view: object | None = None) -> steps.Context:
+def scripted_context(host: ScriptedHost, version: str = "2019.8", ca_view: object | None = None) -> context.Context:
     primary = ScriptedHost(lambda _line: (0, ""), "primary.example.com")
-    return steps.Context(
+    return context.Context(
         master_config(version),
         session(host),
         session(primary),
@@ -330,19 +330,19 @@ def probing(present: Sequence[str], printed: Answer = (0, PRINTED)) -> Callable[
 
 def test_read_agent_no_puppet_at_all_means_no_agent_and_nothing_else_is_run() -> None:
     host = ScriptedHost(probing([]))
-    assert steps.read_agent(context(host)) == {}
+    assert context.read_agent(scripted_context(host)) == {}
     assert len(host.commands) == 1 and "/opt/puppetlabs/bin/puppet" in host.commands[0]
 
 
 def test_read_agent_reads_the_settings_with_the_generations_puppet() -> None:
     host = ScriptedHost(probing([f"{AIO}/puppet"]))
-    ctx = context(host)
-    assert steps.read_agent(ctx) == SETTINGS == ctx.agent
+    ctx = scripted_context(host)
+    assert context.read_agent(ctx) == SETTINGS == ctx.agent
     assert (
         host.commands[1].startswith(f"{AIO}/puppet config print ") and "agent_catalog_run_lockfile" in host.commands[1]
     )
     pe3 = ScriptedHost(probing([f"{PE3}/puppet"]))
-    steps.read_agent(context(pe3, "3.7"))
+    context.read_agent(scripted_context(pe3, "3.7"))
     assert pe3.commands[1].startswith(f"{PE3}/puppet config print ")
 
 
@@ -350,20 +350,20 @@ def test_read_agent_reads_the_settings_with_the_generations_puppet() -> None:
 def test_read_agent_a_puppet_that_cannot_print_its_settings_is_an_error_never_no_agent(status: int) -> None:
     host = ScriptedHost(probing([f"{AIO}/puppet"], (status, "")))
     with pytest.raises(ProviderError, match="cannot tell whether/which Puppet agent is configured") as failed:
-        steps.read_agent(context(host))
+        context.read_agent(scripted_context(host))
     assert f"exit {status}" in str(failed.value)
 
 
 def test_read_agent_incomplete_settings_are_an_error() -> None:
     host = ScriptedHost(probing([f"{AIO}/puppet"], (0, "server = primary.example.com\n")))
     with pytest.raises(ProviderError, match="did not show certname"):
-        steps.read_agent(context(host))
+        context.read_agent(scripted_context(host))
 
 
 def test_read_agent_another_generations_agent_is_refused_not_installed_over() -> None:
     host = ScriptedHost(probing([f"{PE3}/puppet"]))
     with pytest.raises(ForeignAgentError, match="/opt/puppet/bin/puppet"):
-        steps.read_agent(context(host))
+        context.read_agent(scripted_context(host))
 
 
 def test_the_probe_script_reports_executables_in_order(tmp_path: Path) -> None:
@@ -392,12 +392,12 @@ def test_infra_refresh_finds_puppet_or_names_the_host_and_both_paths() -> None:
 
 def test_agent_runs_use_the_lockfile_setting_and_never_guess() -> None:
     host = ScriptedHost(lambda line: (1, "") if line.startswith("test -s") else (0, ""))
-    ctx = context(host)
+    ctx = scripted_context(host)
     with pytest.raises(ProviderError, match="agent_catalog_run_lockfile"):
-        steps.agent_run(ctx, session(host), "first agent run", 60)
+        context.agent_run(ctx, session(host), "first agent run", 60)
     assert host.commands == []
     ctx.agent = dict(SETTINGS)
-    steps.agent_run(ctx, session(host), "first agent run", 60)
+    context.agent_run(ctx, session(host), "first agent run", 60)
     assert host.commands == [
         f"test -s {SETTINGS['agent_catalog_run_lockfile']}",
         f"{AIO}/puppet agent {' '.join(agent_runs.RUN_FLAGS)}",
@@ -445,9 +445,9 @@ def test_the_first_sign_pass_after_install_submits_the_csr_itself_and_keeps_the_
     sans = frozenset({"c1", "puppet", "c1.example.com"})
     requested = ca.CaEntry("c1.example.com", "requested", "AA:BB", sans, generation.extension_requests)
     view = ScriptedCa([{}, {"c1.example.com": requested}])
-    ctx = context(host, version, view)
+    ctx = scripted_context(host, version, view)
     ctx.agent = dict(SETTINGS)
-    steps.sign_certificate(ctx)
+    certificate.sign_certificate(ctx)
     assert view.signed == ["c1.example.com"]
     assert " ".join(generation.csr_command("c1.example.com")) in host.commands
     assert not [c for c in host.commands if "rm " in c and SETTINGS["hostprivkey"] in c]
@@ -459,10 +459,10 @@ def test_the_stale_request_removal_removes_only_what_is_there(tmp_path: Path) ->
     csr, cert, key = tmp_path / "csr.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
     for path in (csr, key):
         path.write_text("x")
-    script = steps.remove_stale_script({"hostcsr": str(csr), "hostcert": str(cert)})
+    script = agent.remove_stale_script({"hostcsr": str(csr), "hostcert": str(cert)})
     done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["hostcsr"] and not csr.exists() and key.exists()
-    assert subprocess.run(["sh", "-c", steps.remove_stale_script({})], check=False).returncode == 0
+    assert subprocess.run(["sh", "-c", agent.remove_stale_script({})], check=False).returncode == 0
 
 
 PUPPET_CONF = """\
@@ -490,7 +490,7 @@ def test_puppet_conf_is_stripped_in_one_command(tmp_path: Path) -> None:
     conf.parent.mkdir()
     conf.write_text(PUPPET_CONF)
     conf.chmod(0o640)
-    script = steps.puppet_conf_strip_script(str(conf), steps.AGENT_CONFIG_KEYS, steps.AGENT_CONFIG_SECTIONS)
+    script = agent.puppet_conf_strip_script(str(conf), agent.AGENT_CONFIG_KEYS, agent.AGENT_CONFIG_SECTIONS)
     done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert conf.read_text() == (
@@ -498,7 +498,7 @@ def test_puppet_conf_is_stripped_in_one_command(tmp_path: Path) -> None:
         "[master]\ncertname = keep.example.com\n"
     )
     assert oct(conf.stat().st_mode & 0o777) == "0o640" and list(conf.parent.iterdir()) == [conf]  # no temp left
-    missing = steps.puppet_conf_strip_script(str(tmp_path / "none.conf"), ("server",), ("main",))
+    missing = agent.puppet_conf_strip_script(str(tmp_path / "none.conf"), ("server",), ("main",))
     assert subprocess.run(["sh", "-c", missing], check=False).returncode == 0
 
 
@@ -524,10 +524,10 @@ def test_a_request_without_the_requested_extensions_is_never_signed() -> None:
     host = ScriptedHost(answer)
     bare = ca.CaEntry("c1.example.com", "requested", "AA:BB", frozenset({"c1", "puppet", "c1.example.com"}))
     view = ScriptedCa([{"c1.example.com": bare}])
-    ctx = context(host, "2019.8", view)
+    ctx = scripted_context(host, "2019.8", view)
     ctx.agent = dict(SETTINGS)
     with pytest.raises(SanMismatchError) as refused:
-        steps.sign_certificate(ctx)
+        certificate.sign_certificate(ctx)
     assert "lacks the requested extension(s) pp_auth_role=pe_compiler" in str(refused.value)
     assert view.signed == []
 
@@ -535,10 +535,10 @@ def test_a_request_without_the_requested_extensions_is_never_signed() -> None:
 def test_issued_certificates_are_read_for_their_authorization_extensions(tmp_path: Path) -> None:
     role = "1.3.6.1.4.1.34380.1.3.13"
     _, pem = key_and_cert(tmp_path, "c1.example.com", {role: b"\x0c\x0bpe_compiler"})  # DER UTF8String
-    issued = steps.IssuedCert.from_pem(pem)
+    issued = certs.IssuedCert.from_pem(pem)
     assert issued.extensions == (("pp_auth_role", "pe_compiler"),)
     generation = generation_for("2019.8")
-    assert steps.missing_extensions(issued.extensions, generation.extension_requests) == []
-    plain = steps.IssuedCert.from_pem(key_and_cert(tmp_path, "c2.example.com")[1])
-    assert steps.missing_extensions(plain.extensions, generation.extension_requests) == ["pp_auth_role=pe_compiler"]
-    assert steps.missing_extensions(plain.extensions, generation_for("2018.1").extension_requests) == []
+    assert certs.missing_extensions(issued.extensions, generation.extension_requests) == []
+    plain = certs.IssuedCert.from_pem(key_and_cert(tmp_path, "c2.example.com")[1])
+    assert certs.missing_extensions(plain.extensions, generation.extension_requests) == ["pp_auth_role=pe_compiler"]
+    assert certs.missing_extensions(plain.extensions, generation_for("2018.1").extension_requests) == []

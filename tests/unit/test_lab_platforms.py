@@ -8,7 +8,7 @@ import pytest
 
 from lab.generations import PROFILES, parse_version
 from lab.platforms import EL5, EL6, EL7, EL8, SLES11, curl_refusal, openssl_refusal, platform_for
-from provider.master.steps import served_certificate_command
+from provider.master.certs import served_certificate_command
 from provider.pe import ca
 from provider.pe.curl import curl_argv
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from provider.core import validation
-from provider.master import steps
+from provider.master import runs
+from provider.master.agent import install_arguments
 from provider.master.config import MasterConfig
-from provider.master.steps import install_arguments
 from provider.pe import ca
 from provider.pe.classifier import is_pinned, pin_rule, unpin_rule
 from provider.pe.primary import parse_config_print
@@ -313,7 +313,7 @@ def test_served_certificate_command_verifies_ca_and_name_and_prints_the_served_c
     """Run the command for real against a local TLS server (port substituted for 8140)."""
     import subprocess
 
-    from provider.master.steps import first_pem_certificate, served_certificate_command, served_identity
+    from provider.master.certs import first_pem_certificate, served_certificate_command, served_identity
     from provider.ssh.session import CommandResult
 
     port, cafile, pem = _tls_server(tmp_path, "localhost")
@@ -349,7 +349,7 @@ def test_agent_settings_derived_after_install_are_what_puppet_itself_prints(tmp_
     alt names, CSR attributes), in a scratch confdir: the derivation must agree."""
     import subprocess
 
-    from provider.master.steps import AGENT_SETTINGS, agent_after_install
+    from provider.master.agent import AGENT_SETTINGS, agent_after_install
 
     dirs = ["--confdir", str(tmp_path / "conf"), "--vardir", str(tmp_path / "var")]
     (tmp_path / "conf").mkdir()
@@ -379,15 +379,15 @@ def test_agent_settings_derived_after_install_are_what_puppet_itself_prints(tmp_
 
 
 def test_the_master_run_is_skipped_only_when_the_first_run_applied_the_profile_and_nothing_changed_since() -> None:
-    applied = steps.applied_classes("settings\ncompile01.pelab.test\n" + steps.MASTER_CLASS + "\n\n")
-    assert steps.MASTER_CLASS in applied and "" not in applied
+    applied = runs.applied_classes("settings\ncompile01.pelab.test\n" + runs.MASTER_CLASS + "\n\n")
+    assert runs.MASTER_CLASS in applied and "" not in applied
     # PE 2019.7+: PE Compiler (by pp_auth_role) already put the profile in the first catalog.
-    assert not steps.master_run_needed(applied, reclassified=False)
+    assert not runs.master_run_needed(applied, reclassified=False)
     # Pinned (or PE 3.x's enable_ca_proxy set) after the first run: PE's second run applies it.
-    assert steps.master_run_needed(applied, reclassified=True)
+    assert runs.master_run_needed(applied, reclassified=True)
     # The first run's catalog had no master profile (not yet pinned), or no classfile was read.
-    assert steps.master_run_needed(steps.applied_classes("settings\n"), reclassified=False)
-    assert steps.master_run_needed(frozenset(), reclassified=False)
+    assert runs.master_run_needed(runs.applied_classes("settings\n"), reclassified=False)
+    assert runs.master_run_needed(frozenset(), reclassified=False)
 
 
 def test_known_hosts_lines_keep_the_texts_order_and_both_name_forms() -> None:

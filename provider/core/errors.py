@@ -6,12 +6,9 @@ from __future__ import annotations
 import functools
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from provider.core import engine_watch
-
-if TYPE_CHECKING:
-    from provider.ssh.session import CommandResult
 
 AGAIN = "then run `pulumi up` again: finished steps are checked and skipped, nothing is done twice."
 
@@ -44,19 +41,6 @@ class PrivateKeyError(ProviderError):
         "`-----BEGIN OPENSSH PRIVATE KEY-----` ...), set as a secret: `pulumi config set --secret`, or a key file "
         "named in the stack config."
     )
-
-
-class RemoteCommandError(ProviderError):
-    def __init__(self, result: CommandResult, step: str, hint: str = ""):
-        self.result = result
-        self.step = step
-        message = f"[{result.host}] step '{step}' failed: `{result.command}` exited {result.exit_status}" + (
-            f" - {hint}" if hint else ""
-        )
-        tail = result.tail()
-        if tail:
-            message += "\n--- last output ---\n" + tail
-        super().__init__(message)
 
 
 class ForeignAgentError(ProviderError):

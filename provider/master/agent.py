@@ -7,13 +7,13 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from provider.core.command import CommandResult
 from provider.core.errors import ForeignAgentError, ProviderError
 from provider.master.certs import IssuedCert
 from provider.master.config import MasterConfig
 from provider.pe.agent_runs import RUN_LOCK_SETTING
 from provider.pe.generation import PUPPET_BINARIES, Generation
 from provider.pe.primary import parse_config_print
-from provider.ssh.session import CommandResult
 
 AGENT_SETTINGS = (
     "server",

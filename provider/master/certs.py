@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from provider.core.command import CommandResult
 from provider.master.config import PEADM_AVAILABILITY_GROUP_OID
-from provider.ssh.session import CommandResult
 
 
 def fingerprint_of_pem(pem: bytes) -> str:

@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+from provider.core.command import CommandResult
 from provider.core.errors import ProviderError
 from provider.master.agent import AGENT_SETTINGS, agent_probe_paths, agent_settings
 from provider.master.certs import IssuedCert
@@ -18,7 +19,7 @@ from provider.pe.agent_runs import RUN_LOCK_SETTING
 from provider.pe.classifier import Classifier, ClassifierAuth
 from provider.pe.generation import Generation
 from provider.pe.primary import Primary
-from provider.ssh.session import CommandResult, SshSession
+from provider.ssh.session import SshSession
 
 
 def classifier_refusal_hint(generation: Generation) -> str:

@@ -14,9 +14,10 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 
-from provider.core.errors import DeadlineError, ProviderError, RemoteCommandError
+from provider.core.command import CommandResult, RemoteCommandError
+from provider.core.errors import DeadlineError, ProviderError
 from provider.pe.generation import PUPPET_BINARIES
-from provider.ssh.session import CommandResult, SshSession
+from provider.ssh.session import SshSession
 
 RUN_FLAGS = ["--onetime", "--no-daemonize", "--no-usecacheonfailure", "--no-splay", "--detailed-exitcodes", "--verbose"]
 RUN_LOCK_SETTING = "agent_catalog_run_lockfile"  # every generation; default $statedir/agent_catalog_run.lock

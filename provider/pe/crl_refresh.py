@@ -37,11 +37,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
+from provider.core.command import CommandResult
 from provider.core.errors import DeadlineError, ProviderError
 from provider.pe import agent_runs, services
 from provider.pe.generation import Generation
 from provider.pe.primary import parse_config_print
-from provider.ssh.session import CommandResult, SshSession
+from provider.ssh.session import SshSession
 
 Action = Literal["run", "restart", "reload"]
 PRIMARY = "primary"

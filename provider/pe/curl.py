@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from provider.ssh.session import CommandResult
+from provider.core.command import CommandResult
 
 # What `curl --fail` exits with on an HTTP error >= 400 (curl's CURLE_HTTP_RETURNED_ERROR).
 HTTP_ERROR_EXIT = 22

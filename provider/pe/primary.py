@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from provider.core.command import CommandResult
 from provider.core.errors import ProviderError
 from provider.pe import ca, curl
 from provider.pe.generation import Generation
-from provider.ssh.session import CommandResult, SshSession
+from provider.ssh.session import SshSession
 
 SSL_SETTINGS = ("hostcert", "hostprivkey", "localcacert")
 # Reads of the CA are retried: Puppet Server's listing fails (HTTP 500,

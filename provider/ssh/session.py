@@ -14,16 +14,15 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from provider.core.command import CommandResult, RemoteCommandError
 from provider.core.errors import (
     HostKeyMismatchError,
     PrivateKeyError,
     ProviderError,
-    RemoteCommandError,
     SshUnreachableError,
 )
 from provider.core.progress import emit
@@ -49,27 +48,6 @@ def with_remote_deadline(line: str, timeout: float) -> str:
     connection or a deadline must not leave `puppet agent` or a CSR loop running there
     (provider.ssh.deadline: timeout(1), or Perl where coreutils has none)."""
     return with_deadline(line, timeout, REMOTE_KILL_GRACE)
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    host: str
-    command: str  # as run, with secrets masked
-    exit_status: int
-    stdout: str
-    stderr: str
-
-    def tail(self, lines: int = 15) -> str:
-        text = (self.stdout + ("\n" if self.stdout and self.stderr else "") + self.stderr).strip()
-        return "\n".join(text.splitlines()[-lines:])
-
-    def expect(self, ok: Iterable[int], step: str, hint: str = "") -> CommandResult:
-        if self.exit_status not in tuple(ok):
-            raise RemoteCommandError(self, step, hint)
-        return self
-
-    def check(self, step: str, hint: str = "") -> CommandResult:
-        return self.expect((0,), step, hint)
 
 
 def load_private_key(pem: str) -> paramiko.PKey:

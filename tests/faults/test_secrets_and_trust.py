@@ -45,10 +45,10 @@ from cryptography.x509.oid import NameOID
 
 from provider import compile_master, compile_master_batch, file_sync, infra_refresh, pool_member
 from provider.codesync import plan as file_sync_plan
+from provider.core.command import RemoteCommandError
 from provider.core.errors import (
     ClassifierError,
     HostKeyMismatchError,
-    RemoteCommandError,
     SshUnreachableError,
     user_message,
 )

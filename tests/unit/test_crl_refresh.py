@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from provider.core import inputs
+from provider.core.command import CommandResult
 from provider.core.errors import DeadlineError, ProviderError
 from provider.master.config import LOCAL_ONLY_KEYS, PeerMaster, peer_problems, with_peer_mappings
 from provider.pe import crl_refresh as crl
 from provider.pe.generation import generation_for
 from provider.pe.services import SYSTEMD_MARKER
-from provider.ssh.session import CommandResult
 from provider.ssh.trust import SshTarget
 from tests.unit.test_services import host, run  # noqa: F401  (fixture and runner)
 

@@ -18,8 +18,9 @@ import pytest
 
 from provider import file_sync
 from provider.codesync import plan
+from provider.core.command import CommandResult
 from provider.core.errors import ProviderError
-from provider.ssh.session import CommandResult, SshSession
+from provider.ssh.session import SshSession
 from provider.ssh.trust import SshTarget
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"

@@ -13,13 +13,14 @@ from typing import Any, cast
 
 import pytest
 
+from provider.core.command import CommandResult
 from provider.core.errors import ForeignAgentError, ProviderError, SanMismatchError
 from provider.master import agent, certificate, certs, context
 from provider.master.config import MasterConfig
 from provider.pe import agent_runs, ca
 from provider.pe.generation import PUPPET_BINARIES, Generation, generation_for, puppet_major_for
 from provider.pe.primary import Primary
-from provider.ssh.session import CommandResult, SshSession
+from provider.ssh.session import SshSession
 from provider.ssh.trust import SshTarget
 from tests.unit.certs import key_and_cert
 

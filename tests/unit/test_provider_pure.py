@@ -262,8 +262,8 @@ def test_ca_api_statuses_parse_to_what_the_cli_lists() -> None:
 def test_curl_status_line_becomes_what_fail_with_body_would_have_left() -> None:
     """curl_argv prints the HTTP status after the body; with_http_status turns >= 400 into
     curl's exit 22 with the body kept (the CA's or PuppetDB's reason for the error)."""
+    from provider.core.command import CommandResult
     from provider.pe.curl import curl_argv, http_status, with_http_status
-    from provider.ssh.session import CommandResult
 
     def result(stdout: str, exit_status: int = 0) -> CommandResult:
         return CommandResult("primary", "curl ...", exit_status, stdout, "")
@@ -313,8 +313,8 @@ def test_served_certificate_command_verifies_ca_and_name_and_prints_the_served_c
     """Run the command for real against a local TLS server (port substituted for 8140)."""
     import subprocess
 
+    from provider.core.command import CommandResult
     from provider.master.certs import first_pem_certificate, served_certificate_command, served_identity
-    from provider.ssh.session import CommandResult
 
     port, cafile, pem = _tls_server(tmp_path, "localhost")
 

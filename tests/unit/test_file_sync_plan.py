@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 
 from provider import file_sync
-from provider.codesync import plan
+from provider.codesync import plan, remote
 from provider.core.command import CommandResult
 from provider.core.errors import ProviderError
 from provider.ssh.session import SshSession
@@ -262,7 +262,7 @@ class Host:
         self.commands: list[str] = []
 
     def run(self, command: str | Sequence[str], timeout: float = 600.0, stdin: bytes | None = None) -> CommandResult:
-        assert timeout <= file_sync.HIERA_PROBE_TIMEOUT  # every command has its deadline
+        assert timeout <= remote.HIERA_PROBE_TIMEOUT  # every command has its deadline
         line = command if isinstance(command, str) else shlex.join(command)
         self.commands.append(line)
         status, out = self.answer(line, stdin)
@@ -302,15 +302,15 @@ class Hosts:
 
 @pytest.fixture(autouse=True)
 def no_remembered_primary() -> Iterator[None]:
-    file_sync._primary_hiera.clear()
+    remote._primary_hiera.clear()
     yield
-    file_sync._primary_hiera.clear()
+    remote._primary_hiera.clear()
 
 
 def test_sync_hiera_copies_when_different_verifies_and_then_leaves_it(capsys: pytest.CaptureFixture[str]) -> None:
     content = b"---\nversion: 5\nhierarchy: [{name: secret-free}]\n"
     hosts = Hosts(content, b"---\nversion: 5\n")
-    assert hosts.sync().sync_hiera() == hashlib.sha256(content).hexdigest()
+    assert hosts.sync().hiera.sync() == hashlib.sha256(content).hexdigest()
     assert hosts.files["master"] == content
     # master: probe (no puppet: the primary's path), write, verify; primary: probe, read
     assert [c.split()[0] for c in hosts.master.commands] == ["p=;", "set", "if"]
@@ -320,7 +320,7 @@ def test_sync_hiera_copies_when_different_verifies_and_then_leaves_it(capsys: py
     # Again: both hashed, nothing written; the primary's path is remembered (no Ruby start-up there).
     hosts.master.commands.clear()
     hosts.primary.commands.clear()
-    assert hosts.sync().sync_hiera() == hashlib.sha256(content).hexdigest()
+    assert hosts.sync().hiera.sync() == hashlib.sha256(content).hexdigest()
     assert hosts.primary.commands == [plan.hiera_digest_command(PE_HIERA)] and len(hosts.master.commands) == 1
     log = capsys.readouterr().err
     assert "same as the primary's" in log and "secret-free" not in log
@@ -328,7 +328,7 @@ def test_sync_hiera_copies_when_different_verifies_and_then_leaves_it(capsys: py
 
 def test_sync_hiera_without_a_primary_file_leaves_the_master_alone(capsys: pytest.CaptureFixture[str]) -> None:
     hosts = Hosts(None, b"the master's own\n")
-    assert hosts.sync().sync_hiera() == ""
+    assert hosts.sync().hiera.sync() == ""
     assert hosts.files["master"] == b"the master's own\n" and len(hosts.master.commands) == 1
     assert f"the primary has no {PE_HIERA}: the master's {PE_HIERA} is left alone" in capsys.readouterr().err
 
@@ -338,9 +338,9 @@ def test_sync_hiera_fails_when_the_copy_does_not_verify_or_the_primary_has_no_pu
     answer = hosts.master.answer
     hosts.master.answer = lambda line, stdin: (0, "") if line.startswith("set -e") else answer(line, stdin)
     with pytest.raises(ProviderError, match="after the copy, not the primary's"):
-        hosts.sync().sync_hiera()
-    file_sync._primary_hiera.clear()
+        hosts.sync().hiera.sync()
+    remote._primary_hiera.clear()
     bare = Hosts(b"new\n", None)
     bare.primary.answer = lambda _line, _stdin: (0, probe_answer("", None, ""))
     with pytest.raises(ProviderError, match="no `puppet` on the primary"):
-        bare.sync().sync_hiera()
+        bare.sync().hiera.sync()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from provider.codesync import plan
 from provider.core.errors import DeadlineError, ProviderError, SshUnreachableError
 from provider.pe.generation import PUPPET_BINARIES
-from provider.ssh.session import SshSession, host_keys_for
+from provider.ssh.session import SshSession, host_keys_for, remote_lock
 
 AUTHORIZED_KEYS_LOCK = "/var/lock/pe-file-sync-authorized-keys.lock"  # RHEL 5/6 have no /run
 FSTAB_LOCK = "/var/lock/pe-file-sync-fstab.lock"
@@ -248,7 +248,7 @@ class SyncKey(Remote):
         cfg = self.cfg
         home = self.primary.run('printf %s "$HOME"', timeout=30).check("primary home").stdout
         path = f"{home}/.ssh/authorized_keys"
-        with self.primary.remote_lock(AUTHORIZED_KEYS_LOCK, 120, "authorize sync key"):
+        with remote_lock(self.primary, AUTHORIZED_KEYS_LOCK, 120, "authorize sync key"):
             current = (self.primary.get(path) or b"").decode()
             wanted = plan.authorized_keys_with(current, cfg.marker, line)
             if wanted != current:
@@ -272,7 +272,7 @@ class NfsMount(Remote):
         return found.stdout.strip() if found.exit_status == 0 else ""
 
     def edit_fstab(self, present: bool) -> None:
-        with self.host.remote_lock(FSTAB_LOCK, 120, "fstab"):
+        with remote_lock(self.host, FSTAB_LOCK, 120, "fstab"):
             current = (self.host.get("/etc/fstab") or b"").decode()
             wanted = plan.fstab_with(current, self.cfg, present)
             if wanted != current:

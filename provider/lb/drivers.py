@@ -21,7 +21,7 @@ from typing import Protocol
 
 from provider.core.errors import ProviderError
 from provider.lb import haproxy
-from provider.ssh.session import SshSession
+from provider.ssh.session import SshSession, remote_lock
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class HaproxyRuntimeDriver:
 
     def edit_config(self, edit: str, change: Callable[[str], str]) -> None:
         """Apply `change(cfg) -> cfg` under the LB host's lock; validate before replacing."""
-        with self.session.remote_lock(self.lock_path, self.lock_timeout, f"{edit} (HAProxy config lock)"):
+        with remote_lock(self.session, self.lock_path, self.lock_timeout, f"{edit} (HAProxy config lock)"):
             current = self.read_config()
             wanted = change(current)
             if wanted == current:

@@ -93,6 +93,54 @@ def pinned_policy(target: SshTarget, allowed: Sequence[paramiko.PKey]) -> parami
     return PinnedPolicy()
 
 
+def open_client(target: SshTarget, connect_deadline: float) -> paramiko.SSHClient:
+    """A connected paramiko client that accepts only the target's pinned host keys, retried
+    until connect_deadline passes (a refused login is not retried)."""
+    import paramiko
+
+    allowed = host_keys_for(target)
+    if not allowed:
+        raise HostKeyMismatchError(f"{target.label}: no pinned host key and no known_hosts entry for it")
+    pkey = load_private_key(target.private_key)
+    deadline = time.monotonic() + connect_deadline
+    attempt = 0
+    while True:
+        attempt += 1
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(pinned_policy(target, allowed))
+        remaining = max(1.0, deadline - time.monotonic())
+        try:
+            client.connect(
+                target.host,
+                port=target.port,
+                username=target.user,
+                pkey=pkey,
+                timeout=min(10.0, remaining),
+                banner_timeout=min(10.0, remaining),
+                auth_timeout=min(10.0, remaining),
+                look_for_keys=False,
+                allow_agent=False,
+            )
+            return client
+        except HostKeyMismatchError:
+            client.close()
+            raise
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise SshUnreachableError(
+                f"{target.label}: SSH login as {target.user} was refused ({exc}); "
+                "check the private key and that its public key is in the user's authorized_keys"
+            ) from None
+        except (OSError, paramiko.SSHException) as exc:
+            client.close()
+            if time.monotonic() >= deadline:
+                raise SshUnreachableError(
+                    f"{target.label}: cannot open SSH after {attempt} attempts in "
+                    f"{connect_deadline:.0f}s ({type(exc).__name__}: {exc})"
+                ) from None
+            time.sleep(min(1.0 * attempt, 5.0))
+
+
 class SshSession:
     """One SSH connection for the length of a resource operation. Threads may share it:
     each command is a channel of its own, at most `max_channels` at once (sshd's
@@ -115,52 +163,9 @@ class SshSession:
         self.close()
 
     def connect(self) -> None:
-        import paramiko
-
-        allowed = host_keys_for(self.target)
-        if not allowed:
-            raise HostKeyMismatchError(f"{self.target.label}: no pinned host key and no known_hosts entry for it")
-        pkey = load_private_key(self.target.private_key)
-        deadline = time.monotonic() + self.connect_deadline
-        attempt = 0
-        while True:
-            attempt += 1
-            client = paramiko.SSHClient()
-            client.set_missing_host_key_policy(pinned_policy(self.target, allowed))
-            remaining = max(1.0, deadline - time.monotonic())
-            try:
-                client.connect(
-                    self.target.host,
-                    port=self.target.port,
-                    username=self.target.user,
-                    pkey=pkey,
-                    timeout=min(10.0, remaining),
-                    banner_timeout=min(10.0, remaining),
-                    auth_timeout=min(10.0, remaining),
-                    look_for_keys=False,
-                    allow_agent=False,
-                )
-                self.client = client
-                if os.environ.get("PE_COMPILE_MASTERS_TRACE"):  # counted by bench/ (connections per host)
-                    emit(f"[trace] ssh-connect {self.target.label}")
-                return
-            except HostKeyMismatchError:
-                client.close()
-                raise
-            except paramiko.AuthenticationException as exc:
-                client.close()
-                raise SshUnreachableError(
-                    f"{self.target.label}: SSH login as {self.target.user} was refused ({exc}); "
-                    "check the private key and that its public key is in the user's authorized_keys"
-                ) from None
-            except (OSError, paramiko.SSHException) as exc:
-                client.close()
-                if time.monotonic() >= deadline:
-                    raise SshUnreachableError(
-                        f"{self.target.label}: cannot open SSH after {attempt} attempts in "
-                        f"{self.connect_deadline:.0f}s ({type(exc).__name__}: {exc})"
-                    ) from None
-                time.sleep(min(1.0 * attempt, 5.0))
+        self.client = open_client(self.target, self.connect_deadline)
+        if os.environ.get("PE_COMPILE_MASTERS_TRACE"):  # counted by bench/ (connections per host)
+            emit(f"[trace] ssh-connect {self.target.label}")
 
     def close(self) -> None:
         if self.client is not None:
@@ -198,49 +203,21 @@ class SshSession:
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            out, err = bytearray(), bytearray()
             # The host enforces the deadline itself (timeout(1) kills the command's process
             # group); we wait a little longer to hear its exit status.
-            deadline = started + timeout + REMOTE_KILL_GRACE
-            idle = POLL_FIRST
-            while True:
-                if chan.recv_ready():
-                    out += chan.recv(65536)
-                    idle = POLL_FIRST
-                elif chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
-                    idle = POLL_FIRST
-                elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                elif time.monotonic() > deadline:
-                    raise RemoteCommandError(
-                        CommandResult(
-                            self.target.label,
-                            self.mask(line),
-                            -1,
-                            out.decode(errors="replace"),
-                            err.decode(errors="replace"),
-                        ),
-                        "run",
-                        f"no result within its {timeout:.0f}s deadline",
-                    )
-                elif chan.closed and not chan.exit_status_ready():
-                    raise SshUnreachableError(f"{self.target.label}: connection lost during `{self.mask(line)}`")
-                else:
-                    time.sleep(idle)
-                    idle = min(idle * 1.5, POLL_MAX)
+            out, err, outcome = _drain(chan, started + timeout + REMOTE_KILL_GRACE)
+            if outcome == "deadline":
+                raise RemoteCommandError(
+                    self._result(line, -1, out, err), "run", f"no result within its {timeout:.0f}s deadline"
+                )
+            if outcome == "lost":
+                raise SshUnreachableError(f"{self.target.label}: connection lost during `{self.mask(line)}`")
             status = chan.recv_exit_status()
             if status == -1 and not transport.is_active():  # closed without an exit status: sshd is gone
                 raise SshUnreachableError(f"{self.target.label}: connection lost during `{self.mask(line)}`")
             if status in DEADLINE_EXIT_STATUSES and time.monotonic() - started >= timeout:
                 raise RemoteCommandError(
-                    CommandResult(
-                        self.target.label,
-                        self.mask(line),
-                        status,
-                        self.mask(out.decode(errors="replace")),
-                        self.mask(err.decode(errors="replace")),
-                    ),
+                    self._result(line, status, out, err),
                     "run",
                     f"no result within its {timeout:.0f}s deadline; the host stopped it",
                 )
@@ -250,47 +227,12 @@ class SshSession:
             ) from None
         finally:
             chan.close()
-        return CommandResult(
-            self.target.label,
-            self.mask(line),
-            status,
-            self.mask(out.decode(errors="replace")),
-            self.mask(err.decode(errors="replace")),
-        )
+        return self._result(line, status, out, err)
 
-    @contextmanager
-    def remote_lock(self, path: str, timeout: float, step: str) -> Iterator[None]:
-        """Hold an exclusive flock(1) on `path` on the remote host for the `with` block.
-
-        The lock lives in a process of its own SSH channel: closing the channel (or losing
-        the connection, or this process dying) ends it, so a crash never leaves it held."""
-        assert self.client is not None, "not connected"
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise SshUnreachableError(f"{self.target.label}: the SSH connection dropped before {step}")
-        chan = transport.open_session(timeout=30)
-        quoted = shlex.quote(path)
-        chan.exec_command(
-            f'mkdir -p "$(dirname {quoted})" && '
-            f"exec flock -w {int(timeout)} {quoted} sh -c 'echo locked; exec cat >/dev/null'"
-        )
-        got = bytearray()
-        deadline = time.monotonic() + timeout + 10
-        try:
-            while b"locked\n" not in got:
-                if chan.recv_ready():
-                    got += chan.recv(1024)
-                elif chan.exit_status_ready() or time.monotonic() > deadline:
-                    raise ProviderError(
-                        f"[{self.target.label}] {step}: could not take the lock {path} within {timeout:.0f}s "
-                        "(another change to this host is still running; retry when it is done)"
-                    )
-                else:
-                    time.sleep(0.02)
-            yield
-        finally:
-            chan.shutdown_write()
-            chan.close()
+    def _result(self, line: str, status: int, out: bytes, err: bytes) -> CommandResult:
+        """What a command did, every part with the session's secrets masked."""
+        text = (self.mask(out.decode(errors="replace")), self.mask(err.decode(errors="replace")))
+        return CommandResult(self.target.label, self.mask(line), status, *text)
 
     def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
         import paramiko
@@ -325,3 +267,61 @@ class SshSession:
         if transport is None or not transport.is_active():
             return SshUnreachableError(f"{self.target.label}: connection lost while trying to {verb} {path} over SFTP")
         return ProviderError(f"[{self.target.label}] cannot {verb} {path} over SFTP: {exc or type(exc).__name__}")
+
+
+def _drain(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes, str]:
+    """A running command's stdout and stderr until its exit status arrives ("exited"), the
+    deadline passes ("deadline") or the channel closes without one ("lost")."""
+    out, err = bytearray(), bytearray()
+    idle = POLL_FIRST
+    while True:
+        if chan.recv_ready():
+            out += chan.recv(65536)
+            idle = POLL_FIRST
+        elif chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+            idle = POLL_FIRST
+        elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            return bytes(out), bytes(err), "exited"
+        elif time.monotonic() > deadline:
+            return bytes(out), bytes(err), "deadline"
+        elif chan.closed and not chan.exit_status_ready():
+            return bytes(out), bytes(err), "lost"
+        else:
+            time.sleep(idle)
+            idle = min(idle * 1.5, POLL_MAX)
+
+
+@contextmanager
+def remote_lock(session: SshSession, path: str, timeout: float, step: str) -> Iterator[None]:
+    """Hold an exclusive flock(1) on `path` on the session's host for the `with` block.
+
+    The lock lives in a process of its own SSH channel: closing the channel (or losing
+    the connection, or this process dying) ends it, so a crash never leaves it held."""
+    assert session.client is not None, "not connected"
+    transport = session.client.get_transport()
+    if transport is None or not transport.is_active():
+        raise SshUnreachableError(f"{session.target.label}: the SSH connection dropped before {step}")
+    chan = transport.open_session(timeout=30)
+    quoted = shlex.quote(path)
+    chan.exec_command(
+        f'mkdir -p "$(dirname {quoted})" && '
+        f"exec flock -w {int(timeout)} {quoted} sh -c 'echo locked; exec cat >/dev/null'"
+    )
+    got = bytearray()
+    deadline = time.monotonic() + timeout + 10
+    try:
+        while b"locked\n" not in got:
+            if chan.recv_ready():
+                got += chan.recv(1024)
+            elif chan.exit_status_ready() or time.monotonic() > deadline:
+                raise ProviderError(
+                    f"[{session.target.label}] {step}: could not take the lock {path} within {timeout:.0f}s "
+                    "(another change to this host is still running; retry when it is done)"
+                )
+            else:
+                time.sleep(0.02)
+        yield
+    finally:
+        chan.shutdown_write()
+        chan.close()

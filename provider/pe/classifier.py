@@ -52,6 +52,13 @@ class ClassifierAuth:
     client_cert: str = field(default="", repr=False)
     client_key: str = field(default="", repr=False)
 
+    def mask(self, text: str) -> str:
+        """A server may echo what we sent (the token header): never pass it on in an error."""
+        for secret in (self.token, self.client_key):
+            if secret:
+                text = text.replace(secret, "********")
+        return text
+
 
 # The RBAC permissions each call needs (PE's "User permissions" table, e.g. PE 2018.1
 # rbac_permissions_intro.md: type node_groups, actions view, edit_child_rules,
@@ -87,6 +94,29 @@ def error_kind(resp: requests.Response) -> str:
     except ValueError:
         return ""
     return str(body.get("kind", "")) if isinstance(body, dict) else ""
+
+
+def refusal(resp: requests.Response, what: str, needs: str, token: bool, refused_hint: str) -> ClassifierError | None:
+    """What a 401 or 403 means for the user, and what to do: a certificate not allowed, a
+    permission the token's user lacks (and the role that has it), an expired token."""
+    if resp.status_code == 403:
+        if not token:
+            return ClassifierError(f"{what}: the console refused the client certificate (HTTP 403): {refused_hint}")
+        return ClassifierError(
+            f"{what}: the RBAC token's user lacks a permission (HTTP 403 {error_kind(resp) or 'forbidden'}). It "
+            f"needs {needs}. Grant it in the console (Access control > User roles: PE's built-in Operators "
+            "role has every node-group permission), or issue the token as a user with such a role "
+            "(`puppet access login --lifetime 1y`); then run `pulumi up` again"
+        )
+    if resp.status_code == 401:
+        if error_kind(resp) == "puppetlabs.rbac/token-expired":
+            return ClassifierError(
+                f"{what}: the RBAC token has expired (HTTP 401 token-expired). Tokens live 5 minutes (PE "
+                "2015.3-2019.5) or 1 hour (2019.7+) unless issued longer: run `puppet access login --lifetime 1y` "
+                "and store the new token with `pulumi config set --secret pe:rbacToken`"
+            )
+        return ClassifierError(f"{what}: the classifier refused our credentials (HTTP 401): {refused_hint}")
+    return None
 
 
 class Classifier:
@@ -157,35 +187,12 @@ class Classifier:
             return resp
         raise ClassifierError(f"the classifier at {self.base} did not answer {method} {path}: {last}")
 
-    def mask(self, text: str) -> str:
-        """A server may echo what we sent (the token header): never pass it on in an error."""
-        for secret in (self.auth.token, self.auth.client_key):
-            if secret:
-                text = text.replace(secret, "********")
-        return text
-
     def _json(self, resp: requests.Response, what: str, needs: str = VIEW) -> Any:
-        if resp.status_code == 403:
-            if not self.auth.token:
-                raise ClassifierError(
-                    f"{what}: the console refused the client certificate (HTTP 403): {self.refused_hint}"
-                )
-            raise ClassifierError(
-                f"{what}: the RBAC token's user lacks a permission (HTTP 403 {error_kind(resp) or 'forbidden'}). It "
-                f"needs {needs}. Grant it in the console (Access control > User roles: PE's built-in Operators "
-                "role has every node-group permission), or issue the token as a user with such a role "
-                "(`puppet access login --lifetime 1y`); then run `pulumi up` again"
-            )
-        if resp.status_code == 401:
-            if error_kind(resp) == "puppetlabs.rbac/token-expired":
-                raise ClassifierError(
-                    f"{what}: the RBAC token has expired (HTTP 401 token-expired). Tokens live 5 minutes (PE "
-                    "2015.3-2019.5) or 1 hour (2019.7+) unless issued longer: run `puppet access login --lifetime 1y` "
-                    "and store the new token with `pulumi config set --secret pe:rbacToken`"
-                )
-            raise ClassifierError(f"{what}: the classifier refused our credentials (HTTP 401): {self.refused_hint}")
+        refused = refusal(resp, what, needs, bool(self.auth.token), self.refused_hint)
+        if refused is not None:
+            raise refused
         if resp.status_code >= 300:
-            raise ClassifierError(f"{what}: HTTP {resp.status_code} {self.mask(resp.text)[:300]}")
+            raise ClassifierError(f"{what}: HTTP {resp.status_code} {self.auth.mask(resp.text)[:300]}")
         return resp.json() if resp.content else None
 
     def group_names(self) -> list[str]:

@@ -28,7 +28,7 @@ import pulumi
 import pytest
 
 from components.settings import ConfigError, parse
-from provider.codesync import plan as file_sync_plan
+from provider.codesync import plan
 from provider.compile_master import PeCompileMasterProvider
 from provider.compile_master_batch import CompileMasterBatchProvider
 from provider.core import validation
@@ -659,7 +659,7 @@ def test_haproxy_socket_line_quotes_the_runtime_command_and_the_socket(hostile: 
     }
 
 
-def hostile_sync(hostile: str, method: str = "rsync") -> file_sync_plan.SyncConfig:
+def hostile_sync(hostile: str, method: str = "rsync") -> plan.SyncConfig:
     """A SyncConfig built around check (as if validation had a hole)."""
     props = {
         **{k: (v.value if isinstance(v, Secret) else v) for k, v in sync(method=method).items()},
@@ -670,19 +670,19 @@ def hostile_sync(hostile: str, method: str = "rsync") -> file_sync_plan.SyncConf
         "r10k_config": f"/etc/{hostile}.yaml",
         "excludes": [hostile],
     }
-    return file_sync_plan.SyncConfig.from_props(props)
+    return plan.SyncConfig.from_props(props)
 
 
 @pytest.mark.parametrize("hostile", HOSTILE[:-1])
 def test_file_sync_script_cron_and_digest_quote_every_part(hostile: str) -> None:
     cfg = hostile_sync(hostile)
-    rsync = file_sync_plan.sync_command(cfg)
+    rsync = plan.sync_command(cfg)
     assert isinstance(rsync, list) and f"--exclude={hostile}" in rsync and f"/srv/{hostile}/environments/" in rsync
     ssh = shlex.split(rsync[rsync.index("-e") + 1])  # rsync splits -e like this (quotes, spaces)
     assert ssh[ssh.index("-i") + 1] == f"/var/{hostile}/id_ed25519"
     assert f"UserKnownHostsFile=/var/{hostile}/known_hosts" in ssh and "StrictHostKeyChecking=yes" in ssh
-    script = file_sync_plan.sync_script(cfg)  # a quoted value may span lines: parse the text, not its lines
-    marker = f"exec timeout -k 10 {file_sync_plan.JOB_TIMEOUT} /bin/sh -c "
+    script = plan.sync_script(cfg)  # a quoted value may span lines: parse the text, not its lines
+    marker = f"exec timeout -k 10 {plan.JOB_TIMEOUT} /bin/sh -c "
     start = script.index(marker) + len(marker)
     quoted = shlex.split(script[start : script.index("; else exec perl -e ", start)])
     assert len(quoted) == 1 and shlex.split(quoted[0]) == rsync  # one word for the shell, then rsync's argv
@@ -695,17 +695,17 @@ def test_file_sync_script_cron_and_digest_quote_every_part(hostile: str) -> None
         "-p",
         f"/srv/{hostile}/environments",
     ]
-    r10k = file_sync_plan.sync_command(hostile_sync(hostile, "r10k"))
+    r10k = plan.sync_command(hostile_sync(hostile, "r10k"))
     assert r10k[0] == f"/opt/{hostile}/r10k" and one_token(r10k, f"/etc/{hostile}.yaml")
     # The cron file: the resource name stays inside its comment line; the script is one word.
-    named = file_sync_plan.cron_entry(dataclasses.replace(cfg, state_dir="/var/ok")).splitlines()
+    named = plan.cron_entry(dataclasses.replace(cfg, state_dir="/var/ok")).splitlines()
     assert len(named) == 4 and named[0].startswith("# ") and not any("reboot" in line for line in named[1:])
     if len(f"{hostile}x".splitlines()) > 1:  # cron is line-based: no quoting helps, only validation
         assert validation.path_error(cfg.state_dir) is not None
     else:
-        cron = file_sync_plan.cron_entry(cfg).splitlines()
+        cron = plan.cron_entry(cfg).splitlines()
         assert shlex.split(cron[3].split(" root ", 1)[1])[0] == f"/var/{hostile}/sync"
-    digest = file_sync_plan.digest_command(f"/srv/{hostile}")
+    digest = plan.digest_command(f"/srv/{hostile}")
     assert shlex.split(digest)[:3] == ["cd", f"/srv/{hostile}", "&&"]
 
 

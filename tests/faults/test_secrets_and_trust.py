@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
 from provider import compile_master, compile_master_batch, file_sync, infra_refresh, pool_member
-from provider.codesync import plan as file_sync_plan
+from provider.codesync import plan
 from provider.core.command import RemoteCommandError
 from provider.core.errors import (
     ClassifierError,
@@ -53,7 +53,7 @@ from provider.core.errors import (
     user_message,
 )
 from provider.master import config as compile_master_config
-from provider.pe import classifier as pe_api
+from provider.pe import classifier
 from provider.ssh.session import SshSession, host_keys_for, pinned_policy
 from provider.ssh.trust import SshTarget
 from tests.harness.mocks import run_program
@@ -119,7 +119,7 @@ RESOURCES: list[tuple[str, type, tuple[str, ...]]] = [
     ("PeCompileMaster", compile_master.PeCompileMasterArgs, compile_master_config.SECRET_KEYS),
     ("CompileMasterBatch", compile_master_batch.CompileMasterBatchArgs, compile_master_config.SECRET_KEYS),
     ("PoolMember", pool_member.PoolMemberArgs, pool_member.SECRET_KEYS),
-    ("FileSync", file_sync.FileSyncArgs, file_sync_plan.SECRET_KEYS),
+    ("FileSync", file_sync.FileSyncArgs, plan.SECRET_KEYS),
     ("InfraRefresh", infra_refresh.InfraRefreshArgs, infra_refresh.SECRET_KEYS),
 ]
 
@@ -521,12 +521,12 @@ class EchoConsole:
 
 @pytest.fixture
 def no_retry_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pe_api, "time", types.SimpleNamespace(sleep=lambda _s: None))
+    monkeypatch.setattr(classifier, "time", types.SimpleNamespace(sleep=lambda _s: None))
 
 
 def classifier_error(base: str, ca_pem: str) -> str:
-    auth = pe_api.ClassifierAuth(token=TOKEN)
-    with pytest.raises(ClassifierError) as failed, pe_api.Classifier(base, ca_pem, auth, timeout=5).opened() as api:
+    auth = classifier.ClassifierAuth(token=TOKEN)
+    with pytest.raises(ClassifierError) as failed, classifier.Classifier(base, ca_pem, auth, timeout=5).opened() as api:
         api.group_by_name("PE Master")
     assert TOKEN not in repr(auth)
     return str(failed.value)
@@ -562,8 +562,8 @@ def test_the_classifier_refuses_a_server_not_certified_by_the_pe_ca(tmp_path: Pa
 
 
 def test_the_classifier_masks_the_client_key_too() -> None:
-    api = pe_api.Classifier("https://c:4433", "", pe_api.ClassifierAuth(client_cert="c", client_key=CLIENT_KEY))
-    assert api.mask(f"bad key {CLIENT_KEY} sent") == "bad key ******** sent"
+    api = classifier.Classifier("https://c:4433", "", classifier.ClassifierAuth(client_cert="c", client_key=CLIENT_KEY))
+    assert api.auth.mask(f"bad key {CLIENT_KEY} sent") == "bad key ******** sent"
 
 
 @pytest.mark.parametrize(("type_name", "provider", "build", "bad_key"), CASES, ids=IDS)

@@ -12,7 +12,7 @@ from provider.core import inputs
 from provider.core.command import CommandResult
 from provider.core.errors import DeadlineError, ProviderError
 from provider.master.config import LOCAL_ONLY_KEYS, PeerMaster, peer_problems, with_peer_mappings
-from provider.pe import crl_refresh as crl
+from provider.pe import crl_refresh
 from provider.pe.generation import generation_for
 from provider.pe.services import SYSTEMD_MARKER
 from provider.ssh.trust import SshTarget
@@ -36,23 +36,23 @@ OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherHostKeyxxxxxxxxxxxxxxxxxx
     ],
 )
 def test_the_generation_decides_what_the_masters_left_do(version: str, expected: list[tuple[str, str]]) -> None:
-    steps = crl.plan(generation_for(version), ["a", "b"])
+    steps = crl_refresh.plan(generation_for(version), ["a", "b"])
     assert [(s.server, s.action) for s in steps] == expected
 
 
 def test_without_other_masters_only_the_primary_may_have_work() -> None:
-    assert crl.plan(generation_for("2019.8"), []) == []
-    assert [s.server for s in crl.plan(generation_for("3.7"), [])] == ["primary", "primary"]
+    assert crl_refresh.plan(generation_for("2019.8"), []) == []
+    assert [s.server for s in crl_refresh.plan(generation_for("3.7"), [])] == ["primary", "primary"]
 
 
 def test_service_actions_use_the_hosts_service_manager(host: dict[str, str]) -> None:  # noqa: F811
-    code, _, calls = run(host, crl.service_action_script("restart").replace(SYSTEMD_MARKER, "/nope"))
+    code, _, calls = run(host, crl_refresh.service_action_script("restart").replace(SYSTEMD_MARKER, "/nope"))
     assert code == 0 and calls == ["service pe-puppetserver restart"]
-    systemd = crl.service_action_script("reload").replace(SYSTEMD_MARKER, host["marker_present"])
+    systemd = crl_refresh.service_action_script("reload").replace(SYSTEMD_MARKER, host["marker_present"])
     code, _, calls = run(host, systemd)
     assert calls == ["systemctl reload pe-puppetserver.service"]
     with pytest.raises(ValueError):
-        crl.service_action_script("run")
+        crl_refresh.service_action_script("run")
 
 
 def test_peers_are_validated_before_anything_changes() -> None:
@@ -172,13 +172,13 @@ class FakeHost:
         self.uploaded[path] = data
 
 
-def server(fake: FakeHost, version: str) -> crl.Server:
+def server(fake: FakeHost, version: str) -> crl_refresh.Server:
     def probe(_session: object, _certname: str, cafile: str) -> bool:
         assert cafile == "/ssl/ca.pem"
         fake.probes += 1
         return fake.probes > fake.answers_after
 
-    return crl.Server(fake, "b.example.com", generation_for(version), lambda *_: None, probe)  # type: ignore[arg-type]
+    return crl_refresh.Server(fake, "b.example.com", generation_for(version), lambda *_: None, probe)  # type: ignore[arg-type]
 
 
 def lists_serial(crl_pem: bytes, serial: int) -> bool:
@@ -187,23 +187,49 @@ def lists_serial(crl_pem: bytes, serial: int) -> bool:
 
 def test_a_run_must_leave_the_serial_in_the_hosts_crl() -> None:
     fake = FakeHost()
-    crl.carry_out(crl.CrlStep("b", "run"), server(fake, "2019.8"), [7], lists_serial, 60, 60, 0.0, crl.Ledger())
+    crl_refresh.carry_out(
+        crl_refresh.CrlStep("b", "run"), server(fake, "2019.8"), [7], lists_serial, 60, 60, 0.0, crl_refresh.Ledger()
+    )
     assert any("--onetime" in c for c in fake.commands)
     stale = FakeHost(crl_after_run=b"old")
     with pytest.raises(ProviderError, match="does not list serial 7"):
-        crl.carry_out(crl.CrlStep("b", "run"), server(stale, "2019.8"), [7], lists_serial, 60, 60, 0.0, crl.Ledger())
+        crl_refresh.carry_out(
+            crl_refresh.CrlStep("b", "run"),
+            server(stale, "2019.8"),
+            [7],
+            lists_serial,
+            60,
+            60,
+            0.0,
+            crl_refresh.Ledger(),
+        )
 
 
 def test_a_restart_must_leave_the_server_answering_within_the_deadline() -> None:
     fake = FakeHost(answers_after=1)
-    crl.carry_out(
-        crl.CrlStep("b", "restart"), server(fake, "3.7"), [7], lists_serial, 60, 60, 0.0, crl.Ledger(), lambda: b"new"
+    crl_refresh.carry_out(
+        crl_refresh.CrlStep("b", "restart"),
+        server(fake, "3.7"),
+        [7],
+        lists_serial,
+        60,
+        60,
+        0.0,
+        crl_refresh.Ledger(),
+        lambda: b"new",
     )
     assert any("pe-puppetserver restart" in c for c in fake.commands) and fake.probes == 2
     never = FakeHost(answers_after=10**6, crl_file=b"new")
     with pytest.raises(DeadlineError, match="does not answer"):
-        crl.carry_out(
-            crl.CrlStep("b", "reload"), server(never, "2016.4"), [7], lists_serial, 60, 0.5, 0.0, crl.Ledger()
+        crl_refresh.carry_out(
+            crl_refresh.CrlStep("b", "reload"),
+            server(never, "2016.4"),
+            [7],
+            lists_serial,
+            60,
+            0.5,
+            0.0,
+            crl_refresh.Ledger(),
         )
 
 
@@ -212,17 +238,42 @@ def test_before_2017_2_a_compile_master_gets_the_cas_crl_in_its_own_file_before_
     its hostcrl: the CA's CRL is copied there (atomically: put beside it, chown/chmod, mv),
     then the restart; the file must list the serial after."""
     fake = FakeHost()
-    crl.carry_out(
-        crl.CrlStep("b", "restart"), server(fake, "3.7"), [7], lists_serial, 60, 60, 0.0, crl.Ledger(), lambda: b"new"
+    crl_refresh.carry_out(
+        crl_refresh.CrlStep("b", "restart"),
+        server(fake, "3.7"),
+        [7],
+        lists_serial,
+        60,
+        60,
+        0.0,
+        crl_refresh.Ledger(),
+        lambda: b"new",
     )
     copy = next(i for i, c in enumerate(fake.commands) if "mv -f" in c)
     restart = next(i for i, c in enumerate(fake.commands) if "pe-puppetserver restart" in c)
     assert copy < restart and fake.crl_file == b"new" and "chown --reference" in fake.commands[copy]
     stale = FakeHost()  # no copy (what the step did before): the restart reads the old file
     with pytest.raises(ProviderError, match="does not list serial 7"):
-        crl.carry_out(crl.CrlStep("b", "restart"), server(stale, "3.7"), [7], lists_serial, 60, 60, 0.0, crl.Ledger())
+        crl_refresh.carry_out(
+            crl_refresh.CrlStep("b", "restart"),
+            server(stale, "3.7"),
+            [7],
+            lists_serial,
+            60,
+            60,
+            0.0,
+            crl_refresh.Ledger(),
+        )
     current = FakeHost(crl_file=b"new")  # already lists it: nothing copied
-    crl.carry_out(
-        crl.CrlStep("b", "reload"), server(current, "2016.4"), [7], lists_serial, 60, 60, 0.0, crl.Ledger(), bytes
+    crl_refresh.carry_out(
+        crl_refresh.CrlStep("b", "reload"),
+        server(current, "2016.4"),
+        [7],
+        lists_serial,
+        60,
+        60,
+        0.0,
+        crl_refresh.Ledger(),
+        bytes,
     )
     assert not any("mv -f" in c for c in current.commands)

@@ -18,9 +18,8 @@ import pytest
 
 from provider.core.errors import DeadlineError, ProviderError
 from provider.infra_refresh import RefreshConfig
-from provider.master import context, database, steps, verify
-from provider.master import removal as master_removal
-from provider.pe import database_access as pgident
+from provider.master import context, database, removal, steps, verify
+from provider.pe import database_access
 from provider.pe.generation import generation_for
 from tests.unit.test_generation import SETTINGS, ScriptedHost, master_config, scripted_context, session
 
@@ -91,15 +90,15 @@ class Db:
         return done.returncode, done.stdout.strip(), done.stderr.strip(), self.calls.read_text().splitlines()
 
     def ensure(self, certname: str) -> tuple[int, str, str, list[str]]:
-        return self.run(pgident.ensure_script(str(self.data), certname, MAPS, SERVICE, **self.options()))
+        return self.run(database_access.ensure_script(str(self.data), certname, MAPS, SERVICE, **self.options()))
 
     def remove(self, certname: str) -> tuple[int, str, str, list[str]]:
-        return self.run(pgident.remove_script(str(self.data), certname, MAPS, SERVICE, **self.options()))
+        return self.run(database_access.remove_script(str(self.data), certname, MAPS, SERVICE, **self.options()))
 
     def probe(self) -> str:
-        code, out, err, _ = self.run(pgident.probe_script(self.glob))
+        code, out, err, _ = self.run(database_access.probe_script(self.glob))
         assert code == 0, err
-        return pgident.data_dir_from_probe(out, "db.example.com", self.glob)
+        return database_access.data_dir_from_probe(out, "db.example.com", self.glob)
 
 
 @pytest.fixture
@@ -142,9 +141,9 @@ def test_two_running_clusters_are_named_rather_than_guessed(db: Db) -> None:
 
 def test_a_data_directory_the_ssh_user_cannot_enter_is_named() -> None:
     with pytest.raises(ProviderError, match=r"cannot look inside /pg/14/data on db as the SSH user.*root"):
-        pgident.data_dir_from_probe("unreadable /pg/14/data\n", "db", "/pg/*/data")
+        database_access.data_dir_from_probe("unreadable /pg/14/data\n", "db", "/pg/*/data")
     with pytest.raises(ValueError):
-        pgident.probe_script("/opt/x/*/data; reboot")
+        database_access.probe_script("/opt/x/*/data; reboot")
 
 
 # --- ensure: check first, append what is missing, reload only then, verify ---------------
@@ -238,20 +237,20 @@ def test_remove_takes_exactly_its_own_lines_and_is_idempotent(db: Db) -> None:
 def test_names_that_are_not_plain_are_refused_before_any_script_exists() -> None:
     for bad in ("c1 ; reboot", "$(id)", "", "-rf"):
         with pytest.raises(ValueError):
-            pgident.ensure_script("/pg/data", bad, MAPS, SERVICE)
+            database_access.ensure_script("/pg/data", bad, MAPS, SERVICE)
         with pytest.raises(ValueError):
-            pgident.remove_script("/pg/data", bad, MAPS, SERVICE)
+            database_access.remove_script("/pg/data", bad, MAPS, SERVICE)
 
 
 # --- parsing ------------------------------------------------------------------------------
 def test_summaries_parse_and_anything_else_is_an_error() -> None:
-    assert pgident.parse_summary("added 3 reloaded\n") == pgident.Change(3, True)
-    assert pgident.parse_summary("present\n") == pgident.Change(0, False)
-    assert pgident.parse_summary("present reloaded") == pgident.Change(0, True)
-    assert pgident.parse_summary("removed 3 reloaded") == pgident.Change(3, True)
-    assert pgident.parse_summary("absent") == pgident.Change(0, False)
+    assert database_access.parse_summary("added 3 reloaded\n") == database_access.Change(3, True)
+    assert database_access.parse_summary("present\n") == database_access.Change(0, False)
+    assert database_access.parse_summary("present reloaded") == database_access.Change(0, True)
+    assert database_access.parse_summary("removed 3 reloaded") == database_access.Change(3, True)
+    assert database_access.parse_summary("absent") == database_access.Change(0, False)
     with pytest.raises(ProviderError):
-        pgident.parse_summary("sh: flock: not found")
+        database_access.parse_summary("sh: flock: not found")
 
 
 def test_puppetdb_status_is_running_only_when_puppetdb_says_so() -> None:
@@ -259,15 +258,15 @@ def test_puppetdb_status_is_running_only_when_puppetdb_says_so() -> None:
         '{"detail_level":"info","service_status_version":1,"service_version":"7.20.0","state":"running",'
         '"status":{"maintenance_mode?":false,"read_db_up?":true,"write_db_up?":true,"queue_depth":0}}'
     )
-    assert pgident.puppetdb_state(running) == (
+    assert database_access.puppetdb_state(running) == (
         "running",
         "maintenance_mode?=false, read_db_up?=true, write_db_up?=true",
     )
     error = '{"state":"error","status":{"maintenance_mode?":false,"read_db_up?":false,"write_db_up?":false}}'
-    assert pgident.puppetdb_state(error)[0] == "error"
-    assert pgident.puppetdb_state('{"state":"starting"}') == ("starting", "")
-    assert pgident.puppetdb_state("<html>Service Unavailable</html>") == ("", "not JSON")
-    assert pgident.puppetdb_state('["running"]') == ("", "no state in the answer")
+    assert database_access.puppetdb_state(error)[0] == "error"
+    assert database_access.puppetdb_state('{"state":"starting"}') == ("starting", "")
+    assert database_access.puppetdb_state("<html>Service Unavailable</html>") == ("", "not JSON")
+    assert database_access.puppetdb_state('["running"]') == ("", "no state in the answer")
 
 
 # --- the steps ----------------------------------------------------------------------------
@@ -453,7 +452,7 @@ def test_a_delete_whose_database_host_is_unreachable_fails_before_anything_chang
         def run(self, *args: Any, **kwargs: Any) -> Any:
             raise AssertionError(f"nothing may run: {args}")
 
-    monkeypatch.setattr(master_removal, "SshSession", Unchanged)
+    monkeypatch.setattr(removal, "SshSession", Unchanged)
     monkeypatch.setattr(context, "SshSession", Unchanged)
     props = {
         **{k: v for k, v in vars(master_config()).items() if k != "resource_name"},

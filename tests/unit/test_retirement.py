@@ -11,8 +11,8 @@ import pytest
 
 from provider.core.errors import ProviderError
 from provider.core.retirement import Retirement
-from provider.master import removal as master_removal
-from provider.pe import crl_refresh as crl
+from provider.master import removal
+from provider.pe import crl_refresh
 from tests.unit.test_crl_refresh import FakeHost, lists_serial, server
 from tests.unit.test_generation import master_config
 
@@ -83,58 +83,62 @@ def test_a_master_back_in_the_config_forgets_its_leaving() -> None:
 
 def test_a_run_is_skipped_when_the_hosts_crl_already_lists_every_serial() -> None:
     fake = FakeHost(crl_file=b"new")
-    crl.carry_out(crl.CrlStep("b", "run"), server(fake, "2019.8"), [7], lists_serial, 60, 60, 0.0, crl.Ledger())
+    crl_refresh.carry_out(
+        crl_refresh.CrlStep("b", "run"), server(fake, "2019.8"), [7], lists_serial, 60, 60, 0.0, crl_refresh.Ledger()
+    )
     assert not any("--onetime" in c for c in fake.commands)
     unknown = FakeHost(crl_file=b"new")  # no serial known: nothing to check first, so it runs
-    crl.carry_out(crl.CrlStep("b", "run"), server(unknown, "2019.8"), [], lists_serial, 60, 60, 0.0, crl.Ledger())
+    crl_refresh.carry_out(
+        crl_refresh.CrlStep("b", "run"), server(unknown, "2019.8"), [], lists_serial, 60, 60, 0.0, crl_refresh.Ledger()
+    )
     assert any("--onetime" in c for c in unknown.commands)
 
 
 def test_a_restart_that_began_after_the_revocation_covers_it() -> None:
     """Each host's CRL file already lists every serial (the copy is tested in
     test_crl_refresh.py): only the ledger decides whether a restart is repeated."""
-    ledger = crl.Ledger()
-    step = crl.CrlStep("b", "restart")
+    ledger = crl_refresh.Ledger()
+    step = crl_refresh.CrlStep("b", "restart")
 
     def listed(pem: bytes, _serial: int) -> bool:
         return pem == b"new"
 
     revoked = time.monotonic()
     first = FakeHost(crl_file=b"new")
-    crl.carry_out(step, server(first, "3.7"), [7], listed, 60, 60, revoked, ledger)
+    crl_refresh.carry_out(step, server(first, "3.7"), [7], listed, 60, 60, revoked, ledger)
     again = FakeHost(crl_file=b"new")
-    crl.carry_out(step, server(again, "3.7"), [8], listed, 60, 60, revoked, ledger)
+    crl_refresh.carry_out(step, server(again, "3.7"), [8], listed, 60, 60, revoked, ledger)
     assert not any("restart" in c for c in again.commands)  # the first one began after `revoked`
     later = time.monotonic()  # a revocation after that restart began needs one of its own
-    crl.carry_out(step, server(again, "3.7"), [9], listed, 60, 60, later, ledger)
+    crl_refresh.carry_out(step, server(again, "3.7"), [9], listed, 60, 60, later, ledger)
     assert any("pe-puppetserver restart" in c for c in again.commands)
 
 
 def test_the_first_delete_removes_the_group_and_the_others_report_its_outcome(monkeypatch: Any) -> None:
-    """master_removal.delete with the remote work stubbed: who removes whom, and what each
+    """removal.delete with the remote work stubbed: who removes whom, and what each
     master's own delete call then says to the engine."""
     registry = Retirement()
-    monkeypatch.setattr(master_removal, "RETIREMENT", registry)
+    monkeypatch.setattr(removal, "RETIREMENT", registry)
     groups: list[list[str]] = []
     outcome: dict[str, BaseException] = {}
 
-    def remove(group: list[master_removal.Leaving], _log: object) -> dict[str, BaseException]:
+    def remove(group: list[removal.Leaving], _log: object) -> dict[str, BaseException]:
         groups.append([m.cfg.certname for m in group])
         return dict(outcome)
 
-    monkeypatch.setattr(master_removal, "remove", remove)
+    monkeypatch.setattr(removal, "remove", remove)
     props = {k: v for k, v in vars(master_config()).items() if k not in ("resource_name", "peer_masters")}
     registry.stack_changed({n: {**props, "certname": n} for n in ("b.example.com", "c.example.com")}, staying=[])
     registry.drained("b.example.com")
     registry.drained("c.example.com")
     outcome["c.example.com"] = ProviderError("[c.example.com] revoke failed")
-    master_removal.delete(replace(master_config(), certname="a.example.com"), 7)  # a itself is fine
+    removal.delete(replace(master_config(), certname="a.example.com"), 7)  # a itself is fine
     assert groups == [["a.example.com", "b.example.com", "c.example.com"]]
-    master_removal.delete(replace(master_config(), certname="b.example.com"), 8)  # done by a's call
+    removal.delete(replace(master_config(), certname="b.example.com"), 8)  # done by a's call
     assert len(groups) == 1
     outcome.clear()  # c's own call tries again, alone, and this time it goes through
-    master_removal.delete(replace(master_config(), certname="c.example.com"), 9)
+    removal.delete(replace(master_config(), certname="c.example.com"), 9)
     assert groups[1:] == [["c.example.com"]]
     outcome["d.example.com"] = ProviderError("[d.example.com] unreachable")
     with pytest.raises(ProviderError, match="unreachable"):
-        master_removal.delete(replace(master_config(), certname="d.example.com"), None)
+        removal.delete(replace(master_config(), certname="d.example.com"), None)

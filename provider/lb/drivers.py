@@ -71,6 +71,30 @@ class PoolDriver(Protocol):
     def remove(self, spec: MemberSpec, force: bool) -> None: ...
 
 
+def socket_advice(socket_path: str) -> str:
+    return (
+        f"check that HAProxy runs and that its global section has `stats socket {socket_path} level admin`, "
+        "then run `pulumi up` again"
+    )
+
+
+def server_keywords(spec: MemberSpec) -> str:
+    """The member's `server` line keywords, the same at run time and in haproxy.cfg."""
+    return haproxy.server_keywords(spec.address, spec.port, spec.weight, spec.check_ca_file, spec.check_inter_ms)
+
+
+def member_state(stat: haproxy.ServerStat, persisted: bool) -> MemberState:
+    return MemberState(
+        status=stat.status,
+        check=stat.check_status,
+        healthy=stat.is_healthy,
+        sessions=stat.current_sessions,
+        weight=stat.weight,
+        endpoint=stat.address,
+        persisted=persisted,
+    )
+
+
 class HaproxyRuntimeDriver:
     """HAProxy >= 2.6 through its stats socket (`level admin`) and haproxy.cfg, over SSH."""
 
@@ -94,11 +118,7 @@ class HaproxyRuntimeDriver:
     def runtime(self, command: str, step: str, allowed_errors: tuple[str, ...] = (), query: bool = False) -> str:
         """One runtime API command; a change answered with anything but success raises."""
         result = self.session.run(haproxy.socket_command(command, self.socket_path), timeout=30)
-        result.check(
-            step,
-            f"cannot reach HAProxy's stats socket {self.socket_path}: check that HAProxy runs and that its global "
-            f"section has `stats socket {self.socket_path} level admin`, then run `pulumi up` again",
-        )
+        result.check(step, f"cannot reach HAProxy's stats socket {self.socket_path}: {socket_advice(self.socket_path)}")
         error = None if query else haproxy.runtime_error(result.stdout)
         if error and not any(a in error for a in allowed_errors):
             raise ProviderError(f"[{self.session.target.label}] {step}: HAProxy answered `{command}` with: {error}")
@@ -109,8 +129,7 @@ class HaproxyRuntimeDriver:
         if not text.startswith("# "):
             raise ProviderError(
                 f"[{self.session.target.label}] step 'read pool state' failed: unexpected answer from HAProxy's stats "
-                f"socket {self.socket_path} ({text[:100]!r}): check that HAProxy runs and that its global section has "
-                f"`stats socket {self.socket_path} level admin`, then run `pulumi up` again"
+                f"socket {self.socket_path} ({text[:100]!r}): {socket_advice(self.socket_path)}"
             )
         return haproxy.parse_show_stat(text)
 
@@ -127,11 +146,6 @@ class HaproxyRuntimeDriver:
                 f"[{self.session.target.label}] there is no `backend {backend}` in {self.config_path}: "
                 "name an existing backend (the one the 8140 frontend uses)"
             )
-
-    def keywords(self, spec: MemberSpec) -> str:
-        return haproxy.server_keywords(
-            spec.address, spec.port, spec.weight, spec.check_ca_file, check_inter_ms=spec.check_inter_ms
-        )
 
     def edit_config(self, edit: str, change: Callable[[str], str]) -> None:
         """Apply `change(cfg) -> cfg` under the LB host's lock; validate before replacing."""
@@ -163,19 +177,8 @@ class HaproxyRuntimeDriver:
         out: dict[str, MemberState | None] = {}
         for spec in specs:
             stat = stats.get((spec.backend, spec.server))
-            out[spec.server] = (
-                None
-                if stat is None
-                else MemberState(
-                    status=stat.status,
-                    check=stat.check_status,
-                    healthy=stat.is_healthy,
-                    sessions=stat.current_sessions,
-                    weight=stat.weight,
-                    endpoint=stat.address,
-                    persisted=haproxy.config_server_line(config, spec.backend, spec.server) == self.keywords(spec),
-                )
-            )
+            saved = haproxy.config_server_line(config, spec.backend, spec.server) == server_keywords(spec)
+            out[spec.server] = None if stat is None else member_state(stat, saved)
         return out
 
     def require_version(self) -> None:
@@ -190,7 +193,7 @@ class HaproxyRuntimeDriver:
 
     def add(self, spec: MemberSpec) -> None:
         self.require_version()
-        for command in haproxy.add_server_commands(spec.backend, spec.server, self.keywords(spec)):
+        for command in haproxy.add_server_commands(spec.backend, spec.server, server_keywords(spec)):
             self.runtime(command, "add to pool")
 
     def make_ready(self, spec: MemberSpec) -> None:
@@ -210,7 +213,7 @@ class HaproxyRuntimeDriver:
 
         def change(cfg: str) -> str:
             for spec in specs:
-                cfg = haproxy.config_with_server(cfg, spec.backend, spec.server, self.keywords(spec))
+                cfg = haproxy.config_with_server(cfg, spec.backend, spec.server, server_keywords(spec))
             return cfg
 
         self.edit_config("save pool member" if len(specs) == 1 else f"save {len(specs)} pool members", change)

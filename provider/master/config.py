@@ -181,28 +181,16 @@ class PeerMaster:
 @dataclass(frozen=True)
 class MasterConfig:
     resource_name: str
-    host: str
-    ssh_port: int
-    ssh_user: str
-    ssh_private_key: str = field(repr=False)
-    ssh_host_key: str
-    ssh_known_hosts: str = field(repr=False)
+    # The three SSH targets, each read from its `<prefix>_host`/`_ssh_*` inputs in one place
+    # (provider.core.inputs.ssh_target); SshTarget's repr never shows the key.
+    target: SshTarget
     certname: str
     dns_alt_names: list[str]
     environmentpath: str
-    primary_host: str
-    primary_ssh_port: int
-    primary_ssh_user: str
-    primary_ssh_private_key: str = field(repr=False)
-    primary_ssh_host_key: str
-    primary_ssh_known_hosts: str = field(repr=False)
+    primary_target: SshTarget
     primary_certname: str
-    database_host: str  # PE-PostgreSQL's host; "" before PE 2019.7 (and in older stacks' state)
-    database_ssh_port: int
-    database_ssh_user: str
-    database_ssh_private_key: str = field(repr=False)
-    database_ssh_host_key: str
-    database_ssh_known_hosts: str = field(repr=False)
+    # PE-PostgreSQL's host; None before PE 2019.7 (and in older stacks' state).
+    database_target: SshTarget | None
     pe_version: str
     classifier_url: str
     rbac_token: str = field(repr=False)
@@ -229,28 +217,15 @@ class MasterConfig:
         merged = {**DEFAULTS, **{k: v for k, v in props.items() if v is not None}}
         return cls(
             resource_name=str(merged.get("resource_name") or merged.get("certname") or "pe-compile-master"),
-            host=str(merged["host"]),
-            ssh_port=int(merged["ssh_port"]),
-            ssh_user=str(merged["ssh_user"]),
-            ssh_private_key=str(merged["ssh_private_key"]),
-            ssh_host_key=str(merged["ssh_host_key"]),
-            ssh_known_hosts=str(merged["ssh_known_hosts"]),
+            target=inputs.ssh_target(merged, "ssh", "host"),
             certname=str(merged["certname"]),
             dns_alt_names=[str(n) for n in merged["dns_alt_names"]],
             environmentpath=str(merged["environmentpath"]),
-            primary_host=str(merged["primary_host"]),
-            primary_ssh_port=int(merged["primary_ssh_port"]),
-            primary_ssh_user=str(merged["primary_ssh_user"]),
-            primary_ssh_private_key=str(merged["primary_ssh_private_key"]),
-            primary_ssh_host_key=str(merged["primary_ssh_host_key"]),
-            primary_ssh_known_hosts=str(merged["primary_ssh_known_hosts"]),
+            primary_target=inputs.ssh_target(merged, "primary_ssh", "primary_host"),
             primary_certname=str(merged["primary_certname"]),
-            database_host=str(merged["database_host"]),
-            database_ssh_port=int(merged["database_ssh_port"]),
-            database_ssh_user=str(merged["database_ssh_user"]),
-            database_ssh_private_key=str(merged["database_ssh_private_key"]),
-            database_ssh_host_key=str(merged["database_ssh_host_key"]),
-            database_ssh_known_hosts=str(merged["database_ssh_known_hosts"]),
+            database_target=inputs.ssh_target(merged, "database_ssh", "database_host")
+            if merged["database_host"]
+            else None,
             pe_version=str(merged["pe_version"]),
             classifier_url=str(merged["classifier_url"]),
             rbac_token=str(merged["rbac_token"]),
@@ -290,46 +265,17 @@ class MasterConfig:
         return f"PE Compiler Group {self.availability_group}" if self.availability_group else ""
 
     @property
-    def target(self) -> SshTarget:
-        return SshTarget(
-            self.host, self.ssh_port, self.ssh_user, self.ssh_private_key, self.ssh_host_key, self.ssh_known_hosts
-        )
+    def host(self) -> str:
+        return self.target.host
 
     @property
-    def primary_target(self) -> SshTarget:
-        return SshTarget(
-            self.primary_host,
-            self.primary_ssh_port,
-            self.primary_ssh_user,
-            self.primary_ssh_private_key,
-            self.primary_ssh_host_key,
-            self.primary_ssh_known_hosts,
-        )
-
-    @property
-    def database_target(self) -> SshTarget | None:
-        """PE-PostgreSQL's host, None when there is none (before PE 2019.7, older state)."""
-        if not self.database_host:
-            return None
-        return SshTarget(
-            self.database_host,
-            self.database_ssh_port,
-            self.database_ssh_user,
-            self.database_ssh_private_key,
-            self.database_ssh_host_key,
-            self.database_ssh_known_hosts,
-        )
+    def primary_host(self) -> str:
+        return self.primary_target.host
 
     @property
     def secrets(self) -> list[str]:
-        keys = (
-            self.ssh_private_key,
-            self.primary_ssh_private_key,
-            self.database_ssh_private_key,
-            self.rbac_token,
-            self.classifier_client_key,
-        )
-        return [s for s in keys if s]
+        keys = [target.private_key for target in (self.target, self.primary_target, self.database_target) if target]
+        return [s for s in (*keys, self.rbac_token, self.classifier_client_key) if s]
 
 
 def problems(props: dict[str, Any]) -> list[tuple[str, str]]:

@@ -112,8 +112,9 @@ def remove(group: list[Leaving], log: Any) -> dict[str, BaseException]:
         try:  # before anything changes: the compilers' pg_ident.conf lines must go too (PE 2019.7+)
             database = database_session(lead, stack, primary)
         except SshUnreachableError as exc:
+            where = lead.database_target.label if lead.database_target else "database host"
             raise ProviderError(
-                f"[{lead.database_host}] delete: the database host is unreachable ({exc}); {lead.certname}'s "
+                f"[{where}] delete: the database host is unreachable ({exc}); {lead.certname}'s "
                 f"{database_access.IDENT_FILE} lines must be removed there, so nothing was changed. Make it reachable "
                 "and run `pulumi up` (or `destroy`) again."
             ) from exc

@@ -131,10 +131,11 @@ def compiler_puppetdb(ctx: Context, cafile: str = "") -> None:
             return
         time.sleep(2)
     first_map, first_role = generation.pg_ident_maps[0]
+    database = cfg.database_target.host if cfg.database_target else "database_host"
     raise DeadlineError(
         f"[{cfg.host}] step 'compiler PuppetDB': the compiler's PuppetDB did not report running within "
         f"{cfg.service_timeout:.0f}s (last answer: {last!r}). Check {database_access.IDENT_FILE} on the database host "
-        f"({cfg.database_host or 'database_host'}) for `{first_map} {cfg.certname} {first_role}` and its -migrator "
+        f"({database}) for `{first_map} {cfg.certname} {first_role}` and its -migrator "
         f"and -read lines, and the compiler's {PUPPETDB_LOG} (`certificate authentication failed` means a "
         "missing line or a PostgreSQL not reloaded)"
     )

@@ -21,7 +21,7 @@ from provider.infra_refresh import RefreshConfig
 from provider.master import context, database, removal, steps, verify
 from provider.pe import database_access
 from provider.pe.generation import generation_for
-from tests.unit.test_generation import SETTINGS, ScriptedHost, master_config, scripted_context, session
+from tests.unit.test_generation import SETTINGS, ScriptedHost, master_config, master_props, scripted_context, session
 
 MAPS = generation_for("2019.8").pg_ident_maps
 SERVICE = "pe-postgresql"
@@ -455,7 +455,7 @@ def test_a_delete_whose_database_host_is_unreachable_fails_before_anything_chang
     monkeypatch.setattr(removal, "SshSession", Unchanged)
     monkeypatch.setattr(context, "SshSession", Unchanged)
     props = {
-        **{k: v for k, v in vars(master_config()).items() if k != "resource_name"},
+        **master_props(),
         "database_host": "db.example.com",
         "database_ssh_private_key": "k",
         "cert_serial": "7",

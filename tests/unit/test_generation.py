@@ -16,7 +16,7 @@ import pytest
 from provider.core.command import CommandResult
 from provider.core.errors import ForeignAgentError, ProviderError, SanMismatchError
 from provider.master import agent, certificate, certs, context
-from provider.master.config import MasterConfig
+from provider.master.config import DEFAULTS, MasterConfig
 from provider.pe import agent_runs, ca
 from provider.pe.generation import PUPPET_BINARIES, Generation, generation_for, puppet_major_for
 from provider.pe.primary import Primary
@@ -196,8 +196,10 @@ def test_deactivate_payloads_follow_puppetdb() -> None:
         json.dumps(body)  # what curl sends
 
 
-def master_config(version: str = "2019.8", **changes: Any) -> MasterConfig:
-    props = {
+def master_props(version: str = "2019.8", **changes: Any) -> dict[str, Any]:
+    """A compile master's inputs, every one given (the defaults where the test sets none)."""
+    return {
+        **DEFAULTS,
         "host": "c1.example.com",
         "ssh_private_key": "k",
         "certname": "c1.example.com",
@@ -210,7 +212,10 @@ def master_config(version: str = "2019.8", **changes: Any) -> MasterConfig:
         "classifier_url": "https://console.example.com:4433",
         **changes,
     }
-    return MasterConfig.from_props(props)
+
+
+def master_config(version: str = "2019.8", **changes: Any) -> MasterConfig:
+    return MasterConfig.from_props(master_props(version, **changes))
 
 
 @pytest.mark.parametrize(
@@ -244,7 +249,7 @@ def test_a_peadm_availability_group_is_requested_as_peadm_does_and_checked() -> 
     assert agent.install_arguments(cfg)[3] == "extension_requests:pp_auth_role=pe_compiler"
     assert cfg.extension_requests[-1] == ("1.3.6.1.4.1.34380.1.1.9813", "B")
     assert cfg.availability_node_group == "PE Compiler Group B"
-    base = {k: v for k, v in vars(master_config("2021.7")).items() if k not in ("resource_name", "peer_masters")}
+    base = master_props("2021.7")
     assert ("availability_group", "availability_group must be A or B (peadm's letters), not 'C'") in problems(
         {**base, "availability_group": "C"}
     )

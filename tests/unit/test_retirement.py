@@ -14,7 +14,7 @@ from provider.core.retirement import Retirement
 from provider.master import removal
 from provider.pe import crl_refresh
 from tests.unit.test_crl_refresh import FakeHost, lists_serial, server
-from tests.unit.test_generation import master_config
+from tests.unit.test_generation import master_config, master_props
 
 
 def leaving(*names: str) -> dict[str, dict[str, str]]:
@@ -127,7 +127,7 @@ def test_the_first_delete_removes_the_group_and_the_others_report_its_outcome(mo
         return dict(outcome)
 
     monkeypatch.setattr(removal, "remove", remove)
-    props = {k: v for k, v in vars(master_config()).items() if k not in ("resource_name", "peer_masters")}
+    props = master_props()
     registry.stack_changed({n: {**props, "certname": n} for n in ("b.example.com", "c.example.com")}, staying=[])
     registry.drained("b.example.com")
     registry.drained("c.example.com")

@@ -35,7 +35,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from provider.codesync import plan, remote
+from provider.codesync import hiera, plan, remote
 from provider.core import inputs
 from provider.core.errors import ProviderError, SshUnreachableError, at_boundary
 from provider.core.progress import progress, resource_inputs
@@ -137,9 +137,9 @@ class Sync:
         if diff:
             out.append(f"code differs from the primary ({diff[0]})")
         primary, master = self.hiera.files()
-        hiera = plan.hiera_drift(primary, master)
-        if hiera:
-            out.append(hiera)
+        drifted = hiera.drift(primary, master)
+        if drifted:
+            out.append(drifted)
         return out, master.digest if primary.digest else ""
 
 

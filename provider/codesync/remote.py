@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from provider.codesync import plan
+from provider.codesync import hiera, plan
 from provider.core.errors import DeadlineError, ProviderError, SshUnreachableError
 from provider.pe.generation import PUPPET_BINARIES
 from provider.ssh.session import SshSession, host_keys_for, remote_lock
@@ -26,7 +26,7 @@ HIERA_FILE_TIMEOUT = 60
 # The primary's hiera_config (path and `puppet`), per SSH address, for the life of the
 # provider process (one `pulumi up`): every master's FileSync needs it, and each read is
 # two Ruby start-ups on the primary. Its digest is read afresh every time.
-_primary_hiera: dict[tuple[str, int, str], plan.HieraFile] = {}
+_primary_hiera: dict[tuple[str, int, str], hiera.HieraFile] = {}
 _primary_hiera_lock = threading.Lock()
 
 
@@ -137,23 +137,23 @@ class Hiera(Remote):
     """The global hiera.yaml (in Puppet's confdir, outside the synced codedir): copied from
     the primary when the sha256 differ, as peadm's add_compiler plan does."""
 
-    def probe(self, session: SshSession, fallback: str) -> plan.HieraFile:
-        result = session.run(plan.hiera_probe_command(fallback), timeout=HIERA_PROBE_TIMEOUT)
+    def probe(self, session: SshSession, fallback: str) -> hiera.HieraFile:
+        result = session.run(hiera.probe_command(fallback), timeout=HIERA_PROBE_TIMEOUT)
         result.check("hiera.yaml", "cannot read Puppet's hiera_config (`puppet config print`) or hash that file")
         try:
-            return plan.parse_hiera_probe(result.stdout)
+            return hiera.parse_probe(result.stdout)
         except ValueError as exc:
             raise ProviderError(f"[{session.target.label}] hiera.yaml: {exc}") from None
 
     def digest_at(self, session: SshSession, path: str) -> str:
-        result = session.run(plan.hiera_digest_command(path), timeout=HIERA_FILE_TIMEOUT)
+        result = session.run(hiera.digest_command(path), timeout=HIERA_FILE_TIMEOUT)
         result.check("hiera.yaml", f"cannot hash {path}")
         try:
-            return plan.parse_hiera_digest(result.stdout)
+            return hiera.parse_digest(result.stdout)
         except ValueError as exc:
             raise ProviderError(f"[{session.target.label}] hiera.yaml: {path}: {exc}") from None
 
-    def primary_file(self) -> plan.HieraFile:
+    def primary_file(self) -> hiera.HieraFile:
         """The primary's hiera.yaml: its path from its own `puppet` (once per process), its
         digest now. A PE primary without `puppet` at either path is not one we can read."""
         target = self.cfg.primary
@@ -161,7 +161,7 @@ class Hiera(Remote):
         with _primary_hiera_lock:
             known = _primary_hiera.get(key)
         if known is not None:
-            return plan.HieraFile(known.path, self.digest_at(self.primary, known.path), known.puppet)
+            return hiera.HieraFile(known.path, self.digest_at(self.primary, known.path), known.puppet)
         found = self.probe(self.primary, "")
         if not found.puppet:
             raise ProviderError(
@@ -173,7 +173,7 @@ class Hiera(Remote):
             _primary_hiera[key] = found
         return found
 
-    def files(self) -> tuple[plan.HieraFile, plan.HieraFile]:
+    def files(self) -> tuple[hiera.HieraFile, hiera.HieraFile]:
         """(primary's, master's): one command on each host. A master without `puppet` yet
         (its agent comes after its code) gets the primary's path, PE's path on both."""
         primary = self.primary_file()
@@ -181,14 +181,14 @@ class Hiera(Remote):
 
     def read_primary(self, path: str) -> bytes:
         """The primary's file; its content is never logged nor put in an error."""
-        result = self.primary.run(plan.hiera_read_command(path), timeout=HIERA_FILE_TIMEOUT)
+        result = self.primary.run(hiera.read_command(path), timeout=HIERA_FILE_TIMEOUT)
         if result.exit_status != 0:
             raise ProviderError(
                 f"[{self.cfg.primary.label}] hiera.yaml: cannot read {path} (exit {result.exit_status}): "
                 + result.stderr.strip()[-300:]
             )
         try:
-            return plan.decode_hiera_read(result.stdout)
+            return hiera.decode_read(result.stdout)
         except ValueError as exc:
             raise ProviderError(f"[{self.cfg.primary.label}] hiera.yaml: {exc}") from None
 
@@ -196,7 +196,7 @@ class Hiera(Remote):
         """Check both digests, copy only when they differ, verify the copy: safe to repeat.
         Returns the master's digest ("" when the primary has no hiera.yaml)."""
         primary, master = self.files()
-        action = plan.hiera_action(primary, master)
+        action = hiera.action(primary, master)
         if action == "leave":
             self.log("hiera.yaml", f"the primary has no {primary.path}: the master's {master.path} is left alone")
             return ""
@@ -205,7 +205,7 @@ class Hiera(Remote):
             return primary.digest
         data = self.read_primary(primary.path)
         digest = hashlib.sha256(data).hexdigest()  # the primary may have changed since its probe
-        self.host.run(plan.hiera_write_command(master.path), timeout=HIERA_FILE_TIMEOUT, stdin=data).check(
+        self.host.run(hiera.write_command(master.path), timeout=HIERA_FILE_TIMEOUT, stdin=data).check(
             "hiera.yaml", f"cannot write {master.path}"
         )
         written = self.digest_at(self.host, master.path)

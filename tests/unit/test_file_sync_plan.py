@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 
 from provider import file_sync
-from provider.codesync import plan, remote
+from provider.codesync import hiera, plan, remote
 from provider.core.command import CommandResult
 from provider.core.errors import ProviderError
 from provider.ssh.session import SshSession
@@ -167,39 +167,37 @@ def puppet(tmp_path: Path) -> Path:
 def test_hiera_probe_asks_puppet_server_s_section_of_its_puppet_and_hashes_the_file(
     tmp_path: Path, puppet: Path, version: str, section: str
 ) -> None:
-    hiera = tmp_path / "conf" / "hiera.yaml"
-    hiera.parent.mkdir()
-    hiera.write_bytes(b"---\nversion: 5\n")
+    hiera_yaml = tmp_path / "conf" / "hiera.yaml"
+    hiera_yaml.parent.mkdir()
+    hiera_yaml.write_bytes(b"---\nversion: 5\n")
     calls = tmp_path / "calls"
-    env = {"VERSION": version, "HIERA": str(hiera), "CALLS": str(calls)}
-    code, out = sh(plan.hiera_probe_command("/fallback/hiera.yaml", [str(tmp_path / "none"), str(puppet)]), env)
+    env = {"VERSION": version, "HIERA": str(hiera_yaml), "CALLS": str(calls)}
+    code, out = sh(hiera.probe_command("/fallback/hiera.yaml", [str(tmp_path / "none"), str(puppet)]), env)
     assert code == 0, out
-    found = plan.parse_hiera_probe(out)
-    assert found == plan.HieraFile(str(hiera), hashlib.sha256(b"---\nversion: 5\n").hexdigest(), str(puppet))
+    found = hiera.parse_probe(out)
+    assert found == hiera.HieraFile(str(hiera_yaml), hashlib.sha256(b"---\nversion: 5\n").hexdigest(), str(puppet))
     assert f"section {section}" in out.splitlines()
     assert calls.read_text().splitlines() == ["--version", f"config print hiera_config --section {section}"]
-    hiera.unlink()  # no file: absent, not an error
-    code, out = sh(plan.hiera_probe_command("", [str(puppet)]), env)
-    assert (code, plan.parse_hiera_probe(out).digest) == (0, "")
+    hiera_yaml.unlink()  # no file: absent, not an error
+    code, out = sh(hiera.probe_command("", [str(puppet)]), env)
+    assert (code, hiera.parse_probe(out).digest) == (0, "")
 
 
 def test_hiera_probe_without_puppet_uses_the_fallback_and_a_broken_puppet_fails(tmp_path: Path, puppet: Path) -> None:
     fallback = tmp_path / "primary's path.yaml"
     fallback.write_bytes(b"x")
-    code, out = sh(plan.hiera_probe_command(str(fallback), [str(tmp_path / "none")]), {})
+    code, out = sh(hiera.probe_command(str(fallback), [str(tmp_path / "none")]), {})
     assert code == 0 and out.splitlines()[:3] == ["puppet -", "section -", f"path {fallback}"]
-    assert plan.parse_hiera_digest(out) == hashlib.sha256(b"x").hexdigest()
-    code, out = sh(plan.hiera_probe_command("", [str(tmp_path / "none")]), {})
-    assert plan.parse_hiera_probe(out) == plan.HieraFile("", "", "")  # the caller refuses this on the primary
-    code, _ = sh(
-        plan.hiera_probe_command("", [str(puppet)]), {"VERSION": "7.34.0", "BROKEN": "1", "CALLS": "/dev/null"}
-    )
+    assert hiera.parse_digest(out) == hashlib.sha256(b"x").hexdigest()
+    code, out = sh(hiera.probe_command("", [str(tmp_path / "none")]), {})
+    assert hiera.parse_probe(out) == hiera.HieraFile("", "", "")  # the caller refuses this on the primary
+    code, _ = sh(hiera.probe_command("", [str(puppet)]), {"VERSION": "7.34.0", "BROKEN": "1", "CALLS": "/dev/null"})
     assert code == 3
 
 
 def test_hiera_probe_parse_refuses_what_the_probe_never_prints() -> None:
     ok = f"puppet /opt/puppetlabs/bin/puppet\nsection server\npath {PE_HIERA}\nsha256 {SHA_A}\n"
-    assert plan.parse_hiera_probe(ok) == plan.HieraFile(PE_HIERA, SHA_A, "/opt/puppetlabs/bin/puppet")
+    assert hiera.parse_probe(ok) == hiera.HieraFile(PE_HIERA, SHA_A, "/opt/puppetlabs/bin/puppet")
     for bad in (
         ok.replace(PE_HIERA, "hiera.yaml"),  # relative: not a path Puppet Server would read
         ok.replace(PE_HIERA, ""),
@@ -208,7 +206,7 @@ def test_hiera_probe_parse_refuses_what_the_probe_never_prints() -> None:
         "",
     ):
         with pytest.raises(ValueError):
-            plan.parse_hiera_probe(bad)
+            hiera.parse_probe(bad)
 
 
 def test_hiera_write_is_atomic_root_owned_0644_and_leaves_no_temp_file(tmp_path: Path) -> None:
@@ -220,37 +218,37 @@ def test_hiera_write_is_atomic_root_owned_0644_and_leaves_no_temp_file(tmp_path:
     target = tmp_path / "conf" / "hiera.yaml"  # its directory does not exist yet
     env = {"PATH": f"{shims}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls")}
     for content in (b"---\nversion: 5\n", b"", b"\xff binary-safe\n"):
-        code, out = sh(plan.hiera_write_command(str(target)), env, stdin=content)
+        code, out = sh(hiera.write_command(str(target)), env, stdin=content)
         assert (code, out) == (0, "")
         assert target.read_bytes() == content and stat.S_IMODE(target.stat().st_mode) == 0o644
         assert os.listdir(target.parent) == ["hiera.yaml"]
         assert (tmp_path / "calls").read_text().startswith("0:0 ") and ".hiera.yaml.pe-file-sync." in (
             tmp_path / "calls"
         ).read_text()
-    code, out = sh(plan.hiera_digest_command(str(target)), {})
-    assert plan.parse_hiera_digest(out) == hashlib.sha256(b"\xff binary-safe\n").hexdigest()
+    code, out = sh(hiera.digest_command(str(target)), {})
+    assert hiera.parse_digest(out) == hashlib.sha256(b"\xff binary-safe\n").hexdigest()
     (tmp_path / "dir").mkdir()  # never moved into a directory of that name
-    code, _ = sh(plan.hiera_write_command(str(tmp_path / "dir")), env, stdin=b"x")
+    code, _ = sh(hiera.write_command(str(tmp_path / "dir")), env, stdin=b"x")
     assert code != 0 and os.listdir(tmp_path / "dir") == []
     assert sorted(os.listdir(tmp_path)) == ["bin", "calls", "conf", "dir"]
-    code, out = sh(shlex.join(plan.hiera_read_command(str(target))), {})
-    assert plan.decode_hiera_read(out) == b"\xff binary-safe\n"
+    code, out = sh(shlex.join(hiera.read_command(str(target))), {})
+    assert hiera.decode_read(out) == b"\xff binary-safe\n"
     with pytest.raises(ValueError):
-        plan.decode_hiera_read("not base64!")
+        hiera.decode_read("not base64!")
 
 
 def test_hiera_action_copies_only_what_differs_and_never_without_a_source() -> None:
-    primary = plan.HieraFile(PE_HIERA, SHA_A, "/opt/puppetlabs/bin/puppet")
-    same = plan.HieraFile(PE_HIERA, SHA_A)
-    other = plan.HieraFile("/etc/puppet/hiera.yaml", SHA_B, "/opt/puppetlabs/bin/puppet")
-    missing = plan.HieraFile(PE_HIERA, "")
-    assert plan.hiera_action(primary, same) == "same" and plan.hiera_drift(primary, same) is None
-    assert plan.hiera_action(primary, other) == "copy"
-    assert plan.hiera_drift(primary, other) == "hiera.yaml differs from the primary's (/etc/puppet/hiera.yaml)"
-    assert plan.hiera_action(primary, missing) == "copy"
-    assert plan.hiera_drift(primary, missing) == f"hiera.yaml missing on the master ({PE_HIERA})"
-    nothing = plan.HieraFile(PE_HIERA, "", "/opt/puppetlabs/bin/puppet")
-    assert plan.hiera_action(nothing, other) == "leave" and plan.hiera_drift(nothing, other) is None
+    primary = hiera.HieraFile(PE_HIERA, SHA_A, "/opt/puppetlabs/bin/puppet")
+    same = hiera.HieraFile(PE_HIERA, SHA_A)
+    other = hiera.HieraFile("/etc/puppet/hiera.yaml", SHA_B, "/opt/puppetlabs/bin/puppet")
+    missing = hiera.HieraFile(PE_HIERA, "")
+    assert hiera.action(primary, same) == "same" and hiera.drift(primary, same) is None
+    assert hiera.action(primary, other) == "copy"
+    assert hiera.drift(primary, other) == "hiera.yaml differs from the primary's (/etc/puppet/hiera.yaml)"
+    assert hiera.action(primary, missing) == "copy"
+    assert hiera.drift(primary, missing) == f"hiera.yaml missing on the master ({PE_HIERA})"
+    nothing = hiera.HieraFile(PE_HIERA, "", "/opt/puppetlabs/bin/puppet")
+    assert hiera.action(nothing, other) == "leave" and hiera.drift(nothing, other) is None
 
 
 class Host:
@@ -286,11 +284,11 @@ class Hosts:
         content = self.files[host]
         if line.startswith("p=; for c in "):
             return 0, probe_answer(PE_HIERA, content, "/opt/puppetlabs/bin/puppet" if host == "primary" else "")
-        if line == plan.hiera_digest_command(PE_HIERA):
+        if line == hiera.digest_command(PE_HIERA):
             return 0, probe_answer(PE_HIERA, content).splitlines()[-1]
-        if host == "primary" and line == shlex.join(plan.hiera_read_command(PE_HIERA)):
+        if host == "primary" and line == shlex.join(hiera.read_command(PE_HIERA)):
             return 0, base64.encodebytes(content or b"").decode()
-        if host == "master" and line == plan.hiera_write_command(PE_HIERA):
+        if host == "master" and line == hiera.write_command(PE_HIERA):
             self.files["master"] = stdin or b""
             return 0, ""
         raise AssertionError(f"unexpected command on the {host}: {line!r}")
@@ -314,14 +312,14 @@ def test_sync_hiera_copies_when_different_verifies_and_then_leaves_it(capsys: py
     assert hosts.files["master"] == content
     # master: probe (no puppet: the primary's path), write, verify; primary: probe, read
     assert [c.split()[0] for c in hosts.master.commands] == ["p=;", "set", "if"]
-    assert plan.hiera_probe_command(PE_HIERA) == hosts.master.commands[0]
+    assert hiera.probe_command(PE_HIERA) == hosts.master.commands[0]
     assert len(hosts.primary.commands) == 2
     assert hashlib.sha256(content).hexdigest()[:16] in capsys.readouterr().err
     # Again: both hashed, nothing written; the primary's path is remembered (no Ruby start-up there).
     hosts.master.commands.clear()
     hosts.primary.commands.clear()
     assert hosts.sync().hiera.sync() == hashlib.sha256(content).hexdigest()
-    assert hosts.primary.commands == [plan.hiera_digest_command(PE_HIERA)] and len(hosts.master.commands) == 1
+    assert hosts.primary.commands == [hiera.digest_command(PE_HIERA)] and len(hosts.master.commands) == 1
     log = capsys.readouterr().err
     assert "same as the primary's" in log and "secret-free" not in log
 

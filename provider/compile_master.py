@@ -13,21 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from typing import Any, TypedDict
+from typing import Any
 
 import pulumi
-from pulumi.dynamic import (
-    CheckFailure,
-    CheckResult,
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    Resource,
-    ResourceProvider,
-    UpdateResult,
-)
+from pulumi import dynamic
 
 from provider.core import inputs
+from provider.core.access import DatabaseAccess, HostAccess, PrimaryAccess
 from provider.core.errors import ClassifierError, ProviderError, SshUnreachableError, at_boundary
 from provider.core.progress import progress, resource_inputs
 from provider.core.retirement import RETIREMENT
@@ -115,24 +107,24 @@ def changed_inputs(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
     return inputs.changed_keys(INPUT_KEYS, with_peer_mappings(olds), with_peer_mappings(news), DEFAULTS)
 
 
-class PeCompileMasterProvider(ResourceProvider):
+class PeCompileMasterProvider(dynamic.ResourceProvider):
     @at_boundary
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        failures = [CheckFailure(prop, reason) for prop, reason in problems(news)]
-        return CheckResult(news, failures)
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
+        failures = [dynamic.CheckFailure(prop, reason) for prop, reason in problems(news)]
+        return dynamic.CheckResult(news, failures)
 
     @at_boundary
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         """Inputs only (olds are the old outputs), and no remote call, ever."""
         changed = changed_inputs(olds, news)
         replaces = [k for k in changed if replaces_master(k, olds.get(k), news.get(k))]
         drifted = olds.get("status") not in (None, "running")  # refresh found drift: let `up` repair it
-        return DiffResult(
+        return dynamic.DiffResult(
             changes=bool(changed) or drifted, replaces=replaces, delete_before_replace=True
         )  # a certname cannot exist twice
 
     @at_boundary
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         cfg = MasterConfig.from_props(props)
         failures = problems(props)
         if failures:
@@ -146,17 +138,19 @@ class PeCompileMasterProvider(ResourceProvider):
                 adopt(ctx)
             else:
                 provision(ctx)
-            return CreateResult(cfg.certname, _outputs(props, ctx, "running"))
+            return dynamic.CreateResult(cfg.certname, _outputs(props, ctx, "running"))
 
     @at_boundary
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
         cfg = MasterConfig.from_props(news)
         RETIREMENT.present(cfg.certname)
         changed = changed_inputs(olds, news)
         drifted = olds.get("status") not in (None, "running")
         if not drifted and all(k in LOCAL_ONLY_KEYS for k in changed):
             progress(cfg.resource_name)("update", f"{', '.join(changed) or 'nothing'} changed: no remote work needed")
-            return UpdateResult({**computed_outputs(olds), **{k: v for k, v in news.items() if k != "__provider"}})
+            return dynamic.UpdateResult(
+                {**computed_outputs(olds), **{k: v for k, v in news.items() if k != "__provider"}}
+            )
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
             database = context.database_session(cfg, stack, primary)
@@ -167,10 +161,10 @@ class PeCompileMasterProvider(ResourceProvider):
                 host.run(setting, timeout=120).check("set environmentpath")
             provision(ctx, drifted)
             merged = {**computed_outputs(olds), **news}
-            return UpdateResult(_outputs(merged, ctx, "running"))
+            return dynamic.UpdateResult(_outputs(merged, ctx, "running"))
 
     @at_boundary
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
         """Report drift without changing anything; an id of "" (cert gone) drops it."""
         cfg = MasterConfig.from_props(props)
         log = progress(cfg.resource_name)
@@ -184,7 +178,7 @@ class PeCompileMasterProvider(ResourceProvider):
                     f"certificate {'missing' if entry is None else entry.state} on the CA: "
                     "the master is gone; the next `up` creates it again",
                 )
-                return ReadResult("", {})
+                return dynamic.ReadResult("", {})
             drift = []
             if props.get("cert_fingerprint") and entry.fingerprint != props["cert_fingerprint"]:
                 drift.append("certificate re-issued")
@@ -203,7 +197,7 @@ class PeCompileMasterProvider(ResourceProvider):
             if drift:
                 log("refresh", status)
             current = {"status": status, "cert_fingerprint": entry.fingerprint, "cert_serial": serial}
-            return ReadResult(id_, {**props, **current})
+            return dynamic.ReadResult(id_, {**props, **current})
 
     @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
@@ -253,24 +247,11 @@ def adopt(ctx: context.Context) -> None:
     ctx.log("adopt", "healthy master taken over without reinstalling")
 
 
-class SharedMasterArgs(TypedDict, total=False):
+class SharedMasterArgs(PrimaryAccess, DatabaseAccess, total=False):
     """The inputs every master of a deployment shares (also CompileMasterBatch's)."""
 
     ssh_private_key: pulumi.Input[str]
-    primary_host: pulumi.Input[str]
-    primary_ssh_port: pulumi.Input[int]
-    primary_ssh_user: pulumi.Input[str]
-    primary_ssh_private_key: pulumi.Input[str]
-    primary_ssh_host_key: pulumi.Input[str]
-    primary_ssh_known_hosts: pulumi.Input[str]
     primary_certname: pulumi.Input[str]
-    # PE-PostgreSQL's host, PE 2019.7+ (compilers' PuppetDB; provider/pe/database_access.py)
-    database_host: pulumi.Input[str]
-    database_ssh_port: pulumi.Input[int]
-    database_ssh_user: pulumi.Input[str]
-    database_ssh_private_key: pulumi.Input[str]
-    database_ssh_host_key: pulumi.Input[str]
-    database_ssh_known_hosts: pulumi.Input[str]
     pe_version: pulumi.Input[str]
     classifier_url: pulumi.Input[str]
     rbac_token: pulumi.Input[str]
@@ -286,14 +267,9 @@ class SharedMasterArgs(TypedDict, total=False):
     api_timeout: pulumi.Input[float]
 
 
-class PeCompileMasterArgs(SharedMasterArgs, total=False):
+class PeCompileMasterArgs(SharedMasterArgs, HostAccess, total=False):
     """The inputs (see docs/resources/pe-compile-master.md); validated in check()."""
 
-    host: pulumi.Input[str]
-    ssh_port: pulumi.Input[int]
-    ssh_user: pulumi.Input[str]
-    ssh_host_key: pulumi.Input[str]
-    ssh_known_hosts: pulumi.Input[str]
     certname: pulumi.Input[str]
     dns_alt_names: pulumi.Input[Sequence[pulumi.Input[str]]]
     environmentpath: pulumi.Input[str]
@@ -305,7 +281,7 @@ class PeCompileMasterArgs(SharedMasterArgs, total=False):
     peer_masters: pulumi.Input[Sequence[pulumi.Input[Mapping[str, Any]]]]
 
 
-class PeCompileMaster(Resource):
+class PeCompileMaster(dynamic.Resource):
     """A compile master of PE. Inputs: see docs/resources/pe-compile-master.md; secrets
     (ssh_private_key, primary_ssh_private_key, database_ssh_private_key, rbac_token,
     classifier_client_key) are wrapped as Pulumi secrets here, so they stay secret in state."""

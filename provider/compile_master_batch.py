@@ -24,16 +24,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import (
-    CheckFailure,
-    CheckResult,
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    Resource,
-    ResourceProvider,
-    UpdateResult,
-)
+from pulumi import dynamic
 
 from provider.compile_master import SharedMasterArgs
 from provider.core.batch_inputs import EntryList
@@ -121,28 +112,28 @@ def batch_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-class CompileMasterBatchProvider(ResourceProvider):
+class CompileMasterBatchProvider(dynamic.ResourceProvider):
     @at_boundary
-    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
         found = batch_problems(news) or renamed_on_same_host(olds, news)
-        return CheckResult(news, [CheckFailure(p, r) for p, r in found])
+        return dynamic.CheckResult(news, [dynamic.CheckFailure(p, r) for p, r in found])
 
     @at_boundary
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         """Inputs only: a new or changed master (or shared input) means converging them."""
-        return DiffResult(changes=MASTERS.changed(olds, news), replaces=[], delete_before_replace=False)
+        return dynamic.DiffResult(changes=MASTERS.changed(olds, news), replaces=[], delete_before_replace=False)
 
     @at_boundary
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         failures = batch_problems(props)
         if failures:
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
         RETIREMENT.stack_changed({}, [e["certname"] for e in MASTERS.entries(props)])
         done = converge_all(props, MASTERS.entries(props))
-        return CreateResult("compile-master-batch", self.outputs(props, done))
+        return dynamic.CreateResult("compile-master-batch", self.outputs(props, done))
 
     @at_boundary
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
         # Updates run before deletes: the masters leaving the config are known to their deletes.
         staying = {e["certname"] for e in MASTERS.entries(news)}
         leaving = {e["certname"]: master_props(olds, e) for e in MASTERS.entries(olds) if e["certname"] not in staying}
@@ -155,12 +146,12 @@ class CompileMasterBatchProvider(ResourceProvider):
                 "own PeCompileMaster",
             )
         done = converge_all(news, todo)
-        return UpdateResult(self.outputs(news, done))
+        return dynamic.UpdateResult(self.outputs(news, done))
 
     @at_boundary
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
         """Nothing of its own to read: each master's PeCompileMaster reports its drift."""
-        return ReadResult(id_, props)
+        return dynamic.ReadResult(id_, props)
 
     @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
@@ -233,7 +224,7 @@ class CompileMasterBatchArgs(SharedMasterArgs, total=False):
     parallelism: pulumi.Input[int]
 
 
-class CompileMasterBatch(Resource):
+class CompileMasterBatch(dynamic.Resource):
     """Provisions a set of compile masters in one call; keys and tokens stay secret."""
 
     status: pulumi.Output[str]

@@ -21,22 +21,14 @@ from __future__ import annotations
 
 import shlex
 from contextlib import ExitStack
-from typing import Any, TypedDict
+from typing import Any
 
 import pulumi
-from pulumi.dynamic import (
-    CheckFailure,
-    CheckResult,
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    Resource,
-    ResourceProvider,
-    UpdateResult,
-)
+from pulumi import dynamic
 
 from provider.codesync import hiera, plan, remote
 from provider.core import inputs
+from provider.core.access import HostAccess, PrimaryAccess
 from provider.core.errors import ProviderError, SshUnreachableError, at_boundary
 from provider.core.progress import progress, resource_inputs
 from provider.ssh.session import SshSession
@@ -154,41 +146,41 @@ def _open(cfg: plan.SyncConfig, stack: ExitStack, master_required: bool = True) 
     return Sync(cfg, master, primary)
 
 
-class FileSyncProvider(ResourceProvider):
+class FileSyncProvider(dynamic.ResourceProvider):
     @at_boundary
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        return CheckResult(news, [CheckFailure(p, r) for p, r in plan.problems(news)])
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
+        return dynamic.CheckResult(news, [dynamic.CheckFailure(p, r) for p, r in plan.problems(news)])
 
     @at_boundary
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         """Inputs only, no remote call: a new method/place replaces; schedule etc. update."""
         changed = inputs.changed_keys(plan.INPUT_KEYS, olds, news, plan.DEFAULTS)
         replaces = [k for k in changed if k in plan.REPLACE_KEYS]
         drifted = olds.get("status") not in (None, "in sync")
-        return DiffResult(changes=bool(changed) or drifted, replaces=replaces, delete_before_replace=True)
+        return dynamic.DiffResult(changes=bool(changed) or drifted, replaces=replaces, delete_before_replace=True)
 
     @at_boundary
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         failures = plan.problems(props)
         if failures:
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
         cfg = plan.SyncConfig.from_props(props)
         with ExitStack() as stack:
             outputs = _open(cfg, stack).converge()
-        return CreateResult(f"{cfg.target.host}:{cfg.environments}", self.merged(props, outputs))
+        return dynamic.CreateResult(f"{cfg.target.host}:{cfg.environments}", self.merged(props, outputs))
 
     @at_boundary
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
         cfg = plan.SyncConfig.from_props(news)
         changed = inputs.changed_keys(plan.INPUT_KEYS, olds, news, plan.DEFAULTS)
         if olds.get("status") == "in sync" and all(k in plan.LOCAL_ONLY_KEYS for k in changed):
-            return UpdateResult(self.merged(news, {k: olds.get(k) for k in OUTPUT_KEYS}))
+            return dynamic.UpdateResult(self.merged(news, {k: olds.get(k) for k in OUTPUT_KEYS}))
         with ExitStack() as stack:
             outputs = _open(cfg, stack).converge()
-        return UpdateResult(self.merged(news, outputs))
+        return dynamic.UpdateResult(self.merged(news, outputs))
 
     @at_boundary
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
         cfg = plan.SyncConfig.from_props(props)
         with ExitStack() as stack:
             sync = _open(cfg, stack)
@@ -196,7 +188,7 @@ class FileSyncProvider(ResourceProvider):
             status = "in sync" if not drift else "drifted: " + "; ".join(drift)
             if drift:
                 sync.log("refresh", status)
-        return ReadResult(id_, {**props, "status": status, "hiera_digest": hiera_digest})
+        return dynamic.ReadResult(id_, {**props, "status": status, "hiera_digest": hiera_digest})
 
     @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
@@ -209,22 +201,10 @@ class FileSyncProvider(ResourceProvider):
         return {**{k: v for k, v in props.items() if k != "__provider"}, **outputs}
 
 
-class FileSyncArgs(TypedDict, total=False):
+class FileSyncArgs(HostAccess, PrimaryAccess, total=False):
     """The inputs (see docs/resources/file-sync.md); validated in check()."""
 
     method: pulumi.Input[str]
-    host: pulumi.Input[str]
-    ssh_port: pulumi.Input[int]
-    ssh_user: pulumi.Input[str]
-    ssh_private_key: pulumi.Input[str]
-    ssh_host_key: pulumi.Input[str]
-    ssh_known_hosts: pulumi.Input[str]
-    primary_host: pulumi.Input[str]
-    primary_ssh_port: pulumi.Input[int]
-    primary_ssh_user: pulumi.Input[str]
-    primary_ssh_private_key: pulumi.Input[str]
-    primary_ssh_host_key: pulumi.Input[str]
-    primary_ssh_known_hosts: pulumi.Input[str]
     code_dir: pulumi.Input[str]
     primary_code_dir: pulumi.Input[str]
     state_dir: pulumi.Input[str]
@@ -242,7 +222,7 @@ class FileSyncArgs(TypedDict, total=False):
     remove_code_on_delete: pulumi.Input[bool]
 
 
-class FileSync(Resource):
+class FileSync(dynamic.Resource):
     """Code on one compile master kept in sync with the primary; SSH keys stay secret."""
 
     status: pulumi.Output[str]

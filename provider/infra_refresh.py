@@ -32,21 +32,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 import pulumi
-from pulumi.dynamic import (
-    CheckFailure,
-    CheckResult,
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    Resource,
-    ResourceProvider,
-    UpdateResult,
-)
+from pulumi import dynamic
 
 from provider.core import inputs, validation
+from provider.core.access import ConsoleAccess, DatabaseAccess, PrimaryAccess, PuppetdbAccess
 from provider.core.errors import ProviderError, at_boundary
 from provider.core.progress import progress, resource_inputs
 from provider.pe import agent_runs, file_sync_conf
@@ -327,43 +319,43 @@ class Refresh:
         return out
 
 
-class InfraRefreshProvider(ResourceProvider):
+class InfraRefreshProvider(dynamic.ResourceProvider):
     @at_boundary
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        return CheckResult(news, [CheckFailure(p, r) for p, r in problems(news)])
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
+        return dynamic.CheckResult(news, [dynamic.CheckFailure(p, r) for p, r in problems(news)])
 
     @at_boundary
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         """The set of masters (order-free) and the hosts: a change means one more pair of runs."""
         changed = changed_keys(olds, news)
         drifted = olds.get("status") not in (None, "whitelisted")
-        return DiffResult(changes=bool(changed) or drifted, replaces=[], delete_before_replace=False)
+        return dynamic.DiffResult(changes=bool(changed) or drifted, replaces=[], delete_before_replace=False)
 
     @at_boundary
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         failures = problems(props)
         if failures:
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
         cfg = RefreshConfig.from_props(props)
         runs = Refresh(cfg).run_all()
-        return CreateResult("infra-refresh", self.outputs(props, runs))
+        return dynamic.CreateResult("infra-refresh", self.outputs(props, runs))
 
     @at_boundary
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
         changed = changed_keys(olds, news)  # the masters compared as a set
         if olds.get("status") == "whitelisted" and all(k in LOCAL_ONLY_KEYS for k in changed):
-            return UpdateResult({**self.outputs(news, olds.get("runs") or {})})
+            return dynamic.UpdateResult({**self.outputs(news, olds.get("runs") or {})})
         runs = Refresh(RefreshConfig.from_props(news)).run_all()
-        return UpdateResult(self.outputs(news, runs))
+        return dynamic.UpdateResult(self.outputs(news, runs))
 
     @at_boundary
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
         refresh = Refresh(RefreshConfig.from_props(props))
         drift = refresh.drift()
         status = "whitelisted" if not drift else "drifted: " + "; ".join(drift)
         if drift:
             refresh.log("refresh", status)
-        return ReadResult(id_, {**props, "status": status})
+        return dynamic.ReadResult(id_, {**props, "status": status})
 
     @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
@@ -376,34 +368,10 @@ class InfraRefreshProvider(ResourceProvider):
         return {**{k: v for k, v in props.items() if k != "__provider"}, "status": "whitelisted", "runs": runs}
 
 
-class InfraRefreshArgs(TypedDict, total=False):
+class InfraRefreshArgs(PuppetdbAccess, ConsoleAccess, DatabaseAccess, PrimaryAccess, total=False):
     """The inputs (see docs/resources/infra-refresh.md); validated in check()."""
 
     masters: pulumi.Input[list[pulumi.Input[str]]]
-    puppetdb_host: pulumi.Input[str]
-    puppetdb_ssh_port: pulumi.Input[int]
-    puppetdb_ssh_user: pulumi.Input[str]
-    puppetdb_ssh_private_key: pulumi.Input[str]
-    puppetdb_ssh_host_key: pulumi.Input[str]
-    puppetdb_ssh_known_hosts: pulumi.Input[str]
-    console_host: pulumi.Input[str]
-    console_ssh_port: pulumi.Input[int]
-    console_ssh_user: pulumi.Input[str]
-    console_ssh_private_key: pulumi.Input[str]
-    console_ssh_host_key: pulumi.Input[str]
-    console_ssh_known_hosts: pulumi.Input[str]
-    database_host: pulumi.Input[str]
-    database_ssh_port: pulumi.Input[int]
-    database_ssh_user: pulumi.Input[str]
-    database_ssh_private_key: pulumi.Input[str]
-    database_ssh_host_key: pulumi.Input[str]
-    database_ssh_known_hosts: pulumi.Input[str]
-    primary_host: pulumi.Input[str]
-    primary_ssh_port: pulumi.Input[int]
-    primary_ssh_user: pulumi.Input[str]
-    primary_ssh_private_key: pulumi.Input[str]
-    primary_ssh_host_key: pulumi.Input[str]
-    primary_ssh_known_hosts: pulumi.Input[str]
     puppetdb_whitelist: pulumi.Input[str]
     console_whitelist: pulumi.Input[str]
     file_sync_conf: pulumi.Input[str]
@@ -411,7 +379,7 @@ class InfraRefreshArgs(TypedDict, total=False):
     run_timeout: pulumi.Input[float]
 
 
-class InfraRefresh(Resource):
+class InfraRefresh(dynamic.Resource):
     """The deployment's PuppetDB, console and primary runs; SSH keys are kept secret."""
 
     status: pulumi.Output[str]

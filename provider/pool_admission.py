@@ -20,16 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import (
-    CheckFailure,
-    CheckResult,
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    Resource,
-    ResourceProvider,
-    UpdateResult,
-)
+from pulumi import dynamic
 
 from provider.core.batch_inputs import EntryList
 from provider.core.errors import ProviderError, at_boundary
@@ -81,32 +72,32 @@ def admit_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]
     return sorted(result.healthy)
 
 
-class PoolAdmissionProvider(ResourceProvider):
+class PoolAdmissionProvider(dynamic.ResourceProvider):
     @at_boundary
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        return CheckResult(news, [CheckFailure(p, r) for p, r in admission_problems(news)])
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
+        return dynamic.CheckResult(news, [dynamic.CheckFailure(p, r) for p, r in admission_problems(news)])
 
     @at_boundary
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         """Inputs only, no remote call: a new or changed member (or shared input)."""
-        return DiffResult(changes=MEMBERS.changed(olds, news), replaces=[], delete_before_replace=False)
+        return dynamic.DiffResult(changes=MEMBERS.changed(olds, news), replaces=[], delete_before_replace=False)
 
     @at_boundary
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         failures = admission_problems(props)
         if failures:
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
         done = admit_all(props, MEMBERS.entries(props))
-        return CreateResult("pool-admission", self.outputs(props, done))
+        return dynamic.CreateResult("pool-admission", self.outputs(props, done))
 
     @at_boundary
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(self.outputs(news, admit_all(news, to_admit(olds, news))))
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
+        return dynamic.UpdateResult(self.outputs(news, admit_all(news, to_admit(olds, news))))
 
     @at_boundary
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
         """Nothing of its own to read: each member's PoolMember reports its drift."""
-        return ReadResult(id_, props)
+        return dynamic.ReadResult(id_, props)
 
     @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
@@ -129,7 +120,7 @@ class PoolAdmissionArgs(PoolMemberArgs, total=False):
     members: pulumi.Input[list[pulumi.Input[dict[str, Any]]]]
 
 
-class PoolAdmission(Resource):
+class PoolAdmission(dynamic.Resource):
     """Adds and health-gates a set of pool members in one call; the LB key stays secret."""
 
     status: pulumi.Output[str]

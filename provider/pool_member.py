@@ -14,21 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any
 
 import pulumi
-from pulumi.dynamic import (
-    CheckFailure,
-    CheckResult,
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    Resource,
-    ResourceProvider,
-    UpdateResult,
-)
+from pulumi import dynamic
 
 from provider.core import inputs, validation
+from provider.core.access import LbAccess
 from provider.core.errors import DeadlineError, PrivateKeyError, ProviderError, at_boundary
 from provider.core.progress import progress, resource_inputs
 from provider.core.retirement import RETIREMENT
@@ -272,16 +264,16 @@ def ensure_member(cfg: MemberConfig, driver: PoolDriver, log: Any) -> MemberStat
     return result.healthy[server]
 
 
-class PoolMemberProvider(ResourceProvider):
+class PoolMemberProvider(dynamic.ResourceProvider):
     @at_boundary
-    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        failures = [CheckFailure(prop, reason) for prop, reason in problems(news)]
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
+        failures = [dynamic.CheckFailure(prop, reason) for prop, reason in problems(news)]
         if not failures:
             failures += self.backend_failures(olds, news)
-        return CheckResult(news, failures)
+        return dynamic.CheckResult(news, failures)
 
     @staticmethod
-    def backend_failures(olds: dict[str, Any], news: dict[str, Any]) -> list[CheckFailure]:
+    def backend_failures(olds: dict[str, Any], news: dict[str, Any]) -> list[dynamic.CheckFailure]:
         """A new member, or one moved to another backend or LB: look the backend up (one
         read on the LB, nothing changed). Unchanged members cost no remote call; an
         unreachable LB is left for create to report."""
@@ -295,46 +287,46 @@ class PoolMemberProvider(ResourceProvider):
             with cfg.session(connect_timeout=min(cfg.connect_timeout, 5.0)) as session:  # preview: be brief
                 cfg.driver_on(session).require_backend(cfg.spec.backend)
         except PrivateKeyError as exc:  # the key itself is unusable
-            return [CheckFailure("lb_ssh_private_key", str(exc))]
+            return [dynamic.CheckFailure("lb_ssh_private_key", str(exc))]
         except ProviderError as exc:
             if "no `backend" in str(exc):
-                return [CheckFailure("backend", str(exc))]
+                return [dynamic.CheckFailure("backend", str(exc))]
         return []
 
     @at_boundary
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         """Inputs only, no remote call. A replacement under the same server name (new
         address) must remove the old one first; a new name can be added first."""
         changed = inputs.changed_keys(INPUT_KEYS, olds, news, DEFAULTS)
         replaces = [k for k in changed if k in REPLACE_KEYS]
         same_name = not any(k in replaces for k in ("lb_host", "backend", "server_name"))
         drifted = olds.get("status") not in (None, "UP")
-        return DiffResult(
+        return dynamic.DiffResult(
             changes=bool(changed) or drifted, replaces=replaces, delete_before_replace=bool(replaces) and same_name
         )
 
     @at_boundary
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         failures = problems(props)
         if failures:
             raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
         cfg = MemberConfig.from_props(props)
         with cfg.session() as session:
             state = ensure_member(cfg, cfg.driver_on(session), progress(cfg.resource_name))
-        return CreateResult(f"{cfg.spec.backend}/{cfg.spec.server}", self.outputs(props, state))
+        return dynamic.CreateResult(f"{cfg.spec.backend}/{cfg.spec.server}", self.outputs(props, state))
 
     @at_boundary
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
         cfg = MemberConfig.from_props(news)
         changed = inputs.changed_keys(INPUT_KEYS, olds, news, DEFAULTS)
         if olds.get("status") == "UP" and all(k in LOCAL_ONLY_KEYS for k in changed):
-            return UpdateResult({**self.outputs(news, None), "status": "UP"})  # current inputs only
+            return dynamic.UpdateResult({**self.outputs(news, None), "status": "UP"})  # current inputs only
         with cfg.session() as session:
             state = ensure_member(cfg, cfg.driver_on(session), progress(cfg.resource_name))
-        return UpdateResult(self.outputs(news, state))
+        return dynamic.UpdateResult(self.outputs(news, state))
 
     @at_boundary
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
         cfg = MemberConfig.from_props(props)
         with cfg.session() as session:
             state = cfg.driver_on(session).state(cfg.spec)
@@ -342,7 +334,7 @@ class PoolMemberProvider(ResourceProvider):
         status = "UP" if not drift else "drifted: " + "; ".join(drift)
         if drift:
             progress(cfg.resource_name)("refresh", status)
-        return ReadResult(id_, {**props, "status": status})
+        return dynamic.ReadResult(id_, {**props, "status": status})
 
     @at_boundary
     def delete(self, _id: str, props: dict[str, Any]) -> None:
@@ -411,15 +403,9 @@ def member_drift(spec: MemberSpec, state: MemberState | None) -> list[str]:
     return drift
 
 
-class PoolMemberArgs(TypedDict, total=False):
+class PoolMemberArgs(LbAccess, total=False):
     """The inputs (see docs/resources/pool-member.md); validated in check()."""
 
-    lb_host: pulumi.Input[str]
-    lb_ssh_port: pulumi.Input[int]
-    lb_ssh_user: pulumi.Input[str]
-    lb_ssh_private_key: pulumi.Input[str]
-    lb_ssh_host_key: pulumi.Input[str]
-    lb_ssh_known_hosts: pulumi.Input[str]
     driver: pulumi.Input[str]
     backend: pulumi.Input[str]
     server_name: pulumi.Input[str]
@@ -435,7 +421,7 @@ class PoolMemberArgs(TypedDict, total=False):
     drain_timeout: pulumi.Input[float]
 
 
-class PoolMember(Resource):
+class PoolMember(dynamic.Resource):
     """A master in the load balancer's 8140 pool; lb_ssh_private_key is kept secret."""
 
     status: pulumi.Output[str]

@@ -13,17 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pulumi import Input, Output, ResourceOptions
-from pulumi.dynamic import (
-    CheckFailure,
-    CheckResult,
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    Resource,
-    ResourceProvider,
-    UpdateResult,
-)
+from pulumi import Input, Output, ResourceOptions, dynamic
 
 INPUTS = ("path", "content", "sleep", "journal")
 
@@ -37,44 +27,44 @@ def _journal(journal: str | None, event: str) -> None:
         f.write(json.dumps({"t": time.monotonic(), "event": event, "pid": os.getpid()}) + "\n")
 
 
-class EchoFileProvider(ResourceProvider):
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+class EchoFileProvider(dynamic.ResourceProvider):
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
         failures = []
         if not str(news.get("path", "")).startswith("/"):
-            failures.append(CheckFailure("path", "path must be absolute"))
-        return CheckResult(news, failures)
+            failures.append(dynamic.CheckFailure("path", "path must be absolute"))
+        return dynamic.CheckResult(news, failures)
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         _journal(props.get("journal"), "start")
         time.sleep(float(props.get("sleep", 0)))
         Path(props["path"]).write_text(props["content"])
         _journal(props.get("journal"), "end")
-        return CreateResult(
+        return dynamic.CreateResult(
             props["path"], {k: props[k] for k in INPUTS if k in props} | {"size": len(props["content"])}
         )
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         changed = [k for k in ("path", "content") if olds.get(k) != news.get(k)]
-        return DiffResult(
+        return dynamic.DiffResult(
             changes=bool(changed), replaces=[k for k in changed if k == "path"], delete_before_replace=True
         )
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
         Path(news["path"]).write_text(news["content"])
-        return UpdateResult({k: news[k] for k in INPUTS if k in news} | {"size": len(news["content"])})
+        return dynamic.UpdateResult({k: news[k] for k in INPUTS if k in news} | {"size": len(news["content"])})
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
         path = Path(id_)
         if not path.exists():
-            return ReadResult("", {})
+            return dynamic.ReadResult("", {})
         content = path.read_text()
-        return ReadResult(id_, {**props, "content": content, "size": len(content)})
+        return dynamic.ReadResult(id_, {**props, "content": content, "size": len(content)})
 
     def delete(self, id_: str, _props: dict[str, Any]) -> None:
         Path(id_).unlink(missing_ok=True)
 
 
-class EchoFile(Resource):
+class EchoFile(dynamic.Resource):
     """The resource users of the echo provider declare in a program."""
 
     size: Output[int]

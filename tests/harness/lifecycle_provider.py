@@ -13,8 +13,7 @@ import os
 import time
 from typing import Any
 
-from pulumi import Input, Output, ResourceOptions
-from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi import Input, Output, ResourceOptions, dynamic
 
 
 def _journal(props: dict[str, Any], event: str) -> None:
@@ -37,34 +36,34 @@ def _slow(props: dict[str, Any], call: str) -> None:
         f.write(json.dumps({"call": call, "name": props["name"], "start": start, "end": time.monotonic()}) + "\n")
 
 
-class ReplaceOnAProvider(ResourceProvider):
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+class ReplaceOnAProvider(dynamic.ResourceProvider):
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
         _slow(news, "check")
-        return CheckResult(news, [])
+        return dynamic.CheckResult(news, [])
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         # DiffF of TestExplicitDeleteBeforeReplace: OldOutputs["A"] against NewInputs["A"]
         if olds.get("A") != news.get("A"):
-            return DiffResult(changes=True, replaces=["A"], delete_before_replace=bool(news.get("dbr_diff")))
-        return DiffResult(changes=olds.get("note") != news.get("note"))
+            return dynamic.DiffResult(changes=True, replaces=["A"], delete_before_replace=bool(news.get("dbr_diff")))
+        return dynamic.DiffResult(changes=olds.get("note") != news.get("note"))
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
         _journal(news, "update")
-        return UpdateResult(dict(news))
+        return dynamic.UpdateResult(dict(news))
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         _slow(props, "create")
         _journal(props, "create")
-        return CreateResult(f"{props['name']}-{props.get('A')}", dict(props))
+        return dynamic.CreateResult(f"{props['name']}-{props.get('A')}", dict(props))
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        return ReadResult(id_, props)
+    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
+        return dynamic.ReadResult(id_, props)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         _journal(props, "delete")
 
 
-class ReplaceOnA(Resource):
+class ReplaceOnA(dynamic.Resource):
     A: Output[str]
 
     def __init__(

@@ -4,6 +4,7 @@ peers input that names them, and the step verified against a fake host."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -185,52 +186,43 @@ def lists_serial(crl_pem: bytes, serial: int) -> bool:
     return crl_pem == b"new" and serial == 7
 
 
+def carry(
+    kind: crl_refresh.Action,
+    fake: FakeHost,
+    version: str,
+    service_timeout: float = 60,
+    ca_crl: Callable[[], bytes] | None = None,
+) -> None:
+    """One CRL step for serial 7 on a host of this PE version, with a fresh ledger."""
+    crl_refresh.carry_out(
+        crl_refresh.CrlStep("b", kind),
+        server(fake, version),
+        [7],
+        lists_serial,
+        60,
+        service_timeout,
+        0.0,
+        crl_refresh.Ledger(),
+        ca_crl,
+    )
+
+
 def test_a_run_must_leave_the_serial_in_the_hosts_crl() -> None:
     fake = FakeHost()
-    crl_refresh.carry_out(
-        crl_refresh.CrlStep("b", "run"), server(fake, "2019.8"), [7], lists_serial, 60, 60, 0.0, crl_refresh.Ledger()
-    )
+    carry("run", fake, "2019.8")
     assert any("--onetime" in c for c in fake.commands)
     stale = FakeHost(crl_after_run=b"old")
     with pytest.raises(ProviderError, match="does not list serial 7"):
-        crl_refresh.carry_out(
-            crl_refresh.CrlStep("b", "run"),
-            server(stale, "2019.8"),
-            [7],
-            lists_serial,
-            60,
-            60,
-            0.0,
-            crl_refresh.Ledger(),
-        )
+        carry("run", stale, "2019.8")
 
 
 def test_a_restart_must_leave_the_server_answering_within_the_deadline() -> None:
     fake = FakeHost(answers_after=1)
-    crl_refresh.carry_out(
-        crl_refresh.CrlStep("b", "restart"),
-        server(fake, "3.7"),
-        [7],
-        lists_serial,
-        60,
-        60,
-        0.0,
-        crl_refresh.Ledger(),
-        lambda: b"new",
-    )
+    carry("restart", fake, "3.7", ca_crl=lambda: b"new")
     assert any("pe-puppetserver restart" in c for c in fake.commands) and fake.probes == 2
     never = FakeHost(answers_after=10**6, crl_file=b"new")
     with pytest.raises(DeadlineError, match="does not answer"):
-        crl_refresh.carry_out(
-            crl_refresh.CrlStep("b", "reload"),
-            server(never, "2016.4"),
-            [7],
-            lists_serial,
-            60,
-            0.5,
-            0.0,
-            crl_refresh.Ledger(),
-        )
+        carry("reload", never, "2016.4", service_timeout=0.5)
 
 
 def test_before_2017_2_a_compile_master_gets_the_cas_crl_in_its_own_file_before_its_restart() -> None:
@@ -238,42 +230,13 @@ def test_before_2017_2_a_compile_master_gets_the_cas_crl_in_its_own_file_before_
     its hostcrl: the CA's CRL is copied there (atomically: put beside it, chown/chmod, mv),
     then the restart; the file must list the serial after."""
     fake = FakeHost()
-    crl_refresh.carry_out(
-        crl_refresh.CrlStep("b", "restart"),
-        server(fake, "3.7"),
-        [7],
-        lists_serial,
-        60,
-        60,
-        0.0,
-        crl_refresh.Ledger(),
-        lambda: b"new",
-    )
+    carry("restart", fake, "3.7", ca_crl=lambda: b"new")
     copy = next(i for i, c in enumerate(fake.commands) if "mv -f" in c)
     restart = next(i for i, c in enumerate(fake.commands) if "pe-puppetserver restart" in c)
     assert copy < restart and fake.crl_file == b"new" and "chown --reference" in fake.commands[copy]
     stale = FakeHost()  # no copy (what the step did before): the restart reads the old file
     with pytest.raises(ProviderError, match="does not list serial 7"):
-        crl_refresh.carry_out(
-            crl_refresh.CrlStep("b", "restart"),
-            server(stale, "3.7"),
-            [7],
-            lists_serial,
-            60,
-            60,
-            0.0,
-            crl_refresh.Ledger(),
-        )
+        carry("restart", stale, "3.7")
     current = FakeHost(crl_file=b"new")  # already lists it: nothing copied
-    crl_refresh.carry_out(
-        crl_refresh.CrlStep("b", "reload"),
-        server(current, "2016.4"),
-        [7],
-        lists_serial,
-        60,
-        60,
-        0.0,
-        crl_refresh.Ledger(),
-        bytes,
-    )
+    carry("reload", current, "2016.4", ca_crl=bytes)
     assert not any("mv -f" in c for c in current.commands)

@@ -14,10 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from provider.file_sync import FileSyncProvider
 from provider.pool_admission import PoolAdmissionProvider
 from provider.pool_member import PoolMemberProvider
+from tests.faults import test_bad_input
 from tests.harness.provider_server import UNKNOWN, Engine, ProviderServer, Secret, StateEntry
 
-NOWHERE = "127.0.10.250"
-HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvL2tzZOBSbRBlc+ubhaqz4zYl6XYp5oIcGZfQ1f2p5"
 KEY = Secret(
     Ed25519PrivateKey.generate()
     .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
@@ -32,29 +31,13 @@ def server() -> Iterator[ProviderServer]:
 
 
 def member(**overrides: Any) -> dict[str, Any]:
-    props: dict[str, Any] = {
-        "lb_host": NOWHERE,
-        "lb_ssh_private_key": KEY,
-        "lb_ssh_host_key": HOST_KEY,
-        "server_name": "compile01",
-        "address": "10.0.0.11",
-    }
-    props.update(overrides)
-    return props
+    """test_bad_input's valid PoolMember inputs, with a key paramiko can load."""
+    return test_bad_input.member(**{"lb_ssh_private_key": KEY, **overrides})
 
 
 def sync(**overrides: Any) -> dict[str, Any]:
-    props: dict[str, Any] = {
-        "method": "rsync",
-        "host": NOWHERE,
-        "ssh_private_key": KEY,
-        "ssh_host_key": HOST_KEY,
-        "primary_host": NOWHERE,
-        "primary_ssh_private_key": KEY,
-        "primary_ssh_host_key": HOST_KEY,
-    }
-    props.update(overrides)
-    return props
+    """test_bad_input's valid FileSync inputs, with keys paramiko can load."""
+    return test_bad_input.sync(**{"ssh_private_key": KEY, "primary_ssh_private_key": KEY, **overrides})
 
 
 def existing(server: ProviderServer, provider: Any, type_name: str, inputs: dict[str, Any], **outs: Any) -> Engine:

@@ -382,6 +382,12 @@ class LocalSshServer:
             except (paramiko.SSHException, EOFError, OSError):
                 transport.close()
 
+    def __enter__(self) -> LocalSshServer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.sock.close()
         for transport in self.transports:
@@ -397,8 +403,7 @@ def test_a_host_presenting_another_key_is_refused_naming_host_fingerprint_and_wh
     client_key: paramiko.PKey,
 ) -> None:
     real, impostor = host_pkey(), host_pkey()
-    server = LocalSshServer(impostor, accept=client_key)
-    try:
+    with LocalSshServer(impostor, accept=client_key) as server:
         target = SshTarget("127.0.0.1", server.port, "root", SSH_KEY, pinned(real))
         with pytest.raises(HostKeyMismatchError) as failed:
             SshSession(target, connect_deadline=5.0, secrets=[SSH_KEY]).connect()
@@ -406,28 +411,22 @@ def test_a_host_presenting_another_key_is_refused_naming_host_fingerprint_and_wh
         assert f"127.0.0.1:{server.port}" in message and impostor.fingerprint in message
         assert "put its new key in the stack config" in message
         assert not leaks(message) and server.said == []  # never logged in, never ran anything
-    finally:
-        server.close()
 
 
 def test_a_refused_login_names_host_and_user_but_not_the_key(client_key: paramiko.PKey) -> None:
     host_key = host_pkey()
-    server = LocalSshServer(host_key, accept=None)
-    try:
+    with LocalSshServer(host_key, accept=None) as server:
         target = SshTarget("127.0.0.1", server.port, "deploy", SSH_KEY, pinned(host_key))
         with pytest.raises(SshUnreachableError) as failed:
             SshSession(target, connect_deadline=5.0, secrets=[SSH_KEY]).connect()
         message = str(failed.value)
         assert "login as deploy was refused" in message and f"127.0.0.1:{server.port}" in message
         assert not leaks(message)
-    finally:
-        server.close()
 
 
 def test_command_lines_and_output_are_masked_in_results_and_errors(client_key: paramiko.PKey) -> None:
     host_key = host_pkey()
-    server = LocalSshServer(host_key, accept=client_key)
-    try:
+    with LocalSshServer(host_key, accept=client_key) as server:
         target = SshTarget("127.0.0.1", server.port, "root", SSH_KEY, pinned(host_key))
         with SshSession(target, connect_deadline=5.0, secrets=[SSH_KEY, TOKEN]) as session:
             result = session.run(["puppet-access", "login", "--token", TOKEN], timeout=20)
@@ -438,8 +437,6 @@ def test_command_lines_and_output_are_masked_in_results_and_errors(client_key: p
         with pytest.raises(RemoteCommandError) as failed:
             result.check("log in", "check the token")
         assert "step 'log in' failed" in str(failed.value) and not leaks(str(failed.value))
-    finally:
-        server.close()
 
 
 def make_ca(tmp_path: Path, name: str = "server") -> tuple[str, Path, Path]:

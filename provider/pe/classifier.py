@@ -206,36 +206,31 @@ class Classifier:
         return dict(matches[0])
 
     def pin(self, group: dict[str, Any], certname: str, endpoint: bool) -> None:
-        if endpoint:
-            resp = self.request("POST", f"groups/{group['id']}/pin", json={"nodes": [certname]})
-            self._json(resp, f"pinning {certname} to {group['name']}", edit_rules_of(group["name"]))
-            return
-        if is_pinned(group.get("rule"), certname):
-            return
-        body: dict[str, Any] = {"rule": pin_rule(group.get("rule"), certname)}
-        if "serial_number" in group:
-            body["serial_number"] = group["serial_number"]
-        self._json(
-            self.request("POST", f"groups/{group['id']}", json=body),
-            f"pinning {certname} (rule rewrite)",
-            edit_rules_of(group["name"]),
-        )
+        self._set_pinned(group, certname, endpoint, True)
 
     def unpin(self, group: dict[str, Any], certname: str, endpoint: bool) -> None:
+        self._set_pinned(group, certname, endpoint, False)
+
+    def _set_pinned(self, group: dict[str, Any], certname: str, endpoint: bool, pinned: bool) -> None:
+        """By the pin/unpin endpoint (PE 2016.1+), or by rewriting the group's rule (only when
+        it must change; with its serial_number, so a concurrent edit is refused, not lost)."""
+        verb, where = ("pinning", "to") if pinned else ("unpinning", "from")
+        needs = edit_rules_of(group["name"])
         if endpoint:
-            resp = self.request("POST", f"groups/{group['id']}/unpin", json={"nodes": [certname]})
-            self._json(resp, f"unpinning {certname} from {group['name']}", edit_rules_of(group["name"]))
+            path = f"groups/{group['id']}/{'pin' if pinned else 'unpin'}"
+            self._json(
+                self.request("POST", path, json={"nodes": [certname]}),
+                f"{verb} {certname} {where} {group['name']}",
+                needs,
+            )
             return
-        if not is_pinned(group.get("rule"), certname):
+        if is_pinned(group.get("rule"), certname) == pinned:
             return
-        body: dict[str, Any] = {"rule": unpin_rule(group.get("rule"), certname)}
+        rewrite = pin_rule if pinned else unpin_rule
+        body: dict[str, Any] = {"rule": rewrite(group.get("rule"), certname)}
         if "serial_number" in group:
             body["serial_number"] = group["serial_number"]
-        self._json(
-            self.request("POST", f"groups/{group['id']}", json=body),
-            f"unpinning {certname} (rule rewrite)",
-            edit_rules_of(group["name"]),
-        )
+        self._json(self.request("POST", f"groups/{group['id']}", json=body), f"{verb} {certname} (rule rewrite)", needs)
 
     def unpin_from_all(self, certname: str) -> list[str]:
         """Remove the certname's pins from every node group (`POST /v1/commands/unpin-from-all`,

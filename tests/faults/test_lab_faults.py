@@ -25,6 +25,7 @@ from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
 from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret, wait_for
 from tests.labtests.helpers import bare_masters, enroll, lab_stack_config, lb_config, lb_stats, unpin
+from tests.labtests.test_pool_member import member_inputs
 
 pytestmark = pytest.mark.lab
 STACK = "faults"
@@ -220,18 +221,8 @@ def serving(lab: LabClient) -> Iterator[list[str]]:
 
 
 def member(lab: LabClient, short: str, **overrides: Any) -> dict[str, Any]:
-    return {
-        "resource_name": f"member-{short}",
-        "lb_host": lab.host("lb").fqdn,
-        "lb_ssh_private_key": Secret(Path(lab.key).read_text()),
-        "lb_ssh_known_hosts": Path(lab.known_hosts).read_text(),
-        "server_name": short,
-        "address": lab.host(short).address,
-        "check_inter_ms": 500,
-        "health_timeout": 60,
-        "drain_timeout": 10,
-        **overrides,
-    }
+    """test_pool_member's inputs for a compile host's pool member, draining for 10 s."""
+    return member_inputs(lab, short, short, **{"drain_timeout": 10, **overrides})
 
 
 def healthy(lab: LabClient, short: str) -> bool:

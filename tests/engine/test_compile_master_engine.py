@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from provider.compile_master import PeCompileMasterProvider
+from tests.engine.test_program_graph import DATABASE_INPUTS
 from tests.harness.provider_server import UNKNOWN, Engine, ProviderServer, Secret, StateEntry
 from tests.harness.provider_server import ProviderError as HarnessProviderError
 
@@ -255,14 +256,6 @@ def test_batch_old_outputs_do_not_count_as_changed_inputs() -> None:
 
 
 # --- PE 2019.7+: PE-PostgreSQL's host (compilers' PuppetDB, pg_ident.conf) -----------------
-DATABASE_INPUTS = (
-    "database_host",
-    "database_ssh_port",
-    "database_ssh_user",
-    "database_ssh_private_key",
-    "database_ssh_host_key",
-    "database_ssh_known_hosts",
-)
 
 
 def without_database(props: dict[str, Any]) -> dict[str, Any]:

@@ -231,12 +231,16 @@ def lb_config(lab: LabClient) -> str:
     return lab.host("lb").read("/etc/haproxy/haproxy.cfg") or ""
 
 
-def pdb_node(lab: LabClient, certname: str) -> dict[str, Any] | None:
-    primary = lab.host("primary")
-    resp = requests.get(
-        f"https://{lab.role_host('puppetdb').fqdn}:8081{lab.profile.puppetdb_query_path(f'nodes/{certname}')}",
-        cert=primary.cert_files(),
+def pdb_get(lab: LabClient, path: str) -> requests.Response:
+    """A PuppetDB query on 8081 as the primary makes it (its certificate is in the allowlist)."""
+    return requests.get(
+        f"https://{lab.role_host('puppetdb').fqdn}:8081{path}",
+        cert=lab.host("primary").cert_files(),
         verify=lab.ca_file,
         timeout=30,
     )
+
+
+def pdb_node(lab: LabClient, certname: str) -> dict[str, Any] | None:
+    resp = pdb_get(lab, lab.profile.puppetdb_query_path(f"nodes/{certname}"))
     return dict(resp.json()) if resp.status_code == 200 else None

@@ -19,7 +19,7 @@ from lab.generations import profile_for
 from provider.core.errors import ClassifierError
 from provider.pe.classifier import Classifier, ClassifierAuth, is_pinned
 from tests.harness.provider_server import wait_for
-from tests.labtests.helpers import PRIMARY, clean_on_ca, enroll, install_agent, on_generation, puppetserver
+from tests.labtests.helpers import PRIMARY, clean_on_ca, enroll, install_agent, on_generation, pdb_get, puppetserver
 
 pytestmark = pytest.mark.lab
 
@@ -165,14 +165,7 @@ def test_pe_2021_7_writes_allowlists_and_no_whitelists(lab: LabClient) -> None:
             assert listed is not None and "primary.pelab.test" in listed
             assert lab.role_host(role).read(f"/etc/puppetlabs/{directory}/{old}") is None
         # PuppetDB enforces the allowlist: the primary (listed) is let in.
-        primary = lab.host("primary")
-        resp = requests.get(
-            f"https://{lab.role_host('puppetdb').fqdn}:8081/pdb/query/v4/nodes",
-            cert=primary.cert_files(),
-            verify=lab.ca_file,
-            timeout=30,
-        )
-        assert resp.status_code == 200
+        assert pdb_get(lab, "/pdb/query/v4/nodes").status_code == 200
     assert lab.role_host("puppetdb").read("/etc/puppetlabs/puppetdb/certificate-whitelist") is not None
     assert lab.role_host("puppetdb").read("/etc/puppetlabs/puppetdb/certificate-allowlist") is None
 

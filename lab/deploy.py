@@ -646,6 +646,7 @@ class Lab:
         then the infrastructure runs."""
         self.stop_strays()
         self.setup_primary(self.settings())  # the PuppetDB terminus, and the profiles' manifests
+        self.setup_control_repo()  # which name the layout's hosts
         self.bootstrap_infra_certs()
         self.start_database()
         self.start_console_and_puppetdb()
@@ -771,20 +772,32 @@ class Lab:
             self.run("lb", ["service", "haproxy", "reload"])
 
     def setup_control_repo(self) -> None:
-        """A local git control repo (branch = environment) for r10k, as PE users keep one."""
+        """A local git control repo (branch = environment) for r10k, as PE users keep one,
+        holding what the primary's production environment holds: the lab's profile
+        manifests name the layout's hosts, so a change there is committed and pushed, as a
+        user pushes a change to their control repo."""
         repo = self.root / "git" / "control-repo.git"
-        if repo.exists():
-            return
         work = self.root / "git" / "control-repo.work"
         if work.exists():
             shutil.rmtree(work)
         src = self.paths("primary").dir / "etc-puppet" / "code" / "environments" / "production"
-        shutil.copytree(src, work)
         git = ["git", "-C", str(work), "-c", "user.name=pelab", "-c", "user.email=pelab@pelab.test"]
-        subprocess.run(["git", "init", "-q", "-b", "production", str(work)], check=True)
+        if repo.exists():
+            subprocess.run(["git", "clone", "-q", "-b", "production", str(repo), str(work)], check=True)
+            for entry in work.iterdir():
+                if entry.name != ".git":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            shutil.copytree(src, work, dirs_exist_ok=True)
+        else:
+            shutil.copytree(src, work)
+            subprocess.run(["git", "init", "-q", "-b", "production", str(work)], check=True)
         subprocess.run([*git, "add", "-A"], check=True)
-        subprocess.run([*git, "commit", "-q", "-m", "production environment"], check=True)
-        subprocess.run(["git", "clone", "-q", "--bare", str(work), str(repo)], check=True)
+        if subprocess.run([*git, "diff", "--cached", "--quiet"]).returncode != 0 or not repo.exists():
+            subprocess.run([*git, "commit", "-q", "-m", "production environment"], check=True)
+            if repo.exists():
+                subprocess.run([*git, "push", "-q", "origin", "production"], check=True)
+            else:
+                subprocess.run(["git", "clone", "-q", "--bare", str(work), str(repo)], check=True)
         shutil.rmtree(work)
 
     def agent_run(self, short: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -110,7 +110,7 @@ def test_program_scales_out_and_in_through_the_real_cli(lab: LabClient, stack: C
     assert said.count(f"[{STACK}-infra-refresh] {runs[0]}: done") == 1, said
     # PE's order: PuppetDB, console, then the primary (its file sync serves them after);
     # one run where the primary holds PuppetDB and the console (the lab's default layout).
-    refresh_lines = [line for line in said.splitlines() if f"[{STACK}-infra-refresh]" in line and "run: done" in line]
+    refresh_lines = [line for line in said.splitlines() if f"[{STACK}-infra-refresh]" in line and ": done in" in line]
     assert [line.split("] ")[1].split(": done")[0] for line in refresh_lines] == runs
     assert f"[{STACK}-provisioning] batch: provisioning 2 master(s), 2 at a time" in said
     assert f"[{STACK}-pool-admission] admission: adding 2 member(s)" in said

@@ -125,10 +125,7 @@ class PeCompileMasterProvider(dynamic.ResourceProvider):
 
     @at_boundary
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
-        cfg = MasterConfig.from_props(props)
-        failures = problems(props)
-        if failures:
-            raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
+        cfg = inputs.parse(props, problems, MasterConfig.from_props)
         RETIREMENT.present(cfg.certname)
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)

@@ -27,6 +27,7 @@ import pulumi
 from pulumi import dynamic
 
 from provider.compile_master import SharedMasterArgs
+from provider.core import inputs
 from provider.core.batch_inputs import EntryList
 from provider.core.errors import ProviderError, at_boundary, brief_message
 from provider.core.progress import emit, progress, resource_inputs
@@ -125,9 +126,7 @@ class CompileMasterBatchProvider(dynamic.ResourceProvider):
 
     @at_boundary
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
-        failures = batch_problems(props)
-        if failures:
-            raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
+        inputs.require_valid(props, batch_problems)
         RETIREMENT.stack_changed({}, [e["certname"] for e in MASTERS.entries(props)])
         done = converge_all(props, MASTERS.entries(props))
         return dynamic.CreateResult("compile-master-batch", self.outputs(props, done))

@@ -29,7 +29,7 @@ from pulumi import dynamic
 from provider.codesync import hiera, plan, remote
 from provider.core import inputs
 from provider.core.access import HostAccess, PrimaryAccess
-from provider.core.errors import ProviderError, SshUnreachableError, at_boundary
+from provider.core.errors import SshUnreachableError, at_boundary
 from provider.core.progress import progress, resource_inputs
 from provider.ssh.session import SshSession
 
@@ -161,10 +161,7 @@ class FileSyncProvider(dynamic.ResourceProvider):
 
     @at_boundary
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
-        failures = plan.problems(props)
-        if failures:
-            raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
-        cfg = plan.SyncConfig.from_props(props)
+        cfg = inputs.parse(props, plan.problems, plan.SyncConfig.from_props)
         with ExitStack() as stack:
             outputs = _open(cfg, stack).converge()
         return dynamic.CreateResult(f"{cfg.target.host}:{cfg.environments}", self.merged(props, outputs))

@@ -333,10 +333,7 @@ class InfraRefreshProvider(dynamic.ResourceProvider):
 
     @at_boundary
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
-        failures = problems(props)
-        if failures:
-            raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
-        cfg = RefreshConfig.from_props(props)
+        cfg = inputs.parse(props, problems, RefreshConfig.from_props)
         runs = Refresh(cfg).run_all()
         return dynamic.CreateResult("infra-refresh", self.outputs(props, runs))
 

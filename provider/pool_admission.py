@@ -22,6 +22,7 @@ from typing import Any
 import pulumi
 from pulumi import dynamic
 
+from provider.core import inputs
 from provider.core.batch_inputs import EntryList
 from provider.core.errors import ProviderError, at_boundary
 from provider.core.progress import emit, progress, resource_inputs
@@ -84,9 +85,7 @@ class PoolAdmissionProvider(dynamic.ResourceProvider):
 
     @at_boundary
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
-        failures = admission_problems(props)
-        if failures:
-            raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
+        inputs.require_valid(props, admission_problems)
         done = admit_all(props, MEMBERS.entries(props))
         return dynamic.CreateResult("pool-admission", self.outputs(props, done))
 

@@ -307,10 +307,7 @@ class PoolMemberProvider(dynamic.ResourceProvider):
 
     @at_boundary
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
-        failures = problems(props)
-        if failures:
-            raise ProviderError("; ".join(f"{p}: {r}" for p, r in failures))
-        cfg = MemberConfig.from_props(props)
+        cfg = inputs.parse(props, problems, MemberConfig.from_props)
         with cfg.session() as session:
             state = ensure_member(cfg, cfg.driver_on(session), progress(cfg.resource_name))
         return dynamic.CreateResult(f"{cfg.spec.backend}/{cfg.spec.server}", self.outputs(props, state))

@@ -8,12 +8,14 @@ A resource names its SSH inputs `<prefix>_port`, `<prefix>_user`, `<prefix>_priv
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
 from provider.core import validation
+from provider.core.errors import ProviderError
 from provider.ssh.trust import SshTarget, host_key_lines, pinned_keys
 
 
@@ -160,3 +162,25 @@ def timeout_problems(props: dict[str, Any], keys: tuple[str, ...]) -> list[tuple
         for error in [validation.positive_seconds_error(present[k], k)]
         if error
     ]
+
+
+Config = TypeVar("Config")
+
+
+def require_valid(props: dict[str, Any], problems: Callable[[dict[str, Any]], list[tuple[str, str]]]) -> None:
+    """Stop a create before anything changes when the inputs have problems: every one named,
+    the same list check() shows in a preview."""
+    failures = problems(props)
+    if failures:
+        raise ProviderError("; ".join(f"{prop}: {reason}" for prop, reason in failures))
+
+
+def parse(
+    props: dict[str, Any],
+    problems: Callable[[dict[str, Any]], list[tuple[str, str]]],
+    build: Callable[[dict[str, Any]], Config],
+) -> Config:
+    """Valid inputs as their typed config (built only once they are known to be valid), or
+    the ProviderError of require_valid."""
+    require_valid(props, problems)
+    return build(props)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,6 +120,13 @@ def refusal(resp: requests.Response, what: str, needs: str, token: bool, refused
     return None
 
 
+# Rule rewrites (pins before PE 2016.1, and with them every PE < 2018.1 group write without
+# serial_number) are made one at a time by this provider process: a batch pins its masters
+# from threads, and concurrent read-modify-writes of one rule lose all but the last.
+_RULE_REWRITES = threading.Lock()
+RULE_REWRITE_ATTEMPTS = 3
+
+
 class Classifier:
     def __init__(self, base_url: str, ca_pem: str, auth: ClassifierAuth, timeout: float = 30.0, refused_hint: str = ""):
         self.base = base_url.rstrip("/")
@@ -211,9 +219,12 @@ class Classifier:
     def unpin(self, group: dict[str, Any], certname: str, endpoint: bool) -> None:
         self._set_pinned(group, certname, endpoint, False)
 
+    def group(self, gid: str) -> dict[str, Any]:
+        """One node group as the console has it now (`GET /v1/groups/<id>`)."""
+        return dict(self._json(self.request("GET", f"groups/{gid}"), f"reading node group {gid}"))
+
     def _set_pinned(self, group: dict[str, Any], certname: str, endpoint: bool, pinned: bool) -> None:
-        """By the pin/unpin endpoint (PE 2016.1+), or by rewriting the group's rule (only when
-        it must change; with its serial_number, so a concurrent edit is refused, not lost)."""
+        """By the pin/unpin endpoint (PE 2016.1+), or by rewriting the group's rule."""
         verb, where = ("pinning", "to") if pinned else ("unpinning", "from")
         needs = edit_rules_of(group["name"])
         if endpoint:
@@ -224,13 +235,7 @@ class Classifier:
                 needs,
             )
             return
-        if is_pinned(group.get("rule"), certname) == pinned:
-            return
-        rewrite = pin_rule if pinned else unpin_rule
-        body: dict[str, Any] = {"rule": rewrite(group.get("rule"), certname)}
-        if "serial_number" in group:
-            body["serial_number"] = group["serial_number"]
-        self._json(self.request("POST", f"groups/{group['id']}", json=body), f"{verb} {certname} (rule rewrite)", needs)
+        rewrite_rule(self, group, certname, pinned)
 
     def unpin_from_all(self, certname: str) -> list[str]:
         """Remove the certname's pins from every node group (`POST /v1/commands/unpin-from-all`,
@@ -263,3 +268,30 @@ class Classifier:
         body = {"trusted": trusted} if trusted else {}
         result = self._json(self.request("POST", f"classified/nodes/{certname}", json=body), f"classifying {certname}")
         return list(result.get("groups", []))
+
+
+def rewrite_rule(classifier: Classifier, group: dict[str, Any], certname: str, pinned: bool) -> None:
+    """Pin or unpin by rewriting the group's rule: read, change, write, read again, one
+    rewrite at a time in this process. Before PE 2018.1 a group has no serial_number to
+    refuse a lost update, so masters pinned together in one `up` would overwrite each
+    other's pins (seen on PE 3.7); from 2018.1 a stale serial_number is a 409. Either way
+    the rewrite is made again from a fresh read."""
+    verb = "pinning" if pinned else "unpinning"
+    rewrite = pin_rule if pinned else unpin_rule
+    with _RULE_REWRITES:
+        for _ in range(RULE_REWRITE_ATTEMPTS):
+            current = classifier.group(str(group["id"]))
+            if is_pinned(current.get("rule"), certname) == pinned:
+                return
+            body: dict[str, Any] = {"rule": rewrite(current.get("rule"), certname)}
+            if "serial_number" in current:
+                body["serial_number"] = current["serial_number"]
+            resp = classifier.request("POST", f"groups/{group['id']}", json=body)
+            if resp.status_code != 409:  # 409: another writer came first (2018.1+): read again
+                classifier._json(resp, f"{verb} {certname} (rule rewrite)", edit_rules_of(group["name"]))
+        if is_pinned(classifier.group(str(group["id"])).get("rule"), certname) == pinned:
+            return
+    raise ClassifierError(
+        f"{verb} {certname} (rule rewrite): {group['name']}'s rule was replaced by another writer "
+        f"{RULE_REWRITE_ATTEMPTS} times in a row; check what else edits that group, then run `pulumi up` again"
+    )

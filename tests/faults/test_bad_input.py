@@ -246,17 +246,21 @@ NAME_TARGETS = [
     target("InfraRefresh", "puppetdb_host"),
     target("InfraRefresh", "console_host"),
 ]
+# Every resource's SSH targets: (resource, input prefix, the failure key's prefix, database_host needed).
+SSH_TARGETS = [
+    ("PeCompileMaster", "ssh", "ssh", False),
+    ("PeCompileMaster", "primary_ssh", "primary_ssh", False),
+    ("PeCompileMaster", "database_ssh", "database_ssh", False),
+    ("CompileMasterBatch", "ssh", "masters[0].ssh", False),
+    ("PoolMember", "lb_ssh", "lb_ssh", False),
+    ("FileSync", "ssh", "ssh", False),
+    ("FileSync", "primary_ssh", "primary_ssh", False),
+    ("InfraRefresh", "puppetdb_ssh", "puppetdb_ssh", False),
+    ("InfraRefresh", "console_ssh", "console_ssh", False),
+    ("InfraRefresh", "database_ssh", "database_ssh", True),
+]
 USER_TARGETS = [
-    target("PeCompileMaster", "ssh_user"),
-    target("PeCompileMaster", "primary_ssh_user"),
-    target("PeCompileMaster", "database_ssh_user"),
-    target("CompileMasterBatch", "ssh_user", "masters[0].ssh_user"),
-    target("PoolMember", "lb_ssh_user"),
-    target("FileSync", "ssh_user"),
-    target("FileSync", "primary_ssh_user"),
-    target("InfraRefresh", "puppetdb_ssh_user"),
-    target("InfraRefresh", "console_ssh_user"),
-    target("InfraRefresh", "database_ssh_user", in_db=True),
+    target(type_name, f"{prefix}_user", f"{shown}_user", in_db=db) for type_name, prefix, shown, db in SSH_TARGETS
 ]
 PATH_TARGETS = [
     target("PeCompileMaster", "environmentpath"),
@@ -281,17 +285,8 @@ PATH_TARGETS = [
     target("InfraRefresh", "console_whitelist"),
 ]
 PORT_TARGETS = [
-    target("PeCompileMaster", "ssh_port"),
-    target("PeCompileMaster", "primary_ssh_port"),
-    target("PeCompileMaster", "database_ssh_port"),
-    target("CompileMasterBatch", "ssh_port", "masters[0].ssh_port"),
-    target("PoolMember", "lb_ssh_port"),
+    *(target(type_name, f"{prefix}_port", f"{shown}_port", in_db=db) for type_name, prefix, shown, db in SSH_TARGETS),
     target("PoolMember", "port"),
-    target("FileSync", "ssh_port"),
-    target("FileSync", "primary_ssh_port"),
-    target("InfraRefresh", "puppetdb_ssh_port"),
-    target("InfraRefresh", "console_ssh_port"),
-    target("InfraRefresh", "database_ssh_port", in_db=True),
 ]
 
 

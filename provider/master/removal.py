@@ -3,8 +3,8 @@ the first delete call to run - every other master leaving the stack whose pool m
 already drained (provider/core/retirement.py says which, and why the engine's delete order
 makes that safe).
 
-Each master, in threads: unpin (one classifier write at a time: before PE 2018.1 a pin
-is a rule rewrite with no serial_number to refuse a lost update), revoke + clean on the
+Each master, in threads: unpin (rule rewrites, PE before 2016.1, are made one at a time by
+provider.pe.classifier.rewrite_rule), revoke + clean on the
 CA and check the CRL, remove its PE-PostgreSQL access (2019.7+), deactivate in PuppetDB.
 Then ONE CRL refresh on the masters that stay, for every revoked serial (a peer leaving
 in this `up` is skipped), then each host's uninstall. Every step checks first, so a
@@ -106,7 +106,6 @@ def remove(group: list[Leaving], log: Any) -> dict[str, BaseException]:
     lead = group[0].cfg
     errors: dict[str, BaseException] = {}
     lock = threading.Lock()
-    classifier_lock = threading.Lock()
     with ExitStack() as stack:
         primary = stack.enter_context(SshSession(lead.primary_target, lead.connect_timeout, lead.secrets))
         try:  # before anything changes: the compilers' pg_ident.conf lines must go too (PE 2019.7+)
@@ -147,8 +146,7 @@ def remove(group: list[Leaving], log: Any) -> dict[str, BaseException]:
             fetch_ca_pem(ctx)
             if member.serial is None and member.host is not None:
                 member.serial = serial_before_revoking(ctx)
-            with classifier_lock:
-                unclassify(ctx)
+            unclassify(ctx)
             revoke_and_clean(ctx, member.serial)
             steps.run_step(ctx, "remove database access", remove_database_access)  # PE 2019.7+
             deactivate_in_puppetdb(ctx)

@@ -21,7 +21,7 @@ from pulumi import dynamic
 from provider.core import inputs
 from provider.core.access import DatabaseAccess, HostAccess, PrimaryAccess
 from provider.core.errors import ClassifierError, ProviderError, SshUnreachableError, at_boundary
-from provider.core.progress import progress, resource_inputs
+from provider.core.progress import progress, resource_inputs, without_provider
 from provider.core.retirement import RETIREMENT
 from provider.master import certificate, certs, context, runs, steps, verify
 from provider.master import removal as master_removal
@@ -87,7 +87,7 @@ def provision(ctx: context.Context, drifted: bool = False) -> None:
 def _outputs(props: dict[str, Any], ctx: context.Context, status: str) -> dict[str, Any]:
     issued = ctx.issued
     return {
-        **{k: v for k, v in props.items() if k != "__provider"},
+        **without_provider(props),
         "cert_fingerprint": issued.fingerprint if issued else props.get("cert_fingerprint", ""),
         "cert_serial": str(issued.serial) if issued else props.get("cert_serial", ""),
         "sans": sorted(issued.sans) if issued else props.get("sans", []),
@@ -145,9 +145,7 @@ class PeCompileMasterProvider(dynamic.ResourceProvider):
         drifted = olds.get("status") not in (None, "running")
         if not drifted and all(k in LOCAL_ONLY_KEYS for k in changed):
             progress(cfg.resource_name)("update", f"{', '.join(changed) or 'nothing'} changed: no remote work needed")
-            return dynamic.UpdateResult(
-                {**computed_outputs(olds), **{k: v for k, v in news.items() if k != "__provider"}}
-            )
+            return dynamic.UpdateResult({**computed_outputs(olds), **without_provider(news)})
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
             database = context.database_session(cfg, stack, primary)

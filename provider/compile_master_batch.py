@@ -28,9 +28,9 @@ from pulumi import dynamic
 
 from provider.compile_master import SharedMasterArgs
 from provider.core import inputs
-from provider.core.batch_inputs import EntryList
+from provider.core.batch_inputs import BatchProvider, EntryList
 from provider.core.errors import ProviderError, at_boundary, brief_message
-from provider.core.progress import emit, progress, resource_inputs
+from provider.core.progress import emit, progress, resource_inputs, without_provider
 from provider.core.retirement import RETIREMENT
 from provider.master import context, steps
 from provider.master.config import LOCAL_ONLY_KEYS, REPLACE_KEYS, SECRET_KEYS, MasterConfig, problems, replaces_master
@@ -113,16 +113,13 @@ def batch_problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-class CompileMasterBatchProvider(dynamic.ResourceProvider):
+class CompileMasterBatchProvider(BatchProvider):
+    ENTRIES = MASTERS
+
     @at_boundary
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
         found = batch_problems(news) or renamed_on_same_host(olds, news)
         return dynamic.CheckResult(news, [dynamic.CheckFailure(p, r) for p, r in found])
-
-    @at_boundary
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
-        """Inputs only: a new or changed master (or shared input) means converging them."""
-        return dynamic.DiffResult(changes=MASTERS.changed(olds, news), replaces=[], delete_before_replace=False)
 
     @at_boundary
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
@@ -147,20 +144,11 @@ class CompileMasterBatchProvider(dynamic.ResourceProvider):
         done = converge_all(news, todo)
         return dynamic.UpdateResult(self.outputs(news, done))
 
-    @at_boundary
-    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
-        """Nothing of its own to read: each master's PeCompileMaster reports its drift."""
-        return dynamic.ReadResult(id_, props)
-
-    @at_boundary
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Masters are removed by their own PeCompileMaster; nothing to undo here."""
-
     @staticmethod
     def outputs(props: dict[str, Any], done: list[str]) -> dict[str, Any]:
         certnames = sorted(e["certname"] for e in MASTERS.entries(props))
         return {
-            **{k: v for k, v in props.items() if k != "__provider"},
+            **without_provider(props),
             "status": "provisioned",
             "provisioned": certnames,
             "converged_now": sorted(done),

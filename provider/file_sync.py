@@ -30,7 +30,7 @@ from provider.codesync import hiera, plan, remote
 from provider.core import inputs
 from provider.core.access import HostAccess, PrimaryAccess
 from provider.core.errors import SshUnreachableError, at_boundary
-from provider.core.progress import progress, resource_inputs
+from provider.core.progress import progress, resource_inputs, without_provider
 from provider.ssh.session import SshSession
 
 OUTPUT_KEYS = ("status", "digest", "files", "job", "sync_key", "mount", "hiera_digest")
@@ -195,7 +195,7 @@ class FileSyncProvider(dynamic.ResourceProvider):
 
     @staticmethod
     def merged(props: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
-        return {**{k: v for k, v in props.items() if k != "__provider"}, **outputs}
+        return {**without_provider(props), **outputs}
 
 
 class FileSyncArgs(HostAccess, PrimaryAccess, total=False):

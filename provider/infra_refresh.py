@@ -40,7 +40,7 @@ from pulumi import dynamic
 from provider.core import inputs, validation
 from provider.core.access import ConsoleAccess, DatabaseAccess, PrimaryAccess, PuppetdbAccess
 from provider.core.errors import ProviderError, at_boundary
-from provider.core.progress import progress, resource_inputs
+from provider.core.progress import progress, resource_inputs, without_provider
 from provider.pe import agent_runs, file_sync_conf
 from provider.ssh.session import SshSession
 from provider.ssh.trust import SshTarget
@@ -362,7 +362,7 @@ class InfraRefreshProvider(dynamic.ResourceProvider):
 
     @staticmethod
     def outputs(props: dict[str, Any], runs: dict[str, str]) -> dict[str, Any]:
-        return {**{k: v for k, v in props.items() if k != "__provider"}, "status": "whitelisted", "runs": runs}
+        return {**without_provider(props), "status": "whitelisted", "runs": runs}
 
 
 class InfraRefreshArgs(PuppetdbAccess, ConsoleAccess, DatabaseAccess, PrimaryAccess, total=False):

@@ -23,9 +23,9 @@ import pulumi
 from pulumi import dynamic
 
 from provider.core import inputs
-from provider.core.batch_inputs import EntryList
+from provider.core.batch_inputs import BatchProvider, EntryList
 from provider.core.errors import ProviderError, at_boundary
-from provider.core.progress import emit, progress, resource_inputs
+from provider.core.progress import emit, progress, resource_inputs, without_provider
 from provider.pool_member import LOCAL_ONLY_KEYS, SECRET_KEYS, MemberConfig, PoolMemberArgs, admit, problems
 
 # Per-member keys in each entry of `members`; every other PoolMember input is shared.
@@ -73,15 +73,12 @@ def admit_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]
     return sorted(result.healthy)
 
 
-class PoolAdmissionProvider(dynamic.ResourceProvider):
+class PoolAdmissionProvider(BatchProvider):
+    ENTRIES = MEMBERS
+
     @at_boundary
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
         return dynamic.CheckResult(news, [dynamic.CheckFailure(p, r) for p, r in admission_problems(news)])
-
-    @at_boundary
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
-        """Inputs only, no remote call: a new or changed member (or shared input)."""
-        return dynamic.DiffResult(changes=MEMBERS.changed(olds, news), replaces=[], delete_before_replace=False)
 
     @at_boundary
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
@@ -93,19 +90,10 @@ class PoolAdmissionProvider(dynamic.ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
         return dynamic.UpdateResult(self.outputs(news, admit_all(news, to_admit(olds, news))))
 
-    @at_boundary
-    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
-        """Nothing of its own to read: each member's PoolMember reports its drift."""
-        return dynamic.ReadResult(id_, props)
-
-    @at_boundary
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Members are drained and removed by their own PoolMember; nothing to undo here."""
-
     @staticmethod
     def outputs(props: dict[str, Any], done: list[str]) -> dict[str, Any]:
         return {
-            **{k: v for k, v in props.items() if k != "__provider"},
+            **without_provider(props),
             "status": "admitted",
             "admitted": sorted(e["server_name"] for e in MEMBERS.entries(props)),
             "admitted_now": done,

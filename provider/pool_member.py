@@ -22,7 +22,7 @@ from pulumi import dynamic
 from provider.core import inputs, validation
 from provider.core.access import LbAccess
 from provider.core.errors import DeadlineError, PrivateKeyError, ProviderError, at_boundary
-from provider.core.progress import progress, resource_inputs
+from provider.core.progress import progress, resource_inputs, without_provider
 from provider.core.retirement import RETIREMENT
 from provider.lb.drivers import DRIVERS, HaproxyRuntimeDriver, MemberSpec, MemberState, PoolDriver
 from provider.lb.haproxy import member_problems
@@ -360,7 +360,7 @@ class PoolMemberProvider(dynamic.ResourceProvider):
     def outputs(props: dict[str, Any], state: MemberState | None) -> dict[str, Any]:
         cfg = MemberConfig.from_props(props)
         return {
-            **{k: v for k, v in props.items() if k != "__provider"},
+            **without_provider(props),
             "status": state.status if state else props.get("status"),
             "endpoint": cfg.spec.endpoint,
         }

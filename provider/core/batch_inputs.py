@@ -1,14 +1,18 @@
 """The inputs of a batch resource (CompileMasterBatch, PoolAdmission): one list of entries,
 each an item resource's own inputs keyed by a name, plus the inputs every entry shares.
 Both batches check, diff and pick what to converge the same way; only the keys differ.
+Their providers share what they do not do themselves: read and delete (BatchProvider).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from pulumi import dynamic
+
+from provider.core.errors import at_boundary
 from provider.core.inputs import trust_view
 
 Problems = list[tuple[str, str]]
@@ -123,3 +127,24 @@ class EntryList:
 
     def _by_name(self, props: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {e[self.name_key]: e for e in self.entries(props)}
+
+
+class BatchProvider(dynamic.ResourceProvider):
+    """A batch's provider: its diff compares inputs only (ENTRIES.changed, no remote call),
+    and it has nothing of its own to read or undo: each entry's item resource (a
+    PeCompileMaster, a PoolMember) reports its drift and removes its work."""
+
+    ENTRIES: ClassVar[EntryList]
+
+    @at_boundary
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
+        """A new or changed entry (or shared input) means converging them."""
+        return dynamic.DiffResult(changes=self.ENTRIES.changed(olds, news), replaces=[], delete_before_replace=False)
+
+    @at_boundary
+    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
+        return dynamic.ReadResult(id_, props)
+
+    @at_boundary
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """The item resources' own deletes undo the work."""

@@ -18,15 +18,26 @@ def require_database(ctx: Context, step: str) -> SshSession:
     return ctx.database
 
 
-def database_data_dir(ctx: Context, session: SshSession, step: str) -> str:
-    """The running PE-PostgreSQL cluster's data directory on the database host."""
+def ident_file(ctx: Context, session: SshSession, step: str) -> database_access.IdentFile:
+    """The running PE-PostgreSQL cluster's pg_ident.conf on the database host, with the
+    generation's PuppetDB maps and PostgreSQL service."""
     generation = ctx.cfg.generation
     probe = session.run(database_access.probe_script(generation.postgresql_data_glob), timeout=60)
     probe.check(step, "look for PE-PostgreSQL's data directory")
     try:
-        return database_access.data_dir_from_probe(probe.stdout, session.target.label, generation.postgresql_data_glob)
+        data_dir = database_access.data_dir_from_probe(
+            probe.stdout, session.target.label, generation.postgresql_data_glob
+        )
     except ProviderError as exc:
         raise ProviderError(f"[{session.target.label}] step '{step}': {exc}") from None
+    return database_access.IdentFile(data_dir, generation.pg_ident_maps, generation.postgresql_service)
+
+
+def edit(session: SshSession, step: str, script: str, doing: str) -> database_access.Change:
+    """Run one of IdentFile's scripts (they take its lock, check first and verify after)."""
+    result = session.run(script, timeout=database_access.SCRIPT_TIMEOUT)
+    result.check(step, doing)
+    return database_access.parse_summary(result.stdout)
 
 
 def grant_database_access(ctx: Context) -> None:
@@ -34,19 +45,15 @@ def grant_database_access(ctx: Context) -> None:
     pg_ident.conf (and has reloaded it) before the compiler's first run starts its
     PuppetDB - peadm's plans/add_compiler.pp (pe-generations.md §6 [S29])."""
     cfg = ctx.cfg
-    generation = cfg.generation
-    if not generation.compiler_puppetdb:
+    if not cfg.generation.compiler_puppetdb:
         return
-    session = require_database(ctx, "database access")
-    data_dir = database_data_dir(ctx, session, "database access")
-    maps, service = generation.pg_ident_maps, generation.postgresql_service
-    script = database_access.ensure_script(data_dir, cfg.certname, maps, service)
-    result = session.run(script, timeout=database_access.SCRIPT_TIMEOUT)
-    result.check("database access", f"map {cfg.certname} in {data_dir}/{database_access.IDENT_FILE}")
-    change = database_access.parse_summary(result.stdout)
+    step = "database access"
+    session = require_database(ctx, step)
+    ident = ident_file(ctx, session, step)
+    change = edit(session, step, ident.ensure_script(cfg.certname), f"map {cfg.certname} in {ident.path}")
     did = f"{change.lines} lines added for {cfg.certname}" if change.lines else f"{cfg.certname} already mapped"
-    reloaded = f", {generation.postgresql_service} reloaded" if change.reloaded else ""
-    ctx.log("database access", f"{database_access.IDENT_FILE}: {did}{reloaded} ({session.target.label}:{data_dir})")
+    reloaded = f", {ident.service} reloaded" if change.reloaded else ""
+    ctx.log(step, f"{database_access.IDENT_FILE}: {did}{reloaded} ({session.target.label}:{ident.data_dir})")
 
 
 def remove_database_access(ctx: Context) -> None:
@@ -68,12 +75,8 @@ def remove_database_access(ctx: Context) -> None:
         )
         return
     session = ctx.database
-    data_dir = database_data_dir(ctx, session, step)
-    maps, service = generation.pg_ident_maps, generation.postgresql_service
-    script = database_access.remove_script(data_dir, cfg.certname, maps, service)
-    result = session.run(script, timeout=database_access.SCRIPT_TIMEOUT)
-    result.check(step, f"remove {cfg.certname}'s lines from {data_dir}/{database_access.IDENT_FILE}")
-    change = database_access.parse_summary(result.stdout)
+    ident = ident_file(ctx, session, step)
+    change = edit(session, step, ident.remove_script(cfg.certname), f"remove {cfg.certname}'s lines from {ident.path}")
     did = f"{change.lines} lines of {cfg.certname} removed" if change.lines else f"no line maps {cfg.certname}"
-    reloaded = f", {generation.postgresql_service} reloaded" if change.reloaded else ""
-    ctx.log(step, f"{database_access.IDENT_FILE}: {did}{reloaded} ({session.target.label}:{data_dir})")
+    reloaded = f", {ident.service} reloaded" if change.reloaded else ""
+    ctx.log(step, f"{database_access.IDENT_FILE}: {did}{reloaded} ({session.target.label}:{ident.data_dir})")

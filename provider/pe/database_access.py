@@ -102,104 +102,106 @@ def data_dir_from_probe(stdout: str, host: str, data_glob: str) -> str:
     )
 
 
-def _preamble(data_dir: str, lock: str, pending: str) -> str:
-    q = shlex.quote
-    return (
-        f"f={q(data_dir.rstrip('/') + '/' + IDENT_FILE)}; lock={q(lock)}; pending={q(pending)}\n"
-        'if [ ! -f "$f" ]; then echo "there is no $f on this host" >&2; exit 3; fi\n'
-        'if [ ! -r "$f" ] || [ ! -w "$f" ]; then echo "cannot read and write $f as $(id -un)" >&2; exit 3; fi\n'
-        'if ! command -v flock >/dev/null 2>&1; then echo "no flock (util-linux) on this host" >&2; exit 5; fi\n'
-        'if ! exec 9>>"$lock"; then echo "cannot open the lock file $lock" >&2; exit 5; fi\n'
-        f'if ! flock -w {LOCK_WAIT} 9; then echo "could not take the lock $lock within {LOCK_WAIT}s" >&2; exit 5; fi\n'
-    )
+@dataclass(frozen=True)
+class IdentFile:
+    """The running cluster's pg_ident.conf (in `data_dir`) and how a script edits it: the
+    PuppetDB maps each compiler gets a line in, the PostgreSQL service to reload after a
+    change, and the host-local lock and reload-owed marker the scripts share."""
 
+    data_dir: str
+    maps: tuple[tuple[str, str], ...]  # (map, role) pairs: the generation's pg_ident_maps
+    service: str
+    marker: str = services.SYSTEMD_MARKER
+    lock: str = LOCK
+    pending: str = RELOAD_PENDING
 
-def _reload(service: str, marker: str) -> str:
-    """Reload PostgreSQL if a reload is owed (ours or an earlier run's that failed)."""
-    return (
-        "reloaded=''\n"
-        'if [ -e "$pending" ]; then\n'
-        f"  if ! {{ {services.reload_script(service, marker)}; }}; then\n"
-        f'    echo "reloading {service} failed: PostgreSQL has not read $f yet (the next run reloads it)" >&2\n'
-        "    exit 6\n"
-        "  fi\n"
-        '  rm -f "$pending"; reloaded=" reloaded"\n'
-        "fi\n"
-    )
+    @property
+    def path(self) -> str:
+        return f"{self.data_dir.rstrip('/')}/{IDENT_FILE}"
 
+    def ensure_script(self, certname: str) -> str:
+        """Append the certname's missing lines (owner and mode kept: `>>`), reload
+        PostgreSQL if any was added, verify all are there. Prints `added <n>` or `present`,
+        followed by ` reloaded` when it reloaded."""
+        q = shlex.quote
+        lines = ident_lines(certname, self.maps)
+        out = [
+            "set -u\n",
+            self._preamble(),
+            f'has() {{ awk -v m="$1" -v c="$2" -v r="$3" {q(_HAS_AWK)} "$f"; }}\n',
+            "added=0\n",
+        ]
+        for line in lines:
+            words = " ".join(q(w) for w in line.split())
+            out.append(
+                f"if ! has {words}; then\n"
+                '  if [ "$added" -eq 0 ]; then\n'
+                '    : > "$pending" || exit 1\n'  # before the file changes: a cut-off run still reloads next time
+                '    if [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ]; then echo >> "$f" || exit 1; fi\n'
+                "  fi\n"
+                f'  echo {q(line)} >> "$f" || exit 1\n'
+                "  added=$((added + 1))\n"
+                "fi\n"
+            )
+        out.append(self._reload())
+        for line in lines:
+            words = " ".join(q(w) for w in line.split())
+            out.append(f'has {words} || {{ echo "$f lacks the line: {line}" >&2; exit 7; }}\n')
+        out.append('if [ "$added" -gt 0 ]; then echo "added $added$reloaded"; else echo "present$reloaded"; fi\n')
+        return "".join(out)
 
-def ensure_script(
-    data_dir: str,
-    certname: str,
-    maps: tuple[tuple[str, str], ...],
-    service: str,
-    marker: str = services.SYSTEMD_MARKER,
-    lock: str = LOCK,
-    pending: str = RELOAD_PENDING,
-) -> str:
-    """Append the certname's missing pg_ident.conf lines (owner and mode kept: `>>`), reload
-    PostgreSQL if any was added, verify all are there. Prints `added <n>` or `present`,
-    followed by ` reloaded` when it reloaded."""
-    q = shlex.quote
-    lines = ident_lines(certname, maps)
-    out = [
-        "set -u\n",
-        _preamble(data_dir, lock, pending),
-        f'has() {{ awk -v m="$1" -v c="$2" -v r="$3" {q(_HAS_AWK)} "$f"; }}\n',
-        "added=0\n",
-    ]
-    for line in lines:
-        words = " ".join(q(w) for w in line.split())
-        out.append(
-            f"if ! has {words}; then\n"
-            '  if [ "$added" -eq 0 ]; then\n'
-            '    : > "$pending" || exit 1\n'  # before the file changes: a cut-off run still reloads next time
-            '    if [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ]; then echo >> "$f" || exit 1; fi\n'
-            "  fi\n"
-            f'  echo {q(line)} >> "$f" || exit 1\n'
-            "  added=$((added + 1))\n"
+    def remove_script(self, certname: str) -> str:
+        """Remove exactly this certname's lines for these maps (never another certname's,
+        nor a line that only contains the name), reload PostgreSQL if any was removed,
+        verify they are gone. Prints `removed <n>` or `absent`, followed by ` reloaded`
+        when it reloaded."""
+        q = shlex.quote
+        ident_lines(certname, self.maps)  # validates the names
+        pairs = " ".join(f"{m} {r}" for m, r in self.maps)
+        count = f'awk -v c={q(certname)} -v pairs={q(pairs)} {q(_COUNT_AWK)} "$f"'
+        keep = f'awk -v c={q(certname)} -v pairs={q(pairs)} {q(_FILTER_AWK)} "$f"'
+        return (
+            "set -u\n"
+            + self._preamble()
+            + f"n=$({count}) || exit 1\n"
+            + 'if [ "$n" -gt 0 ]; then\n'
+            + '  : > "$pending" || exit 1\n'
+            + '  tmp=$(mktemp "${TMPDIR:-/tmp}/pg_ident.XXXXXX") || exit 1\n'
+            + f'  if {keep} > "$tmp" && cat "$tmp" > "$f"; then rm -f "$tmp"\n'
+            + '  else rm -f "$tmp"; echo "could not rewrite $f" >&2; exit 1; fi\n'
+            + "fi\n"
+            + self._reload()
+            + f"left=$({count}) || exit 1\n"
+            + f'if [ "$left" -ne 0 ]; then echo "$f still maps {certname} ($left lines)" >&2; exit 7; fi\n'
+            + 'if [ "$n" -gt 0 ]; then echo "removed $n$reloaded"; else echo "absent$reloaded"; fi\n'
+        )
+
+    def _preamble(self) -> str:
+        q = shlex.quote
+        return (
+            f"f={q(self.path)}; lock={q(self.lock)}; pending={q(self.pending)}\n"
+            'if [ ! -f "$f" ]; then echo "there is no $f on this host" >&2; exit 3; fi\n'
+            'if [ ! -r "$f" ] || [ ! -w "$f" ]; then echo "cannot read and write $f as $(id -un)" >&2; exit 3; fi\n'
+            'if ! command -v flock >/dev/null 2>&1; then echo "no flock (util-linux) on this host" >&2; exit 5; fi\n'
+            'if ! exec 9>>"$lock"; then echo "cannot open the lock file $lock" >&2; exit 5; fi\n'
+            f"if ! flock -w {LOCK_WAIT} 9; then\n"
+            f'  echo "could not take the lock $lock within {LOCK_WAIT}s" >&2; exit 5\n'
             "fi\n"
         )
-    out.append(_reload(service, marker))
-    for line in lines:
-        words = " ".join(q(w) for w in line.split())
-        out.append(f'has {words} || {{ echo "$f lacks the line: {line}" >&2; exit 7; }}\n')
-    out.append('if [ "$added" -gt 0 ]; then echo "added $added$reloaded"; else echo "present$reloaded"; fi\n')
-    return "".join(out)
 
-
-def remove_script(
-    data_dir: str,
-    certname: str,
-    maps: tuple[tuple[str, str], ...],
-    service: str,
-    marker: str = services.SYSTEMD_MARKER,
-    lock: str = LOCK,
-    pending: str = RELOAD_PENDING,
-) -> str:
-    """Remove exactly this certname's lines for these maps (never another certname's, nor
-    a line that only contains the name), reload PostgreSQL if any was removed, verify they
-    are gone. Prints `removed <n>` or `absent`, followed by ` reloaded` when it reloaded."""
-    q = shlex.quote
-    ident_lines(certname, maps)  # validates the names
-    pairs = " ".join(f"{m} {r}" for m, r in maps)
-    count = f'awk -v c={q(certname)} -v pairs={q(pairs)} {q(_COUNT_AWK)} "$f"'
-    keep = f'awk -v c={q(certname)} -v pairs={q(pairs)} {q(_FILTER_AWK)} "$f"'
-    return (
-        "set -u\n"
-        + _preamble(data_dir, lock, pending)
-        + f"n=$({count}) || exit 1\n"
-        + 'if [ "$n" -gt 0 ]; then\n'
-        + '  : > "$pending" || exit 1\n'
-        + '  tmp=$(mktemp "${TMPDIR:-/tmp}/pg_ident.XXXXXX") || exit 1\n'
-        + f'  if {keep} > "$tmp" && cat "$tmp" > "$f"; then rm -f "$tmp"\n'
-        + '  else rm -f "$tmp"; echo "could not rewrite $f" >&2; exit 1; fi\n'
-        + "fi\n"
-        + _reload(service, marker)
-        + f"left=$({count}) || exit 1\n"
-        + f'if [ "$left" -ne 0 ]; then echo "$f still maps {certname} ($left lines)" >&2; exit 7; fi\n'
-        + 'if [ "$n" -gt 0 ]; then echo "removed $n$reloaded"; else echo "absent$reloaded"; fi\n'
-    )
+    def _reload(self) -> str:
+        """Reload PostgreSQL if a reload is owed (ours or an earlier run's that failed)."""
+        failed = f"reloading {self.service} failed: PostgreSQL has not read $f yet (the next run reloads it)"
+        return (
+            "reloaded=''\n"
+            'if [ -e "$pending" ]; then\n'
+            f"  if ! {{ {services.reload_script(self.service, self.marker)}; }}; then\n"
+            f'    echo "{failed}" >&2\n'
+            "    exit 6\n"
+            "  fi\n"
+            '  rm -f "$pending"; reloaded=" reloaded"\n'
+            "fi\n"
+        )
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ class Change:
 
 
 def parse_summary(stdout: str) -> Change:
-    """The last line of ensure_script's or remove_script's output."""
+    """The last line of an IdentFile script's output."""
     last = next((line.split() for line in reversed(stdout.splitlines()) if line.strip()), [])
     if len(last) >= 2 and last[0] in ("added", "removed") and last[1].isdigit():
         return Change(int(last[1]), last[2:] == ["reloaded"])

@@ -19,11 +19,12 @@ import pytest
 
 from components.program import main as program
 from lab.client import LabClient
+from lab.inhost.pelab_common import wait_for
 from provider.infra_refresh import InfraRefreshProvider
 from provider.pool_member import PoolMemberProvider
 from tests.harness.graph import GraphRun
 from tests.harness.mocks import run_program
-from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret, wait_for
+from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret
 from tests.labtests.helpers import bare_masters, enroll, lab_stack_config, lb_config, lb_stats, unpin
 from tests.labtests.test_pool_member import member_inputs
 

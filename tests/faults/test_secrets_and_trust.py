@@ -32,7 +32,7 @@ import threading
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dill
 import paramiko
@@ -201,15 +201,26 @@ def refresh_inputs(**extra: Any) -> dict[str, Any]:
     }
 
 
-CASES: list[tuple[str, Callable[[], Any], Callable[..., dict[str, Any]], str]] = [
-    # (type, provider, inputs, a host key to make the check fail on)
-    ("PeCompileMaster", compile_master.PeCompileMasterProvider, master_inputs, "host"),
-    ("CompileMasterBatch", compile_master_batch.CompileMasterBatchProvider, batch_inputs, "primary_host"),
-    ("PoolMember", pool_member.PoolMemberProvider, member_inputs, "lb_host"),
-    ("FileSync", file_sync.FileSyncProvider, sync_inputs, "host"),
-    ("InfraRefresh", infra_refresh.InfraRefreshProvider, refresh_inputs, "puppetdb_host"),
+class Case(NamedTuple):
+    type_name: str
+    provider: Callable[[], Any]
+    build: Callable[..., dict[str, Any]]
+    bad_key: str  # a host input to make the check fail on
+
+
+CASES = [
+    Case("PeCompileMaster", compile_master.PeCompileMasterProvider, master_inputs, "host"),
+    Case("CompileMasterBatch", compile_master_batch.CompileMasterBatchProvider, batch_inputs, "primary_host"),
+    Case("PoolMember", pool_member.PoolMemberProvider, member_inputs, "lb_host"),
+    Case("FileSync", file_sync.FileSyncProvider, sync_inputs, "host"),
+    Case("InfraRefresh", infra_refresh.InfraRefreshProvider, refresh_inputs, "puppetdb_host"),
 ]
-IDS = [c[0] for c in CASES]
+
+
+@pytest.fixture(params=CASES, ids=[c.type_name for c in CASES])
+def case(request: pytest.FixtureRequest) -> Case:
+    """Each resource type with its inputs (every secret wrapped as the engine sends it)."""
+    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -225,14 +236,8 @@ def provider_blob_text(blob: str) -> str:
     return raw.decode("latin-1") + repr(vars(provider))
 
 
-@pytest.mark.parametrize(("type_name", "provider", "build", "bad_key"), CASES, ids=IDS)
-def test_secrets_stay_in_secret_inputs_through_check_and_state(
-    server: ProviderServer,
-    type_name: str,
-    provider: Callable[[], Any],
-    build: Callable[..., dict[str, Any]],
-    bad_key: str,
-) -> None:
+def test_secrets_stay_in_secret_inputs_through_check_and_state(server: ProviderServer, case: Case) -> None:
+    type_name, provider, build, bad_key = case
     inputs = build(connect_timeout=-1)  # one failure: PoolMember's check then makes no SSH attempt
     secret_keys = {k for k, v in inputs.items() if isinstance(v, Secret)}
     engine = Engine(server, provider(), "r", type_name)
@@ -563,14 +568,10 @@ def test_the_classifier_masks_the_client_key_too() -> None:
     assert api.auth.mask(f"bad key {CLIENT_KEY} sent") == "bad key ******** sent"
 
 
-@pytest.mark.parametrize(("type_name", "provider", "build", "bad_key"), CASES, ids=IDS)
 def test_creates_that_cannot_connect_fail_without_secrets_in_errors_or_progress(
-    server: ProviderServer,
-    type_name: str,
-    provider: Callable[[], Any],
-    build: Callable[..., dict[str, Any]],
-    bad_key: str,
+    server: ProviderServer, case: Case
 ) -> None:
+    type_name, provider, build, _ = case
     port = closed_port()  # 127.0.0.1: not the lab, and nothing listens
     inputs = build(connect_timeout=1)
     for prefix in ("", "primary_", "database_", "lb_", "puppetdb_", "console_"):

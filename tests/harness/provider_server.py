@@ -412,12 +412,3 @@ class CheckFailedError(Exception):
     def __init__(self, failures: list[tuple[str, str]]):
         super().__init__("; ".join(f"{prop}: {reason}" for prop, reason in failures))
         self.failures = failures
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

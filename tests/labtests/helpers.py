@@ -14,10 +14,10 @@ import requests
 import yaml
 
 from lab.client import LabClient, LabHost
+from lab.inhost.pelab_common import wait_for
 from provider.lb import haproxy
 from provider.master.certs import IssuedCert
 from provider.pe import classifier as pe_api
-from tests.harness.provider_server import wait_for
 
 PRIMARY = "primary.pelab.test"
 

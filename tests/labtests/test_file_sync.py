@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from lab.client import LabClient, sha256_of
+from lab.inhost.pelab_common import wait_for
 from provider.codesync import plan
 from provider.file_sync import FileSyncProvider
-from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret, wait_for
+from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret
 
 pytestmark = pytest.mark.lab
 CODE = "/etc/puppet/code"  # Debian Puppet's code dir (PE's is /etc/puppetlabs/code)

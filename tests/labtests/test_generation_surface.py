@@ -16,9 +16,9 @@ import requests
 
 from lab.client import LabClient, LabHost
 from lab.generations import profile_for
+from lab.inhost.pelab_common import wait_for
 from provider.core.errors import ClassifierError
 from provider.pe.classifier import Classifier, ClassifierAuth, is_pinned
-from tests.harness.provider_server import wait_for
 from tests.labtests.helpers import PRIMARY, clean_on_ca, enroll, install_agent, on_generation, pdb_get, puppetserver
 
 pytestmark = pytest.mark.lab

@@ -20,13 +20,13 @@ import pytest
 import requests
 
 from lab.client import LabClient
+from lab.inhost.pelab_common import wait_for
 from provider.codesync import plan
 from provider.master.runs import MASTER_CLASS
 from provider.pe.classifier import is_pinned
 from provider.pe.file_sync_conf import client_certnames
 from provider.pe.generation import generation_for
 from tests.cli_stack import CliRun, CliStack
-from tests.harness.provider_server import wait_for
 from tests.labtests.helpers import (
     DEFAULT_GENERATION,
     HasOutputs,

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from lab.client import LabClient
-from tests.harness.provider_server import wait_for
+from lab.inhost.pelab_common import wait_for
 from tests.labtests.helpers import PRIMARY, clean_on_ca, enroll, install_agent, puppetserver, sign
 
 pytestmark = pytest.mark.lab

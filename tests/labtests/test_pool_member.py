@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from lab.client import LabClient
+from lab.inhost.pelab_common import wait_for
 from provider.pool_admission import PoolAdmissionProvider
 from provider.pool_member import PoolMemberProvider
-from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret, wait_for
+from tests.harness.provider_server import Engine, ProviderError, ProviderServer, Secret
 from tests.labtests.helpers import enroll, lb_config, lb_stats
 
 pytestmark = pytest.mark.lab

@@ -74,12 +74,15 @@ class Db:
             (data / "postmaster.pid").write_text(f"{pid}\n{data}\n1700000000\n5432\n")
         return data
 
-    def options(self) -> dict[str, Any]:
-        return {
-            "marker": str(self.systemd),
-            "lock": str(self.root / "pe-pg-ident.lock"),
-            "pending": str(self.root / "pe-pg-ident.reload-pending"),
-        }
+    def ident_file(self) -> database_access.IdentFile:
+        return database_access.IdentFile(
+            str(self.data),
+            MAPS,
+            SERVICE,
+            marker=str(self.systemd),
+            lock=str(self.root / "pe-pg-ident.lock"),
+            pending=str(self.root / "pe-pg-ident.reload-pending"),
+        )
 
     def run(self, script: str) -> tuple[int, str, str, list[str]]:
         self.calls.write_text("")
@@ -90,10 +93,10 @@ class Db:
         return done.returncode, done.stdout.strip(), done.stderr.strip(), self.calls.read_text().splitlines()
 
     def ensure(self, certname: str) -> tuple[int, str, str, list[str]]:
-        return self.run(database_access.ensure_script(str(self.data), certname, MAPS, SERVICE, **self.options()))
+        return self.run(self.ident_file().ensure_script(certname))
 
     def remove(self, certname: str) -> tuple[int, str, str, list[str]]:
-        return self.run(database_access.remove_script(str(self.data), certname, MAPS, SERVICE, **self.options()))
+        return self.run(self.ident_file().remove_script(certname))
 
     def probe(self) -> str:
         code, out, err, _ = self.run(database_access.probe_script(self.glob))
@@ -237,9 +240,9 @@ def test_remove_takes_exactly_its_own_lines_and_is_idempotent(db: Db) -> None:
 def test_names_that_are_not_plain_are_refused_before_any_script_exists() -> None:
     for bad in ("c1 ; reboot", "$(id)", "", "-rf"):
         with pytest.raises(ValueError):
-            database_access.ensure_script("/pg/data", bad, MAPS, SERVICE)
+            database_access.IdentFile("/pg/data", MAPS, SERVICE).ensure_script(bad)
         with pytest.raises(ValueError):
-            database_access.remove_script("/pg/data", bad, MAPS, SERVICE)
+            database_access.IdentFile("/pg/data", MAPS, SERVICE).remove_script(bad)
 
 
 # --- parsing ------------------------------------------------------------------------------

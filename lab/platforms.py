@@ -233,17 +233,20 @@ def curl_refusal(argv: list[str], platform: Platform) -> str | None:
     return None
 
 
+def _untabled(table: dict[str, Version], name: str, what: str) -> str | None:
+    """The lab refuses what its tables do not date: it cannot tell which platforms have it."""
+    return None if name in table else f"curl: {what} is not in the lab's table (lab/platforms.py)"
+
+
 def option_refusal(name: str, platform: Platform) -> str | None:
-    added = CURL_OPTIONS.get(name)
-    if added is None:
-        return f"curl: option {name}: is not in the lab's table of curl options (lab/platforms.py)"
-    if added > platform.curl:
-        return (
-            f"curl: option {name}: is unknown\ncurl: try 'curl --help' or 'curl --manual' for more "
-            f"information\n(lab: {name} arrived in curl {label(added)}; {platform.name} has "
-            f"{platform.curl_label}: {platform.source})"
-        )
-    return None
+    untabled = _untabled(CURL_OPTIONS, name, f"option {name}")
+    if untabled or CURL_OPTIONS[name] <= platform.curl:
+        return untabled
+    return (
+        f"curl: option {name}: is unknown\ncurl: try 'curl --help' or 'curl --manual' for more "
+        f"information\n(lab: {name} arrived in curl {label(CURL_OPTIONS[name])}; {platform.name} has "
+        f"{platform.curl_label}: {platform.source})"
+    )
 
 
 def write_out_refusal(fmt: str, platform: Platform) -> str | None:
@@ -252,13 +255,13 @@ def write_out_refusal(fmt: str, platform: Platform) -> str | None:
     import re
 
     for name in re.findall(r"%\{([a-z_]+)\}", fmt):
-        added = CURL_WRITE_OUT.get(name)
-        if added is None:
-            return f"curl: write-out variable %{{{name}}} is not in the lab's table (lab/platforms.py)"
-        if added > platform.curl:
+        untabled = _untabled(CURL_WRITE_OUT, name, f"write-out variable %{{{name}}}")
+        if untabled:
+            return untabled
+        if CURL_WRITE_OUT[name] > platform.curl:
             return (
-                f"curl: write-out variable %{{{name}}} arrived in curl {label(added)}; {platform.name} has "
-                f"{platform.curl_label} ({platform.source}), which prints it unexpanded"
+                f"curl: write-out variable %{{{name}}} arrived in curl {label(CURL_WRITE_OUT[name])}; {platform.name} "
+                f"has {platform.curl_label} ({platform.source}), which prints it unexpanded"
             )
     return None
 

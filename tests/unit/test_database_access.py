@@ -293,11 +293,21 @@ def logged(ctx: context.Context) -> list[tuple[str, str]]:
     return out
 
 
-def test_the_database_access_step_maps_the_compiler_on_the_running_cluster() -> None:
-    db = database_host("added 3 reloaded")
-    ctx = scripted_context(ScriptedHost(lambda line: (_ for _ in ()).throw(AssertionError(line))))
+def refusing() -> ScriptedHost:
+    """A host that must not be asked anything."""
+    return ScriptedHost(lambda line: (_ for _ in ()).throw(AssertionError(line)))
+
+
+def on_database(ctx: context.Context, summary: str) -> tuple[ScriptedHost, list[tuple[str, str]]]:
+    """ctx's database host, whose pg_ident.conf script prints `summary`; what ctx logs."""
+    db = database_host(summary)
     ctx.database = session(db)
-    log = logged(ctx)
+    return db, logged(ctx)
+
+
+def test_the_database_access_step_maps_the_compiler_on_the_running_cluster() -> None:
+    ctx = scripted_context(refusing())
+    db, log = on_database(ctx, "added 3 reloaded")
     database.grant_database_access(ctx)
     assert len(db.commands) == 2 and f"f={DATA}/pg_ident.conf" in db.commands[1]
     assert all(f"echo '{line}'" in db.commands[1] for line in lines_of("c1.example.com"))
@@ -307,15 +317,13 @@ def test_the_database_access_step_maps_the_compiler_on_the_running_cluster() -> 
             f"pg_ident.conf: 3 lines added for c1.example.com, pe-postgresql reloaded (db.example.com:{DATA})",
         )
     ]
-    db = database_host("present")
-    ctx.database = session(db)
-    log = logged(ctx)
+    db, log = on_database(ctx, "present")
     database.grant_database_access(ctx)
     assert log[0][1].startswith("pg_ident.conf: c1.example.com already mapped (")
 
 
 def test_the_database_steps_do_nothing_before_2019_7_and_need_a_host_after() -> None:
-    nothing = ScriptedHost(lambda line: (_ for _ in ()).throw(AssertionError(line)))
+    nothing = refusing()
     ctx = scripted_context(nothing, version="2018.1")
     database.grant_database_access(ctx)
     verify.compiler_puppetdb(ctx)
@@ -333,10 +341,8 @@ def test_create_steps_map_the_database_before_the_first_run_and_check_puppetdb_l
 
 
 def test_remove_database_access_on_delete() -> None:
-    db = database_host("removed 3 reloaded")
-    ctx = scripted_context(ScriptedHost(lambda line: (_ for _ in ()).throw(AssertionError(line))))
-    ctx.database = session(db)
-    log = logged(ctx)
+    ctx = scripted_context(refusing())
+    db, log = on_database(ctx, "removed 3 reloaded")
     database.remove_database_access(ctx)
     assert "awk" in db.commands[1] and "mktemp" in db.commands[1]
     assert log[0][1].startswith("pg_ident.conf: 3 lines of c1.example.com removed, pe-postgresql reloaded")

@@ -32,6 +32,7 @@ from provider.master.config import (
     SECRET_KEYS,
     UPDATE_KEYS,
     MasterConfig,
+    parse,
     problems,
     replaces_master,
     with_peer_mappings,
@@ -125,7 +126,7 @@ class PeCompileMasterProvider(dynamic.ResourceProvider):
 
     @at_boundary
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
-        cfg = inputs.parse(props, problems, MasterConfig.from_props)
+        cfg = parse(props).valid()
         RETIREMENT.present(cfg.certname)
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)

@@ -9,7 +9,8 @@ A resource names its SSH inputs `<prefix>_port`, `<prefix>_user`, `<prefix>_priv
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
@@ -165,9 +166,10 @@ def timeout_problems(props: dict[str, Any], keys: tuple[str, ...]) -> list[tuple
 
 
 Config = TypeVar("Config")
+Problems = list[tuple[str, str]]
 
 
-def require_valid(props: dict[str, Any], problems: Callable[[dict[str, Any]], list[tuple[str, str]]]) -> None:
+def require_valid(props: dict[str, Any], problems: Callable[[dict[str, Any]], Problems]) -> None:
     """Stop a create before anything changes when the inputs have problems: every one named,
     the same list check() shows in a preview."""
     failures = problems(props)
@@ -177,10 +179,100 @@ def require_valid(props: dict[str, Any], problems: Callable[[dict[str, Any]], li
 
 def parse(
     props: dict[str, Any],
-    problems: Callable[[dict[str, Any]], list[tuple[str, str]]],
+    problems: Callable[[dict[str, Any]], Problems],
     build: Callable[[dict[str, Any]], Config],
 ) -> Config:
     """Valid inputs as their typed config (built only once they are known to be valid), or
     the ProviderError of require_valid."""
     require_valid(props, problems)
     return build(props)
+
+
+@dataclass(frozen=True)
+class Parsed(Generic[Config]):
+    """What one pass over a resource's inputs found: every problem, and the typed config
+    they make when there is none (built on demand: a preview's check() never needs it)."""
+
+    problems: Problems
+    build: Callable[[], Config] | None  # None: a value is not known yet (a preview's)
+
+    def valid(self) -> Config:
+        """The config, or the ProviderError that stops a create before anything changes:
+        every problem named, the list check() shows in a preview."""
+        if self.problems:
+            raise ProviderError("; ".join(f"{prop}: {reason}" for prop, reason in self.problems))
+        if self.build is None:
+            raise ProviderError("inputs are not known yet (computed during `up`): nothing to build from")
+        return self.build()
+
+
+class Reader:
+    """One pass over a resource's inputs (parse, don't validate): each read gives the value
+    the config holds - the input, else its default - and judges it on the way, so an
+    input's check and its typed value are written in one place and cannot drift apart.
+
+    A value not known yet (a preview's, computed during `up`) is never judged (create sees
+    it known and judges it then) and leaves no config. `judging=False` reads a recorded
+    state (read, update, delete) as it is: a state an older version wrote is never refused."""
+
+    def __init__(self, props: dict[str, Any], defaults: dict[str, Any], judging: bool = True) -> None:
+        self.props = props
+        self.present = known(props)  # the inputs given and known (a null one included)
+        self.values = with_defaults(defaults, self.present)
+        self.judging = judging
+        self.problems: Problems = []
+        self.incomplete = any(is_unknown(v) for v in props.values())
+
+    def problem(self, key: str, reason: str | None) -> None:
+        if reason and self.judging:
+            self.problems.append((key, reason))
+
+    def judge(self, found: Problems) -> None:
+        """Problems a shared checker found (SSH access, peers, deadlines)."""
+        if self.judging:
+            self.problems += found
+
+    def given(self, key: str) -> bool:
+        """The input is there, known, and not empty: what a format check looks at."""
+        return bool(self.present.get(key))
+
+    def require(self, *keys: str) -> None:
+        for key in keys:
+            if not is_unknown(self.props.get(key)) and not self.props.get(key):
+                self.problem(key, f"{key} is required")
+
+    def text(self, key: str, error: Callable[[Any, str], str | None] | None = None) -> str:
+        """The input as text; `error(value, key)` judges a given one (never a default)."""
+        if error is not None and self.given(key):
+            self.problem(key, error(self.present[key], key))
+        value = self.values.get(key)
+        return "" if value is None else str(value)
+
+    def seconds(self, key: str) -> float:
+        """A deadline: a positive number of seconds."""
+        if self.present.get(key) is not None:
+            self.problem(key, validation.positive_seconds_error(self.present[key], key))
+        try:
+            return float(self.values[key])
+        except (TypeError, ValueError):
+            return 0.0  # judged above: no config is built from it
+
+    def flag(self, key: str) -> bool:
+        return bool(self.values.get(key))
+
+    def ssh_target(self, prefix: str, host_key: str, judged: bool = True) -> SshTarget | None:
+        """A host's SSH access from its six inputs (ssh_input_keys), judged by ssh_problems
+        unless `judged` is False; None where the host is not set or cannot be read."""
+        found = ssh_problems(self.props, prefix, host_key) if judged and self.judging else []
+        self.problems += found
+        if found or not self.values.get(host_key):
+            return None
+        try:
+            return ssh_target(self.values, prefix, host_key)
+        except (KeyError, TypeError, ValueError, OverflowError):
+            return None  # not judged here (and then no config is built), or an old state's gap
+
+    def result(self, build: Callable[[], Config]) -> Parsed[Config]:
+        if self.problems:
+            return Parsed(self.problems, None)
+        return Parsed([], None if self.incomplete else build)

@@ -1,13 +1,16 @@
 """PeCompileMaster's inputs: one typed, validated view of the property dict.
 
-check() reports `MasterConfig.problems(...)`; diff() compares the keys listed here;
-create/update/read/delete work from `MasterConfig.from_props(...)`. Secrets live in
-their own top-level keys so the engine keeps them secret in outputs (same key).
+`parse(props)` reads every input once (provider.core.inputs.Reader): check() shows its
+problems, create builds from it only when there are none; update/read/delete read the
+recorded state as it is (`MasterConfig.from_props`). diff() compares the keys listed
+here. Secrets live in their own top-level keys so the engine keeps them secret in
+outputs (same key).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,15 +63,11 @@ def with_peer_mappings(props: dict[str, Any]) -> dict[str, Any]:
     return {**props, PEER_KEY: [peer_mapping(e) for e in peers]}
 
 
+TIMEOUT_KEYS = ("connect_timeout", "install_timeout", "sign_timeout", "run_timeout", "service_timeout", "api_timeout")
 # What a change of each input means (diff):
 # Inputs whose change needs no remote work at all (only the recorded value changes).
 LOCAL_ONLY_KEYS = (
-    "connect_timeout",
-    "install_timeout",
-    "sign_timeout",
-    "run_timeout",
-    "service_timeout",
-    "api_timeout",
+    *TIMEOUT_KEYS,
     "keep_agent_on_delete",
     "adopt",
     "batch_provisioned",
@@ -214,37 +213,8 @@ class MasterConfig:
 
     @classmethod
     def from_props(cls, props: dict[str, Any]) -> MasterConfig:
-        merged = {**DEFAULTS, **{k: v for k, v in props.items() if v is not None}}
-        return cls(
-            resource_name=str(merged.get("resource_name") or merged.get("certname") or "pe-compile-master"),
-            target=inputs.ssh_target(merged, "ssh", "host"),
-            certname=str(merged["certname"]),
-            dns_alt_names=[str(n) for n in merged["dns_alt_names"]],
-            environmentpath=str(merged["environmentpath"]),
-            primary_target=inputs.ssh_target(merged, "primary_ssh", "primary_host"),
-            primary_certname=str(merged["primary_certname"]),
-            database_target=inputs.ssh_target(merged, "database_ssh", "database_host")
-            if merged["database_host"]
-            else None,
-            pe_version=str(merged["pe_version"]),
-            classifier_url=str(merged["classifier_url"]),
-            rbac_token=str(merged["rbac_token"]),
-            classifier_client_cert=str(merged["classifier_client_cert"]),
-            classifier_client_key=str(merged["classifier_client_key"]),
-            puppetdb_url=str(merged["puppetdb_url"]),
-            node_group=str(merged["node_group"]),
-            availability_group=str(merged["availability_group"]),
-            connect_timeout=float(merged["connect_timeout"]),
-            install_timeout=float(merged["install_timeout"]),
-            sign_timeout=float(merged["sign_timeout"]),
-            run_timeout=float(merged["run_timeout"]),
-            service_timeout=float(merged["service_timeout"]),
-            api_timeout=float(merged["api_timeout"]),
-            keep_agent_on_delete=bool(merged["keep_agent_on_delete"]),
-            adopt=bool(merged["adopt"]),
-            batch_provisioned=bool(merged["batch_provisioned"]),
-            peer_masters=tuple(PeerMaster.from_entry(e, merged) for e in merged[PEER_KEY] or []),
-        )
+        """A recorded state's config (read, update, delete), as it is: never refused."""
+        return parse(props, judging=False).valid()
 
     @property
     def generation(self) -> Generation:
@@ -278,106 +248,145 @@ class MasterConfig:
         return [s for s in (*keys, self.rbac_token, self.classifier_client_key) if s]
 
 
+def parse(props: dict[str, Any], judging: bool = True) -> inputs.Parsed[MasterConfig]:
+    """PeCompileMaster's inputs in one pass: every reason they cannot work, as (input,
+    reason) - what check() shows in a preview and what stops a create -, or the typed
+    MasterConfig they make. A value not known until apply is judged at create."""
+    r = inputs.Reader(props, DEFAULTS, judging)
+    r.require(*REQUIRED)
+    target = r.ssh_target("ssh", "host")
+    primary_target = r.ssh_target("primary_ssh", "primary_host")
+    certname = r.text("certname", validation.dns_name_error)
+    primary_certname = r.text("primary_certname", validation.dns_name_error)
+    if r.given("certname") and r.present["certname"] == r.present.get("primary_certname"):
+        r.problem(
+            "certname",
+            f"{certname} is the primary's own certname: a compile master needs its own "
+            "(and this provider never touches the primary's certificate)",
+        )
+    dns_alt_names = alt_names(r)
+    environmentpath = r.text("environmentpath", validation.path_error)
+    generation = pe_generation(r)
+    compiler_puppetdb = generation is not None and generation.compiler_puppetdb
+    if compiler_puppetdb:
+        r.judge(database_problems(props))
+    database_target = r.ssh_target("database_ssh", "database_host", judged=False)
+    classifier_access(r, generation)
+    group = r.present.get("availability_group")
+    if group not in (None, "", *AVAILABILITY_GROUPS):
+        r.problem("availability_group", f"availability_group must be A or B (peadm's letters), not {group!r}")
+    classifier_url = r.text("classifier_url", https_error("the console, port 4433"))
+    puppetdb_url = r.text("puppetdb_url", https_error("PuppetDB, port 8081"))
+    if r.judging:
+        r.judge(peer_problems(props.get(PEER_KEY), r.present.get("certname"), r.present))
+    timeouts = {
+        key: r.seconds(key)
+        for key in (
+            "connect_timeout",
+            "install_timeout",
+            "sign_timeout",
+            "run_timeout",
+            "service_timeout",
+            "api_timeout",
+        )
+    }
+    values = r.values
+
+    def build() -> MasterConfig:
+        assert target is not None and primary_target is not None  # required: judged above
+        return MasterConfig(
+            resource_name=str(values.get("resource_name") or certname or "pe-compile-master"),
+            target=target,
+            certname=certname,
+            dns_alt_names=[str(n) for n in dns_alt_names],
+            environmentpath=environmentpath,
+            primary_target=primary_target,
+            primary_certname=primary_certname,
+            database_target=database_target,
+            pe_version=r.text("pe_version"),
+            classifier_url=classifier_url,
+            rbac_token=r.text("rbac_token"),
+            classifier_client_cert=r.text("classifier_client_cert"),
+            classifier_client_key=r.text("classifier_client_key"),
+            puppetdb_url=puppetdb_url,
+            node_group=r.text("node_group"),
+            availability_group=r.text("availability_group"),
+            **timeouts,
+            keep_agent_on_delete=r.flag("keep_agent_on_delete"),
+            adopt=r.flag("adopt"),
+            batch_provisioned=r.flag("batch_provisioned"),
+            peer_masters=tuple(PeerMaster.from_entry(e, values) for e in values[PEER_KEY] or []),
+        )
+
+    return r.result(build)
+
+
 def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     """Every reason these inputs cannot work, as (property, reason); unknown values
-    (not known until apply) are skipped here and validated again at create."""
-    out: list[tuple[str, str]] = []
-    known = {k: v for k, v in props.items() if not inputs.is_unknown(v)}
+    (not known until apply) are skipped here and judged again at create."""
+    return parse(props).problems
 
-    def add(key: str, error: str | None) -> None:
-        if error:
-            out.append((key, error))
 
-    for key in REQUIRED:
-        if key in props and inputs.is_unknown(props[key]):
-            continue
-        if not props.get(key):
-            out.append((key, f"{key} is required"))
-    merged = {**DEFAULTS, **{k: v for k, v in known.items() if v is not None}}
-    out += inputs.ssh_problems(props, "ssh", "host")
-    out += inputs.ssh_problems(props, "primary_ssh", "primary_host")
-    for key in ("certname", "primary_certname"):
-        if known.get(key):
-            add(key, validation.dns_name_error(known[key], key))
-    names = merged.get("dns_alt_names")
-    if "dns_alt_names" in known:
-        if not isinstance(names, list):
-            out.append(("dns_alt_names", "dns_alt_names must be a list of DNS names"))
-        else:
-            for name in names:
-                if not inputs.is_unknown(name):
-                    add("dns_alt_names", validation.dns_name_error(name, "dns alt name"))
-            if len(set(names)) != len(names):
-                out.append(("dns_alt_names", "dns_alt_names lists a name twice"))
-    if known.get("environmentpath"):
-        add("environmentpath", validation.path_error(known["environmentpath"], "environmentpath"))
-    if known.get("certname") and known.get("certname") == known.get("primary_certname"):
-        out.append(
-            (
-                "certname",
-                f"{known['certname']} is the primary's own certname: a compile master needs its own "
-                "(and this provider never touches the primary's certificate)",
-            )
+def alt_names(r: inputs.Reader) -> list[Any]:
+    """dns_alt_names: a list of DNS names, each once (the certificate's SANs)."""
+    names = r.values.get("dns_alt_names")
+    if "dns_alt_names" not in r.present:
+        return list(names or [])
+    if not isinstance(names, list):
+        r.problem("dns_alt_names", "dns_alt_names must be a list of DNS names")
+        return []
+    for name in names:
+        if not inputs.is_unknown(name):
+            r.problem("dns_alt_names", validation.dns_name_error(name, "dns alt name"))
+    if len(set(names)) != len(names):
+        r.problem("dns_alt_names", "dns_alt_names lists a name twice")
+    return names
+
+
+def pe_generation(r: inputs.Reader) -> Generation | None:
+    """The generation pe_version (and node_group, PE 3.x's) names; None while unknown."""
+    if "pe_version" not in r.present:
+        return None
+    try:
+        check_pe_version(r.present["pe_version"])
+        return generation_for(str(r.present["pe_version"]), r.text("node_group") or None)
+    except ValueError as exc:
+        r.problem("pe_version", str(exc))
+        return None
+
+
+def classifier_access(r: inputs.Reader, generation: Generation | None) -> None:
+    """A token or an allow-listed client certificate; peadm's availability groups and RBAC
+    tokens only where the generation has them."""
+    if generation is not None and r.given("availability_group") and generation.classification != "trusted":
+        r.problem(
+            "availability_group",
+            f"availability groups are peadm's (PE 2019.7+, PE Compiler Group A/B); {generation.label} "
+            "has none: leave it unset",
         )
-    if "pe_version" in known:
-        try:
-            check_pe_version(known["pe_version"])
-            generation = generation_for(str(known["pe_version"]), str(merged.get("node_group") or "") or None)
-        except ValueError as exc:
-            out.append(("pe_version", str(exc)))
-            generation = None
-        if generation is not None and generation.compiler_puppetdb:
-            out += database_problems(props)
-        group = known.get("availability_group")
-        if group and generation is not None and generation.classification != "trusted":
-            out.append(
-                (
-                    "availability_group",
-                    f"availability groups are peadm's (PE 2019.7+, PE Compiler Group A/B); {generation.label} "
-                    "has none: leave it unset",
-                )
-            )
-        if (
-            generation is not None
-            and "rbac_token" in known
-            and known.get("rbac_token")
-            and not generation.tokens_supported
-        ):
-            out.append(
-                (
-                    "rbac_token",
-                    f"{generation.label} has no RBAC tokens (from PE 2015.3): use an allow-listed "
-                    "client certificate (classifier_client_cert / classifier_client_key)",
-                )
-            )
+    if generation is not None and r.given("rbac_token") and not generation.tokens_supported:
+        r.problem(
+            "rbac_token",
+            f"{generation.label} has no RBAC tokens (from PE 2015.3): use an allow-listed "
+            "client certificate (classifier_client_cert / classifier_client_key)",
+        )
+    props = r.props
     has_token = bool(props.get("rbac_token"))
     has_cert = bool(props.get("classifier_client_cert")) and bool(props.get("classifier_client_key"))
-    if (
-        not has_token
-        and not has_cert
-        and not (inputs.is_unknown(props.get("rbac_token")) or inputs.is_unknown(props.get("classifier_client_cert")))
-    ):
-        out.append(
-            (
-                "rbac_token",
-                "classifier access needs rbac_token, or classifier_client_cert and "
-                "classifier_client_key of a certificate in the console's rbac allowlist",
-            )
+    unknown = inputs.is_unknown(props.get("rbac_token")) or inputs.is_unknown(props.get("classifier_client_cert"))
+    if not (has_token or has_cert or unknown):
+        r.problem(
+            "rbac_token",
+            "classifier access needs rbac_token, or classifier_client_cert and "
+            "classifier_client_key of a certificate in the console's rbac allowlist",
         )
-    group = known.get("availability_group")
-    if group not in (None, "", *AVAILABILITY_GROUPS):
-        out.append(("availability_group", f"availability_group must be A or B (peadm's letters), not {group!r}"))
-    url = known.get("classifier_url")
-    if url and not str(url).startswith("https://"):
-        out.append(("classifier_url", "classifier_url must be https:// (the console, port 4433)"))
-    pdb = known.get("puppetdb_url")
-    if pdb and not str(pdb).startswith("https://"):
-        out.append(("puppetdb_url", "puppetdb_url must be https:// (PuppetDB, port 8081)"))
-    out += peer_problems(props.get(PEER_KEY), known.get("certname"), known)
-    out += inputs.timeout_problems(
-        props, ("connect_timeout", "install_timeout", "sign_timeout", "run_timeout", "service_timeout", "api_timeout")
-    )
-    return out
+
+
+def https_error(what: str) -> Callable[[Any, str], str | None]:
+    def error(value: Any, key: str) -> str | None:
+        return None if str(value).startswith("https://") else f"{key} must be https:// ({what})"
+
+    return error
 
 
 DATABASE_REQUIRED = (

@@ -32,7 +32,7 @@ import re
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -53,6 +53,7 @@ class ByHand:
     cpu_seconds: float  # machine busy CPU-s during the procedure (the sampler's own left out)
     purposes: dict[str, float]  # compile hosts' CPU-s by what the command is for
     steps: dict[str, float]  # step -> seconds it took (wall, all hosts)
+    roles: dict[str, float] = field(default_factory=dict)  # CPU-s by lab host role (bench/cpu.py)
 
 
 def _on(host: LabHost, command: str, timeout: float) -> None:
@@ -137,7 +138,7 @@ def run(client: LabClient, n: int, state_dir: Path) -> ByHand:
         "extension_requests:pp_auth_role=pe_compiler"
     )
     steps: dict[str, float] = {}
-    t0, busy0 = time.monotonic(), cpu.machine_busy_seconds()
+    t0, busy0, roles0 = time.monotonic(), cpu.machine_busy_seconds(), cpu.snapshot()
     with cpu.sampling(state_dir / "bench-by-hand-purposes.json") as sampled:
         mark = time.monotonic()
         _parallel(hosts, install, 1800)
@@ -162,7 +163,7 @@ def run(client: LabClient, n: int, state_dir: Path) -> ByHand:
             steps[f"5. agent run on {short}"] = time.monotonic() - mark
     seconds = time.monotonic() - t0
     busy = cpu.machine_busy_seconds() - busy0 - sampled.own_cpu
-    return ByHand(n, seconds, busy, sampled.purposes, steps)
+    return ByHand(n, seconds, busy, sampled.purposes, steps, cpu.spent(roles0, cpu.snapshot()))
 
 
 def undo(client: LabClient, n: int) -> None:

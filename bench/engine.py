@@ -236,23 +236,25 @@ def floor_previews(resources: int, workdir: Path) -> list[float]:
     return walls
 
 
-def cpu_table(rows: list[tuple[str, Timed, int]]) -> None:
-    """CPU-s per added master by lab host role and process kind, plus the Pulumi side."""
-    print("| host: process | " + " | ".join(label for label, _, _ in rows) + " |")
+def cpu_table(rows: list[tuple[str, dict[str, float], float, int]]) -> None:
+    """CPU-s per added master by lab host role and process kind, plus the Pulumi side:
+    rows of (label, CPU-s by role, the machine's busy CPU-s, masters added)."""
+    print("| host: process | " + " | ".join(label for label, _, _, _ in rows) + " |")
     print("|---|" + "---|" * len(rows))
-    merged: list[dict[str, float]] = []
-    for _, t, _ in rows:
-        roles = {k: v for k, v in t.roles.items() if not k.startswith(("bench harness", "other"))}
-        merged.append({**roles, **{f"[sampled] {k}": v for k, v in t.engine_cpu.items()}})
-    keys = sorted({k for m in merged for k in m}, key=lambda k: -merged[-1].get(k, 0.0))
+    merged = [
+        {k: v for k, v in roles.items() if not k.startswith(("bench harness", "other"))} for _, roles, _, _ in rows
+    ]
+    keys = sorted({k for m in merged for k in m}, key=lambda k: -max(m.get(k, 0.0) for m in merged))
     for key in keys:
-        if max(m.get(key, 0.0) / n for m, (_, _, n) in zip(merged, rows, strict=True)) < 0.05:
+        if max(m.get(key, 0.0) / n for m, (_, _, _, n) in zip(merged, rows, strict=True)) < 0.05:
             continue
-        cells = [f"{m.get(key, 0.0) / n:.2f}" for m, (_, _, n) in zip(merged, rows, strict=True)]
+        cells = [f"{m.get(key, 0.0) / n:.2f}" for m, (_, _, _, n) in zip(merged, rows, strict=True)]
         print(f"| {key} | " + " | ".join(cells) + " |")
-    print(
-        "| machine, all (busy CPU-s per master) | " + " | ".join(f"{t.cpu_seconds / n:.2f}" for _, t, n in rows) + " |"
-    )
+    print("| machine, all (busy CPU-s per master) | " + " | ".join(f"{busy / n:.2f}" for _, _, busy, n in rows) + " |")
+
+
+def cpu_row(label: str, t: Timed, n: int) -> tuple[str, dict[str, float], float, int]:
+    return label, {**t.roles, **{f"[sampled] {k}": v for k, v in t.engine_cpu.items()}}, t.cpu_seconds, n
 
 
 def main() -> None:
@@ -334,7 +336,12 @@ def report(
         )
     print()
     print("Where the CPU goes during `up` (CPU-s per added master; bench/cpu.py; [sampled]: the Pulumi side):")
-    cpu_table([(f"add {s.n}", s.out, s.n) for s in scales])
+    cpu_table(
+        [
+            *(cpu_row(f"add {s.n}", s.out, s.n) for s in scales),
+            *((f"by hand {h.n}", h.roles, h.cpu_seconds, h.n) for h in hands),
+        ]
+    )
     print()
     print("What the compile hosts' CPU buys, CPU-s per added master (sampled every 0.2 s by bench/cpu.py):")
     print_purpose_rows([*((s.n, s.out.purposes) for s in scales), *((h.n, h.purposes) for h in hands)])

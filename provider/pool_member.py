@@ -11,6 +11,7 @@ The policy lives here; the load balancer's mechanics in provider/lb/drivers.py:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -264,6 +265,28 @@ def ensure_member(cfg: MemberConfig, driver: PoolDriver, log: Any) -> MemberStat
     return result.healthy[server]
 
 
+# What each backend lookup found, per provider process (one `pulumi preview` or `up`): a
+# deployment's new members share one LB and backend, and the engine makes Check calls one
+# at a time, so N new members were N SSH connections in a row. Keyed by everything the
+# lookup depends on (the SSH target with its key, the driver, the config and socket paths).
+_BACKEND_LOOKUPS: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+_BACKEND_LOOKUPS_LOCK = threading.Lock()
+
+
+def _look_up_backend(cfg: MemberConfig) -> list[tuple[str, str]]:
+    """One read on the LB, nothing changed: the backend's absence, or an unusable key; an
+    unreachable LB is left for create to report."""
+    try:
+        with cfg.session(connect_timeout=min(cfg.connect_timeout, 5.0)) as session:  # preview: be brief
+            cfg.driver_on(session).require_backend(cfg.spec.backend)
+    except PrivateKeyError as exc:  # the key itself is unusable
+        return [("lb_ssh_private_key", str(exc))]
+    except ProviderError as exc:
+        if "no `backend" in str(exc):
+            return [("backend", str(exc))]
+    return []
+
+
 class PoolMemberProvider(dynamic.ResourceProvider):
     @at_boundary
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
@@ -274,24 +297,19 @@ class PoolMemberProvider(dynamic.ResourceProvider):
 
     @staticmethod
     def backend_failures(olds: dict[str, Any], news: dict[str, Any]) -> list[dynamic.CheckFailure]:
-        """A new member, or one moved to another backend or LB: look the backend up (one
-        read on the LB, nothing changed). Unchanged members cost no remote call; an
-        unreachable LB is left for create to report."""
+        """A new member, or one moved to another backend or LB: look the backend up (once
+        per LB and backend in this provider process). Unchanged members cost no remote call."""
         keys = ("lb_host", "backend", "config_path")
         if olds and all(olds.get(k) == news.get(k) for k in keys):
             return []
         if any(inputs.is_unknown(v) for v in news.values()):
             return []
         cfg = MemberConfig.from_props(news)
-        try:
-            with cfg.session(connect_timeout=min(cfg.connect_timeout, 5.0)) as session:  # preview: be brief
-                cfg.driver_on(session).require_backend(cfg.spec.backend)
-        except PrivateKeyError as exc:  # the key itself is unusable
-            return [dynamic.CheckFailure("lb_ssh_private_key", str(exc))]
-        except ProviderError as exc:
-            if "no `backend" in str(exc):
-                return [dynamic.CheckFailure("backend", str(exc))]
-        return []
+        where = (cfg.target, cfg.driver, cfg.socket_path, cfg.config_path, cfg.spec.backend)
+        with _BACKEND_LOOKUPS_LOCK:
+            if where not in _BACKEND_LOOKUPS:
+                _BACKEND_LOOKUPS[where] = _look_up_backend(cfg)
+            return [dynamic.CheckFailure(prop, reason) for prop, reason in _BACKEND_LOOKUPS[where]]
 
     @at_boundary
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from provider import pool_member
 from provider.core.errors import DeadlineError, ProviderError
 from provider.lb.drivers import MemberSpec, MemberState
 from provider.pool_admission import to_admit
@@ -137,3 +138,23 @@ def test_to_admit_only_new_or_changed_members_unless_a_shared_input_changed() ->
     assert to_admit(olds, {**olds, "members": [{**a, "weight": 5}]}) == [{**a, "weight": 5}]
     assert to_admit(olds, {**olds, "health_timeout": 90}) == []  # a deadline is local only
     assert to_admit(olds, {**olds, "backend": "other"}) == [a]
+
+
+def test_new_members_look_their_backend_up_once_per_provider_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The engine checks resources one at a time: N new members on one LB and backend are one
+    # SSH read, not N in a row.
+    looked: list[str] = []
+    monkeypatch.setattr(pool_member, "_BACKEND_LOOKUPS", {})
+
+    def look_up(cfg: pool_member.MemberConfig) -> list[tuple[str, str]]:
+        looked.append(cfg.spec.server)
+        return [("backend", "no `backend x`")]
+
+    monkeypatch.setattr(pool_member, "_look_up_backend", look_up)
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOvgnmOCadR3PMuYFkFeH0ZhKkDk6JfZ4lbPvmtfvsml"
+    base = {"lb_host": "lb.example.com", "lb_ssh_private_key": "k", "lb_ssh_host_key": key, "address": "10.0.0.1"}
+    for server in ("compile01", "compile02", "compile03"):
+        failures = pool_member.PoolMemberProvider.backend_failures({}, {**base, "server_name": server})
+        assert [(f.property, f.reason) for f in failures] == [("backend", "no `backend x`")]
+    pool_member.PoolMemberProvider.backend_failures({}, {**base, "server_name": "c4", "backend": "other"})
+    assert looked == ["compile01", "c4"]  # once per backend

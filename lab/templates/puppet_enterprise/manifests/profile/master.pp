@@ -17,6 +17,7 @@ class puppet_enterprise::profile::master (
   }
   -> exec { 'pe compile service on 8140':
     command => '@INHOST@/bin/pelab-compile-service start',
+    timeout => 600,  # the start waits for the server, up to its START_TIMEOUT (300 s)
     unless  => '@INHOST@/bin/pelab-compile-service status',
   }
   # PE 2017.2+: "the updated CRL is managed by Puppet and distributed to compile masters"

@@ -298,7 +298,7 @@ def parse(props: dict[str, Any], judging: bool = True) -> inputs.Parsed[MasterCo
             resource_name=str(values.get("resource_name") or certname or "pe-compile-master"),
             target=target,
             certname=certname,
-            dns_alt_names=[str(n) for n in dns_alt_names],
+            dns_alt_names=dns_alt_names,
             environmentpath=environmentpath,
             primary_target=primary_target,
             primary_certname=primary_certname,
@@ -327,20 +327,22 @@ def problems(props: dict[str, Any]) -> list[tuple[str, str]]:
     return parse(props).problems
 
 
-def alt_names(r: inputs.Reader) -> list[Any]:
+def alt_names(r: inputs.Reader) -> list[str]:
     """dns_alt_names: a list of DNS names, each once (the certificate's SANs)."""
     names = r.values.get("dns_alt_names")
-    if "dns_alt_names" not in r.present:
-        return list(names or [])
+    names = [] if names is None else names
     if not isinstance(names, list):
         r.problem("dns_alt_names", "dns_alt_names must be a list of DNS names")
         return []
-    for name in names:
-        if not inputs.is_unknown(name):
-            r.problem("dns_alt_names", validation.dns_name_error(name, "dns alt name"))
-    if len(set(names)) != len(names):
-        r.problem("dns_alt_names", "dns_alt_names lists a name twice")
-    return names
+    if "dns_alt_names" in r.present:
+        for name in names:
+            if inputs.is_unknown(name):
+                r.incomplete = True
+            else:
+                r.problem("dns_alt_names", validation.dns_name_error(name, "dns alt name"))
+        if len(set(names)) != len(names):
+            r.problem("dns_alt_names", "dns_alt_names lists a name twice")
+    return [str(n) for n in names]
 
 
 def pe_generation(r: inputs.Reader) -> Generation | None:

@@ -382,7 +382,7 @@ class GraphRun:
         state = engine.state
         assert state is not None
         engine.calls.append("delete")
-        self.server.delete(state.id, engine.urn, state.outputs, state.inputs)
+        self.server.delete(engine.urn, state)
         self._record("delete-replaced", name)
 
     def _delete_one(self, key: str, condemned: dict[str, tuple[str, StateEntry]]) -> None:
@@ -398,7 +398,7 @@ class GraphRun:
             name, state = condemned[key]
             engine = self.engines[name]
             engine.calls.append("delete")
-            self.server.delete(state.id, engine.urn, state.outputs, state.inputs)
+            self.server.delete(engine.urn, state)
             self._record("delete-replaced", name)
             return
         if key in self.pending_replacement:  # deleted in a cascade, no longer in the program

@@ -263,33 +263,20 @@ class ProviderServer:
         return _deserialize(resp.properties)
 
     def read(
-        self,
-        id_: str,
-        urn: str,
-        props: Mapping[str, Any],
-        inputs: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        self, urn: str, state: StateEntry, timeout: float | None = None
     ) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
-        req = provider_pb2.ReadRequest(id=id_, urn=urn, properties=_serialize(props), inputs=_serialize(inputs or {}))
-        resp = self._call("Read", req, timeout)
+        """Read (refresh) a resource from its recorded state: (id, outputs, new inputs or None)."""
+        props, inputs = _serialize(state.outputs), _serialize(state.inputs)
+        resp = self._call(
+            "Read", provider_pb2.ReadRequest(id=state.id, urn=urn, properties=props, inputs=inputs), timeout
+        )
         new_inputs = _deserialize(resp.inputs) if resp.HasField("inputs") and len(resp.inputs.fields) else None
         return resp.id, _deserialize(resp.properties), new_inputs
 
-    def delete(
-        self,
-        id_: str,
-        urn: str,
-        props: Mapping[str, Any],
-        inputs: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        self._call(
-            "Delete",
-            provider_pb2.DeleteRequest(
-                id=id_, urn=urn, properties=_serialize(props), old_inputs=_serialize(inputs or {})
-            ),
-            timeout,
-        )
+    def delete(self, urn: str, state: StateEntry, timeout: float | None = None) -> None:
+        props, inputs = _serialize(state.outputs), _serialize(state.inputs)
+        req = provider_pb2.DeleteRequest(id=state.id, urn=urn, properties=props, old_inputs=inputs)
+        self._call("Delete", req, timeout)
 
 
 def urn_for(name: str, type_name: str, stack: str = "lab", project: str = "pe-compile-masters") -> str:
@@ -373,7 +360,7 @@ class Engine:
         elif diff is not None and diff.changes == "some" and diff.replaces:
             if diff.delete_before_replace:
                 self.calls.append("delete")
-                self.server.delete(self.state.id, self.urn, self.state.outputs, self.state.inputs, timeout)
+                self.server.delete(self.urn, self.state, timeout)
                 self.state = None
                 self.calls.append("create")
                 id_, outs = self.server.create(self.urn, checked.inputs, timeout)
@@ -382,7 +369,7 @@ class Engine:
                 self.calls.append("create")
                 id_, outs = self.server.create(self.urn, checked.inputs, timeout)
                 self.calls.append("delete")
-                self.server.delete(old.id, self.urn, old.outputs, old.inputs, timeout)
+                self.server.delete(self.urn, old, timeout)
             self.state = StateEntry(id_, checked.inputs, outs, secret)
         elif diff is not None and diff.changes != "none":
             self.calls.append("update")
@@ -393,7 +380,7 @@ class Engine:
     def refresh(self, timeout: float | None = None) -> StateEntry | None:
         assert self.state is not None
         self.calls.append("read")
-        id_, outs, inputs = self.server.read(self.state.id, self.urn, self.state.outputs, self.state.inputs, timeout)
+        id_, outs, inputs = self.server.read(self.urn, self.state, timeout)
         if not id_:
             self.state = None
             return None
@@ -404,7 +391,7 @@ class Engine:
         if self.state is None:
             return
         self.calls.append("delete")
-        self.server.delete(self.state.id, self.urn, self.state.outputs, self.state.inputs, timeout)
+        self.server.delete(self.urn, self.state, timeout)
         self.state = None
 
 

@@ -52,7 +52,7 @@ from provider.core.errors import (
     SshUnreachableError,
     user_message,
 )
-from provider.master import config as compile_master_config
+from provider.master import config as master_config
 from provider.pe import classifier
 from provider.ssh.session import SshSession, host_keys_for, pinned_policy
 from provider.ssh.trust import SshTarget
@@ -116,8 +116,8 @@ def closed_port() -> int:
 # --- 1. which inputs are secret ---------------------------------------------------------
 SECRET_NAME = re.compile(r"private_key|token|password|passphrase|client_key|secret")
 RESOURCES: list[tuple[str, type, tuple[str, ...]]] = [
-    ("PeCompileMaster", compile_master.PeCompileMasterArgs, compile_master_config.SECRET_KEYS),
-    ("CompileMasterBatch", compile_master_batch.CompileMasterBatchArgs, compile_master_config.SECRET_KEYS),
+    ("PeCompileMaster", compile_master.PeCompileMasterArgs, master_config.SECRET_KEYS),
+    ("CompileMasterBatch", compile_master_batch.CompileMasterBatchArgs, master_config.SECRET_KEYS),
     ("PoolMember", pool_member.PoolMemberArgs, pool_member.SECRET_KEYS),
     ("FileSync", file_sync.FileSyncArgs, plan.SECRET_KEYS),
     ("InfraRefresh", infra_refresh.InfraRefreshArgs, infra_refresh.SECRET_KEYS),

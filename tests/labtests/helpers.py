@@ -17,7 +17,7 @@ from lab.client import LabClient, LabHost
 from lab.inhost.pelab_common import wait_for
 from provider.lb import haproxy
 from provider.master.certs import IssuedCert
-from provider.pe import classifier as pe_api
+from provider.pe import classifier
 
 PRIMARY = "primary.pelab.test"
 
@@ -103,15 +103,15 @@ def revoke_on_ca(lab: LabClient, certname: str) -> None:
 def unpin(lab: LabClient, certname: str, group_name: str, endpoint: bool) -> None:
     """Take a node out of a group's pins by hand: PE's unpin endpoint (2016.1+), or before it
     the group's rule rewritten without the node."""
-    classifier = lab.classifier()
+    console = lab.classifier()
     if endpoint:
-        classifier.unpin(group_name, [certname]).raise_for_status()
+        console.unpin(group_name, [certname]).raise_for_status()
         return
-    group = classifier.group(group_name)
-    body: dict[str, Any] = {"rule": pe_api.unpin_rule(group.get("rule"), certname)}
+    group = console.group(group_name)
+    body: dict[str, Any] = {"rule": classifier.unpin_rule(group.get("rule"), certname)}
     if "serial_number" in group:
         body["serial_number"] = group["serial_number"]
-    classifier.request("POST", f"groups/{group['id']}", json=body).raise_for_status()
+    console.request("POST", f"groups/{group['id']}", json=body).raise_for_status()
 
 
 def stop_compile_service(lab: LabClient, short: str) -> None:
@@ -156,16 +156,16 @@ def bare_masters(lab: LabClient, shorts: list[str] | tuple[str, ...]) -> None:
     no sync job, nothing of theirs in the 8140 pool, pinned to no node group."""
     socket_cmd = "socat stdio /run/haproxy/admin.sock"
     certnames = {lab.host(short).fqdn for short in shorts}
-    classifier = lab.classifier()
-    for group in classifier.groups():  # a rule rewrite: every generation's console takes it
-        if any(pe_api.is_pinned(group.get("rule"), c) for c in certnames):
+    console = lab.classifier()
+    for group in console.groups():  # a rule rewrite: every generation's console takes it
+        if any(classifier.is_pinned(group.get("rule"), c) for c in certnames):
             rule = group.get("rule")
             for certname in certnames:
-                rule = pe_api.unpin_rule(rule, certname) if pe_api.is_pinned(rule, certname) else rule
+                rule = classifier.unpin_rule(rule, certname) if classifier.is_pinned(rule, certname) else rule
             body: dict[str, Any] = {"rule": rule}
             if "serial_number" in group:
                 body["serial_number"] = group["serial_number"]
-            classifier.request("POST", f"groups/{group['id']}", json=body).raise_for_status()
+            console.request("POST", f"groups/{group['id']}", json=body).raise_for_status()
     for short in shorts:
         certname = lab.host(short).fqdn
         clean_on_ca(lab, certname)

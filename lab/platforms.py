@@ -240,11 +240,14 @@ def _untabled(table: dict[str, Version], name: str, what: str) -> str | None:
 
 def option_refusal(name: str, platform: Platform) -> str | None:
     untabled = _untabled(CURL_OPTIONS, name, f"option {name}")
-    if untabled or CURL_OPTIONS[name] <= platform.curl:
+    if untabled:
         return untabled
+    added = CURL_OPTIONS[name]
+    if added <= platform.curl:
+        return None
     return (
         f"curl: option {name}: is unknown\ncurl: try 'curl --help' or 'curl --manual' for more "
-        f"information\n(lab: {name} arrived in curl {label(CURL_OPTIONS[name])}; {platform.name} has "
+        f"information\n(lab: {name} arrived in curl {label(added)}; {platform.name} has "
         f"{platform.curl_label}: {platform.source})"
     )
 
@@ -258,10 +261,11 @@ def write_out_refusal(fmt: str, platform: Platform) -> str | None:
         untabled = _untabled(CURL_WRITE_OUT, name, f"write-out variable %{{{name}}}")
         if untabled:
             return untabled
-        if CURL_WRITE_OUT[name] > platform.curl:
+        added = CURL_WRITE_OUT[name]
+        if added > platform.curl:
             return (
-                f"curl: write-out variable %{{{name}}} arrived in curl {label(CURL_WRITE_OUT[name])}; {platform.name} "
-                f"has {platform.curl_label} ({platform.source}), which prints it unexpanded"
+                f"curl: write-out variable %{{{name}}} arrived in curl {label(added)}; {platform.name} has "
+                f"{platform.curl_label} ({platform.source}), which prints it unexpanded"
             )
     return None
 

@@ -268,7 +268,7 @@ def parse(props: dict[str, Any], judging: bool = True) -> inputs.Parsed[MasterCo
     environmentpath = r.text("environmentpath", validation.path_error)
     generation = pe_generation(r)
     compiler_puppetdb = generation is not None and generation.compiler_puppetdb
-    if compiler_puppetdb:
+    if compiler_puppetdb and r.judging:  # (a recorded state's host keys are not parsed again)
         r.judge(database_problems(props))
     database_target = r.ssh_target("database_ssh", "database_host", judged=False)
     classifier_access(r, generation)
@@ -279,17 +279,7 @@ def parse(props: dict[str, Any], judging: bool = True) -> inputs.Parsed[MasterCo
     puppetdb_url = r.text("puppetdb_url", https_error("PuppetDB, port 8081"))
     if r.judging:
         r.judge(peer_problems(props.get(PEER_KEY), r.present.get("certname"), r.present))
-    timeouts = {
-        key: r.seconds(key)
-        for key in (
-            "connect_timeout",
-            "install_timeout",
-            "sign_timeout",
-            "run_timeout",
-            "service_timeout",
-            "api_timeout",
-        )
-    }
+    timeouts = {key: r.seconds(key) for key in TIMEOUT_KEYS}
     values = r.values
 
     def build() -> MasterConfig:

@@ -10,7 +10,8 @@ the floor), the harness's `up` of the largest N beside it, and the no-change `pr
 The split of each CLI run comes from the CLI's own OpenTelemetry spans (`--otel-traces
 file://...`): the Go CLI from start to exit, up to its state read (config, secrets
 manager, backend), the state read, the dynamic plugin's start, Check and Diff calls, and
-the state checkpoints (blob writes). CPU: the machine's busy CPU-s during the run
+the state checkpoints (blob writes); PE_BENCH_TRACES=<dir> keeps each run's spans there
+(`python -m bench.spans <file>` prints its provider calls on a timeline). CPU: the machine's busy CPU-s during the run
 (the sampler's share left out) and the Pulumi side's processes, sampled (bench/cpu.py).
 
 The 50-master state is written by the real CLI with every provider's create answering
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import tempfile
 import time
@@ -44,6 +46,7 @@ from bench.scale_out import (
     print_purpose_rows,
     scale_out,
 )
+from bench.spans import PROVIDER_THREADS, Span, provider_calls, queued_checks, read_spans
 from lab.client import LabClient
 from lab.deploy import Lab
 from tests.cli_stack import CliRun, CliStack
@@ -52,30 +55,6 @@ from tests.labtests.helpers import bare_masters, lab_stack_values
 STACK = "engine"
 SEED_DIR = Path(__file__).resolve().parent / "seed"
 NO_CHANGE_RUNS = 3
-
-
-@dataclass(frozen=True)
-class Span:
-    name: str
-    start: float  # seconds (Unix)
-    end: float
-
-    @property
-    def seconds(self) -> float:
-        return self.end - self.start
-
-
-def read_spans(path: Path) -> list[Span]:
-    """The spans of an OTLP JSON file (one JSON object a line) as the CLI writes it."""
-    spans = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        if not line.strip():
-            continue
-        for resource in json.loads(line).get("resourceSpans", []):
-            for scope in resource.get("scopeSpans", []):
-                for s in scope.get("spans", []):
-                    spans.append(Span(s["name"], int(s["startTimeUnixNano"]) / 1e9, int(s["endTimeUnixNano"]) / 1e9))
-    return sorted(spans, key=lambda s: s.start)
 
 
 @dataclass
@@ -93,6 +72,8 @@ class Split:
     diff_seconds: float = 0.0
     checkpoints: int = 0  # state writes (blob writers opened)
     checkpoint_seconds: float = 0.0  # their spans (writers and backup copies)
+    queued: int = 0  # Check calls that began with every provider thread taken (bench/spans.py)
+    queued_seconds: float = 0.0
 
     @classmethod
     def of(cls, spans: list[Span], wall: float) -> Split:
@@ -113,13 +94,15 @@ class Split:
         writes = named("gocloud.dev/blob.NewWriter")
         out.checkpoints = len(writes)
         out.checkpoint_seconds = sum(s.seconds for s in writes + named("gocloud.dev/blob.Copy"))
+        out.queued, out.queued_seconds = queued_checks(provider_calls(spans))
         return out
 
     def line(self) -> str:
         return (
             f"wall {self.wall:.2f} s: Go CLI {self.cli:.2f} (start to state read {self.before_state:.2f}, "
             f"state read {self.state_read:.3f}, plugin start {self.plugin_start:.2f}, "
-            f"{self.checks} Check {self.check_seconds:.2f}, {self.diffs} Diff {self.diff_seconds:.2f}, "
+            f"{self.checks} Check {self.check_seconds:.2f} ({self.queued} began with {PROVIDER_THREADS}+ calls in "
+            f"flight: {self.queued_seconds:.2f}), {self.diffs} Diff {self.diff_seconds:.2f}, "
             f"{self.checkpoints} checkpoints {self.checkpoint_seconds:.3f}); "
             f"outside the Go CLI (program host start, scripts/pulumi) {self.wall - self.cli:.2f}"
         )
@@ -142,7 +125,8 @@ class Timed:
 def timed(stack: CliStack, command: str, *args: str, sample_into: Path | None) -> Timed:
     """The command through the CLI with its spans; sampled into `sample_into` (None: not
     sampled - a sampler scanning /proc competes for the cores with a CPU-bound 2 s run)."""
-    trace = stack.workdir / f"otel-{time.monotonic_ns()}.json"
+    kept = os.environ.get("PE_BENCH_TRACES")  # a directory: keep each run's spans there to read
+    trace = (Path(kept) if kept else stack.workdir) / f"otel-{command}-{time.monotonic_ns()}.json"
     busy0, roles0 = cpu.machine_busy_seconds(), cpu.snapshot() if sample_into else {}
     t0 = time.monotonic()
     with cpu.sampling(sample_into) if sample_into else contextlib.nullcontext(cpu.Sampled()) as sampled:
@@ -334,6 +318,8 @@ def report(
             f"| the harness (tests/harness), add {harness.n} | {harness.seconds:.1f} | {harness.cpu_seconds:.0f} | "
             f"{harness.cpu_seconds / harness.n:.1f} | - | {harness.provider_cpu:.1f} | - | - |"
         )
+    for h in hands:
+        print(f"By hand's steps, N={h.n} (s): " + "; ".join(f"{step} {t:.1f}" for step, t in h.steps.items()))
     print()
     print("Where the CPU goes during `up` (CPU-s per added master; bench/cpu.py; [sampled]: the Pulumi side):")
     cpu_table(

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from bench.cpu import engine_kind
-from bench.engine import Split, read_spans
+from bench.engine import Split
+from bench.spans import read_spans
 
 
 def span(name: str, start: float, end: float) -> dict[str, object]:
@@ -60,3 +61,20 @@ def test_the_healthy_table_names_every_provider_of_the_state_contract() -> None:
     assert healthy_outputs("lab-pool-admission") == {"status": "admitted"}
     assert healthy_outputs("compile01.pelab.test-pool") == {"status": "UP"}
     assert healthy_outputs("lab-infra-refresh") == {"status": "whitelisted"}
+
+
+def test_a_check_sent_while_every_provider_thread_is_taken_counts_as_queued() -> None:
+    from bench.spans import Span, provider_calls, queued_checks
+
+    call = "pulumirpc.ResourceProvider/"
+    spans = [
+        Span("pulumi", 0.0, 30.0),
+        *(Span(call + "Create", 1.0, 10.0 + i) for i in range(4)),  # four long creates: every thread
+        Span(call + "Check", 2.0, 10.0),  # sent behind them: waited for one to end
+        Span(call + "Check", 20.0, 20.1),  # nothing in flight
+        Span("pulumirpc.ResourceMonitor/RegisterResource", 2.0, 25.0),  # not a provider call
+    ]
+    calls = provider_calls(spans)
+    assert [(c.method, c.in_flight) for c in calls] == [("Create", 0), ("Create", 1), ("Create", 2), ("Create", 3),
+                                                        ("Check", 4), ("Check", 0)]  # fmt: skip
+    assert queued_checks(calls) == (1, 8.0)

@@ -54,6 +54,7 @@ class ByHand:
     purposes: dict[str, float]  # compile hosts' CPU-s by what the command is for
     steps: dict[str, float]  # step -> seconds it took (wall, all hosts)
     roles: dict[str, float] = field(default_factory=dict)  # CPU-s by lab host role (bench/cpu.py)
+    step_cpu: dict[str, float] = field(default_factory=dict)  # step -> machine CPU-s during it
 
 
 def _on(host: LabHost, command: str, timeout: float) -> None:
@@ -137,22 +138,22 @@ def run(client: LabClient, n: int, state_dir: Path) -> ByHand:
         "main:certname={certname} main:dns_alt_names={certname},puppet,puppet.pelab.test "
         "extension_requests:pp_auth_role=pe_compiler"
     )
-    steps: dict[str, float] = {}
+    steps: dict[str, tuple[float, float]] = {}  # step -> (monotonic start, end)
     t0, busy0, roles0 = time.monotonic(), cpu.machine_busy_seconds(), cpu.snapshot()
     with cpu.sampling(state_dir / "bench-by-hand-purposes.json") as sampled:
         mark = time.monotonic()
         _parallel(hosts, install, 1800)
-        steps["1. install.bash (its initial run submits the CSR; service running)"] = time.monotonic() - mark
+        steps["1. install.bash (its initial run submits the CSR; service running)"] = (mark, time.monotonic())
         mark = time.monotonic()
         client.host("primary").run(sign_command(PRIMARY, [h.fqdn for h in hosts]), 300).check()
-        steps["2. sign on the CA (all)"] = time.monotonic() - mark
+        steps["2. sign on the CA (all)"] = (mark, time.monotonic())
         mark = time.monotonic()
         add = pg_ident_add(profile.postgresql_data, [h.fqdn for h in hosts])
         client.role_host("database").run(f"{add} && service pe-postgresql reload", 120).check()
-        steps["3. pg_ident lines + PE-PostgreSQL reload"] = time.monotonic() - mark
+        steps["3. pg_ident lines + PE-PostgreSQL reload"] = (mark, time.monotonic())
         mark = time.monotonic()
         _parallel(hosts, _agent_run(puppet), 1800)
-        steps["4. agent run on each compiler"] = time.monotonic() - mark
+        steps["4. agent run on each compiler"] = (mark, time.monotonic())
         # PE's page (2019.8): "Run Puppet on the compiler, and then on the primary server"; a
         # split install runs PuppetDB and the console before the primary. One run per host
         # (the lab's layout may put them all on the primary).
@@ -160,10 +161,19 @@ def run(client: LabClient, n: int, state_dir: Path) -> ByHand:
         for short in dict.fromkeys(client.role_host(r).spec.short if r != "primary" else r for r in roles):
             mark = time.monotonic()
             _parallel([client.host(short)], _agent_run(puppet), 1800)
-            steps[f"5. agent run on {short}"] = time.monotonic() - mark
+            steps[f"5. agent run on {short}"] = (mark, time.monotonic())
     seconds = time.monotonic() - t0
     busy = cpu.machine_busy_seconds() - busy0 - sampled.own_cpu
-    return ByHand(n, seconds, busy, sampled.purposes, steps, cpu.spent(roles0, cpu.snapshot()))
+    own = sampled.own_cpu / seconds  # the sampler's CPU-s per second, taken out of each step
+    return ByHand(
+        n,
+        seconds,
+        busy,
+        sampled.purposes,
+        {step: end - start for step, (start, end) in steps.items()},
+        cpu.spent(roles0, cpu.snapshot()),
+        {step: sampled.busy_between(start, end) - own * (end - start) for step, (start, end) in steps.items()},
+    )
 
 
 def undo(client: LabClient, n: int) -> None:

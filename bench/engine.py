@@ -46,7 +46,7 @@ from bench.scale_out import (
     print_purpose_rows,
     scale_out,
 )
-from bench.spans import PROVIDER_THREADS, Span, provider_calls, queued_checks, read_spans
+from bench.spans import PROVIDER_THREADS, Span, phases, provider_calls, queued_checks, read_spans
 from lab.client import LabClient
 from lab.deploy import Lab
 from tests.cli_stack import CliRun, CliStack
@@ -120,6 +120,7 @@ class Timed:
     roles: dict[str, float] = field(default_factory=dict)  # by lab host role (bench/cpu.py)
     state_bytes: int = 0
     remote: int = 0  # SSH connections the provider opened
+    phases: list[tuple[str, float, float]] = field(default_factory=list)  # (label, wall s, machine CPU-s)
 
 
 def timed(stack: CliStack, command: str, *args: str, sample_into: Path | None) -> Timed:
@@ -128,23 +129,37 @@ def timed(stack: CliStack, command: str, *args: str, sample_into: Path | None) -
     kept = os.environ.get("PE_BENCH_TRACES")  # a directory: keep each run's spans there to read
     trace = (Path(kept) if kept else stack.workdir) / f"otel-{command}-{time.monotonic_ns()}.json"
     busy0, roles0 = cpu.machine_busy_seconds(), cpu.snapshot() if sample_into else {}
-    t0 = time.monotonic()
+    t0, unix0 = time.monotonic(), time.time()
     with cpu.sampling(sample_into) if sample_into else contextlib.nullcontext(cpu.Sampled()) as sampled:
         run = stack.cli(command, *args, "--otel-traces", f"file://{trace}")
     wall = time.monotonic() - t0
     busy = cpu.machine_busy_seconds() - busy0 - sampled.own_cpu
     roles = cpu.spent(roles0, cpu.snapshot()) if sample_into else {}
     states = sorted((stack.workdir / "state" / ".pulumi" / "stacks").glob(f"*/{stack.name}.json"))
+    spans = read_spans(trace)
     return Timed(
         run,
-        Split.of(read_spans(trace), wall),
+        Split.of(spans, wall),
         busy,
         sampled.engine,
         sampled.purposes,
         roles,
         states[0].stat().st_size if states else 0,
         len(re.findall(r"\[trace\] ssh-connect", run.text)),
+        phase_cpu(phases(spans), sampled, t0 - unix0, wall) if sample_into else [],
     )
+
+
+def phase_cpu(
+    cut: list[tuple[str, float, float]], sampled: cpu.Sampled, to_monotonic: float, wall: float
+) -> list[tuple[str, float, float]]:
+    """Each phase's wall and machine CPU-s (the sampler's own share taken out pro rata)."""
+    out = []
+    for label, start, end in cut:
+        seconds = end - start
+        own = sampled.own_cpu * seconds / wall if wall else 0.0
+        out.append((label, seconds, sampled.busy_between(start + to_monotonic, end + to_monotonic) - own))
+    return out
 
 
 def engine_share(t: Timed) -> float:
@@ -318,8 +333,19 @@ def report(
             f"| the harness (tests/harness), add {harness.n} | {harness.seconds:.1f} | {harness.cpu_seconds:.0f} | "
             f"{harness.cpu_seconds / harness.n:.1f} | - | {harness.provider_cpu:.1f} | - | - |"
         )
+    print()
+    print(
+        "Phases of each `up` (cut at its long provider calls, bench/spans.py) and by hand's steps "
+        "(wall s, machine CPU-s):"
+    )
+    for s in scales:
+        for label, t in ((f"add {s.n}", s.out), (f"remove {s.n}", s.scale_in)):
+            print(f"- {label}: " + "; ".join(f"{name} {w:.1f} s, {c:.0f} CPU-s" for name, w, c in t.phases))
     for h in hands:
-        print(f"By hand's steps, N={h.n} (s): " + "; ".join(f"{step} {t:.1f}" for step, t in h.steps.items()))
+        print(
+            f"- by hand {h.n}: "
+            + "; ".join(f"{step} {t:.1f} s, {h.step_cpu.get(step, 0.0):.0f} CPU-s" for step, t in h.steps.items())
+        )
     print()
     print("Where the CPU goes during `up` (CPU-s per added master; bench/cpu.py; [sampled]: the Pulumi side):")
     cpu_table(

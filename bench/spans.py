@@ -67,6 +67,30 @@ def provider_calls(spans: list[Span]) -> list[Call]:
     return out
 
 
+def phases(spans: list[Span], long: float = 20.0) -> list[tuple[str, float, float]]:
+    """The run cut at its long provider calls (those of `long` s or more: CompileMasterBatch,
+    InfraRefresh): each long call is a phase, and so is each stretch between them (the
+    per-master calls), as (label, start, end) in the spans' own (Unix) seconds."""
+    prefix = "pulumirpc.ResourceProvider/"
+    calls = sorted(
+        (s for s in spans if s.name.startswith(prefix) and s.name[len(prefix) :] in CALLS),
+        key=lambda s: s.start,
+    )
+    if not calls:
+        return []
+    out: list[tuple[str, float, float]] = []
+    mark = calls[0].start
+    for i, call in enumerate(c for c in calls if c.seconds >= long):
+        if call.start > mark:
+            out.append(("between", mark, call.start))
+        out.append((f"long call {i + 1} ({call.name[len(prefix) :]})", call.start, call.end))
+        mark = call.end
+    last = max(c.end for c in calls)
+    if last > mark:
+        out.append(("after", mark, last))
+    return out
+
+
 def queued_checks(calls: list[Call]) -> tuple[int, float]:
     """Checks that began with every provider thread taken, and their seconds in all."""
     waiting = [c for c in calls if c.method == "Check" and c.in_flight >= PROVIDER_THREADS]

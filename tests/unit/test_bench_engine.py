@@ -78,3 +78,23 @@ def test_a_check_sent_while_every_provider_thread_is_taken_counts_as_queued() ->
     assert [(c.method, c.in_flight) for c in calls] == [("Create", 0), ("Create", 1), ("Create", 2), ("Create", 3),
                                                         ("Check", 4), ("Check", 0)]  # fmt: skip
     assert queued_checks(calls) == (1, 8.0)
+
+
+def test_a_run_is_cut_at_its_long_provider_calls() -> None:
+    from bench.spans import Span, phases
+
+    call = "pulumirpc.ResourceProvider/"
+    spans = [
+        Span(call + "Check", 10.0, 10.1),
+        Span(call + "Update", 10.2, 200.0),  # the batch
+        *(Span(call + "Create", 200.1 + i, 203.0 + i) for i in range(3)),  # per-master calls
+        Span(call + "Update", 210.0, 270.0),  # the infrastructure runs
+        Span(call + "Create", 270.5, 271.0),
+    ]
+    assert phases(spans) == [
+        ("between", 10.0, 10.2),
+        ("long call 1 (Update)", 10.2, 200.0),
+        ("between", 200.0, 210.0),
+        ("long call 2 (Update)", 210.0, 270.0),
+        ("after", 270.0, 271.0),
+    ]

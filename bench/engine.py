@@ -10,9 +10,11 @@ the floor), the harness's `up` of the largest N beside it, and the no-change `pr
 The split of each CLI run comes from the CLI's own OpenTelemetry spans (`--otel-traces
 file://...`): the Go CLI from start to exit, up to its state read (config, secrets
 manager, backend), the state read, the dynamic plugin's start, Check and Diff calls, and
-the state checkpoints (blob writes); PE_BENCH_TRACES=<dir> keeps each run's spans there
-(`python -m bench.spans <file>` prints its provider calls on a timeline). CPU: the machine's busy CPU-s during the run
-(the sampler's share left out) and the Pulumi side's processes, sampled (bench/cpu.py).
+the state checkpoints (blob writes); each `up` is also cut into phases at its long provider
+calls (bench/spans.py), with the machine's CPU in each. PE_BENCH_TRACES=<dir> keeps each
+run's spans (`python -m bench.spans <file>` prints its provider calls on a timeline). CPU:
+the machine's busy CPU-s during the run (the sampler's share left out) and the Pulumi
+side's processes, sampled (bench/cpu.py).
 
 The 50-master state is written by the real CLI with every provider's create answering
 at once with a healthy status (bench/seed/sitecustomize.py, PE_BENCH_SEED=1: no host is

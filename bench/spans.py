@@ -69,8 +69,9 @@ def provider_calls(spans: list[Span]) -> list[Call]:
 
 def phases(spans: list[Span], long: float = 20.0) -> list[tuple[str, float, float]]:
     """The run cut at its long provider calls (those of `long` s or more: CompileMasterBatch,
-    InfraRefresh): each long call is a phase, and so is each stretch between them (the
-    per-master calls), as (label, start, end) in the spans' own (Unix) seconds."""
+    InfraRefresh; long calls that overlap, as a scale-in's deletes waiting for one removal,
+    are one phase), each a phase, and so is each stretch between them (the per-master
+    calls), as (label, start, end) in the spans' own (Unix) seconds."""
     prefix = "pulumirpc.ResourceProvider/"
     calls = sorted(
         (s for s in spans if s.name.startswith(prefix) and s.name[len(prefix) :] in CALLS),
@@ -78,13 +79,21 @@ def phases(spans: list[Span], long: float = 20.0) -> list[tuple[str, float, floa
     )
     if not calls:
         return []
+    groups: list[list[Span]] = []
+    for call in (c for c in calls if c.seconds >= long):
+        if groups and call.start < max(c.end for c in groups[-1]):
+            groups[-1].append(call)
+        else:
+            groups.append([call])
     out: list[tuple[str, float, float]] = []
     mark = calls[0].start
-    for i, call in enumerate(c for c in calls if c.seconds >= long):
-        if call.start > mark:
-            out.append(("between", mark, call.start))
-        out.append((f"long call {i + 1} ({call.name[len(prefix) :]})", call.start, call.end))
-        mark = call.end
+    for i, group in enumerate(groups, 1):
+        start, end = group[0].start, max(c.end for c in group)
+        if start > mark:
+            out.append(("between", mark, start))
+        methods = sorted({c.name[len(prefix) :] for c in group})
+        out.append((f"long call {i} ({len(group)} x {'/'.join(methods)})", start, end))
+        mark = end
     last = max(c.end for c in calls)
     if last > mark:
         out.append(("after", mark, last))

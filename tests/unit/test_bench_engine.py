@@ -90,11 +90,13 @@ def test_a_run_is_cut_at_its_long_provider_calls() -> None:
         *(Span(call + "Create", 200.1 + i, 203.0 + i) for i in range(3)),  # per-master calls
         Span(call + "Update", 210.0, 270.0),  # the infrastructure runs
         Span(call + "Create", 270.5, 271.0),
+        *(Span(call + "Delete", 272.0 + i, 300.0) for i in range(3)),  # deletes waiting for one removal
     ]
     assert phases(spans) == [
         ("between", 10.0, 10.2),
-        ("long call 1 (Update)", 10.2, 200.0),
+        ("long call 1 (1 x Update)", 10.2, 200.0),
         ("between", 200.0, 210.0),
-        ("long call 2 (Update)", 210.0, 270.0),
-        ("after", 270.0, 271.0),
+        ("long call 2 (1 x Update)", 210.0, 270.0),
+        ("between", 270.0, 272.0),
+        ("long call 3 (3 x Delete)", 272.0, 300.0),
     ]

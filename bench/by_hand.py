@@ -164,7 +164,6 @@ def run(client: LabClient, n: int, state_dir: Path) -> ByHand:
             steps[f"5. agent run on {short}"] = (mark, time.monotonic())
     seconds = time.monotonic() - t0
     busy = cpu.machine_busy_seconds() - busy0 - sampled.own_cpu
-    own = sampled.own_cpu / seconds  # the sampler's CPU-s per second, taken out of each step
     return ByHand(
         n,
         seconds,
@@ -172,7 +171,7 @@ def run(client: LabClient, n: int, state_dir: Path) -> ByHand:
         sampled.purposes,
         {step: end - start for step, (start, end) in steps.items()},
         cpu.spent(roles0, cpu.snapshot()),
-        {step: sampled.busy_between(start, end) - own * (end - start) for step, (start, end) in steps.items()},
+        {step: sampled.work_between(start, end) for step, (start, end) in steps.items()},
     )
 
 

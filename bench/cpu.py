@@ -202,6 +202,12 @@ class Sampled:
 
         return at(end) - at(start)
 
+    def work_between(self, start: float, end: float) -> float:
+        """busy_between less the sampler's own CPU-s over that stretch (pro rata)."""
+        sampled = self.busy[-1][0] - self.busy[0][0] if len(self.busy) > 1 else 0.0
+        own = self.own_cpu * (end - start) / sampled if sampled > 0 else 0.0
+        return self.busy_between(start, end) - own
+
 
 @contextmanager
 def sampling(out: Path) -> Iterator[Sampled]:

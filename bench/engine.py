@@ -139,6 +139,7 @@ def timed(stack: CliStack, command: str, *args: str, sample_into: Path | None) -
     roles = cpu.spent(roles0, cpu.snapshot()) if sample_into else {}
     states = sorted((stack.workdir / "state" / ".pulumi" / "stacks").glob(f"*/{stack.name}.json"))
     spans = read_spans(trace)
+    to_monotonic = t0 - unix0  # span times are Unix seconds; the sampler's are monotonic
     return Timed(
         run,
         Split.of(spans, wall),
@@ -148,20 +149,13 @@ def timed(stack: CliStack, command: str, *args: str, sample_into: Path | None) -
         roles,
         states[0].stat().st_size if states else 0,
         len(re.findall(r"\[trace\] ssh-connect", run.text)),
-        phase_cpu(phases(spans), sampled, t0 - unix0, wall) if sample_into else [],
+        [
+            (label, end - start, sampled.work_between(start + to_monotonic, end + to_monotonic))
+            for label, start, end in phases(spans)
+        ]
+        if sample_into
+        else [],
     )
-
-
-def phase_cpu(
-    cut: list[tuple[str, float, float]], sampled: cpu.Sampled, to_monotonic: float, wall: float
-) -> list[tuple[str, float, float]]:
-    """Each phase's wall and machine CPU-s (the sampler's own share taken out pro rata)."""
-    out = []
-    for label, start, end in cut:
-        seconds = end - start
-        own = sampled.own_cpu * seconds / wall if wall else 0.0
-        out.append((label, seconds, sampled.busy_between(start + to_monotonic, end + to_monotonic) - own))
-    return out
 
 
 def engine_share(t: Timed) -> float:

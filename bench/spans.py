@@ -55,15 +55,22 @@ class Call:
     in_flight: int  # provider calls the engine had sent and not yet heard back from when this one began
 
 
+PREFIX = "pulumirpc.ResourceProvider/"
+
+
+def _provider_spans(spans: list[Span]) -> list[Span]:
+    """The spans of the calls in CALLS, in the order they began (read_spans sorts)."""
+    return [s for s in spans if s.name.startswith(PREFIX) and s.name[len(PREFIX) :] in CALLS]
+
+
 def provider_calls(spans: list[Span]) -> list[Call]:
     """The run's provider calls in the order they began."""
-    prefix = "pulumirpc.ResourceProvider/"
-    calls = [s for s in spans if s.name.startswith(prefix) and s.name[len(prefix) :] in CALLS]
+    calls = _provider_spans(spans)
     t0 = min((s.start for s in spans), default=0.0)
     out = []
     for i, call in enumerate(calls):  # in the order sent: only calls sent before it are ahead of it
         in_flight = sum(1 for other in calls[:i] if call.start < other.end)
-        out.append(Call(call.name[len(prefix) :], call.start - t0, call.seconds, in_flight))
+        out.append(Call(call.name[len(PREFIX) :], call.start - t0, call.seconds, in_flight))
     return out
 
 
@@ -72,11 +79,7 @@ def phases(spans: list[Span], long: float = 20.0) -> list[tuple[str, float, floa
     InfraRefresh; long calls that overlap, as a scale-in's deletes waiting for one removal,
     are one phase), each a phase, and so is each stretch between them (the per-master
     calls), as (label, start, end) in the spans' own (Unix) seconds."""
-    prefix = "pulumirpc.ResourceProvider/"
-    calls = sorted(
-        (s for s in spans if s.name.startswith(prefix) and s.name[len(prefix) :] in CALLS),
-        key=lambda s: s.start,
-    )
+    calls = sorted(_provider_spans(spans), key=lambda s: s.start)
     if not calls:
         return []
     groups: list[list[Span]] = []
@@ -91,7 +94,7 @@ def phases(spans: list[Span], long: float = 20.0) -> list[tuple[str, float, floa
         start, end = group[0].start, max(c.end for c in group)
         if start > mark:
             out.append(("between", mark, start))
-        methods = sorted({c.name[len(prefix) :] for c in group})
+        methods = sorted({c.name[len(PREFIX) :] for c in group})
         out.append((f"long call {i} ({len(group)} x {'/'.join(methods)})", start, end))
         mark = end
     last = max(c.end for c in calls)

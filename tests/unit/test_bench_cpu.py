@@ -38,3 +38,10 @@ def test_busy_between_takes_the_nearest_samples() -> None:
     sampled = Sampled(busy=[(10.0, 100.0), (10.2, 100.3), (10.4, 100.7), (10.6, 100.8)])
     assert sampled.busy_between(10.19, 10.61) == pytest.approx(0.5)
     assert Sampled().busy_between(0.0, 1.0) == 0.0
+
+
+def test_a_stretchs_work_leaves_out_the_samplers_own_share() -> None:
+    # 2 s sampled, the sampler spent 0.4 CPU-s: a 1-s stretch carries 0.2 of it
+    sampled = Sampled(busy=[(10.0, 100.0), (11.0, 101.5), (12.0, 102.0)], own_cpu=0.4)
+    assert sampled.work_between(10.0, 11.0) == pytest.approx(1.3)
+    assert Sampled().work_between(0.0, 1.0) == 0.0

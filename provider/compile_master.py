@@ -23,7 +23,7 @@ from provider.core.access import DatabaseAccess, HostAccess, PrimaryAccess
 from provider.core.errors import ClassifierError, ProviderError, SshUnreachableError, at_boundary
 from provider.core.progress import progress, resource_inputs, without_provider
 from provider.core.retirement import RETIREMENT
-from provider.master import certificate, certs, context, runs, steps, verify
+from provider.master import certificate, certs, context, handoff, runs, steps, verify
 from provider.master import removal as master_removal
 from provider.master.config import (
     DEFAULTS,
@@ -68,8 +68,9 @@ def computed_outputs(olds: dict[str, Any]) -> dict[str, Any]:
 
 def provision(ctx: context.Context, drifted: bool = False) -> None:
     """The one provisioning path: provider/master/steps.py converge, every step checking first. A
-    batch-provisioned master only verifies what CompileMasterBatch did in this `up` - unless
-    the batch did not touch it: re-created after `refresh` dropped it (certificate revoked
+    batch-provisioned master only verifies what CompileMasterBatch did (create takes what the
+    batch verified in this process instead, provider/master/handoff.py) - unless the batch
+    did not touch it: re-created after `refresh` dropped it (certificate revoked
     or gone), replaced (the batch leaves replacements to it), or drifted (refresh found it
     unpinned, its compile service stopped, its certificate re-issued). Then it converges
     itself, so whatever refresh reports, the next `up` repairs."""
@@ -85,19 +86,23 @@ def provision(ctx: context.Context, drifted: bool = False) -> None:
         steps.converge(ctx)
 
 
-def _outputs(props: dict[str, Any], ctx: context.Context, status: str) -> dict[str, Any]:
-    issued = ctx.issued
+def _outputs(
+    props: dict[str, Any], cfg: MasterConfig, found: context.Context | handoff.Verified, status: str
+) -> dict[str, Any]:
+    """The state after a create or update: from what the steps found (a Context) or what
+    CompileMasterBatch verified in this process (handoff.Verified)."""
+    issued = found.issued
     return {
         **without_provider(props),
         "cert_fingerprint": issued.fingerprint if issued else props.get("cert_fingerprint", ""),
         "cert_serial": str(issued.serial) if issued else props.get("cert_serial", ""),
         "sans": sorted(issued.sans) if issued else props.get("sans", []),
-        "group_id": ctx.group_id or props.get("group_id", ""),
-        "dialect": ctx.cfg.generation.label,  # the output keeps its name: it is in existing stacks' state
+        "group_id": found.group_id or props.get("group_id", ""),
+        "dialect": cfg.generation.label,  # the output keeps its name: it is in existing stacks' state
         "status": status,
-        "installed": {**(props.get("installed") or {}), **ctx.installed},
-        "ca_fingerprint": certs.fingerprint_of_pem(ctx.ca_pem.encode())
-        if ctx.ca_pem
+        "installed": {**(props.get("installed") or {}), **found.installed},
+        "ca_fingerprint": certs.fingerprint_of_pem(found.ca_pem.encode())
+        if found.ca_pem
         else props.get("ca_fingerprint", ""),
     }
 
@@ -128,6 +133,14 @@ class PeCompileMasterProvider(dynamic.ResourceProvider):
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         cfg = parse(props).valid()
         RETIREMENT.present(cfg.certname)
+        verified = handoff.HANDOFF.take(cfg) if cfg.batch_provisioned and not cfg.adopt else None
+        if verified is not None:
+            progress(cfg.resource_name)(
+                "verify",
+                f"converged and verified by CompileMasterBatch {verified.age:.0f}s ago in this `pulumi up` "
+                f"(certificate serial {verified.issued.serial} served on 8140, classified, running): not checked twice",
+            )
+            return dynamic.CreateResult(cfg.certname, _outputs(props, cfg, verified, "running"))
         with ExitStack() as stack:
             host, primary = _sessions(cfg, stack)
             database = None if cfg.adopt else context.database_session(cfg, stack, primary)
@@ -136,7 +149,7 @@ class PeCompileMasterProvider(dynamic.ResourceProvider):
                 adopt(ctx)
             else:
                 provision(ctx)
-            return dynamic.CreateResult(cfg.certname, _outputs(props, ctx, "running"))
+            return dynamic.CreateResult(cfg.certname, _outputs(props, cfg, ctx, "running"))
 
     @at_boundary
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
@@ -157,7 +170,7 @@ class PeCompileMasterProvider(dynamic.ResourceProvider):
                 host.run(setting, timeout=120).check("set environmentpath")
             provision(ctx, drifted)
             merged = {**computed_outputs(olds), **news}
-            return dynamic.UpdateResult(_outputs(merged, ctx, "running"))
+            return dynamic.UpdateResult(_outputs(merged, cfg, ctx, "running"))
 
     @at_boundary
     def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:

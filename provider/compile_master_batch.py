@@ -6,9 +6,10 @@ master's own create, 16 masters would run in 4 waves. This resource runs PeCompi
 steps (provider/master/steps.py, unchanged: every step checks first) for all masters that
 are new or changed, in threads, inside one create/update call - one SSH connection per
 master host and one shared connection to the primary (and, PE 2019.7+, to PE-PostgreSQL's
-host). Each master's own PeCompileMaster (with `batch_provisioned`) then only verifies,
-quickly, so per-master previews stay readable and each master's create still fails if
-that master is not ready.
+host). Each master's own PeCompileMaster (with `batch_provisioned`) keeps per-master
+previews readable; its create reports what this call verified at the end of the master's
+converge (provider/master/handoff.py), or verifies the host itself when this call did not
+converge it.
 
 Failure is honest: if any master fails, the call fails and lists every failing master
 with its step and error; the others' work is kept (idempotent) and the next `up` resumes.
@@ -32,7 +33,7 @@ from provider.core.batch_inputs import BatchProvider, EntryList
 from provider.core.errors import ProviderError, at_boundary, brief_message
 from provider.core.progress import emit, progress, resource_inputs, without_provider
 from provider.core.retirement import RETIREMENT
-from provider.master import context, steps
+from provider.master import context, handoff, steps
 from provider.master.config import LOCAL_ONLY_KEYS, REPLACE_KEYS, SECRET_KEYS, MasterConfig, problems, replaces_master
 from provider.pe.primary import Primary
 from provider.ssh.session import SshSession
@@ -179,9 +180,12 @@ def converge_all(props: dict[str, Any], entries: list[dict[str, Any]]) -> list[s
 
         def one(cfg: MasterConfig) -> None:
             log = progress(cfg.resource_name)
+            handoff.HANDOFF.forget(cfg.certname)
             try:
                 with SshSession(cfg.target, cfg.connect_timeout, cfg.secrets) as host:
-                    steps.converge(context.Context(cfg, host, primary, log, ca=shared_ca, database=database))
+                    ctx = context.Context(cfg, host, primary, log, ca=shared_ca, database=database)
+                    steps.converge(ctx)
+                handoff.HANDOFF.record(ctx)  # its PeCompileMaster's create reports it (handoff.py)
             except Exception as exc:  # collected: one master's failure must not hide the others'
                 with lock:
                     errors[cfg.certname] = brief_message(exc)

@@ -113,6 +113,8 @@ def test_program_scales_out_and_in_through_the_real_cli(lab: LabClient, stack: C
     refresh_lines = [line for line in said.splitlines() if f"[{STACK}-infra-refresh]" in line and ": done in" in line]
     assert [line.split("] ")[1].split(": done")[0] for line in refresh_lines] == runs
     assert f"[{STACK}-provisioning] batch: provisioning 2 master(s), 2 at a time" in said
+    for short in SHORTS[:2]:  # each one's own create reports what the batch verified (handoff.py)
+        assert f"[{short}.pelab.test-master] verify: converged and verified by CompileMasterBatch" in said, said
     assert f"[{STACK}-pool-admission] admission: adding 2 member(s)" in said
     assert_serving(lab, stack, SHORTS[:2])
     assert_through_lb(lab, SHORTS[:2])
@@ -142,6 +144,7 @@ def test_program_scales_out_and_in_through_the_real_cli(lab: LabClient, stack: C
     for short in SHORTS[:2]:
         assert f"[{short}.pelab.test-master] update: peer_masters changed: no remote work needed" in said
     assert f"[{STACK}-provisioning] batch: provisioning 1 master(s)" in said
+    assert "[compile03.pelab.test-master] verify: converged and verified by CompileMasterBatch" in said, said
     assert f"[{STACK}-pool-admission] admission: adding 1 member(s)" in said
     assert said.count(f"[{STACK}-infra-refresh] {runs[0]}: done") == 1
     assert_serving(lab, stack, SHORTS)

@@ -59,8 +59,10 @@ PREFIX = "pulumirpc.ResourceProvider/"
 
 
 def _provider_spans(spans: list[Span]) -> list[Span]:
-    """The spans of the calls in CALLS, in the order they began (read_spans sorts)."""
-    return [s for s in spans if s.name.startswith(PREFIX) and s.name[len(PREFIX) :] in CALLS]
+    """The spans of the calls in CALLS, in the order they began."""
+    return sorted(
+        (s for s in spans if s.name.startswith(PREFIX) and s.name[len(PREFIX) :] in CALLS), key=lambda s: s.start
+    )
 
 
 def provider_calls(spans: list[Span]) -> list[Call]:
@@ -79,7 +81,7 @@ def phases(spans: list[Span], long: float = 20.0) -> list[tuple[str, float, floa
     InfraRefresh; long calls that overlap, as a scale-in's deletes waiting for one removal,
     are one phase), each a phase, and so is each stretch between them (the per-master
     calls), as (label, start, end) in the spans' own (Unix) seconds."""
-    calls = sorted(_provider_spans(spans), key=lambda s: s.start)
+    calls = _provider_spans(spans)
     if not calls:
         return []
     groups: list[list[Span]] = []

@@ -74,7 +74,13 @@ def sign_certificate(ctx: Context) -> None:
                 )
             )
             ctx.log("sign", f"certificate {why}: cleaning it on the CA and requesting a new one")
-            ctx.primary.run(clean_on_ca_command(cfg), timeout=cfg.sign_timeout).check("clean on the CA")
+            # As the removal does (Primary.clean): on puppetserver-ca generations the CA's
+            # HTTP API, one connection per request. `puppetserver ca clean` sends its DELETE
+            # on the connection its revoke used, and Puppet Server 7 reloads its TLS context
+            # with the new CRL in between: the DELETE then waits out Jetty's 30 s idle
+            # timeout before the CLI retries it (measured on the lab's Puppet Server 7.9.5 and
+            # puppetserver-ca 2.4.0; OpenVoxProject/openvox-server#25 reports the same delay).
+            ctx.primary_ca.clean(cfg.certname, entry.state == "signed", cfg.sign_timeout)
             clean_host_identity(ctx)
             ctx.agent = {}
             install_agent(ctx)

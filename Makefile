@@ -36,8 +36,8 @@ unit: deps
 test: deps lint typecheck
 	$(PY) -m pytest -q --durations=15
 
-## The generation matrix: the program 0 -> 2 -> 1 masters on every PE generation profile
-## of the lab (tests/labtests/test_generations.py; `make test` runs 0 -> 1 -> 0).
+## The generation matrix: the program 0 -> 2 -> 1 -> 0 masters on every PE generation profile
+## of the lab (tests/labtests/test_generations.py; `make test` runs 0 -> 2 -> 0).
 matrix: deps
 	PELAB_MATRIX=full $(PY) -m pytest -q -p no:cacheprovider tests/labtests/test_generations.py
 

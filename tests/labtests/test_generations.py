@@ -3,9 +3,9 @@ the lab (lab/generations.py), through the real Pulumi CLI (tests/cli_stack.py), 
 the hosts as a PE admin would; on each, drift -> `pulumi refresh` reports it -> `pulumi up`
 repairs -> `pulumi preview --expect-no-changes` passes.
 
-`make test` runs 0 -> 1 -> 0 masters on each profile listed in MATRIX, each in its common
+`make test` runs 0 -> 2 -> 0 masters on each profile listed in MATRIX, each in its common
 architecture (PuppetDB and the console on the primary: lab/generations.py Profile.layouts),
-and on the other architectures in OTHER_LAYOUTS; `make matrix` runs 0 -> 2 -> 1
+and on the other architectures in OTHER_LAYOUTS; `make matrix` runs 0 -> 2 -> 1 -> 0
 (PELAB_MATRIX=full). The full 0 -> 2 -> 3 -> 1 on the default profile is
 test_program_e2e.py. Each refusal the generation makes is a lab test of its own
 (test_generation_surface.py)."""
@@ -48,7 +48,9 @@ MATRIX = ("3.7", "2016.4.9", "2018.1", "2019.8", "2021.7", "2023.8", "2025.12")
 # 2019.1, and an extra-large one (PE-PostgreSQL on a node of its own) from 2019.0.
 OTHER_LAYOUTS = (("2018.1", "split"), ("2023.8", "extra-large"))
 FULL = os.environ.get("PELAB_MATRIX") == "full"
-SHAPE = (("compile02", "compile03"), ("compile02",), ()) if FULL else (("compile02",), ())
+# The first step has two masters: one drifts, the other's certificate is revoked, and one
+# refresh and one `up` show and repair both (drift_then_repair).
+SHAPE = (("compile02", "compile03"), ("compile02",), ()) if FULL else (("compile02", "compile03"), ())
 
 
 @pytest.fixture(scope="module")
@@ -210,23 +212,29 @@ def primary_run_label(lab: LabClient) -> str:
 
 def drift_then_repair(lab: LabClient, stack: CliStack, step: tuple[str, ...], version: str) -> None:
     """What `pulumi refresh` reports, the next `pulumi up` repairs, through the program (one
-    provisioning path); then `pulumi preview --expect-no-changes` passes. The drift: a master
-    unpinned from its group (where the generation pins) with its compile service stopped;
-    then its certificate revoked on the CA (refresh drops it from the state; `up` creates it
-    again)."""
-    short = step[0]
-    certname, master = f"{short}.pelab.test", f"{short}.pelab.test-master"
+    provisioning path); then `pulumi preview --expect-no-changes` passes. Two masters drift
+    at once, each its own way, so one refresh and one `up` cover both: the first is unpinned
+    from its group (where the generation pins) with its compile service stopped, and the
+    primary's file sync forgets both; the second's certificate is revoked on the CA (refresh
+    drops it from the state; `up` cleans it on the CA and creates it again)."""
+    drifted, revoked = step[0], step[1]
+    certname, master = f"{drifted}.pelab.test", f"{drifted}.pelab.test-master"
+    revoked_certname, revoked_master = f"{revoked}.pelab.test", f"{revoked}.pelab.test-master"
     generation = generation_for(version)
     pins = generation.classification != "trusted"
     if pins:
         unpin(lab, certname, generation.node_group, endpoint=generation.classification == "pin")
         assert not is_pinned(lab.classifier().group(generation.node_group)["rule"], certname)
-    stop_compile_service(lab, short)
+    stop_compile_service(lab, drifted)
     file_sync = lab.profile.file_sync_conf
-    if file_sync:  # the primary's file sync as if its run never saw the master (PE 2015.3+)
+    if file_sync:  # the primary's file sync as if its run never saw the masters (PE 2015.3+)
         lab.host("primary").put(file_sync, b"file-sync: {\n    client-certnames: [\n    ]\n}\n")
+    serial = int(stack.outputs(revoked_master)["cert_serial"])
+    revoke_on_ca(lab, revoked_certname)
     refreshed = stack.refresh()
-    assert ("update", master) in refreshed.steps(), refreshed.steps()  # the refresh shows the drift
+    steps = refreshed.steps()
+    assert ("update", master) in steps and ("delete", revoked_master) in steps, steps  # the refresh shows both
+    assert revoked_master not in stack.resources()  # gone from the state
     status = stack.outputs(master)["status"]
     assert status.startswith("drifted:") and "compile service not running" in status, status
     assert ("not pinned" in status) == pins, status
@@ -234,23 +242,14 @@ def drift_then_repair(lab: LabClient, stack: CliStack, step: tuple[str, ...], ve
         refresh_status = stack.outputs("gen-infra-refresh")["status"]
         assert f"primary file sync clients {file_sync} lacks {certname}" in refresh_status, refresh_status
     run = up(lab, stack, step, version)
-    assert ("update", master) in run.steps()
+    assert ("update", master) in run.steps() and ("create", revoked_master) in run.steps(), run.steps()
     if file_sync:
         assert ("update", "gen-infra-refresh") in run.steps()
         assert f"[gen-infra-refresh] {primary_run_label(lab)}: done in" in run.diagnostics()
-    assert_serving(lab, stack, step)
-
-    serial = int(stack.outputs(master)["cert_serial"])
-    revoke_on_ca(lab, certname)
-    refreshed = stack.refresh()
-    assert ("delete", master) in refreshed.steps(), refreshed.steps()
-    assert master not in stack.resources()  # gone from the state
-    run = up(lab, stack, step, version)
-    assert ("create", master) in run.steps()
     assert "certificate revoked: cleaning it on the CA and requesting a new one" in run.diagnostics()
-    entry = lab.ca_entry(certname)
+    entry = lab.ca_entry(revoked_certname)
     assert entry is not None and entry["state"] == "signed" and int(entry["serial_number"]) != serial
-    assert served_fingerprint(lab, short) == stack.outputs(master)["cert_fingerprint"]  # the new one
+    assert served_fingerprint(lab, revoked) == stack.outputs(revoked_master)["cert_fingerprint"]  # the new one
     assert_serving(lab, stack, step)
     assert stack.preview("--expect-no-changes", check=False).returncode == 0
 

@@ -32,7 +32,7 @@ from tests.labtests.test_generations import assert_removed, assert_serving, pg_i
 
 pytestmark = pytest.mark.lab
 SHORTS = ("compile01", "compile02", "compile03")
-# The generation most users run (PE 2021.7 LTS); every profile runs 0 -> 1 -> 0 in
+# The generation most users run (PE 2021.7 LTS); every profile runs 0 -> 2 -> 0 in
 # test_generations.py.
 GENERATION = "2021.7"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # the state's mark of a secret value

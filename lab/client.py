@@ -261,12 +261,7 @@ class LabClient:
     def ca_statuses(self) -> list[dict[str, Any]]:
         """Every request and certificate on the real CA (its HTTP API, the primary's
         certificate), whatever CLI the generation has."""
-        resp = requests.get(
-            f"https://{host_by_short('primary').fqdn}:{self.profile.lab_ca_port}/puppet-ca/v1/certificate_statuses/any_key",
-            cert=self.host("primary").cert_files(),
-            verify=self.ca_file,
-            timeout=30,
-        )
+        resp = self.ca_request("GET", "certificate_statuses/any_key")
         resp.raise_for_status()
         return list(resp.json())
 
@@ -279,16 +274,36 @@ class LabClient:
     def ca_entry(self, certname: str) -> dict[str, Any] | None:
         """The CA's certificate_status of a certname (state, serial_number, fingerprint,
         dns_alt_names), or None when the CA has nothing for it."""
-        resp = requests.get(
-            f"https://{host_by_short('primary').fqdn}:{self.profile.lab_ca_port}/puppet-ca/v1/certificate_status/{certname}",
-            cert=self.host("primary").cert_files(),
-            verify=self.ca_file,
-            timeout=30,
-        )
+        resp = self.ca_request("GET", f"certificate_status/{certname}")
         if resp.status_code == 404:
             return None
         resp.raise_for_status()
         return dict(resp.json())
+
+    def ca_clean(self, certname: str) -> None:
+        """Nothing of certname left on the real CA: what `puppetserver ca clean` sends (revoke
+        if signed, then delete), each request on its own connection. The CLI sends its DELETE
+        on its revoke's connection, which Puppet Server 7 leaves waiting 30 s while it reloads
+        its TLS context with the new CRL (provider/master/certificate.py)."""
+        entry = self.ca_entry(certname)
+        if entry is None:
+            return
+        status = f"certificate_status/{certname}"
+        if entry["state"] == "signed":
+            self.ca_request("PUT", status, json={"desired_state": "revoked"}).raise_for_status()
+        self.ca_request("DELETE", status).raise_for_status()
+
+    def ca_request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One request to the real CA's HTTP API (`/puppet-ca/v1/<path>` on the lab's CA
+        port) with the primary's certificate, on a connection of its own."""
+        return requests.request(
+            method,
+            f"https://{host_by_short('primary').fqdn}:{self.profile.lab_ca_port}/puppet-ca/v1/{path}",
+            cert=self.host("primary").cert_files(),
+            verify=self.ca_file,
+            timeout=60,
+            **kwargs,
+        )
 
     def settings(self) -> dict[str, Any]:
         return dict(json.loads((self.root / "lab.json").read_text()))

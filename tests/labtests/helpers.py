@@ -85,22 +85,12 @@ def puppetserver(lab: LabClient) -> str:
 
 
 def clean_on_ca(lab: LabClient, certname: str) -> None:
-    """Nothing of certname left on the CA: `puppet cert clean` up to PE 2018.1; after it what
-    `puppetserver ca clean` sends (revoke if signed, then delete), one connection per request
-    as the product's removal sends them. The CLI itself sends its DELETE on its revoke's
-    connection, which Puppet Server 7 leaves waiting 30 s while it reloads its TLS context
-    with the new CRL (provider/master/certificate.py): a reset need not wait for that."""
+    """Nothing of certname left on the CA: `puppet cert clean` up to PE 2018.1; after it the
+    requests `puppetserver ca clean` sends, without its 30 s wait (LabClient.ca_clean)."""
     if lab.profile.has_puppet_cert:
         lab.host("primary").run(f"puppet cert clean {shlex.quote(certname)}")
-        return
-    entry = lab.ca_entry(certname)
-    if entry is None:
-        return
-    status = f"https://{lab.host('primary').fqdn}:{lab.profile.lab_ca_port}/puppet-ca/v1/certificate_status/{certname}"
-    tls: dict[str, Any] = {"cert": lab.host("primary").cert_files(), "verify": lab.ca_file, "timeout": 60}
-    if entry["state"] == "signed":
-        requests.put(status, json={"desired_state": "revoked"}, **tls).raise_for_status()
-    requests.delete(status, **tls).raise_for_status()
+    else:
+        lab.ca_clean(certname)
 
 
 def revoke_on_ca(lab: LabClient, certname: str) -> None:

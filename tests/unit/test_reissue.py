@@ -18,7 +18,7 @@ from tests.unit.test_master_config import valid
 
 
 class RecordingCa:
-    """The primary's CA as sign_certificate uses it: what was cleaned and signed."""
+    """The primary's CA as the re-issue uses it: what was cleaned, and how."""
 
     def __init__(self) -> None:
         self.cleaned: list[tuple[str, bool]] = []

@@ -37,7 +37,8 @@ test: deps lint typecheck
 	$(PY) -m pytest -q --durations=15
 
 ## The generation matrix: the program 0 -> 2 -> 1 -> 0 masters on every PE generation profile
-## of the lab (tests/labtests/test_generations.py; `make test` runs 0 -> 2 -> 0).
+## of the lab and on the other layouts (tests/labtests/test_generations.py; `make test` runs
+## 0 -> 2 -> 0, each generation in one layout).
 matrix: deps
 	PELAB_MATRIX=full $(PY) -m pytest -q -p no:cacheprovider tests/labtests/test_generations.py
 

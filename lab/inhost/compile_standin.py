@@ -18,9 +18,10 @@ from urllib.parse import unquote, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pelab_common as common
+import pelab_http
 
 
-class Handler(common.JsonHandler):
+class Handler(pelab_http.JsonHandler):
     def do_GET(self) -> None:  # noqa: N802
         self.route()
 
@@ -86,7 +87,7 @@ def main() -> None:
     """Serve until stopped; SIGHUP re-reads the CRL (pelab-compile-service takes a copy of
     the CA's first), as a HUP reloads a PE Puppet Server - never in between."""
     me = common.certname()
-    server = common.TLSServer((common.address_of(me), 8140), Handler, common.server_context(crl=common.SERVED_CRL))
+    server = pelab_http.TLSServer((common.address_of(me), 8140), Handler, common.server_context(crl=common.SERVED_CRL))
 
     def reload(_signum: int, _frame: object) -> None:
         server.ctx = common.server_context(crl=common.SERVED_CRL)

@@ -20,6 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pelab_common as common
+import pelab_http
 
 ROLES = ("pe-puppetdb-migrator", "pe-puppetdb", "pe-puppetdb-read")
 SSL = Path("/etc/puppetlabs/puppetdb/ssl")
@@ -60,7 +61,7 @@ class DatabaseProbe:
 PROBE = DatabaseProbe()
 
 
-class Handler(common.JsonHandler):
+class Handler(pelab_http.JsonHandler):
     def do_GET(self) -> None:  # noqa: N802
         if self.path.split("?")[0] not in ("/status/v1/services/puppetdb-status", "/status/v1/services"):
             return self.error(404, "not-found", self.path)
@@ -78,7 +79,7 @@ class Handler(common.JsonHandler):
 
 def main() -> None:
     me = common.certname()
-    server = common.TLSServer((common.address_of(me), 8081), Handler, common.server_context())
+    server = pelab_http.TLSServer((common.address_of(me), 8081), Handler, common.server_context())
     print(f"compiler PuppetDB stand-in listening on {me}:8081", flush=True)
     server.serve_forever()
 

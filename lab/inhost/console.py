@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pelab_common as common
+import pelab_http
 
 ROOT_GROUP_ID = "00000000-0000-4000-8000-000000000000"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -352,7 +353,7 @@ def needed_permission(method: str, rest: list[str]) -> str | None:
 # --- HTTP ------------------------------------------------------------------------------
 
 
-class Handler(common.JsonHandler):
+class Handler(pelab_http.JsonHandler):
     state: State
 
     def role(self) -> str:
@@ -636,7 +637,7 @@ def main() -> None:
     settings = common.settings()
     me = common.certname()
     Handler.state = State(Path(settings["root"]) / "state" / "console.json")
-    server = common.TLSServer((common.address_of(me), 4433), Handler, common.server_context())
+    server = pelab_http.TLSServer((common.address_of(me), 4433), Handler, common.server_context())
     print(f"console (PE {settings['pe_version']}) listening on {me}:4433", flush=True)
     server.serve_forever()
 

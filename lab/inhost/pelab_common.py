@@ -3,21 +3,24 @@
 These files are copied to <lab root>/inhost and run with the machine's /usr/bin/python3
 (stdlib only, plus Debian's python3-yaml), often as the `puppet` user from Puppet Server,
 so they must not import anything from the project's virtualenv.
+
+Every `puppet`, `curl` and `openssl` a product or an admin runs on a lab host goes through
+a wrapper that imports this module, where PE's are the binaries themselves: it imports
+only what those wrappers use (~10 ms), and ssl, http.client and http.server (~35 ms more)
+where a function needs them; the HTTP servers' base classes are in pelab_http.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
-import ssl
-import sys
-import tempfile
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ssl
+    from http.server import BaseHTTPRequestHandler
 
 INHOST = Path(__file__).resolve().parent
 ROOT = INHOST.parent
@@ -62,6 +65,8 @@ def lab_ca_args(args: list[str]) -> list[str]:
 
 def certname() -> str:
     """This host's certname: Puppet's default, the FQDN (the lab sets hostname = FQDN)."""
+    import socket
+
     return socket.gethostname()
 
 
@@ -118,6 +123,8 @@ def take_served_crl() -> bool:
 def server_context(
     name: str | None = None, require_client_cert: bool = False, crl: Path | None = None
 ) -> ssl.SSLContext:
+    import ssl
+
     cert, key, ca = cert_paths(name)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert), str(key))
@@ -130,6 +137,8 @@ def server_context(
 
 
 def client_context(with_cert: bool = True) -> ssl.SSLContext:
+    import ssl
+
     cert, key, ca = cert_paths()
     ctx = ssl.create_default_context(cafile=str(ca))
     if with_cert:
@@ -147,6 +156,8 @@ def https(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """One HTTPS request with this host's Puppet certificate, verified against the Puppet CA."""
+    import http.client
+
     conn = http.client.HTTPSConnection(host, port, context=client_context(), timeout=timeout)
     data = None
     hdrs = dict(headers or {})
@@ -163,6 +174,8 @@ def https(
 
 def peer_certname(handler: BaseHTTPRequestHandler) -> str | None:
     """CN of the verified client certificate, if the client sent one."""
+    import ssl
+
     conn = handler.connection
     cert = conn.getpeercert() if isinstance(conn, ssl.SSLSocket) else None
     if not cert:
@@ -176,6 +189,8 @@ def peer_certname(handler: BaseHTTPRequestHandler) -> str | None:
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -188,82 +203,6 @@ def read_lines(path: Path) -> list[str]:
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
     except FileNotFoundError:
         return []
-
-
-class JsonHandler(BaseHTTPRequestHandler):
-    """Small JSON request handler base: body parsing, JSON replies, quiet logs."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "pelab"
-
-    def setup(self) -> None:
-        super().setup()
-        if isinstance(self.connection, ssl.SSLSocket):
-            self.connection.do_handshake()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"{self.address_string()} {format % args}\n")
-
-    _raw_body: bytes | None = None
-
-    def handle_one_request(self) -> None:
-        self._raw_body = None  # one handler serves every request of a keep-alive connection
-        super().handle_one_request()
-
-    def body_bytes(self) -> bytes:
-        """The request body, read once (and always read before replying: an unread body
-        would be parsed as the next request on a keep-alive connection)."""
-        if self._raw_body is None:
-            length = int(self.headers.get("Content-Length") or 0)
-            self._raw_body = self.rfile.read(length) if length else b""
-        return self._raw_body
-
-    def body_json(self) -> Any:
-        raw = self.body_bytes()
-        return json.loads(raw) if raw else None
-
-    def reply(
-        self,
-        status: int,
-        payload: Any = None,
-        headers: dict[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> None:
-        self.body_bytes()
-        if payload is None:
-            data = b""
-        elif isinstance(payload, (bytes, str)):
-            data = payload.encode() if isinstance(payload, str) else payload
-        else:
-            data = json.dumps(payload).encode()
-        self.send_response(status)
-        if data:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
-
-    def error(self, status: int, kind: str, msg: str) -> None:
-        self.reply(status, {"kind": kind, "msg": msg})
-
-
-class TLSServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], ctx: ssl.SSLContext):
-        super().__init__(address, handler)
-        self.ctx = ctx
-
-    def get_request(self) -> tuple[Any, Any]:
-        # The handshake happens in the handler's thread (JsonHandler.setup), so one slow or
-        # rejected client never stalls the accept loop.
-        sock, addr = self.socket.accept()
-        sock.settimeout(30)
-        return self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
 
 PP_AUTH_ROLE_OID = "1.3.6.1.4.1.34380.1.3.13"

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 
 import pelab_common as common
+import pelab_http
 
 REAL_PORT = 8082
 
@@ -42,7 +43,7 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 
 
-class LegacyHandler(common.JsonHandler):
+class LegacyHandler(pelab_http.JsonHandler):
     """PuppetDB 2.x's HTTP API (PE 3.x), carried out by the real PuppetDB."""
 
     def allowed(self) -> bool:

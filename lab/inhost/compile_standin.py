@@ -40,10 +40,8 @@ class Handler(pelab_http.JsonHandler):
             return self.ca_request(path)
         if parts[:3] == ["puppet", "v3", "catalog"] and len(parts) == 4:
             node = parts[3]
-            if common.peer_certname(self) != node:
-                return self.error(
-                    403, "forbidden", f"Forbidden request: catalog of {node} for {common.peer_certname(self)}"
-                )
+            if self.peer_certname() != node:
+                return self.error(403, "forbidden", f"Forbidden request: catalog of {node} for {self.peer_certname()}")
             try:
                 result = common.classify_for_catalog(node)
             except common.CatalogRefusedError as exc:

@@ -368,7 +368,7 @@ class Handler(pelab_http.JsonHandler):
             if isinstance(entry, dict) and time.time() >= float(entry["expires"]):
                 raise TokenExpiredError()
             return True
-        peer = common.peer_certname(self)
+        peer = self.peer_certname()
         return peer is not None and peer in common.read_lines(Path(common.profile().console_allowlist))
 
     def route(self, method: str) -> None:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import ssl
-    from http.server import BaseHTTPRequestHandler
 
 INHOST = Path(__file__).resolve().parent
 ROOT = INHOST.parent
@@ -170,21 +169,6 @@ def https(
         return resp.status, resp.read()
     finally:
         conn.close()
-
-
-def peer_certname(handler: BaseHTTPRequestHandler) -> str | None:
-    """CN of the verified client certificate, if the client sent one."""
-    import ssl
-
-    conn = handler.connection
-    cert = conn.getpeercert() if isinstance(conn, ssl.SSLSocket) else None
-    if not cert:
-        return None
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:

@@ -26,6 +26,17 @@ class JsonHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
+    def peer_certname(self) -> str | None:
+        """CN of the verified client certificate, if the client sent one."""
+        cert = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
+        if not cert:
+            return None
+        for rdn in cert.get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    return str(value)
+        return None
+
     _raw_body: bytes | None = None
 
     def handle_one_request(self) -> None:

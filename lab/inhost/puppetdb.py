@@ -47,7 +47,7 @@ class LegacyHandler(pelab_http.JsonHandler):
     """PuppetDB 2.x's HTTP API (PE 3.x), carried out by the real PuppetDB."""
 
     def allowed(self) -> bool:
-        peer = common.peer_certname(self)
+        peer = self.peer_certname()
         if peer is None or peer not in common.read_lines(Path(common.profile().puppetdb_allowlist)):
             self.reply(403, f"Permission denied: {peer} is not on the certificate whitelist", content_type="text/plain")
             return False
@@ -89,7 +89,7 @@ class LegacyHandler(pelab_http.JsonHandler):
                 "certname": payload["name"],
                 "environment": payload.get("environment") or "production",
                 "producer_timestamp": now(),
-                "producer": common.peer_certname(self),
+                "producer": self.peer_certname(),
                 "values": payload.get("values") or {},
             }
             status, body = real("POST", "/pdb/cmd/v1", {"command": name, "version": 5, "payload": translated})

@@ -41,16 +41,19 @@ def _hash_lines(path: str) -> str:
 
 def probe_command(fallback: str = "", puppets: Sequence[str] = PUPPET_BINARIES) -> str:
     """One command per host: its `puppet` (AIO's path first, then PE 3.x's, as FileSync has
-    no PE version), that Puppet's hiera_config for Puppet Server - section `master` up to
-    Puppet 5, `server` from 6 (an unknown section silently reads [main]) -, and the file's
-    sha256. With no `puppet` there (a master before its agent is installed) the path is
-    `fallback`, the primary's. Prints `puppet`, `section`, `path` and `sha256` lines."""
+    no PE version), that Puppet's hiera_config as Puppet Server reads it, and the file's
+    sha256. `--section master` is Puppet Server's view on every generation: Puppet 3 to 6.18
+    read [master] then [main]; from 6.19 (lib/puppet/settings.rb `configsearchpath`, also in
+    8.x) the master and server run modes both read [server], [master], then [main]. (`--section
+    server` before 6.19 read [main] alone, and choosing the section by `puppet --version`
+    cost a Ruby start-up on a PE host.) With no `puppet` there (a master before its agent is
+    installed) the path is `fallback`, the primary's. Prints `puppet`, `section`, `path` and
+    `sha256` lines."""
     words = " ".join(shlex.quote(p) for p in puppets)
     return (
         f'p=; for c in {words}; do if test -x "$c"; then p=$c; break; fi; done\n'
         'if test -n "$p"; then\n'
-        '  case "$("$p" --version 2>/dev/null)" in [0-5].*) s=master ;; *) s=server ;; esac\n'
-        '  f=$("$p" config print hiera_config --section "$s") || exit 3\n'
+        '  s=master; f=$("$p" config print hiera_config --section master) || exit 3\n'
         "  f=$(printf '%s\\n' \"$f\" | tail -n 1)\n"
         "else\n"
         f"  s=-; f={shlex.quote(fallback)}\n"

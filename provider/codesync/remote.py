@@ -19,13 +19,13 @@ from provider.ssh.session import SshSession, host_keys_for, remote_lock
 
 AUTHORIZED_KEYS_LOCK = "/var/lock/pe-file-sync-authorized-keys.lock"  # RHEL 5/6 have no /run
 FSTAB_LOCK = "/var/lock/pe-file-sync-fstab.lock"
-# `puppet --version` and `puppet config print` are two Ruby start-ups on a busy host.
+# `puppet config print` is a Ruby start-up (seconds on a busy host).
 HIERA_PROBE_TIMEOUT = 180
 HIERA_FILE_TIMEOUT = 60
 
 # The primary's hiera_config (path and `puppet`), per SSH address, for the life of the
 # provider process (one `pulumi up`): every master's FileSync needs it, and each read is
-# two Ruby start-ups on the primary. Its digest is read afresh every time.
+# a Ruby start-up on the primary. Its digest is read afresh every time.
 _primary_hiera: dict[tuple[str, int, str], hiera.HieraFile] = {}
 _primary_hiera_lock = threading.Lock()
 

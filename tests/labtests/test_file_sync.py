@@ -235,8 +235,12 @@ def test_the_global_hiera_yaml_follows_the_primarys(lab: LabClient, server: Prov
 
         # With the generation's agent installed, the master's own `puppet config print` names the path.
         host.run(f"{lab.root}/inhost/bin/pelab-pe-install agent").check()
-        printed = host.run(f"{lab.profile.bin_dir}/puppet config print hiera_config --section server").check()
+        # As the probe asks (`--section master`: Puppet Server's view on every generation,
+        # [server] first from Puppet 6.19 on), and the same as `--section server` there.
+        puppet = f"{lab.profile.bin_dir}/puppet config print hiera_config"
+        printed = host.run(f"{puppet} --section master").check()
         assert printed.stdout.strip() == HIERA
+        assert host.run(f"{puppet} --section server").check().stdout == printed.stdout
         host.put(HIERA, original.encode())  # changed behind our back: drift, and `up` copies again
         drifted = engine.refresh()
         assert drifted is not None and f"hiera.yaml differs from the primary's ({HIERA})" in drifted.outputs["status"]

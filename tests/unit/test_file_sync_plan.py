@@ -160,24 +160,22 @@ def puppet(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    ("version", "section"),
-    [("3.8.7 (Puppet Enterprise 3.8.6)", "master"), ("5.5.22", "master"), ("6.28.0", "server"), ("8.10.0", "server")],
-)
 def test_hiera_probe_asks_puppet_server_s_section_of_its_puppet_and_hashes_the_file(
-    tmp_path: Path, puppet: Path, version: str, section: str
+    tmp_path: Path, puppet: Path
 ) -> None:
+    """One Ruby start-up on every generation: `--section master` is Puppet Server's view from
+    Puppet 3 to 8 (hiera.probe_command), so the version is never asked."""
     hiera_yaml = tmp_path / "conf" / "hiera.yaml"
     hiera_yaml.parent.mkdir()
     hiera_yaml.write_bytes(b"---\nversion: 5\n")
     calls = tmp_path / "calls"
-    env = {"VERSION": version, "HIERA": str(hiera_yaml), "CALLS": str(calls)}
+    env = {"VERSION": "6.16.0", "HIERA": str(hiera_yaml), "CALLS": str(calls)}
     code, out = sh(hiera.probe_command("/fallback/hiera.yaml", [str(tmp_path / "none"), str(puppet)]), env)
     assert code == 0, out
     found = hiera.parse_probe(out)
     assert found == hiera.HieraFile(str(hiera_yaml), hashlib.sha256(b"---\nversion: 5\n").hexdigest(), str(puppet))
-    assert f"section {section}" in out.splitlines()
-    assert calls.read_text().splitlines() == ["--version", f"config print hiera_config --section {section}"]
+    assert "section master" in out.splitlines()
+    assert calls.read_text().splitlines() == ["config print hiera_config --section master"]
     hiera_yaml.unlink()  # no file: absent, not an error
     code, out = sh(hiera.probe_command("", [str(puppet)]), env)
     assert (code, hiera.parse_probe(out).digest) == (0, "")

@@ -94,11 +94,15 @@ class LabHost:
         client = paramiko.SSHClient()
         client.load_host_keys(str(self.lab.known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        # Nagle off, as the product's sessions (provider.ssh.session.tcp_connection).
+        sock = socket.create_connection((self.fqdn, 22), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.connect(
             self.fqdn,
             port=22,
             username="root",
             key_filename=str(self.lab.key),
+            sock=sock,
             timeout=timeout,
             banner_timeout=timeout,
             auth_timeout=timeout,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import shlex
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,11 +36,14 @@ if TYPE_CHECKING:
 # Seconds between the remote deadline's TERM and KILL, and the extra time we wait to hear
 # the exit status after the deadline.
 REMOTE_KILL_GRACE = 10.0
-# Polling a channel for output: quick for short commands, backing off to POLL_MAX while a
-# long one (an agent run) is silent - 16 threads polling every 20 ms cost the provider
-# process CPU that the hosts need.
-POLL_FIRST = 0.01
+# Waiting on a channel: data, EOF and close wake the wait at once (the channel's pipe);
+# POLL_MAX bounds each wait, so an exit status that comes with nothing else is heard
+# within it. TRAILING_OUTPUT_WAIT: how long, after the exit status, to wait for the end of
+# the output, which OpenSSH may still be sending (session.c session_exit_message: "there
+# could be some more data waiting in the pipe"); a daemon the command started that kept
+# its output open would otherwise hold the channel until the deadline.
 POLL_MAX = 0.1
+TRAILING_OUTPUT_WAIT = 0.5
 
 
 def with_remote_deadline(line: str, timeout: float) -> str:
@@ -93,6 +97,17 @@ def pinned_policy(target: SshTarget, allowed: Sequence[paramiko.PKey]) -> parami
     return PinnedPolicy()
 
 
+def tcp_connection(target: SshTarget, timeout: float) -> socket.socket:
+    """The TCP connection an SSH session runs on, with Nagle's algorithm off (TCP_NODELAY,
+    as OpenSSH sets for interactive sessions): an SSH exchange is small messages written
+    back to back (channel open, exec, EOF; the key exchange's), and with Nagle on each
+    waits for the previous one's ACK, which Linux delays up to 40 ms. Measured on the lab:
+    a command's round trip 48 -> 6 ms, a connection 70 -> 28 ms; the same CPU."""
+    sock = socket.create_connection((target.host, target.port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def open_client(target: SshTarget, connect_deadline: float) -> paramiko.SSHClient:
     """A connected paramiko client that accepts only the target's pinned host keys, retried
     until connect_deadline passes (a refused login is not retried)."""
@@ -115,6 +130,7 @@ def open_client(target: SshTarget, connect_deadline: float) -> paramiko.SSHClien
                 port=target.port,
                 username=target.user,
                 pkey=pkey,
+                sock=tcp_connection(target, min(10.0, remaining)),
                 timeout=min(10.0, remaining),
                 banner_timeout=min(10.0, remaining),
                 auth_timeout=min(10.0, remaining),
@@ -270,26 +286,41 @@ class SshSession:
 
 
 def _drain(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes, str]:
-    """A running command's stdout and stderr until its exit status arrives ("exited"), the
-    deadline passes ("deadline") or the channel closes without one ("lost")."""
+    """A running command's stdout and stderr until it has ended ("exited": its exit status
+    and the end of its output are in, or TRAILING_OUTPUT_WAIT has passed since the status),
+    the deadline passes ("deadline") or the channel closes without an exit status ("lost").
+    It waits on the channel, not on a timer, so a short command is heard when it ends."""
+    import select
+
     out, err = bytearray(), bytearray()
-    idle = POLL_FIRST
+
+    def take() -> None:
+        while chan.recv_ready():
+            out.extend(chan.recv(65536))
+        while chan.recv_stderr_ready():
+            err.extend(chan.recv_stderr(65536))
+
+    status_at: float | None = None
+    waiter = select.poll()
+    waiter.register(chan.fileno(), select.POLLIN)  # paramiko's pipe: data on either stream, EOF, close
     while True:
-        if chan.recv_ready():
-            out += chan.recv(65536)
-            idle = POLL_FIRST
-        elif chan.recv_stderr_ready():
-            err += chan.recv_stderr(65536)
-            idle = POLL_FIRST
-        elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-            return bytes(out), bytes(err), "exited"
-        elif time.monotonic() > deadline:
-            return bytes(out), bytes(err), "deadline"
-        elif chan.closed and not chan.exit_status_ready():
+        take()
+        ended = chan.eof_received or chan.closed
+        now = time.monotonic()
+        if chan.exit_status_ready():
+            status_at = now if status_at is None else status_at
+            if ended or now - status_at >= TRAILING_OUTPUT_WAIT:
+                take()  # what came in since the first take (nothing comes after EOF)
+                return bytes(out), bytes(err), "exited"
+        elif chan.closed:
             return bytes(out), bytes(err), "lost"
+        if now > deadline:
+            return bytes(out), bytes(err), "deadline"
+        wait = min(deadline - now, POLL_MAX if status_at is None else TRAILING_OUTPUT_WAIT - (now - status_at))
+        if ended:  # the pipe stays readable after EOF: wait for the exit status itself
+            chan.status_event.wait(max(wait, 0.001))
         else:
-            time.sleep(idle)
-            idle = min(idle * 1.5, POLL_MAX)
+            waiter.poll(max(1, int(wait * 1000)))
 
 
 @contextmanager

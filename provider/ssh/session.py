@@ -287,9 +287,11 @@ class SshSession:
 
 def _drain(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes, str]:
     """A running command's stdout and stderr until it has ended ("exited": its exit status
-    and the end of its output are in, or TRAILING_OUTPUT_WAIT has passed since the status),
-    the deadline passes ("deadline") or the channel closes without an exit status ("lost").
-    It waits on the channel, not on a timer, so a short command is heard when it ends."""
+    and the end of its output are in, or TRAILING_OUTPUT_WAIT has passed since the status)
+    or the deadline passes ("deadline"). paramiko reports a closed channel's status as ready
+    (-1), so a dropped connection ends as "exited" and SshSession._run tells it by that;
+    "lost" only if a paramiko did not. It waits on the channel, not on a timer, so a short
+    command is heard when it ends."""
     import select
 
     out, err = bytearray(), bytearray()
